@@ -1,0 +1,130 @@
+//! The generic object: what the datastore stores and the CLI prints.
+//!
+//! Every kind shares `apiVersion`, `kind` and `metadata`; the rest (`spec`, `status`, or top-level
+//! fields such as EndpointSlice's `endpoints`) is kept as JSON so that fields cilia does not model are
+//! stored and printed unchanged. Typed views (`types::*`) are produced with [`Object::to_typed`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+
+use crate::{kinds::ResourceKind, meta::ObjectMeta};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Object {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Everything besides apiVersion, kind and metadata, in document order.
+    #[serde(flatten)]
+    pub body: Map<String, Value>,
+}
+
+/// Identifies one object: its kind, namespace (for namespaced kinds) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub kind: &'static ResourceKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    /// `Service default/webpod`, `Node k8s-ctr`: the form error messages use.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind.kind, ns, self.name),
+            None => write!(f, "{} {}", self.kind.kind, self.name),
+        }
+    }
+}
+
+impl ObjectRef {
+    pub fn new(kind: &'static ResourceKind, namespace: Option<&str>, name: &str) -> Self {
+        ObjectRef {
+            kind,
+            namespace: if kind.namespaced { namespace.map(str::to_string) } else { None },
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Object {
+    /// An empty object of `kind` with the kind's preferred apiVersion.
+    pub fn new(kind: &'static ResourceKind, namespace: Option<&str>, name: &str) -> Self {
+        Object {
+            api_version: kind.api_version(),
+            kind: kind.kind.to_string(),
+            metadata: ObjectMeta {
+                name: name.to_string(),
+                namespace: if kind.namespaced { namespace.map(str::to_string) } else { None },
+                ..Default::default()
+            },
+            body: Map::new(),
+        }
+    }
+
+    /// The registered kind of this object, if cilia knows it.
+    pub fn resource_kind(&self) -> Option<&'static ResourceKind> {
+        crate::kinds::by_kind(&self.kind)
+    }
+
+    /// The reference to this object. Fails for kinds cilia does not know.
+    pub fn object_ref(&self) -> Option<ObjectRef> {
+        let kind = self.resource_kind()?;
+        Some(ObjectRef::new(kind, self.metadata.namespace.as_deref(), &self.metadata.name))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.metadata.namespace.as_deref()
+    }
+
+    /// The object as one JSON value (apiVersion, kind, metadata first).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("an Object always serializes")
+    }
+
+    pub fn from_value(value: Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+
+    /// Converts to a typed view (e.g. `types::Service`).
+    pub fn to_typed<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(self.to_value())
+    }
+
+    /// Converts a typed view back. Its apiVersion and kind must be set by the type's serializer.
+    pub fn from_typed<T: Serialize>(typed: &T) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(serde_json::to_value(typed)?)
+    }
+
+    /// `spec`, `status` or any other top-level field.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.body.get(name)
+    }
+
+    /// Follows a dotted path such as `spec.nodeName` or `metadata.labels.app`.
+    pub fn lookup_path(&self, path: &str) -> Option<Value> {
+        let value = self.to_value();
+        let mut cur = &value;
+        for part in path.split('.') {
+            cur = match cur {
+                Value::Object(map) => map.get(part)?,
+                Value::Array(items) => items.get(part.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(cur.clone())
+    }
+
+    /// Whether `spec` differs between two versions (bumps `metadata.generation`).
+    pub fn spec_differs(&self, other: &Object) -> bool {
+        self.body.get("spec") != other.body.get("spec")
+    }
+}
