@@ -1,0 +1,126 @@
+//! The guide's manifests parse verbatim; bad manifests give errors naming file, object, field, reason.
+
+use api::{manifest, types};
+
+fn guide(file: &str) -> (String, String) {
+    let path = format!("{}/../../examples/guide/{file}", env!("CARGO_MANIFEST_DIR"));
+    (file.to_string(), std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+}
+
+#[test]
+fn guide_manifests_parse_verbatim() {
+    let (name, text) = guide("webpod.yaml");
+    let objs = manifest::parse(&name, &text, "default").unwrap();
+    assert_eq!(objs.len(), 2);
+    let deploy: types::Deployment = objs[0].to_typed().unwrap();
+    assert_eq!(deploy.replicas(), 3);
+    let term = &deploy.spec.template.spec.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap()
+        .required_during_scheduling_ignored_during_execution[0];
+    assert_eq!(term.topology_key, "kubernetes.io/hostname");
+    assert_eq!(objs[1].namespace(), Some("default"));
+    let svc: types::Service = objs[1].to_typed().unwrap();
+    assert_eq!(svc.type_(), "ClusterIP");
+
+    let (name, text) = guide("curl-pod.yaml");
+    let pod: types::Pod = manifest::parse(&name, &text, "default").unwrap()[0].to_typed().unwrap();
+    assert_eq!(pod.spec.node_name.as_deref(), Some("k8s-ctr"));
+    assert_eq!(pod.spec.termination_grace_period_seconds, Some(0));
+
+    let (name, text) = guide("lb-ippool.yaml");
+    let objs = manifest::parse(&name, &text, "default").unwrap();
+    assert_eq!(objs[0].namespace(), None, "pools are cluster-scoped");
+    let pool: types::LbIpPool = objs[0].to_typed().unwrap();
+    assert_eq!(pool.spec.blocks[0].start.as_deref(), Some("192.168.10.241"));
+
+    let (name, text) = guide("webpod-sharing.yaml");
+    let objs = manifest::parse(&name, &text, "default").unwrap();
+    assert_eq!(objs[0].metadata.annotations["lbipam.cilium.io/sharing-key"], "shared-1");
+
+    let (name, text) = guide("l2-policy.yaml");
+    let policy: types::L2AnnouncementPolicy = manifest::parse(&name, &text, "default").unwrap()[0].to_typed().unwrap();
+    assert_eq!(policy.spec.interfaces, vec!["^eth[1-9]+"]);
+    assert!(policy.spec.load_balancer_ips);
+}
+
+#[test]
+fn v2alpha1_pools_are_accepted() {
+    let text = "apiVersion: cilium.io/v2alpha1\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{cidr: 10.0.0.0/24}]}\n";
+    assert_eq!(manifest::parse("p.yaml", text, "default").unwrap().len(), 1);
+}
+
+fn error_of(text: &str) -> api::ValidationError {
+    manifest::parse("bad.yaml", text, "default").expect_err("must be rejected")
+}
+
+#[test]
+fn malformed_yaml_names_the_file() {
+    let err = error_of("apiVersion: v1\nkind: Service\nmetadata: {name: x\n");
+    assert_eq!(err.origin.as_deref(), Some("bad.yaml"));
+    assert!(err.reason.starts_with("invalid YAML"), "{err}");
+}
+
+#[test]
+fn wrong_api_version_names_object_and_field() {
+    let err = error_of("apiVersion: cilium.io/v1\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: pool}\n");
+    assert_eq!(err.field.as_deref(), Some("apiVersion"));
+    assert!(err.reason.contains("cilium.io/v2"), "{err}");
+    assert_eq!(err.to_string().split(": ").next(), Some("bad.yaml"));
+}
+
+#[test]
+fn missing_name() {
+    let err = error_of("apiVersion: v1\nkind: Service\nmetadata: {}\nspec: {ports: [{port: 80}]}\n");
+    assert_eq!(err.field.as_deref(), Some("metadata.name"));
+    assert_eq!(err.reason, "is required");
+}
+
+#[test]
+fn unknown_kind_and_unknown_field_are_reported() {
+    let err = error_of("apiVersion: v1\nkind: Frobnicator\nmetadata: {name: x}\n");
+    assert!(err.reason.contains("unknown kind \"Frobnicator\""), "{err}");
+    let err = error_of("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - port: 80\n    tragetPort: 80\n");
+    assert_eq!(err.field.as_deref(), Some("spec.ports[0].tragetPort"));
+    assert!(err.reason.contains("unknown field `tragetPort`"), "{err}");
+    assert_eq!(err.object.as_deref(), Some("Service web"));
+}
+
+#[test]
+fn bad_field_values_name_the_field() {
+    let err = error_of("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 0}]}\n");
+    assert_eq!(err.field.as_deref(), Some("spec.ports[0].port"));
+    assert_eq!(err.object.as_deref(), Some("Service default/web"));
+    let err = error_of("apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{start: 10.0.0.9, stop: 10.0.0.1}]}\n");
+    assert_eq!(err.field.as_deref(), Some("spec.blocks[0]"));
+    assert!(err.reason.contains("after"), "{err}");
+    let err = error_of("apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{start: 10.0.0.1, stop: 'fd00::1'}]}\n");
+    assert!(err.reason.contains("families"), "{err}");
+    let err = error_of("apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{cidr: 10.0.0.0/33}]}\n");
+    assert_eq!(err.field.as_deref(), Some("spec.blocks[0].cidr"));
+}
+
+#[test]
+fn a_bad_document_fails_the_whole_file() {
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: Not_OK}\n";
+    let err = error_of(text);
+    assert_eq!(err.object.as_deref(), Some("Namespace Not_OK"));
+    assert_eq!(err.field.as_deref(), Some("metadata.name"));
+}
+
+#[test]
+fn ten_megabyte_manifest_is_refused_clearly() {
+    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: big\n  annotations:\n    blob: \"");
+    text.push_str(&"x".repeat(10 * 1024 * 1024));
+    text.push_str("\"\n");
+    let err = error_of(&text);
+    assert!(err.reason.contains("10.0 MiB"), "{err}");
+    assert!(err.reason.contains("limit"), "{err}");
+}
+
+#[test]
+fn oversized_single_object_is_refused() {
+    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: big\n  annotations:\n    blob: \"");
+    text.push_str(&"x".repeat(2 * 1024 * 1024));
+    text.push_str("\"\n");
+    let err = error_of(&text);
+    assert!(err.reason.contains("bytes; the limit"), "{err}");
+}
