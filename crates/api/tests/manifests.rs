@@ -81,7 +81,7 @@ fn unknown_kind_and_unknown_field_are_reported() {
     let err = error_of("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - port: 80\n    tragetPort: 80\n");
     assert_eq!(err.field.as_deref(), Some("spec.ports[0].tragetPort"));
     assert!(err.reason.contains("unknown field `tragetPort`"), "{err}");
-    assert_eq!(err.object.as_deref(), Some("Service web"));
+    assert_eq!(err.object.as_deref(), Some("Service default/web"));
 }
 
 #[test]
