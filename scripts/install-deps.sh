@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the system packages cilia builds and runs with, if any is missing (Debian, as root).
+set -euo pipefail
+
+packages=(
+  clang            # compiles the eBPF datapath (bpf/*.c)
+  libbpf-dev       # bpf_helpers.h for the eBPF programs
+  protobuf-compiler # protoc, for etcd-client's gRPC code
+  etcd-server      # the datastore the lab runs
+  etcd-client      # etcdctl, for inspecting the datastore by hand
+  iproute2         # ip, for the lab's namespaces and links
+  iputils-ping     # ping inside lab hosts and pods
+  tcpdump          # packet capture in the guide's steps
+  curl             # HTTP requests inside lab hosts and pods
+  arping           # ARP probes from the router (L2 announcements)
+  procps           # ps/pkill used by cleanup checks
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The BPF filesystem and cgroup2 are needed by the datapath; both are normally mounted.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
