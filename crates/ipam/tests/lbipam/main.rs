@@ -1,0 +1,5 @@
+//! LB-IPAM behaviour tests: the hands-on guide, Cilium's test catalogue (ported as scenarios),
+//! property tests and fuzzing.
+
+mod fixture;
+mod guide;
