@@ -1,0 +1,146 @@
+//! Drives the LB-IPAM reconciler (`ipam::lbipam`) from the datastore: pools and Services in,
+//! Service and pool statuses out.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use anyhow::Result;
+use api::{
+    Object, ObjectRef, kinds,
+    types::{LbIpPool, Service},
+};
+use ipam::lbipam::{LbIpam, LbIpamConfig, StatusUpdate};
+use store::{Change, Informer, Store, WatchEventType};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::OperatorConfig, status};
+
+pub async fn run(
+    store: Arc<dyn Store>,
+    pools: Arc<Informer>,
+    services: Arc<Informer>,
+    config: OperatorConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut pool_sub = pools.subscribe();
+    let mut svc_sub = services.subscribe();
+    let mut ipam = LbIpam::new(LbIpamConfig { l2_announcements: config.l2_announcements, ..LbIpamConfig::default() });
+    let mut known_pools: BTreeSet<String> = BTreeSet::new();
+    let mut known_services: BTreeSet<(String, String)> = BTreeSet::new();
+
+    // Start-up: both full states at once, so every Service keeps the address it already has.
+    let (Some(Change::Resync(all_pools)), Some(Change::Resync(all_services))) =
+        (pool_sub.recv().await, svc_sub.recv().await)
+    else {
+        return Ok(());
+    };
+    let pools0: Vec<LbIpPool> = typed_all(&all_pools);
+    let services0: Vec<Service> = typed_all(&all_services);
+    known_pools.extend(pools0.iter().map(|p| p.metadata.name.clone()));
+    known_services.extend(services0.iter().map(service_key));
+    // Writes that failed (datastore unreachable) are retried: the reconciler already counts them as
+    // published, so dropping them would leave a status stale until the object changes again.
+    let mut failed = write(store.as_ref(), ipam.initial_sync(&pools0, &services0)).await;
+    let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
+
+    loop {
+        let updates = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = retry.tick(), if !failed.is_empty() => std::mem::take(&mut failed),
+            change = pool_sub.recv() => match change {
+                None => return Ok(()),
+                Some(Change::Resync(all)) => {
+                    let pools: Vec<LbIpPool> = typed_all(&all);
+                    let now: BTreeSet<String> = pools.iter().map(|p| p.metadata.name.clone()).collect();
+                    let mut updates = Vec::new();
+                    for gone in known_pools.difference(&now) {
+                        updates.extend(ipam.delete_pool(gone));
+                    }
+                    for p in &pools {
+                        updates.extend(ipam.upsert_pool(p));
+                    }
+                    known_pools = now;
+                    updates
+                }
+                Some(Change::Event(ev)) if ev.type_ == WatchEventType::Deleted => {
+                    known_pools.remove(ev.object.name());
+                    ipam.delete_pool(ev.object.name())
+                }
+                Some(Change::Event(ev)) => match typed::<LbIpPool>(&ev.object) {
+                    Some(p) => {
+                        known_pools.insert(p.metadata.name.clone());
+                        ipam.upsert_pool(&p)
+                    }
+                    None => Vec::new(),
+                },
+            },
+            change = svc_sub.recv() => match change {
+                None => return Ok(()),
+                Some(Change::Resync(all)) => {
+                    let services: Vec<Service> = typed_all(&all);
+                    let now: BTreeSet<(String, String)> = services.iter().map(service_key).collect();
+                    let mut updates = Vec::new();
+                    for (ns, name) in known_services.difference(&now) {
+                        updates.extend(ipam.delete_service(ns, name));
+                    }
+                    for s in &services {
+                        updates.extend(ipam.upsert_service(s));
+                    }
+                    known_services = now;
+                    updates
+                }
+                Some(Change::Event(ev)) if ev.type_ == WatchEventType::Deleted => {
+                    let ns = ev.object.namespace().unwrap_or_default().to_string();
+                    known_services.remove(&(ns.clone(), ev.object.name().to_string()));
+                    ipam.delete_service(&ns, ev.object.name())
+                }
+                Some(Change::Event(ev)) => match typed::<Service>(&ev.object) {
+                    Some(s) => {
+                        known_services.insert(service_key(&s));
+                        ipam.upsert_service(&s)
+                    }
+                    None => Vec::new(),
+                },
+            },
+        };
+        failed.extend(write(store.as_ref(), updates).await);
+    }
+}
+
+fn service_key(s: &Service) -> (String, String) {
+    (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone())
+}
+
+fn typed<T: serde::de::DeserializeOwned>(obj: &Object) -> Option<T> {
+    match obj.to_typed() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let what = obj.object_ref().map(|r| r.to_string()).unwrap_or_else(|| obj.name().to_string());
+            tracing::warn!(object = %what, error = %e, "skipping an object that does not parse");
+            None
+        }
+    }
+}
+
+fn typed_all<T: serde::de::DeserializeOwned>(objs: &[Object]) -> Vec<T> {
+    objs.iter().filter_map(typed).collect()
+}
+
+/// Writes the updates; returns those that failed.
+async fn write(store: &dyn Store, updates: Vec<StatusUpdate>) -> Vec<StatusUpdate> {
+    let mut failed = Vec::new();
+    for update in updates {
+        let result = match &update {
+            StatusUpdate::Service { namespace, name, status } => {
+                status::write_status(store, &ObjectRef::new(&kinds::SERVICE, Some(namespace), name), status).await
+            }
+            StatusUpdate::Pool { name, status } => {
+                status::write_status(store, &ObjectRef::new(&kinds::LB_IP_POOL, None, name), status).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %format!("{e:#}"), "writing an LB-IPAM status; will retry");
+            failed.push(update);
+        }
+    }
+    failed
+}

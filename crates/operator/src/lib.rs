@@ -1,0 +1,53 @@
+//! `cilia operator`: the cluster-wide controllers. One operator is active per cluster; standbys wait
+//! for the leader's lease to lapse (see [`leader`]).
+//!
+//! Every controller follows the same shape: informers (watch caches) feed events in, the controller
+//! keeps what it needs in memory, and writes go back to the datastore through
+//! [`store::update_with_retry`], so nothing it writes can overwrite a concurrent change.
+
+pub mod config;
+mod lbipam;
+pub mod leader;
+mod service_address_controller;
+mod service_addresses;
+mod status;
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use api::kinds;
+use store::{Informer, Store};
+use tokio_util::sync::CancellationToken;
+
+pub use config::OperatorConfig;
+
+/// Runs the operator until `shutdown` is cancelled or leadership is lost (the caller restarts it).
+pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: CancellationToken) -> Result<()> {
+    let leadership = tokio::select! {
+        l = leader::acquire(store.clone(), &config.identity, config.lease_ttl) => l?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    tracing::info!(identity = %config.identity, "leading; starting controllers");
+
+    let services = Arc::new(Informer::start(store.clone(), &kinds::SERVICE, None));
+    let pools = Arc::new(Informer::start(store.clone(), &kinds::LB_IP_POOL, None));
+
+    let controllers = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(service_address_controller::run(store.clone(), services.clone(), config.clone(), controllers.clone()));
+    tasks.spawn(lbipam::run(store.clone(), pools.clone(), services.clone(), config.clone(), controllers.clone()));
+
+    let outcome = tokio::select! {
+        () = shutdown.cancelled() => Ok(()),
+        () = leadership.lost() => Err(anyhow::anyhow!("lost the operator lease; another operator may take over")),
+        Some(done) = tasks.join_next() => match done {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a controller stopped unexpectedly")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("a controller panicked: {e}")),
+        },
+    };
+    controllers.cancel();
+    tasks.shutdown().await;
+    leadership.release().await;
+    outcome
+}

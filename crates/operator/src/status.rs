@@ -1,0 +1,34 @@
+//! Writing a controller's result back: replace one part of an object (its `status`, or a few spec
+//! fields) with a conditional read-modify-write, skipping objects that vanished meanwhile.
+
+use anyhow::Result;
+use api::{Object, ObjectRef};
+use serde::Serialize;
+use store::Store;
+
+/// Replaces `status` of the object. A missing object is not an error: it was deleted after the
+/// controller saw it, and its deletion event follows.
+pub async fn write_status<T: Serialize>(store: &dyn Store, target: &ObjectRef, status: &T) -> Result<()> {
+    let value = serde_json::to_value(status)?;
+    write(store, target, |obj| {
+        let empty = value.as_object().is_some_and(|m| m.is_empty());
+        let changed = if empty { obj.body.remove("status").is_some() } else { obj.body.get("status") != Some(&value) };
+        if changed && !empty {
+            obj.body.insert("status".into(), value.clone());
+        }
+        Ok(changed)
+    })
+    .await
+}
+
+/// Applies `mutate` with conflict retries; a vanished object is skipped.
+pub async fn write(
+    store: &dyn Store,
+    target: &ObjectRef,
+    mutate: impl FnMut(&mut Object) -> store::Result<bool> + Send,
+) -> Result<()> {
+    match store::update_with_retry(store, target, mutate).await {
+        Ok(_) | Err(store::Error::NotFound(_)) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("writing {target}"))),
+    }
+}
