@@ -133,3 +133,84 @@ async fn serve_connection<H: CniHandler>(stream: UnixStream, handler: Arc<H>) {
         tracing::debug!(error = %e, "CNI socket write failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::client;
+    use crate::env::Command;
+    use crate::protocol::{Attachment, Interface};
+
+    /// Answers ADD with a fixed attachment and fails everything else with code 3.
+    struct Fake;
+
+    impl CniHandler for Fake {
+        async fn handle(&self, request: Request) -> Result<Option<Attachment>, CniError> {
+            match request.command {
+                Command::Add => Ok(Some(Attachment {
+                    host_interface: Interface { name: "lxc0".into(), mac: "02:00:00:00:00:01".into() },
+                    pod_interface: Interface { name: request.ifname, mac: "02:00:00:00:00:02".into() },
+                    sandbox: request.netns,
+                    ip: "10.0.0.2/32".parse().unwrap(),
+                    gateway: "10.0.0.1".parse().unwrap(),
+                    routes: vec![],
+                    mtu: 1500,
+                    node: "fake".into(),
+                })),
+                _ => Err(CniError::new(code::UNKNOWN_CONTAINER, "nope")),
+            }
+        }
+    }
+
+    fn request(command: Command) -> Request {
+        Request {
+            version: PROTOCOL_VERSION,
+            command,
+            container_id: "c".into(),
+            netns: "/run/netns/x".into(),
+            ifname: "eth0".into(),
+            network: "cilia".into(),
+            args: BTreeMap::new(),
+            mtu: None,
+            prev_ip: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_requests_on_a_private_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/cni.sock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"stale").unwrap();
+        let server = CniServer::serve(&path, Arc::new(Fake)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let p = path.clone();
+        let (add, del, garbage, old) = tokio::task::spawn_blocking(move || {
+            let add = client::call(&p, &request(Command::Add)).unwrap();
+            let del = client::call(&p, &request(Command::Del)).unwrap();
+            let mut raw = std::os::unix::net::UnixStream::connect(&p).unwrap();
+            raw.write_all(b"not json\n").unwrap();
+            let mut garbage = String::new();
+            raw.read_to_string(&mut garbage).unwrap();
+            let old = client::call(&p, &Request { version: 0, ..request(Command::Add) }).unwrap();
+            (add, del, garbage, old)
+        })
+        .await
+        .unwrap();
+        assert!(matches!(add, Response::Ok { attachment: Some(ref a) } if a.pod_interface.name == "eth0"), "{add:?}");
+        assert!(matches!(del, Response::Error(ref e) if e.code == code::UNKNOWN_CONTAINER), "{del:?}");
+        assert!(garbage.contains(r#""code":103"#), "{garbage}");
+        assert!(matches!(old, Response::Error(ref e) if e.code == code::PROTOCOL_ERROR), "{old:?}");
+
+        drop(server);
+        assert!(!path.exists());
+        let err = client::call(&path, &request(Command::Add)).unwrap_err();
+        assert_eq!(err.code, code::TRY_AGAIN_LATER);
+    }
+}
