@@ -1,0 +1,61 @@
+//! What every verb needs: the datastore, the namespace, and kubectl's resource-argument parsing.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use api::{ResourceKind, kinds};
+use store::Store;
+
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub namespace: String,
+}
+
+/// The datastore URL: `--datastore`, else `CILIA_DATASTORE` (both handled by clap), else the running
+/// lab's.
+pub fn datastore_url(flag: Option<&str>, lab_name: &str) -> Result<String> {
+    if let Some(url) = flag {
+        return Ok(url.to_string());
+    }
+    lab::datastore_url(lab_name).with_context(|| {
+        format!(
+            "no datastore: pass --datastore URL, set CILIA_DATASTORE, or start the lab with `cilia lab up` (lab {lab_name:?} is not running)"
+        )
+    })
+}
+
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    let store =
+        store::EtcdStore::connect(url).await.with_context(|| format!("connecting to the datastore at {url}"))?;
+    Ok(Arc::new(store))
+}
+
+/// Parses kubectl's resource arguments: `svc webpod`, `svc/webpod`, `lease/a lease/b`, `pods`.
+pub fn parse_kind_and_names(args: &[String]) -> Result<(&'static ResourceKind, Vec<String>)> {
+    let Some(first) = args.first() else {
+        bail!("you must specify the type of resource to get. Valid resource types: {}", kinds::known_names());
+    };
+    if first.contains('/') {
+        let mut kind = None;
+        let mut names = Vec::new();
+        for arg in args {
+            let (k, n) = arg
+                .split_once('/')
+                .with_context(|| format!("there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (got {arg:?})"))?;
+            let resolved = resolve(k)?;
+            if kind.is_some_and(|prev| prev != resolved) {
+                bail!("all resources in resource/name form must be of one kind here");
+            }
+            kind = Some(resolved);
+            names.push(n.to_string());
+        }
+        return Ok((kind.context("no resource")?, names));
+    }
+    let kind = resolve(first)?;
+    Ok((kind, args[1..].to_vec()))
+}
+
+fn resolve(name: &str) -> Result<&'static ResourceKind> {
+    kinds::resolve(name)
+        .with_context(|| format!("the server doesn't have a resource type {name:?} (known: {})", kinds::known_names()))
+}

@@ -1,0 +1,9 @@
+//! `cilia lab guide`: the hands-on guide as a tutorial that checks itself. Each step shows the
+//! command (as the guide writes it, with `cilia` for `kubectl`), runs it, prints its output, and checks
+//! the expected outcome. Sections are added as features land.
+
+mod lbipam;
+mod runner;
+mod topology;
+
+pub use runner::run;

@@ -1,0 +1,118 @@
+//! Runs guide steps: a shell command, its output, and a check (retried until a deadline for steps that
+//! wait on controllers).
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+/// What a step expects of its command's result.
+pub enum Check {
+    /// Exit status 0.
+    Succeeds,
+    /// Exit status 0 and the output contains every string.
+    Contains(Vec<String>),
+    /// Exit status 0 and a custom predicate on the output; the error says what was wrong.
+    Output(Box<dyn Fn(&str) -> Result<(), String>>),
+}
+
+pub struct Step {
+    pub title: String,
+    /// A shell command line; `cilia` is this binary.
+    pub command: String,
+    pub check: Check,
+    /// Re-run until the check passes or this much time passes (for results controllers produce).
+    pub wait: Duration,
+}
+
+impl Step {
+    pub fn new(title: impl Into<String>, command: impl Into<String>, check: Check) -> Self {
+        Step { title: title.into(), command: command.into(), check, wait: Duration::ZERO }
+    }
+
+    pub fn waiting(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+}
+
+pub fn contains<const N: usize>(items: [&str; N]) -> Check {
+    Check::Contains(items.iter().map(|s| s.to_string()).collect())
+}
+
+pub struct Section {
+    pub title: &'static str,
+    pub steps: Vec<Step>,
+}
+
+struct Outcome {
+    ok: bool,
+    output: String,
+    why: String,
+}
+
+/// Runs every section; returns whether all steps passed. Stops a section at its first failure, since
+/// later steps build on earlier ones.
+pub async fn run(lab: &str, datastore: Option<&str>) -> Result<bool> {
+    let exe = std::env::current_exe().context("locating the cilia binary")?;
+    let bin_dir = exe.parent().map(PathBuf::from).context("cilia binary has no directory")?;
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let sections = [super::topology::section(), super::lbipam::section()];
+    let (mut passed, mut failed) = (0, 0);
+    for section in sections {
+        println!("\n=== {} ===", section.title);
+        for step in section.steps {
+            println!("\n# {}", step.title);
+            println!("$ {}", step.command);
+            let outcome = run_step(&step, &path, lab, datastore).await?;
+            for line in outcome.output.lines() {
+                println!("  {line}");
+            }
+            if outcome.ok {
+                passed += 1;
+                println!("[OK]");
+            } else {
+                failed += 1;
+                println!("[FAILED] {}", outcome.why);
+                break;
+            }
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+async fn run_step(step: &Step, path: &str, lab: &str, datastore: Option<&str>) -> Result<Outcome> {
+    let deadline = Instant::now() + step.wait;
+    loop {
+        let mut cmd = tokio::process::Command::new("bash");
+        cmd.arg("-c").arg(&step.command).env("PATH", path).env("CILIA_LAB", lab);
+        if let Some(url) = datastore {
+            cmd.env("CILIA_DATASTORE", url);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.stdin(Stdio::null()).output())
+            .await
+            .with_context(|| format!("step {:?} did not finish within 60 s", step.title))?
+            .with_context(|| format!("running {:?}", step.command))?;
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        let status = out.status.success();
+        let verdict: Result<(), String> = match &step.check {
+            Check::Succeeds if status => Ok(()),
+            Check::Contains(items) if status => match items.iter().find(|i| !output.contains(i.as_str())) {
+                None => Ok(()),
+                Some(missing) => Err(format!("output does not contain {missing:?}")),
+            },
+            Check::Output(f) if status => f(&output),
+            _ => Err(format!("command failed ({})", out.status)),
+        };
+        match verdict {
+            Ok(()) => return Ok(Outcome { ok: true, output, why: String::new() }),
+            Err(why) if Instant::now() >= deadline => return Ok(Outcome { ok: false, output, why }),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}

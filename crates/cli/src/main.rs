@@ -1,0 +1,205 @@
+//! `cilia`: the one binary. kubectl-like verbs over the datastore, the lab, and the cluster's
+//! processes (`cilia operator`, `cilia agent`).
+
+mod commands;
+mod context;
+mod guide;
+mod merge;
+mod output;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    commands::get::{Format, GetArgs},
+    context::Ctx,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "cilia",
+    version,
+    about = "Cluster networking: pod routing, eBPF service load balancing, LB-IPAM, L2 announcements"
+)]
+struct Cli {
+    /// Datastore URL (`unix:///run/cilia/lab/cilia/etcd.sock`, `http://host:2379`). Defaults to the
+    /// running lab's.
+    #[arg(long, global = true, env = "CILIA_DATASTORE")]
+    datastore: Option<String>,
+    /// The lab whose datastore and hosts are used.
+    #[arg(long, global = true, env = "CILIA_LAB", default_value = lab::DEFAULT_LAB)]
+    lab: String,
+    /// Namespace of namespaced objects.
+    #[arg(short = 'n', long, global = true, default_value = "default")]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or update objects from manifests (`-f FILE`, `-f -` for stdin).
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// Show objects: `get KIND [NAME...]`, `get KIND/NAME`.
+    Get(GetCmd),
+    /// Apply a JSON merge patch: `patch svc webpod -p '{"spec":{"type":"LoadBalancer"}}'`.
+    Patch {
+        resource: Vec<String>,
+        #[arg(short = 'p', long)]
+        patch: String,
+        #[arg(long = "type", default_value = "merge")]
+        patch_type: String,
+    },
+    /// Set (`k=v`) or remove (`k-`) labels.
+    Label {
+        args: Vec<String>,
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Set (`k=v`) or remove (`k-`) annotations.
+    Annotate {
+        args: Vec<String>,
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Delete objects by name or by the manifests that created them.
+    Delete {
+        resource: Vec<String>,
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+        #[arg(long)]
+        ignore_not_found: bool,
+    },
+    /// Build and run the guide's environment in network namespaces on this machine.
+    #[command(subcommand)]
+    Lab(LabCmd),
+    /// Run the cluster-wide controllers (one leads; others stand by).
+    Operator {
+        /// Name in the leader lease; defaults to the host name.
+        #[arg(long)]
+        identity: Option<String>,
+        /// Cluster IPs come from this CIDR.
+        #[arg(long, default_value = "10.96.0.0/16")]
+        service_cidr: String,
+    },
+}
+
+#[derive(Args)]
+struct GetCmd {
+    resource: Vec<String>,
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    #[arg(long)]
+    field_selector: Option<String>,
+    /// wide, json, yaml, name, jsonpath=TEMPLATE
+    #[arg(short = 'o', long)]
+    output: Option<String>,
+    #[arg(long)]
+    show_labels: bool,
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Create (or repair) the lab and start its processes.
+    Up,
+    /// Remove everything the lab made.
+    Down,
+    /// Hosts, addresses and processes.
+    Status,
+    /// Run a command inside a lab host: `cilia lab exec router -- ip route`.
+    Exec {
+        host: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Replay the guide's steps, checking each outcome.
+    Guide,
+    /// Runs the lab's process supervisor (started by `lab up`).
+    #[command(hide = true)]
+    Supervise,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CILIA_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Lab(cmd) = &cli.command {
+        return commands::lab::run(cmd_to_lab(cmd), &cli.lab, cli.datastore.as_deref()).await;
+    }
+    let url = context::datastore_url(cli.datastore.as_deref(), &cli.lab)?;
+    if let Command::Operator { identity, service_cidr } = &cli.command {
+        return commands::operator::run(&url, identity.clone(), service_cidr).await;
+    }
+    let ctx = Ctx { store: context::connect(&url).await?, namespace: cli.namespace.clone() };
+    match cli.command {
+        Command::Apply { files } => commands::apply::run(&ctx, &files).await?,
+        Command::Get(g) => {
+            let args = GetArgs {
+                resource: &g.resource,
+                all_namespaces: g.all_namespaces,
+                selector: g.selector.as_deref(),
+                field_selector: g.field_selector.as_deref(),
+                output: Format::parse(g.output.as_deref())?,
+                show_labels: g.show_labels,
+            };
+            commands::get::run(&ctx, args).await?;
+        }
+        Command::Patch { resource, patch, patch_type } => {
+            commands::patch::patch(&ctx, &resource, &patch, &patch_type).await?;
+        }
+        Command::Label { args, overwrite } => commands::patch::set_metadata_map(&ctx, &args, overwrite, false).await?,
+        Command::Annotate { args, overwrite } => {
+            commands::patch::set_metadata_map(&ctx, &args, overwrite, true).await?;
+        }
+        Command::Delete { resource, files, ignore_not_found } => {
+            commands::delete::run(&ctx, &resource, &files, ignore_not_found).await?;
+        }
+        Command::Lab(_) | Command::Operator { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_to_lab(cmd: &LabCmd) -> commands::lab::LabAction {
+    use commands::lab::LabAction;
+    match cmd {
+        LabCmd::Up => LabAction::Up,
+        LabCmd::Down => LabAction::Down,
+        LabCmd::Status => LabAction::Status,
+        LabCmd::Exec { host, command } => LabAction::Exec { host: host.clone(), command: command.clone() },
+        LabCmd::Guide => LabAction::Guide,
+        LabCmd::Supervise => LabAction::Supervise,
+    }
+}
