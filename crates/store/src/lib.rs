@@ -1,0 +1,34 @@
+//! The datastore of cilia: Kubernetes-shaped objects ([`api::Object`]) kept in etcd, behind the
+//! [`Store`] trait so that controllers are unit-tested against [`MemoryStore`].
+//!
+//! - [`Store`]: get, list, create, update with optimistic concurrency, delete, watch from a revision,
+//!   and TTL leases that take their objects with them when they expire.
+//! - [`EtcdStore`]: the real backend (`http://host:port` or `unix:///path/to/socket`).
+//! - [`MemoryStore`]: the same semantics in memory (revisions, watch history, compaction, leases).
+//! - [`Informer`]: a watch cache for one kind that survives datastore restarts and compaction without
+//!   losing or repeating events.
+//! - [`update_with_retry`]: read-modify-write that never loses a concurrent update.
+//!
+//! A resourceVersion is the store revision of the object's last write, as a decimal string.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod etcd;
+pub mod etcd_process;
+pub mod informer;
+mod keys;
+pub mod lease;
+pub mod memory;
+mod prepare;
+pub mod retry;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use etcd::EtcdStore;
+pub use informer::{Change, Informer, InformerOptions, Subscription};
+pub use lease::{LeaseId, LeaseKeeper};
+pub use memory::MemoryStore;
+pub use retry::update_with_retry;
+pub use store::{ObjectList, Store, WatchEvent, WatchEventType, WatchStream};
