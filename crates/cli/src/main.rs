@@ -78,6 +78,18 @@ enum Command {
     /// Build and run the guide's environment in network namespaces on this machine.
     #[command(subcommand)]
     Lab(LabCmd),
+    /// Run a command inside a pod: `cilia exec curl-pod -- ping -c 2 172.20.2.6`.
+    Exec {
+        pod: String,
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        #[arg(short = 't', long)]
+        tty: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run the node agent (one per node): pod networking, routes, the datapath.
+    Agent(commands::agent::AgentArgs),
     /// Run the cluster-wide controllers (one leads; others stand by).
     Operator {
         /// Name in the leader lease; defaults to the host name.
@@ -124,6 +136,15 @@ enum LabCmd {
     /// Runs the lab's process supervisor (started by `lab up`).
     #[command(hide = true)]
     Supervise,
+    /// Runs one node's pod runtime (started by the supervisor in each node).
+    #[command(hide = true)]
+    Kubelet(commands::kubelet::KubeletArgs),
+    /// Runs the lab's stand-ins for the Deployment controller and the scheduler.
+    #[command(hide = true)]
+    Controllers,
+    /// An HTTP server answering like traefik/whoami (the lab's image for `traefik/whoami`).
+    #[command(hide = true)]
+    Whoami(commands::whoami::WhoamiArgs),
 }
 
 fn main() -> ExitCode {
@@ -156,10 +177,15 @@ fn init_logging() {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Lab(cmd) = &cli.command {
+    if let Command::Lab(cmd) = &cli.command
+        && !matches!(cmd, LabCmd::Kubelet(_) | LabCmd::Controllers | LabCmd::Whoami(_))
+    {
         return commands::lab::run(cmd_to_lab(cmd), &cli.lab, cli.datastore.as_deref()).await;
     }
     let url = context::datastore_url(cli.datastore.as_deref(), &cli.lab)?;
+    if let Command::Lab(LabCmd::Whoami(args)) = &cli.command {
+        return commands::whoami::run(args).await;
+    }
     if let Command::Operator { identity, service_cidr } = &cli.command {
         return commands::operator::run(&url, identity.clone(), service_cidr).await;
     }
@@ -187,6 +213,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete { resource, files, ignore_not_found } => {
             commands::delete::run(&ctx, &resource, &files, ignore_not_found).await?;
         }
+        Command::Exec { pod, stdin, tty, command } => {
+            return commands::exec::run(&ctx, &cli.lab, &pod, stdin, tty, &command).await;
+        }
+        Command::Agent(args) => return commands::agent::run(ctx.store.clone(), &url, &args).await,
+        Command::Lab(LabCmd::Kubelet(args)) => return commands::kubelet::run(ctx.store.clone(), &cli.lab, &args).await,
+        Command::Lab(LabCmd::Controllers) => return commands::kubelet::run_controllers(ctx.store.clone()).await,
         Command::Lab(_) | Command::Operator { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -201,5 +233,6 @@ fn cmd_to_lab(cmd: &LabCmd) -> commands::lab::LabAction {
         LabCmd::Exec { host, command } => LabAction::Exec { host: host.clone(), command: command.clone() },
         LabCmd::Guide => LabAction::Guide,
         LabCmd::Supervise => LabAction::Supervise,
+        LabCmd::Kubelet(_) | LabCmd::Controllers | LabCmd::Whoami(_) => unreachable!("dispatched in run()"),
     }
 }

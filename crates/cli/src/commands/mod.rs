@@ -1,8 +1,12 @@
 //! One file per verb.
 
+pub mod agent;
 pub mod apply;
 pub mod delete;
+pub mod exec;
 pub mod get;
+pub mod kubelet;
 pub mod lab;
 pub mod operator;
 pub mod patch;
+pub mod whoami;
