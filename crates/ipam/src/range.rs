@@ -131,6 +131,12 @@ impl<T> RangeAllocator<T> {
         self.used.iter().map(|(&at, v)| (at, v))
     }
 
+    /// Allocated addresses from `lo` to `hi` inclusive, ascending.
+    pub fn iter_between(&self, lo: u128, hi: u128) -> impl Iterator<Item = (u128, &T)> {
+        let bounds = if lo <= hi { Some(lo..=hi) } else { None };
+        bounds.into_iter().flat_map(|b| self.used.range(b)).map(|(&at, v)| (at, v))
+    }
+
     /// Number of allocated addresses.
     pub fn used(&self) -> usize {
         self.used.len()

@@ -60,9 +60,9 @@ impl LbIpam {
             });
         };
         if let Some(holder) = self.holder_range(ip) {
-            // Enabled ranges never overlap, so a holder range other than the target is one this
-            // Service cannot take addresses from.
-            if view.sharing.key.is_none() || holder != target {
+            // Joined through the range it is held through, which may be a conflicting pool's that
+            // overlaps the target: the address is the same.
+            if view.sharing.key.is_none() {
                 return Err(Unsatisfied::AlreadyAllocated(ip));
             }
             if let Some(reason) = self.incompatible_holder(view, holder, ip) {
@@ -87,8 +87,7 @@ impl LbIpam {
             let shared: Vec<(IpAddr, RangeId)> = self.sharing.entries(&key).to_vec();
             for (ip, range) in shared {
                 if Family::of(ip) == family
-                    && self.is_enabled(range)
-                    && self.selects(range, view)
+                    && self.usable(ip, view)
                     && self.incompatible_holder(view, range, ip).is_none()
                 {
                     self.hold(view, range, ip);
@@ -99,10 +98,10 @@ impl LbIpam {
         let mut tried = false;
         for i in 0..self.range_order.len() {
             let id = self.range_order[i];
-            if !self.ranges.get(&id).is_some_and(|r| r.span.family == family)
-                || !self.is_enabled(id)
-                || !self.selects(id, view)
-            {
+            let eligible = self.ranges.get(&id).is_some_and(|r| r.span.family == family)
+                && self.is_enabled(id)
+                && self.selects(id, view);
+            if !eligible {
                 continue;
             }
             tried = true;
@@ -143,7 +142,7 @@ impl LbIpam {
         }
         if let Some(holder) = self.holder_range(ip) {
             let joins = view.sharing.key.is_some()
-                && self.selects(holder, view)
+                && self.selectable(ip, view)
                 && self.incompatible_holder(view, holder, ip).is_none();
             if joins {
                 self.hold(view, holder, ip);

@@ -23,6 +23,8 @@ fn message(own: &IpRange, other: &IpRange, other_pool: &str) -> String {
 impl LbIpam {
     pub(super) fn settle_conflicts(&mut self) {
         self.find_overlaps();
+        // Counts include addresses held through overlapping ranges, which may have changed.
+        self.dirty_pools.extend(self.pools.keys().cloned());
 
         let mut order: Vec<_> = self.pools.values().map(|p| p.order()).collect();
         order.sort();

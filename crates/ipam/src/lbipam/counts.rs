@@ -9,6 +9,7 @@ use api::Condition;
 
 use super::LbIpam;
 use super::conditions::{self, IPS_AVAILABLE, IPS_TOTAL, IPS_USED, POOL_INVALID};
+use super::lbrange::{LbRange, Slot};
 use crate::count::Count;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,8 +26,25 @@ impl LbIpam {
             .ranges
             .iter()
             .filter_map(|id| self.ranges.get(id))
-            .fold((Count::ZERO, Count::ZERO), |(t, u), r| (t + r.span.size(), u + r.used()));
+            .fold((Count::ZERO, Count::ZERO), |(t, u), r| (t + r.span.size(), u + self.used_in(r)));
         Some(PoolCounts { total, available: total.saturating_sub(used), used })
+    }
+
+    /// Addresses of the range that are reserved or held, whether through this range or through an
+    /// overlapping one: the count then depends only on which addresses are in use, not on which of
+    /// two overlapping pools handed them out, so it is the same after a restart.
+    fn used_in(&self, range: &LbRange) -> Count {
+        let mut used = range.used_here();
+        for other in range.overlaps.iter().filter_map(|o| self.ranges.get(o)) {
+            used += other
+                .alloc
+                .iter_between(range.span.first, range.span.last)
+                .filter(|(at, slot)| {
+                    matches!(slot, Slot::Held { .. }) && matches!(range.alloc.get(*at), None | Some(Slot::Elsewhere))
+                })
+                .count();
+        }
+        Count::from(used)
     }
 
     pub(super) fn refresh_pool_status(&mut self, name: &str) {

@@ -62,7 +62,8 @@ mod tests {
     fn cilium_family_table() {
         let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let both = |v4, v6| Families { v4, v6 };
-        let cases: &[(Option<&str>, Vec<String>, bool, bool, Families)] = &[
+        type Case<'a> = (Option<&'a str>, Vec<String>, bool, bool, Families);
+        let cases: &[Case] = &[
             (None, f(&[]), true, false, both(true, false)),
             (None, f(&[]), false, true, both(false, true)),
             (None, f(&[]), true, true, both(true, false)),

@@ -31,6 +31,23 @@ impl LbIpam {
             .find_map(|other| sharing::incompatibility(&view.sharing, &other.sharing))
     }
 
+    /// Whether some range containing `ip` belongs to a pool that selects the Service. Decisions
+    /// about an address already in use ask this rather than looking at the range it is held
+    /// through: where pools overlap, that range depends on history (which pool handed it out
+    /// first), and a restart must reach the same decisions.
+    pub(super) fn selectable(&self, ip: IpAddr, view: &ServiceView) -> bool {
+        self.range_order
+            .iter()
+            .any(|&id| self.ranges.get(&id).is_some_and(|r| r.span.contains(ip)) && self.selects(id, view))
+    }
+
+    /// Whether some enabled range containing `ip` belongs to a pool that selects the Service.
+    pub(super) fn usable(&self, ip: IpAddr, view: &ServiceView) -> bool {
+        self.range_order.iter().any(|&id| {
+            self.ranges.get(&id).is_some_and(|r| r.span.contains(ip)) && self.is_enabled(id) && self.selects(id, view)
+        })
+    }
+
     /// Whether the pool of `range` selects the Service.
     pub(super) fn selects(&self, range: RangeId, view: &ServiceView) -> bool {
         self.ranges.get(&range).and_then(|r| self.pools.get(&r.pool)).is_some_and(|p| p.selector.matches(&view.labels))
@@ -71,8 +88,8 @@ impl LbIpam {
             // A waiting Service with the same key may join it.
             self.epoch += 1;
         }
-        self.dirty_pools.insert(range.pool.clone());
         view.allocated.push(Allocation { ip, range: range_id });
+        self.mark_dirty(range_id);
     }
 
     /// Removes `key` from the holders of an allocation; the last holder leaving frees the address.
@@ -87,7 +104,6 @@ impl LbIpam {
                 freed = Some(sharing_key.clone());
             }
         }
-        self.dirty_pools.insert(range.pool.clone());
         // Freed, or a sharing group lost a member a waiting Service may have clashed with.
         self.epoch += 1;
         if let Some(sharing_key) = freed {
@@ -96,6 +112,16 @@ impl LbIpam {
                 self.sharing.remove(&k, ip, range_id);
             }
             self.clear_shadows(range_id, ip);
+        }
+        self.mark_dirty(range_id);
+    }
+
+    /// The counts of the range's pool, and of pools overlapping it, need refreshing.
+    fn mark_dirty(&mut self, range: RangeId) {
+        let Some(r) = self.ranges.get(&range) else { return };
+        self.dirty_pools.insert(r.pool.clone());
+        for other in r.overlaps.iter().filter_map(|o| self.ranges.get(o)) {
+            self.dirty_pools.insert(other.pool.clone());
         }
     }
 
@@ -122,7 +148,7 @@ impl LbIpam {
         while i > 0 {
             i -= 1;
             let allocation = view.allocated[i];
-            let keep = self.selects(allocation.range, view)
+            let keep = self.selectable(allocation.ip, view)
                 && view.wants(allocation.ip)
                 && self.incompatible_holder(view, allocation.range, allocation.ip).is_none();
             if keep {

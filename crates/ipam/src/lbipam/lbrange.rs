@@ -4,7 +4,6 @@ use std::net::IpAddr;
 
 use super::service::ServiceKey;
 use crate::addr::{self, IpRange};
-use crate::count::Count;
 use crate::range::RangeAllocator;
 
 /// Ranges are numbered in creation order; a range keeps its id, and so its allocations, for as long
@@ -106,8 +105,8 @@ impl LbRange {
         }
     }
 
-    /// Addresses counted as used: held or reserved.
-    pub fn used(&self) -> Count {
-        Count::from(self.alloc.used() - self.shadowed)
+    /// Addresses held or reserved through this range itself.
+    pub fn used_here(&self) -> usize {
+        self.alloc.used() - self.shadowed
     }
 }

@@ -95,6 +95,8 @@ impl LbIpam {
         for other in &range.overlaps {
             if let Some(r) = self.ranges.get_mut(other) {
                 r.overlaps.retain(|o| *o != id);
+                // Its count included what was held through the removed range.
+                self.dirty_pools.insert(r.pool.clone());
             }
         }
         self.dirty_pools.insert(range.pool);

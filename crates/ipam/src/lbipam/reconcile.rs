@@ -28,11 +28,9 @@ impl LbIpam {
             return;
         }
         let previous = self.services.remove(&key);
-        let mut view = ServiceView::from_service(svc, &self.config, previous.clone());
-        if let Some(previous) = previous
-            && previous.sharing != view.sharing
-            && !previous.allocated.is_empty()
-        {
+        let old_terms = previous.as_ref().filter(|p| !p.allocated.is_empty()).map(|p| p.sharing.clone());
+        let mut view = ServiceView::from_service(svc, &self.config, previous);
+        if old_terms.is_some_and(|old| old != view.sharing) {
             // A Service that waits because it clashed with this one may fit now.
             self.epoch += 1;
         }
