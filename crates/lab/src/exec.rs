@@ -1,0 +1,32 @@
+//! `lab exec HOST CMD...`: a command inside a host's network namespace with the caller's stdio,
+//! like `ip netns exec`, except that /sys is not remounted, so bpffs stays visible.
+
+use std::ffi::OsStr;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+use crate::Lab;
+use crate::error::LabError;
+use crate::netns;
+use crate::process::{self, ENV_HOST, ENV_LAB};
+
+/// A `Command` for `program` that will run in `host`'s namespace.
+pub(crate) fn command(lab: &Lab, host: &str, program: impl AsRef<OsStr>) -> Result<Command, LabError> {
+    let namespace = lab.namespace_of(host)?;
+    let file = netns::open(namespace)?;
+    let mut cmd = Command::new(program);
+    cmd.env(ENV_LAB, lab.name()).env(ENV_HOST, host);
+    process::enter_on_spawn(&mut cmd, file, None);
+    Ok(cmd)
+}
+
+/// Runs `argv` in `host` and returns its exit code (128 + signal number if a signal ended it).
+pub(crate) fn exec<S: AsRef<OsStr>>(lab: &Lab, host: &str, argv: &[S]) -> Result<i32, LabError> {
+    let (program, args) =
+        argv.split_first().ok_or_else(|| LabError::EmptyCommand { what: format!("lab exec {host}") })?;
+    let status = command(lab, host, program)?.args(args).status().map_err(|source| LabError::Spawn {
+        command: format!("{} (in {host})", process::display_argv(argv)),
+        source,
+    })?;
+    Ok(status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1))
+}

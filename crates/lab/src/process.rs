@@ -1,0 +1,142 @@
+//! What the supervisor runs (process specs) and how a process is started inside a host's network
+//! namespace.
+//!
+//! Processes enter only the network namespace (setns between fork and exec), not a mount namespace:
+//! unlike `ip netns exec`, which remounts /sys, they see the host's /sys/fs/bpf, so agents can pin
+//! BPF objects under the lab's bpffs directory without mounting anything.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::prctl;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::unistd::{Pid, getppid};
+use serde::{Deserialize, Serialize};
+
+use crate::Lab;
+use crate::etcd;
+
+/// Environment variables every supervised process gets.
+pub const ENV_LAB: &str = "CILIA_LAB";
+pub const ENV_HOST: &str = "CILIA_LAB_HOST";
+pub const ENV_DATASTORE: &str = "CILIA_DATASTORE";
+
+/// One supervised process: started in `host`'s network namespace, restarted when it exits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Unique in the lab; also the name of its log file.
+    pub name: String,
+    /// A host of the topology, by the guide's name (`k8s-ctr`).
+    pub host: String,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the lab's state dir when None.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Files removed before every start: unix sockets a killed process leaves behind, which some
+    /// programs (etcd 3.4) refuse to replace.
+    #[serde(default)]
+    pub stale_files: Vec<PathBuf>,
+}
+
+impl ProcessSpec {
+    pub fn new(name: &str, host: &str, argv: &[&str]) -> Self {
+        ProcessSpec {
+            name: name.to_string(),
+            host: host.to_string(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: BTreeMap::new(),
+            cwd: None,
+            stale_files: Vec::new(),
+        }
+    }
+
+    /// A subcommand of the running `cilia` binary (`cilia operator`, `cilia agent ...`) in `host`.
+    pub fn cilia(lab: &Lab, name: &str, host: &str, args: &[&str]) -> io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut argv = vec![exe.to_string_lossy().into_owned()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let mut spec = ProcessSpec {
+            name: name.to_string(),
+            host: host.to_string(),
+            argv,
+            env: BTreeMap::new(),
+            cwd: None,
+            stale_files: Vec::new(),
+        };
+        spec.env.insert(ENV_DATASTORE.into(), lab.paths().datastore_url());
+        Ok(spec)
+    }
+}
+
+/// The processes of a lab in start order. etcd comes first: everything else talks to it.
+pub fn default_processes(lab: &Lab) -> Vec<ProcessSpec> {
+    vec![
+        etcd::spec(lab),
+        // The operator and the agents join here, one entry each, once their subcommands exist:
+        // ProcessSpec::cilia(lab, "operator", K8S_CTR, &["operator"])?,
+        // then for every n in nodes(lab.topology()):
+        // ProcessSpec::cilia(lab, &format!("agent-{}", n.name), &n.name, &["agent", "--node", &n.name])?,
+    ]
+}
+
+/// Prepares `cmd` to run inside the network namespace `netns`.
+///
+/// With `parent` set (the supervisor's pid), the process also gets SIGKILL when the supervisor
+/// dies, so a supervisor killed with SIGKILL leaves no orphans behind.
+#[allow(unsafe_code)] // pre_exec is the only hook that runs in the child between fork and exec.
+pub(crate) fn enter_on_spawn(cmd: &mut Command, netns: File, parent: Option<Pid>) {
+    let netns: OwnedFd = netns.into();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // operations are allowed. It makes plain system calls (setns, sigprocmask, prctl, getppid) on
+    // values prepared before the fork, allocates nothing and takes no locks; errors are built from
+    // raw errno values, which does not allocate either.
+    unsafe {
+        cmd.pre_exec(move || {
+            setns(&netns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            // The supervisor blocks the signals it reads through a signalfd; a blocked mask is
+            // inherited across exec and would make children deaf to SIGTERM.
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)?;
+            if let Some(parent) = parent {
+                prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+                // The supervisor may have died before the line above took effect.
+                if getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `argv` for messages.
+pub(crate) fn display_argv<S: AsRef<OsStr>>(argv: &[S]) -> String {
+    argv.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_serialize_with_optional_fields_omitted_on_input() {
+        let spec: ProcessSpec = serde_json::from_str(r#"{"name":"x","host":"router","argv":["sleep","1"]}"#).unwrap();
+        assert_eq!(spec, ProcessSpec::new("x", "router", &["sleep", "1"]));
+    }
+
+    #[test]
+    fn etcd_comes_first() {
+        let lab = Lab::new("t1").unwrap();
+        let specs = default_processes(&lab);
+        assert_eq!(specs[0].name, "etcd");
+        assert_eq!(specs[0].host, "k8s-ctr");
+    }
+}
