@@ -1,0 +1,114 @@
+//! Shared by the end-to-end tests: a lab with a unique name, torn down even when a test panics.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+pub fn cilia_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cilia")
+}
+
+/// A running lab named uniquely for this test process; `down` on drop.
+pub struct TestLab {
+    pub name: String,
+}
+
+impl TestLab {
+    /// Brings up a lab named `<prefix><pid>` (lab names are lowercase letters and digits).
+    pub fn up(prefix: &str) -> TestLab {
+        let lab = TestLab { name: format!("{prefix}{}", std::process::id()) };
+        let out = lab.cilia(&["lab", "up"]);
+        assert!(out.status.success(), "lab up failed:\n{}", text(&out));
+        lab
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(cilia_bin());
+        cmd.args(args).env("CILIA_LAB", &self.name).env_remove("CILIA_DATASTORE");
+        cmd
+    }
+
+    pub fn cilia(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running cilia")
+    }
+
+    /// Runs cilia with `stdin` as its standard input.
+    pub fn cilia_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = self
+            .command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning cilia");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("writing stdin");
+        child.wait_with_output().expect("waiting for cilia")
+    }
+
+    /// Runs cilia and returns stdout, failing the test on a non-zero exit.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cilia(args);
+        assert!(out.status.success(), "cilia {args:?} failed:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `cilia args` until `pred` holds on its stdout, or fails after `timeout`.
+    pub fn eventually(&self, args: &[&str], timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.cilia(args);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && pred(&stdout) {
+                return stdout;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cilia {args:?} never satisfied the condition; last output:\n{}",
+                text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn namespace(&self, host: &str) -> String {
+        format!("{}-{host}", self.name)
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let out = self.cilia(&["lab", "down"]);
+        if !out.status.success() {
+            eprintln!("lab down of {} failed:\n{}", self.name, text(&out));
+        }
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn guide_manifest(file: &str) -> String {
+    let path = format!("{}/../../examples/guide/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Network namespaces whose name starts with `prefix`.
+pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
