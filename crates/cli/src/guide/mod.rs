@@ -3,6 +3,7 @@
 //! the expected outcome. Sections are added as features land.
 
 mod lbipam;
+mod native_routing;
 mod runner;
 mod topology;
 

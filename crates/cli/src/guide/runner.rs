@@ -13,6 +13,8 @@ use anyhow::{Context as _, Result};
 pub enum Check {
     /// Exit status 0.
     Succeeds,
+    /// Exit status non-zero (the guide's failure demonstrations), and a predicate on the output.
+    FailsWith(Box<dyn Fn(&str) -> Result<(), String>>),
     /// Exit status 0 and the output contains every string.
     Contains(Vec<String>),
     /// Exit status 0 and a custom predicate on the output; the error says what was wrong.
@@ -60,7 +62,7 @@ pub async fn run(lab: &str, datastore: Option<&str>) -> Result<bool> {
     let exe = std::env::current_exe().context("locating the cilia binary")?;
     let bin_dir = exe.parent().map(PathBuf::from).context("cilia binary has no directory")?;
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let sections = [super::topology::section(), super::lbipam::section()];
+    let sections = [super::topology::section(), super::native_routing::section(), super::lbipam::section()];
     let (mut passed, mut failed) = (0, 0);
     for section in sections {
         println!("\n=== {} ===", section.title);
@@ -102,6 +104,8 @@ async fn run_step(step: &Step, path: &str, lab: &str, datastore: Option<&str>) -
         let status = out.status.success();
         let verdict: Result<(), String> = match &step.check {
             Check::Succeeds if status => Ok(()),
+            Check::FailsWith(f) if !status => f(&output),
+            Check::FailsWith(_) => Err("expected the command to fail, it succeeded".into()),
             Check::Contains(items) if status => match items.iter().find(|i| !output.contains(i.as_str())) {
                 None => Ok(()),
                 Some(missing) => Err(format!("output does not contain {missing:?}")),
