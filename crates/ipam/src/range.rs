@@ -306,6 +306,49 @@ mod tests {
         assert_eq!(a.alloc_any(()), Ok(7));
     }
 
+    proptest::proptest! {
+        /// Against a plain set: the same addresses are allocated, the free blocks are exactly the
+        /// gaps, and `alloc_any` picks the lowest address of the smallest gap.
+        #[test]
+        fn matches_a_naive_model(ops in proptest::collection::vec((0u8..3, 0u128..40), 1..200)) {
+            let mut a: RangeAllocator<()> = RangeAllocator::new(0, 31);
+            let mut model = std::collections::BTreeSet::new();
+            for (kind, at) in ops {
+                let gaps: Vec<(u128, u128)> = {
+                    let mut gaps = Vec::new();
+                    let mut start = None;
+                    for x in 0..=32u128 {
+                        let free = x < 32 && !model.contains(&x);
+                        match (free, start) {
+                            (true, None) => start = Some(x),
+                            (false, Some(s)) => { gaps.push((s, x - 1)); start = None; }
+                            _ => {}
+                        }
+                    }
+                    gaps
+                };
+                proptest::prop_assert_eq!(a.free_list().collect::<Vec<_>>(), gaps.clone());
+                match kind {
+                    0 => {
+                        let want = gaps.iter().min_by_key(|(s, e)| (e - s, *s)).map(|(s, _)| *s);
+                        let got = a.alloc_any(()).ok();
+                        proptest::prop_assert_eq!(got, want);
+                        if let Some(x) = want { model.insert(x); }
+                    }
+                    1 => {
+                        let want = if at > 31 { Err(AllocError::OutOfRange) } else if model.contains(&at) { Err(AllocError::InUse) } else { Ok(()) };
+                        proptest::prop_assert_eq!(a.alloc(at, ()), want);
+                        if want.is_ok() { model.insert(at); }
+                    }
+                    _ => {
+                        proptest::prop_assert_eq!(a.free(at).is_some(), model.remove(&at));
+                    }
+                }
+                proptest::prop_assert_eq!(a.used(), model.len());
+            }
+        }
+    }
+
     #[test]
     fn huge_ranges_cost_nothing_up_front() {
         let mut a: RangeAllocator<()> = RangeAllocator::new(0, u128::MAX);

@@ -10,6 +10,8 @@ use api::types::Service;
 pub const BGP_CONTROL_PLANE_CLASS: &str = "io.cilium/bgp-control-plane";
 /// The load-balancer class of L2 announcements.
 pub const L2_ANNOUNCER_CLASS: &str = "io.cilium/l2-announcer";
+/// Services with this label belong to another service proxy (Kubernetes' convention).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
 /// Returns "now" as an RFC 3339 timestamp, used for conditions' `lastTransitionTime`. Injected so
 /// that tests are deterministic.
@@ -56,6 +58,9 @@ pub struct LbIpamConfig {
     pub ipv4: bool,
     /// The cluster has IPv6 (`enable-ipv6`).
     pub ipv6: bool,
+    /// This proxy's name (`k8s-service-proxy-name`): Services labelled
+    /// `service.kubernetes.io/service-proxy-name` are ours only if the label has this value.
+    pub service_proxy_name: Option<String>,
     pub clock: Clock,
 }
 
@@ -68,6 +73,7 @@ impl Default for LbIpamConfig {
             l2_announcements: false,
             ipv4: true,
             ipv6: false,
+            service_proxy_name: None,
             clock: Arc::new(api::meta::now_rfc3339),
         }
     }
@@ -81,6 +87,7 @@ impl fmt::Debug for LbIpamConfig {
             .field("l2_announcements", &self.l2_announcements)
             .field("ipv4", &self.ipv4)
             .field("ipv6", &self.ipv6)
+            .field("service_proxy_name", &self.service_proxy_name)
             .finish_non_exhaustive()
     }
 }
@@ -107,9 +114,15 @@ impl LbIpamConfig {
 
     /// §3.1: only `type: LoadBalancer`; without a class only if LB-IPAM is the default; with a class
     /// only if it is one of ours. Everything else belongs to another implementation and is not
-    /// touched.
+    /// touched. Services of another service proxy are invisible, as Cilium's Service informer
+    /// filters them out.
     pub fn is_responsible(&self, svc: &Service) -> bool {
         if svc.type_() != "LoadBalancer" {
+            return false;
+        }
+        if let Some(proxy) = svc.metadata.labels.get(SERVICE_PROXY_NAME_LABEL)
+            && self.service_proxy_name.as_deref() != Some(proxy.as_str())
+        {
             return false;
         }
         match svc.spec.load_balancer_class.as_deref() {

@@ -70,7 +70,7 @@ impl LbIpam {
             }
             Some(slot) => {
                 if *slot == Slot::Elsewhere {
-                    range.shadowed -= 1;
+                    range.shadowed = range.shadowed.saturating_sub(1);
                 }
                 *slot = Slot::Held { key: view.sharing.key.clone(), services: vec![view.key.clone()] };
                 true

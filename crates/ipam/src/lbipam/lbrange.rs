@@ -98,7 +98,7 @@ impl LbRange {
     pub fn release(&mut self, ip: IpAddr) {
         let at = addr::to_u128(ip);
         if let Some(Slot::Elsewhere) = self.alloc.free(at) {
-            self.shadowed -= 1;
+            self.shadowed = self.shadowed.saturating_sub(1);
         }
         if self.reserve_edges && self.is_edge(at) {
             let _ = self.alloc.alloc(at, Slot::Reserved);
@@ -107,6 +107,6 @@ impl LbRange {
 
     /// Addresses held or reserved through this range itself.
     pub fn used_here(&self) -> usize {
-        self.alloc.used() - self.shadowed
+        self.alloc.used().saturating_sub(self.shadowed)
     }
 }

@@ -917,3 +917,17 @@ fn sole_holder_key_change_keeps_the_address() {
     c.apply_svc(keyed("c", "k2", &[(81, "TCP")]));
     assert_eq!(c.ingress("c"), [ip("10.0.10.0")]);
 }
+
+/// §1: Services of another service proxy are invisible.
+#[test]
+fn other_service_proxies_are_ignored() {
+    let mut c = Cluster::v4();
+    c.apply_pool(pool_a());
+    c.apply_svc(label(svc("a"), "service.kubernetes.io/service-proxy-name", "other-proxy"));
+    assert!(c.ingress("a").is_empty());
+    assert!(c.condition("a").is_none());
+    let mut c = Cluster::new(LbIpamConfig { service_proxy_name: Some("cilia".into()), ..config_v4() });
+    c.apply_pool(pool_a());
+    c.apply_svc(label(svc("a"), "service.kubernetes.io/service-proxy-name", "cilia"));
+    assert_eq!(c.ingress("a").len(), 1);
+}
