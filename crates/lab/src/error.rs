@@ -19,6 +19,10 @@ pub enum LabError {
     #[error("process spec {name:?}: {reason}")]
     InvalidSpec { name: String, reason: &'static str },
 
+    /// The host exists in the topology but its namespace does not: the lab is not (fully) up.
+    #[error("lab {lab}: host {host} has no namespace {namespace}; run `cilia lab up` first")]
+    HostDown { lab: String, host: String, namespace: String },
+
     /// A command line was empty where a program was expected.
     #[error("empty command line for {what}")]
     EmptyCommand { what: String },

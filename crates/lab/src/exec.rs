@@ -1,5 +1,7 @@
 //! `lab exec HOST CMD...`: a command inside a host's network namespace with the caller's stdio,
-//! like `ip netns exec`, except that /sys is not remounted, so bpffs stays visible.
+//! like `ip netns exec`, except that /sys is not remounted, so bpffs stays visible. Netlink, sockets,
+//! `/proc/net` and `/proc/sys/net` belong to the host; `/sys/class/net` still shows the root
+//! namespace's devices.
 
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
@@ -13,6 +15,13 @@ use crate::process::{self, ENV_HOST, ENV_LAB};
 /// A `Command` for `program` that will run in `host`'s namespace.
 pub(crate) fn command(lab: &Lab, host: &str, program: impl AsRef<OsStr>) -> Result<Command, LabError> {
     let namespace = lab.namespace_of(host)?;
+    if netns::state(namespace) != netns::State::Present {
+        return Err(LabError::HostDown {
+            lab: lab.name().to_string(),
+            host: host.to_string(),
+            namespace: namespace.to_string(),
+        });
+    }
     let file = netns::open(namespace)?;
     let mut cmd = Command::new(program);
     cmd.env(ENV_LAB, lab.name()).env(ENV_HOST, host);

@@ -17,16 +17,19 @@ use std::process::Command;
 use nix::sched::{CloneFlags, setns};
 use nix::sys::prctl;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
-use nix::unistd::{Pid, getppid};
+use nix::unistd::{Pid, getppid, setsid};
 use serde::{Deserialize, Serialize};
 
 use crate::Lab;
+use crate::error::LabError;
 use crate::etcd;
 
 /// Environment variables every supervised process gets.
 pub const ENV_LAB: &str = "CILIA_LAB";
 pub const ENV_HOST: &str = "CILIA_LAB_HOST";
 pub const ENV_DATASTORE: &str = "CILIA_DATASTORE";
+/// Where the process should pin BPF objects: `/sys/fs/bpf/cilia/<lab>/<host>`, removed by `down`.
+pub const ENV_BPF_DIR: &str = "CILIA_BPF_DIR";
 
 /// One supervised process: started in `host`'s network namespace, restarted when it exits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,8 +63,9 @@ impl ProcessSpec {
     }
 
     /// A subcommand of the running `cilia` binary (`cilia operator`, `cilia agent ...`) in `host`.
-    pub fn cilia(lab: &Lab, name: &str, host: &str, args: &[&str]) -> io::Result<Self> {
-        let exe = std::env::current_exe()?;
+    pub fn cilia(lab: &Lab, name: &str, host: &str, args: &[&str]) -> Result<Self, LabError> {
+        let exe =
+            std::env::current_exe().map_err(|e| LabError::io("find the running executable", "/proc/self/exe", e))?;
         let mut argv = vec![exe.to_string_lossy().into_owned()];
         argv.extend(args.iter().map(|a| a.to_string()));
         let mut spec = ProcessSpec {
@@ -112,6 +116,23 @@ pub(crate) fn enter_on_spawn(cmd: &mut Command, netns: File, parent: Option<Pid>
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
             }
+            Ok(())
+        });
+    }
+}
+
+/// Prepares `cmd` to start as a daemon: in a new session (no controlling terminal, not in the
+/// caller's process group) and with `blocked` signals blocked from its first instruction. The
+/// mask is inherited by every thread the program creates, so a multi-threaded program (the CLI
+/// runs a tokio runtime) still receives these signals only through its signalfd.
+#[allow(unsafe_code)] // pre_exec is the only hook that runs in the child between fork and exec.
+pub(crate) fn daemon_on_spawn(cmd: &mut Command, blocked: SigSet) {
+    // SAFETY: runs in the forked child before exec; setsid and sigprocmask are plain system calls
+    // on a signal set copied into the closure before the fork. Nothing allocates or locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            setsid().map_err(io::Error::from)?;
+            sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None).map_err(io::Error::from)?;
             Ok(())
         });
     }

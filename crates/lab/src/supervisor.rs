@@ -2,12 +2,13 @@
 //! network namespace, restarts it with backoff when it exits, and stops them all on SIGTERM.
 //!
 //! It is the `cilia` binary itself (`cilia lab supervise --lab NAME`). Run in the foreground, it
-//! starts a copy of itself marked with `CILIA_LAB_SUPERVISOR=<lab>` and returns; the copy calls
-//! setsid, so it has no terminal and no parent waiting for it. The marker also lets `down` find a
-//! supervisor whose state file is gone.
+//! starts a copy of itself marked with `CILIA_LAB_SUPERVISOR=<lab>` and returns. The copy starts in
+//! a new session (no terminal, no parent waiting for it) with its signals already blocked. The
+//! marker also lets `down` find a supervisor whose state file is gone.
 //!
-//! It waits on a signalfd (SIGTERM, SIGINT, SIGHUP, SIGCHLD) with a timeout for the next restart,
-//! so it is single-threaded and never runs code in a signal handler.
+//! It waits on a signalfd (SIGTERM, SIGINT, SIGHUP, SIGCHLD) with a timeout for the next restart:
+//! one loop, no code in signal handlers. Because the signals are blocked from exec on, this holds
+//! even when the program that calls [`run_supervisor`] runs other threads (a tokio runtime).
 
 use std::ffi::OsString;
 use std::fs;
@@ -31,7 +32,7 @@ use crate::error::LabError;
 use crate::lock::FileLock;
 use crate::logs;
 use crate::netns;
-use crate::process::{self, ENV_HOST, ENV_LAB, ProcessSpec};
+use crate::process::{self, ENV_BPF_DIR, ENV_HOST, ENV_LAB, ProcessSpec};
 use crate::procfs::{self, ProcessId};
 use crate::state::{LabState, ProcessState};
 
@@ -64,18 +65,13 @@ fn detach(lab: &Lab) -> Result<(), LabError> {
     let log2 = log.try_clone().map_err(|e| LabError::io("duplicate", &log_path, e))?;
     let exe = std::env::current_exe().map_err(|e| LabError::io("find the running executable", "/proc/self/exe", e))?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    Command::new(&exe)
-        .args(&args)
-        .env(ENV_SUPERVISOR, lab.name())
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .map_err(|source| LabError::Spawn {
-            command: format!("{} {}", exe.display(), process::display_argv(&args)),
-            source,
-        })?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(&args).env(ENV_SUPERVISOR, lab.name()).current_dir("/").stdin(Stdio::null()).stdout(log).stderr(log2);
+    process::daemon_on_spawn(&mut cmd, handled_signals());
+    cmd.spawn().map_err(|source| LabError::Spawn {
+        command: format!("{} {}", exe.display(), process::display_argv(&args)),
+        source,
+    })?;
     Ok(())
 }
 
@@ -106,17 +102,16 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(lab: Lab) -> Result<Self, LabError> {
-        // Fails only if already a session leader, which is just as detached.
+        // Fails if already a session leader (`detach` made it one), which is just as detached.
         let _ = setsid();
         let paths = lab.paths().clone();
         let lock_path = paths.supervisor_lock();
         let lock = FileLock::try_acquire(&lock_path)?
             .ok_or_else(|| LabError::SupervisorRunning { lab: lab.name().to_string(), lock: lock_path.clone() })?;
 
-        let mut mask = SigSet::empty();
-        for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
-            mask.add(s);
-        }
+        // Already blocked since exec when started by `detach`; blocking again covers a supervisor
+        // started some other way (single-threaded then, or it would miss signals).
+        let mask = handled_signals();
         mask.thread_block().map_err(|e| LabError::sys("block signals", e))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| LabError::sys("signalfd", e))?;
@@ -149,7 +144,9 @@ impl Supervisor {
             })
             .collect::<Result<Vec<_>, LabError>>()?;
 
-        let me = ProcessId::of(std::process::id() as i32).expect("/proc/self/stat is readable by this process");
+        let me = ProcessId::of(std::process::id() as i32).ok_or_else(|| {
+            LabError::io("read", "/proc/self/stat", std::io::Error::from(std::io::ErrorKind::NotFound))
+        })?;
         Ok(Supervisor { lab, me, started_at: Utc::now(), signals, children, stopping: false, _lock: lock })
     }
 
@@ -224,6 +221,7 @@ impl Supervisor {
 
     fn spawn(&mut self, i: usize) -> Result<(), LabError> {
         let state_dir = self.lab.paths().state_dir().to_path_buf();
+        let bpf_dir = self.lab.paths().bpf_dir().to_path_buf();
         let lab_name = self.lab.name().to_string();
         let parent = Pid::from_raw(self.me.pid);
         let c = &mut self.children[i];
@@ -258,6 +256,7 @@ impl Supervisor {
             .env_remove(ENV_SUPERVISOR)
             .env(ENV_LAB, &lab_name)
             .env(ENV_HOST, &c.spec.host)
+            .env(ENV_BPF_DIR, bpf_dir.join(&c.spec.host))
             .envs(&c.spec.env)
             .current_dir(c.spec.cwd.as_deref().unwrap_or(&state_dir))
             .stdin(Stdio::null())
@@ -361,6 +360,15 @@ impl Supervisor {
         };
         state.write(&self.lab.paths().state_file())
     }
+}
+
+/// The signals the supervisor reads from its signalfd.
+fn handled_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
+        mask.add(s);
+    }
+    mask
 }
 
 /// A line in the supervisor's log (its stderr).

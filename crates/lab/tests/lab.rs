@@ -126,6 +126,9 @@ fn routes_between_segments_and_swallows_unknown_pod_traffic() {
     assert_eq!(report.datastore_url, format!("unix:///run/cilia/lab/{}/etcd.sock", t.lab.name()));
     assert_eq!(lab::datastore_url(t.lab.name()), Some(report.datastore_url.clone()));
     assert!(lab::etcd::healthy(&t.lab.paths().etcd_socket(), Duration::from_secs(2)));
+    // The lab's processes reach etcd on k8s-ctr's node address, across the segment.
+    let (code, health) = t.run("k8s-w1", &["curl", "-s", "--max-time", "2", "http://192.168.10.100:2379/health"]);
+    assert!(code == 0 && health.contains(r#""health":"true""#), "{code} {health}");
 
     // Between the segments through the router, from the router and from a node.
     assert_eq!(t.lab.exec("router", &["ping", "-c1", "-W1", "192.168.20.100"]).unwrap(), 0);
@@ -327,4 +330,6 @@ fn unknown_hosts_are_named_with_the_valid_ones() {
     assert!(err.contains("\"k8s-w9\""), "{err}");
     assert!(err.contains("router, k8s-ctr, k8s-w1, k8s-w0"), "{err}");
     assert!(lab::exec("Bad-Name", "router", &["true"]).is_err());
+    let err = Lab::new("tnotup").unwrap().exec("router", &["true"]).unwrap_err();
+    assert!(matches!(err, lab::LabError::HostDown { .. }), "{err}");
 }
