@@ -31,8 +31,9 @@ use crate::{
 /// How long one request may take before the store reports etcd unavailable.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// HTTP/2 pings find a dead peer behind an idle watch. etcd refuses pings more frequent than its
-/// `--grpc-keepalive-min-time` (5 s by default), hence 10 s.
+/// HTTP/2 pings find a dead peer behind a quiet watch. etcd answers pings more frequent than its
+/// `--grpc-keepalive-min-time` (5 s by default), or pings on a connection without streams, with
+/// GOAWAY: hence 10 s, and pings only while a request or watch is open.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Objects per range request of a list: etcd-client refuses responses above 4 MiB, and pages keep
@@ -214,7 +215,7 @@ fn endpoint(url: &str) -> Result<Endpoint> {
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
+        .keep_alive_while_idle(false)
         .tcp_nodelay(true))
 }
 

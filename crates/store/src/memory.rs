@@ -330,7 +330,10 @@ impl Store for MemoryStore {
             return Err(Error::Unavailable("watches are refused".into()));
         }
         if after_revision + 1 < state.compacted {
-            return Err(Error::Compacted { compact_revision: state.compacted });
+            // etcd accepts the watch and then cancels it with the compaction revision; do the same
+            // so that consumers see one behaviour.
+            let compacted = Err(Error::Compacted { compact_revision: state.compacted });
+            return Ok(futures::stream::iter([compacted]).boxed());
         }
         let prefix = keys::prefix(DEFAULT_ROOT, kind, namespace);
         let (tx, rx) = mpsc::unbounded_channel();

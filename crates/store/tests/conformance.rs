@@ -283,20 +283,17 @@ async fn watch_replays_from_a_revision_then_follows(store: Arc<dyn Store>) {
     assert_eq!(other[0].object.namespace(), Some("other"));
 }
 
-/// The first item of a watch that must fail with `Compacted`, whether the failure comes from
-/// `watch` itself or as the stream's first item.
+/// Watches from `after`, which must be compacted: the watch starts, and its only item is the
+/// `Compacted` error (etcd reports compaction on the stream, and the memory store does the same).
 async fn expect_compacted(store: &Arc<dyn Store>, after: i64) -> i64 {
-    let result = match store.watch(&SERVICE, None, after).await {
-        Err(e) => Err(e),
-        Ok(mut stream) => match tokio::time::timeout(DEADLINE, stream.next()).await {
-            Ok(Some(item)) => item,
-            other => panic!("watch from {after}: expected Compacted, got {other:?}"),
-        },
+    let mut stream = store.watch(&SERVICE, None, after).await.expect("watch starts");
+    let item = tokio::time::timeout(DEADLINE, stream.next()).await.expect("an item in time");
+    let Some(Err(Error::Compacted { compact_revision })) = item else {
+        panic!("watch from {after}: expected Compacted, got {item:?}");
     };
-    match result {
-        Err(Error::Compacted { compact_revision }) => compact_revision,
-        other => panic!("watch from {after}: expected Compacted, got {other:?}"),
-    }
+    let end = tokio::time::timeout(DEADLINE, stream.next()).await.expect("the stream ends");
+    assert!(end.is_none(), "nothing follows the error: {end:?}");
+    compact_revision
 }
 
 async fn watch_from_compacted_revision_fails(store: Arc<dyn Store>) {

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use api::{Object, ObjectRef, Selector, kinds::NODE, kinds::SERVICE};
 use common::{DEADLINE, rv, svc, svc_ref};
+use futures::StreamExt;
 use store::{Change, Error, Informer, InformerOptions, MemoryStore, Store, WatchEventType, testing::wait_until};
 
 async fn next_change(subscription: &mut store::Subscription) -> Change {
@@ -135,7 +136,6 @@ async fn leases_follow_the_tokio_clock() {
     tokio::time::advance(Duration::from_secs(9)).await;
     assert!(store.get(&ObjectRef::new(&NODE, None, "n")).await.expect("get").is_some());
     tokio::time::advance(Duration::from_secs(2)).await;
-    use futures::StreamExt;
     let added = watch.next().await.expect("item").expect("event");
     assert_eq!(added.type_, WatchEventType::Added);
     // The expiry task runs on its own: the watcher sees the deletion without anyone calling in.
@@ -152,6 +152,7 @@ async fn bounded_history_compacts_the_oldest_events() {
         store.create(svc("default", &format!("s{i}"))).await.expect("create");
     }
     let now = store.revision().await.expect("revision");
-    assert!(matches!(store.watch(&SERVICE, None, start).await, Err(Error::Compacted { .. })));
+    let mut compacted = store.watch(&SERVICE, None, start).await.expect("watch");
+    assert!(matches!(compacted.next().await, Some(Err(Error::Compacted { .. }))));
     assert!(store.watch(&SERVICE, None, now - 5).await.is_ok());
 }
