@@ -50,7 +50,7 @@ impl LbIpam {
 
     /// Whether the pool of `range` selects the Service.
     pub(super) fn selects(&self, range: RangeId, view: &ServiceView) -> bool {
-        self.ranges.get(&range).and_then(|r| self.pools.get(&r.pool)).is_some_and(|p| p.selector.matches(&view.labels))
+        self.ranges.get(&range).and_then(|r| self.pools.get(&r.pool)).is_some_and(|p| p.selector.matches(view))
     }
 
     /// Whether `range` may hand out new addresses: its pool is neither disabled nor conflicting.

@@ -46,7 +46,7 @@ pub mod service;
 pub mod sharing;
 mod updates;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use api::types::{LbIpPool, Service};
@@ -70,7 +70,9 @@ pub struct LbIpam {
     /// Every range, in the order generic requests try them: pools oldest first, blocks as written.
     range_order: Vec<RangeId>,
     next_range: RangeId,
-    services: BTreeMap<ServiceKey, ServiceView>,
+    /// Boxed so that moving a view in and out of the map stays cheap. A hash map: the per-event
+    /// lookups do not grow with the number of Services; passes over all Services sort the keys.
+    services: HashMap<ServiceKey, Box<ServiceView>>,
     /// Unsatisfied Services by queue position: the longest-waiting gets a freed address first.
     waiting: BTreeMap<u64, ServiceKey>,
     next_wait: u64,
@@ -94,7 +96,7 @@ impl LbIpam {
             ranges: BTreeMap::new(),
             range_order: Vec::new(),
             next_range: 0,
-            services: BTreeMap::new(),
+            services: HashMap::new(),
             waiting: BTreeMap::new(),
             next_wait: 0,
             sharing: SharingIndex::default(),
@@ -169,7 +171,7 @@ impl LbIpam {
     pub fn delete_service(&mut self, namespace: &str, name: &str) -> Vec<StatusUpdate> {
         self.begin();
         if let Some(view) = self.services.remove(&ServiceKey::new(namespace, name)) {
-            self.forget(view);
+            self.forget(*view);
         }
         self.finish()
     }

@@ -1,12 +1,12 @@
 //! A `CiliumLoadBalancerIPPool` as LB-IPAM understands it (spec §2.2).
 
-use std::collections::BTreeMap;
-
 use api::Selector;
+use api::selector::Requirement;
 use api::types::{IpBlock, LbIpPool, LbIpPoolSpec, LbIpPoolStatus};
 use chrono::{DateTime, FixedOffset};
 
 use super::lbrange::RangeId;
+use super::service::ServiceView;
 use crate::addr::{BlockError, IpRange};
 use crate::count::Count;
 
@@ -72,12 +72,24 @@ impl PoolSelector {
         }
     }
 
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(&self, view: &ServiceView) -> bool {
         match self {
             PoolSelector::All => true,
-            PoolSelector::Matching(s) => s.matches(labels),
+            PoolSelector::Matching(s) => s.requirements().iter().all(|r| requirement_holds(r, view)),
             PoolSelector::Invalid => false,
         }
+    }
+}
+
+/// Kubernetes label-selector semantics over the Service's labels as selectors see them.
+fn requirement_holds(requirement: &Requirement, view: &ServiceView) -> bool {
+    match requirement {
+        Requirement::Equals(k, v) => view.label(k) == Some(v.as_str()),
+        Requirement::NotEquals(k, v) => view.label(k) != Some(v.as_str()),
+        Requirement::In(k, values) => view.label(k).is_some_and(|v| values.contains(v)),
+        Requirement::NotIn(k, values) => view.label(k).is_none_or(|v| !values.contains(v)),
+        Requirement::Exists(k) => view.label(k).is_some(),
+        Requirement::DoesNotExist(k) => view.label(k).is_none(),
     }
 }
 

@@ -29,7 +29,7 @@ impl LbIpam {
         }
         let previous = self.services.remove(&key);
         let old_terms = previous.as_ref().filter(|p| !p.allocated.is_empty()).map(|p| p.sharing.clone());
-        let mut view = ServiceView::from_service(svc, &self.config, previous);
+        let mut view = ServiceView::from_service(svc, &self.config, previous.map(|p| *p));
         if old_terms.is_some_and(|old| old != view.sharing) {
             // A Service that waits because it clashed with this one may fit now.
             self.epoch += 1;
@@ -38,7 +38,7 @@ impl LbIpam {
         if process && !self.pools.is_empty() {
             self.process_service(&mut view, true);
         }
-        self.services.insert(key, view);
+        self.services.insert(key, Box::new(view));
     }
 
     /// §3.1 step 4: the Service changed type or class. If we handled it, release its addresses and
@@ -46,7 +46,7 @@ impl LbIpam {
     /// handled is left alone.
     fn stop_handling(&mut self, svc: &Service, key: ServiceKey) {
         let Some(view) = self.services.remove(&key) else { return };
-        self.forget(view);
+        self.forget(*view);
         let mut status = svc.status.clone();
         status.load_balancer.ingress.clear();
         conditions::remove(&mut status.conditions, REQUEST_SATISFIED);
@@ -140,7 +140,8 @@ impl LbIpam {
     /// on Cilium main, so that a still-valid address never moves: Cilium v1.18 interleaved the two
     /// and reshuffled addresses when a pool was widened or shrunk (issues #40358, #41458).
     pub(super) fn revalidate_all(&mut self) {
-        let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+        let mut keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+        keys.sort();
         for key in &keys {
             if let Some(mut view) = self.services.remove(key) {
                 self.process_service(&mut view, false);

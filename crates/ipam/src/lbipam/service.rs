@@ -74,7 +74,7 @@ pub struct SharingTerms {
 pub struct ServiceView {
     pub key: ServiceKey,
     pub generation: Option<i64>,
-    /// The Service's labels plus the synthetic name and namespace labels.
+    /// The Service's own labels; [`ServiceView::label`] adds the synthetic ones.
     pub labels: BTreeMap<String, String>,
     pub request: Request,
     /// The first unparsable requested IP, reported in the condition.
@@ -91,9 +91,7 @@ impl ServiceView {
     /// A view of `svc`, carrying over the allocations and queue position of the previous view.
     pub fn from_service(svc: &Service, config: &LbIpamConfig, previous: Option<ServiceView>) -> Self {
         let key = ServiceKey::of(svc);
-        let mut labels = svc.metadata.labels.clone();
-        labels.insert(SERVICE_NAME_LABEL.into(), key.name.clone());
-        labels.insert(SERVICE_NAMESPACE_LABEL.into(), key.namespace.clone());
+        let labels = svc.metadata.labels.clone();
 
         let ip_request = annotations::requested_ips(svc);
         let request = if ip_request.is_specific() {
@@ -127,6 +125,17 @@ impl ServiceView {
             status: svc.status.clone(),
             allocated,
             waiting,
+        }
+    }
+
+    /// A label as pool selectors see it: the synthetic name and namespace labels override the
+    /// Service's own. (Kept apart rather than merged into `labels`, which would cost every Service a
+    /// map of its own.)
+    pub fn label(&self, key: &str) -> Option<&str> {
+        match key {
+            SERVICE_NAME_LABEL => Some(&self.key.name),
+            SERVICE_NAMESPACE_LABEL => Some(&self.key.namespace),
+            _ => self.labels.get(key).map(String::as_str),
         }
     }
 
