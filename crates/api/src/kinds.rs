@@ -34,11 +34,7 @@ impl ResourceKind {
 
     /// `services`, `ciliumloadbalancerippools.cilium.io`: the name kubectl prints in `kind/name` output.
     pub fn qualified_plural(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_string()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     /// Lower-case kind with group, as in `kubectl get -o name` (`service/webpod`,
@@ -145,17 +141,8 @@ pub static L2_ANNOUNCEMENT_POLICY: ResourceKind = ResourceKind {
 };
 
 /// Every kind, in the order `get all`-style listings use.
-pub static ALL: &[&ResourceKind] = &[
-    &NAMESPACE,
-    &NODE,
-    &POD,
-    &SERVICE,
-    &DEPLOYMENT,
-    &ENDPOINT_SLICE,
-    &LEASE,
-    &LB_IP_POOL,
-    &L2_ANNOUNCEMENT_POLICY,
-];
+pub static ALL: &[&ResourceKind] =
+    &[&NAMESPACE, &NODE, &POD, &SERVICE, &DEPLOYMENT, &ENDPOINT_SLICE, &LEASE, &LB_IP_POOL, &L2_ANNOUNCEMENT_POLICY];
 
 /// Finds a kind by `kind` field value (`Service`).
 pub fn by_kind(kind: &str) -> Option<&'static ResourceKind> {

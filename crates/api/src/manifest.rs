@@ -21,8 +21,9 @@ pub fn parse(source: &str, text: &str, default_namespace: &str) -> Result<Vec<Ob
         ))
         .with_source(source));
     }
-    let documents: Vec<Value> = serde_saphyr::from_multiple(text)
-        .map_err(|e| ValidationError::new(format!("invalid YAML: {}", first_line(&e.to_string()))).with_source(source))?;
+    let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| {
+        ValidationError::new(format!("invalid YAML: {}", first_line(&e.to_string()))).with_source(source)
+    })?;
     let mut objects = Vec::new();
     for (index, doc) in documents.into_iter().enumerate() {
         let where_ = format!("document {}", index + 1);
@@ -32,7 +33,11 @@ pub fn parse(source: &str, text: &str, default_namespace: &str) -> Result<Vec<Ob
         if doc.get("kind").and_then(Value::as_str) == Some("List") {
             let items = match doc.get("items") {
                 Some(Value::Array(items)) => items.clone(),
-                _ => return Err(ValidationError::field("items", "a List needs an items list").with_object(where_).with_source(source)),
+                _ => {
+                    return Err(ValidationError::field("items", "a List needs an items list")
+                        .with_object(where_)
+                        .with_source(source));
+                }
             };
             for (i, item) in items.into_iter().enumerate() {
                 let obj = validate::object(item, default_namespace)

@@ -106,16 +106,14 @@ fn requirement_from_expression(expr: &LabelSelectorRequirement) -> Result<Requir
     }
     let key = expr.key.clone();
     match expr.operator.as_str() {
-        "In" | "NotIn" if values.is_empty() => Err(ValidationError::field(
-            "values",
-            format!("must be non-empty when operator is {}", expr.operator),
-        )),
+        "In" | "NotIn" if values.is_empty() => {
+            Err(ValidationError::field("values", format!("must be non-empty when operator is {}", expr.operator)))
+        }
         "In" => Ok(Requirement::In(key, values)),
         "NotIn" => Ok(Requirement::NotIn(key, values)),
-        "Exists" | "DoesNotExist" if !values.is_empty() => Err(ValidationError::field(
-            "values",
-            format!("must be empty when operator is {}", expr.operator),
-        )),
+        "Exists" | "DoesNotExist" if !values.is_empty() => {
+            Err(ValidationError::field("values", format!("must be empty when operator is {}", expr.operator)))
+        }
         "Exists" => Ok(Requirement::Exists(key)),
         "DoesNotExist" => Ok(Requirement::DoesNotExist(key)),
         other => Err(ValidationError::field(
@@ -171,10 +169,7 @@ fn parse_clause(clause: &str) -> Result<Requirement, String> {
                 .strip_prefix('(')
                 .and_then(|r| r.strip_suffix(')'))
                 .ok_or_else(|| format!("values of {:?} must be in parentheses", op.trim()))?;
-            let values = inner
-                .split(',')
-                .map(|v| value_ok(v.trim()))
-                .collect::<Result<BTreeSet<_>, _>>()?;
+            let values = inner.split(',').map(|v| value_ok(v.trim())).collect::<Result<BTreeSet<_>, _>>()?;
             if values.is_empty() || inner.trim().is_empty() {
                 return Err(format!("{:?} needs at least one value", op.trim()));
             }

@@ -22,7 +22,10 @@ pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
 /// defaulted (`default_namespace` for namespaced kinds, none for cluster-scoped ones).
 pub fn object(value: Value, default_namespace: &str) -> Result<Object, ValidationError> {
     let Value::Object(map) = &value else {
-        return Err(ValidationError::new(format!("expected a mapping with apiVersion and kind, got {}", kind_of(&value))));
+        return Err(ValidationError::new(format!(
+            "expected a mapping with apiVersion and kind, got {}",
+            kind_of(&value)
+        )));
     };
     let api_version = match map.get("apiVersion") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -43,7 +46,10 @@ pub fn object(value: Value, default_namespace: &str) -> Result<Object, Validatio
     let Some(kind) = kinds::by_kind(&kind_name) else {
         return Err(ValidationError::field(
             "kind",
-            format!("unknown kind {kind_name:?}; known kinds: {}", kinds::ALL.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")),
+            format!(
+                "unknown kind {kind_name:?}; known kinds: {}",
+                kinds::ALL.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
+            ),
         ));
     };
     if !kind.serves(&api_version) {
@@ -55,11 +61,8 @@ pub fn object(value: Value, default_namespace: &str) -> Result<Object, Validatio
     }
     let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
     if size > MAX_OBJECT_BYTES {
-        return Err(ValidationError::new(format!(
-            "object is {} bytes; the limit is {MAX_OBJECT_BYTES} bytes",
-            size
-        ))
-        .with_object(name_hint));
+        return Err(ValidationError::new(format!("object is {} bytes; the limit is {MAX_OBJECT_BYTES} bytes", size))
+            .with_object(name_hint));
     }
 
     let mut obj: Object = typed_parse::<Object>(&value).map_err(|e| e.with_object(name_hint.clone()))?;
@@ -118,11 +121,7 @@ pub fn typed_parse<T: DeserializeOwned>(value: &Value) -> Result<T, ValidationEr
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
         let reason = inner.split(" at line ").next().unwrap_or(&inner).to_string();
-        if path == "." || path.is_empty() {
-            ValidationError::new(reason)
-        } else {
-            ValidationError::field(path, reason)
-        }
+        if path == "." || path.is_empty() { ValidationError::new(reason) } else { ValidationError::field(path, reason) }
     })
 }
 
@@ -148,12 +147,18 @@ fn service(svc: &types::Service) -> Result<(), ValidationError> {
         let at = |f: &str| format!("spec.ports[{i}].{f}");
         port_number(p.port).map_err(|e| e.under(&at("port")))?;
         if !["TCP", "UDP", "SCTP"].contains(&p.protocol()) {
-            return Err(ValidationError::field(at("protocol"), format!("{:?} is not one of TCP, UDP, SCTP", p.protocol())));
+            return Err(ValidationError::field(
+                at("protocol"),
+                format!("{:?} is not one of TCP, UDP, SCTP", p.protocol()),
+            ));
         }
         if let Some(np) = p.node_port
             && !(30000..=32767).contains(&np)
         {
-            return Err(ValidationError::field(at("nodePort"), format!("{np} is outside the node port range 30000-32767")));
+            return Err(ValidationError::field(
+                at("nodePort"),
+                format!("{np} is outside the node port range 30000-32767"),
+            ));
         }
         match &p.target_port {
             Some(types::IntOrString::Int(tp)) => port_number(*tp).map_err(|e| e.under(&at("targetPort")))?,
@@ -176,7 +181,10 @@ fn service(svc: &types::Service) -> Result<(), ValidationError> {
     }
     for (i, ip) in spec.external_ips.iter().enumerate() {
         if ip.parse::<IpAddr>().is_err() {
-            return Err(ValidationError::field(format!("spec.externalIPs[{i}]"), format!("{ip:?} is not an IP address")));
+            return Err(ValidationError::field(
+                format!("spec.externalIPs[{i}]"),
+                format!("{ip:?} is not an IP address"),
+            ));
         }
     }
     for (field, value, allowed) in [
@@ -193,7 +201,10 @@ fn service(svc: &types::Service) -> Result<(), ValidationError> {
     }
     for (i, fam) in spec.ip_families.iter().enumerate() {
         if fam != "IPv4" && fam != "IPv6" {
-            return Err(ValidationError::field(format!("spec.ipFamilies[{i}]"), format!("{fam:?} is not one of IPv4, IPv6")));
+            return Err(ValidationError::field(
+                format!("spec.ipFamilies[{i}]"),
+                format!("{fam:?} is not one of IPv4, IPv6"),
+            ));
         }
     }
     if let Some(sel) = &spec.selector {
@@ -259,15 +270,18 @@ fn lb_ip_pool(pool: &types::LbIpPool) -> Result<(), ValidationError> {
                 parse_cidr(cidr).map_err(|r| ValidationError::field(format!("{at}.cidr"), r))?;
             }
             (_, Some(start), stop) => {
-                let s: IpAddr = start
-                    .parse()
-                    .map_err(|_| ValidationError::field(format!("{at}.start"), format!("{start:?} is not an IP address")))?;
+                let s: IpAddr = start.parse().map_err(|_| {
+                    ValidationError::field(format!("{at}.start"), format!("{start:?} is not an IP address"))
+                })?;
                 if let Some(stop) = stop.as_deref().filter(|s| !s.is_empty()) {
                     let e: IpAddr = stop.parse().map_err(|_| {
                         ValidationError::field(format!("{at}.stop"), format!("{stop:?} is not an IP address"))
                     })?;
                     if s.is_ipv4() != e.is_ipv4() {
-                        return Err(ValidationError::field(at, format!("start {s} and stop {e} are of different address families")));
+                        return Err(ValidationError::field(
+                            at,
+                            format!("start {s} and stop {e} are of different address families"),
+                        ));
                     }
                     if s > e {
                         return Err(ValidationError::field(at, format!("start {s} is after stop {e}")));
@@ -293,14 +307,19 @@ fn lb_ip_pool(pool: &types::LbIpPool) -> Result<(), ValidationError> {
 }
 
 fn l2_policy(policy: &types::L2AnnouncementPolicy) -> Result<(), ValidationError> {
-    for (field, sel) in [("spec.serviceSelector", &policy.spec.service_selector), ("spec.nodeSelector", &policy.spec.node_selector)] {
+    for (field, sel) in
+        [("spec.serviceSelector", &policy.spec.service_selector), ("spec.nodeSelector", &policy.spec.node_selector)]
+    {
         if let Some(sel) = sel {
             Selector::from_label_selector(sel).map_err(|e| e.under(field))?;
         }
     }
     for (i, pattern) in policy.spec.interfaces.iter().enumerate() {
         regex::Regex::new(pattern).map_err(|e| {
-            ValidationError::field(format!("spec.interfaces[{i}]"), format!("{pattern:?} is not a valid regular expression: {e}"))
+            ValidationError::field(
+                format!("spec.interfaces[{i}]"),
+                format!("{pattern:?} is not a valid regular expression: {e}"),
+            )
         })?;
     }
     Ok(())
@@ -329,9 +348,7 @@ fn port_number(port: i64) -> Result<(), ValidationError> {
 
 /// RFC 1123 subdomain: lower-case alphanumerics, `-` and `.`, at most 253 characters.
 pub fn dns_subdomain(name: &str) -> Result<(), ValidationError> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|part| is_dns_label(part, 63));
+    let ok = !name.is_empty() && name.len() <= 253 && name.split('.').all(|part| is_dns_label(part, 63));
     if ok {
         Ok(())
     } else {

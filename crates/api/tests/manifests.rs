@@ -14,7 +14,16 @@ fn guide_manifests_parse_verbatim() {
     assert_eq!(objs.len(), 2);
     let deploy: types::Deployment = objs[0].to_typed().unwrap();
     assert_eq!(deploy.replicas(), 3);
-    let term = &deploy.spec.template.spec.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap()
+    let term = &deploy
+        .spec
+        .template
+        .spec
+        .affinity
+        .as_ref()
+        .unwrap()
+        .pod_anti_affinity
+        .as_ref()
+        .unwrap()
         .required_during_scheduling_ignored_during_execution[0];
     assert_eq!(term.topology_key, "kubernetes.io/hostname");
     assert_eq!(objs[1].namespace(), Some("default"));
@@ -78,7 +87,9 @@ fn missing_name() {
 fn unknown_kind_and_unknown_field_are_reported() {
     let err = error_of("apiVersion: v1\nkind: Frobnicator\nmetadata: {name: x}\n");
     assert!(err.reason.contains("unknown kind \"Frobnicator\""), "{err}");
-    let err = error_of("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - port: 80\n    tragetPort: 80\n");
+    let err = error_of(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - port: 80\n    tragetPort: 80\n",
+    );
     assert_eq!(err.field.as_deref(), Some("spec.ports[0].tragetPort"));
     assert!(err.reason.contains("unknown field `tragetPort`"), "{err}");
     assert_eq!(err.object.as_deref(), Some("Service default/web"));
@@ -89,12 +100,18 @@ fn bad_field_values_name_the_field() {
     let err = error_of("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 0}]}\n");
     assert_eq!(err.field.as_deref(), Some("spec.ports[0].port"));
     assert_eq!(err.object.as_deref(), Some("Service default/web"));
-    let err = error_of("apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{start: 10.0.0.9, stop: 10.0.0.1}]}\n");
+    let err = error_of(
+        "apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{start: 10.0.0.9, stop: 10.0.0.1}]}\n",
+    );
     assert_eq!(err.field.as_deref(), Some("spec.blocks[0]"));
     assert!(err.reason.contains("after"), "{err}");
-    let err = error_of("apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{start: 10.0.0.1, stop: 'fd00::1'}]}\n");
+    let err = error_of(
+        "apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{start: 10.0.0.1, stop: 'fd00::1'}]}\n",
+    );
     assert!(err.reason.contains("families"), "{err}");
-    let err = error_of("apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{cidr: 10.0.0.0/33}]}\n");
+    let err = error_of(
+        "apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{cidr: 10.0.0.0/33}]}\n",
+    );
     assert_eq!(err.field.as_deref(), Some("spec.blocks[0].cidr"));
 }
 
@@ -108,7 +125,8 @@ fn a_bad_document_fails_the_whole_file() {
 
 #[test]
 fn ten_megabyte_manifest_is_refused_clearly() {
-    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: big\n  annotations:\n    blob: \"");
+    let mut text =
+        String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: big\n  annotations:\n    blob: \"");
     text.push_str(&"x".repeat(10 * 1024 * 1024));
     text.push_str("\"\n");
     let err = error_of(&text);
@@ -118,7 +136,8 @@ fn ten_megabyte_manifest_is_refused_clearly() {
 
 #[test]
 fn oversized_single_object_is_refused() {
-    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: big\n  annotations:\n    blob: \"");
+    let mut text =
+        String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: big\n  annotations:\n    blob: \"");
     text.push_str(&"x".repeat(2 * 1024 * 1024));
     text.push_str("\"\n");
     let err = error_of(&text);

@@ -71,10 +71,6 @@ pub struct NodeAddress {
 impl Node {
     /// The node's first `InternalIP`.
     pub fn internal_ip(&self) -> Option<&str> {
-        self.status
-            .addresses
-            .iter()
-            .find(|a| a.type_ == "InternalIP")
-            .map(|a| a.address.as_str())
+        self.status.addresses.iter().find(|a| a.type_ == "InternalIP").map(|a| a.address.as_str())
     }
 }

@@ -18,12 +18,9 @@ pub use discovery::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 pub use l2_policy::{L2AnnouncementPolicy, L2AnnouncementPolicySpec};
 pub use lb_ip_pool::{IpBlock, LbIpPool, LbIpPoolSpec, LbIpPoolStatus};
 pub use pod::{
-    PodCondition, PodIp,
-    Affinity, Container, ContainerPort, Pod, PodAffinityTerm, PodAntiAffinity, PodSpec, PodStatus,
+    Affinity, Container, ContainerPort, Pod, PodAffinityTerm, PodAntiAffinity, PodCondition, PodIp, PodSpec, PodStatus,
 };
-pub use service::{
-    LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec, ServiceStatus,
-};
+pub use service::{LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec, ServiceStatus};
 
 /// For `skip_serializing_if` on default-valued structs.
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
