@@ -330,9 +330,11 @@ pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8), String> {
     let (addr, len) = cidr.split_once('/').ok_or_else(|| format!("{cidr:?} is not a CIDR (missing /prefix-length)"))?;
     let addr: IpAddr = addr.parse().map_err(|_| format!("{cidr:?} is not a CIDR ({addr:?} is not an IP address)"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
-    let len: u8 = len
-        .parse()
-        .ok()
+    // Digits only, no sign and no leading zero: `/+8` and `/08` are not prefix lengths.
+    let canonical = !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) && (len == "0" || !len.starts_with('0'));
+    let len: u8 = Some(len)
+        .filter(|_| canonical)
+        .and_then(|l| l.parse().ok())
         .filter(|l| *l <= max)
         .ok_or_else(|| format!("{cidr:?} is not a CIDR (prefix length must be 0-{max})"))?;
     Ok((addr, len))
@@ -424,5 +426,20 @@ fn kind_of(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cidr;
+
+    #[test]
+    fn cidr_prefix_lengths_are_canonical() {
+        assert!(parse_cidr("10.0.0.0/8").is_ok());
+        assert!(parse_cidr("10.0.0.0/0").is_ok());
+        assert!(parse_cidr("fd00::/64").is_ok());
+        for bad in ["10.0.0.0/+8", "10.0.0.0/08", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0", "fd00::/129", "x/8"] {
+            assert!(parse_cidr(bad).is_err(), "{bad} accepted");
+        }
     }
 }
