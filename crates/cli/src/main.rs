@@ -131,8 +131,8 @@ enum LabCmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Replay the guide's steps, checking each outcome.
-    Guide,
+    /// Replay the guide's steps, checking each outcome (all sections, or the ones named).
+    Guide { sections: Vec<String> },
     /// Runs the lab's process supervisor (started by `lab up`).
     #[command(hide = true)]
     Supervise,
@@ -231,7 +231,7 @@ fn cmd_to_lab(cmd: &LabCmd) -> commands::lab::LabAction {
         LabCmd::Down => LabAction::Down,
         LabCmd::Status => LabAction::Status,
         LabCmd::Exec { host, command } => LabAction::Exec { host: host.clone(), command: command.clone() },
-        LabCmd::Guide => LabAction::Guide,
+        LabCmd::Guide { sections } => LabAction::Guide { sections: sections.clone() },
         LabCmd::Supervise => LabAction::Supervise,
         LabCmd::Kubelet(_) | LabCmd::Controllers | LabCmd::Whoami(_) => unreachable!("dispatched in run()"),
     }

@@ -12,7 +12,7 @@ pub enum LabAction {
     Down,
     Status,
     Exec { host: String, command: Vec<String> },
-    Guide,
+    Guide { sections: Vec<String> },
     Supervise,
 }
 
@@ -55,8 +55,8 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
             let code = tokio::task::spawn_blocking(move || lab.exec(&host, &command)).await??;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
-        LabAction::Guide => {
-            let ok = crate::guide::run(lab.name(), datastore).await?;
+        LabAction::Guide { sections } => {
+            let ok = crate::guide::run(lab.name(), datastore, &sections).await?;
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         LabAction::Supervise => tokio::task::spawn_blocking(move || lab::run_supervisor(lab.name())).await??,

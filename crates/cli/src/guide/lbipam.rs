@@ -74,6 +74,7 @@ fn expect_pool_available(available: &'static str) -> Check {
 pub fn section() -> Section {
     let wait = Duration::from_secs(15);
     Section {
+        id: "lbipam",
         title: "Service LoadBalancer and LB-IPAM",
         steps: vec![
             Step::new(

@@ -138,5 +138,5 @@ pub fn section() -> Section {
             Check::FailsWith(Box::new(|_| Ok(()))),
         ),
     ]);
-    Section { title: "Native routing and its limit across subnets", steps }
+    Section { id: "native-routing", title: "Native routing and its limit across subnets", steps }
 }

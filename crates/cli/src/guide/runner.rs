@@ -46,6 +46,8 @@ pub fn contains<const N: usize>(items: [&str; N]) -> Check {
 }
 
 pub struct Section {
+    /// Short name to run one section: `cilia lab guide lbipam`.
+    pub id: &'static str,
     pub title: &'static str,
     pub steps: Vec<Step>,
 }
@@ -56,13 +58,18 @@ struct Outcome {
     why: String,
 }
 
-/// Runs every section; returns whether all steps passed. Stops a section at its first failure, since
-/// later steps build on earlier ones.
-pub async fn run(lab: &str, datastore: Option<&str>) -> Result<bool> {
+/// Runs the sections named in `only` (all when empty); returns whether all steps passed. Stops a
+/// section at its first failure, since later steps build on earlier ones.
+pub async fn run(lab: &str, datastore: Option<&str>, only: &[String]) -> Result<bool> {
     let exe = std::env::current_exe().context("locating the cilia binary")?;
     let bin_dir = exe.parent().map(PathBuf::from).context("cilia binary has no directory")?;
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let sections = [super::topology::section(), super::native_routing::section(), super::lbipam::section()];
+    let known: Vec<&str> = sections.iter().map(|s| s.id).collect();
+    if let Some(unknown) = only.iter().find(|o| !known.contains(&o.as_str())) {
+        anyhow::bail!("no guide section {unknown:?}; sections: {}", known.join(", "));
+    }
+    let sections = sections.into_iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s.id));
     let (mut passed, mut failed) = (0, 0);
     for section in sections {
         println!("\n=== {} ===", section.title);

@@ -4,6 +4,7 @@ use super::runner::{Check, Section, Step, contains};
 
 pub fn section() -> Section {
     Section {
+        id: "topology",
         title: "Lab: router, k8s-ctr, k8s-w1 (192.168.10.0/24), k8s-w0 (192.168.20.0/24)",
         steps: vec![
             Step::new(
