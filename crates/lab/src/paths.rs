@@ -82,6 +82,17 @@ impl LabPaths {
         self.log_file("supervisor")
     }
 
+    /// `/run/cilia/lab/<name>/nodes/<node>`: a node agent's state (pod IP allocations).
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.state_dir.join("nodes").join(node)
+    }
+
+    /// The socket a node's agent serves the CNI plugin on; the node's pod runtime points the
+    /// plugin at it (`agentSocket` in the network configuration).
+    pub fn cni_socket(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("cni.sock")
+    }
+
     pub fn etcd_socket(&self) -> PathBuf {
         self.state_dir.join(ETCD_SOCKET)
     }

@@ -121,7 +121,7 @@ pub(crate) fn enter_on_spawn(cmd: &mut Command, netns: File, parent: Option<Pid>
     }
 }
 
-/// Prepares `cmd` to start as a daemon: in a new session (no controlling terminal, not in the
+/// Prepares `cmd` to start as a daemon: after setsid (no controlling terminal, not in the
 /// caller's process group) and with `blocked` signals blocked from its first instruction. The
 /// mask is inherited by every thread the program creates, so a multi-threaded program (the CLI
 /// runs a tokio runtime) still receives these signals only through its signalfd.

@@ -2,8 +2,8 @@
 //! network namespace, restarts it with backoff when it exits, and stops them all on SIGTERM.
 //!
 //! It is the `cilia` binary itself (`cilia lab supervise --lab NAME`). Run in the foreground, it
-//! starts a copy of itself marked with `CILIA_LAB_SUPERVISOR=<lab>` and returns. The copy starts in
-//! a new session (no terminal, no parent waiting for it) with its signals already blocked. The
+//! starts a copy of itself marked with `CILIA_LAB_SUPERVISOR=<lab>` and returns. The copy has called
+//! setsid (no terminal, no parent waiting for it) and has its signals blocked before it runs. The
 //! marker also lets `down` find a supervisor whose state file is gone.
 //!
 //! It waits on a signalfd (SIGTERM, SIGINT, SIGHUP, SIGCHLD) with a timeout for the next restart:
@@ -102,7 +102,7 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(lab: Lab) -> Result<Self, LabError> {
-        // Fails if already a session leader (`detach` made it one), which is just as detached.
+        // setsid fails if `detach` already called it, which is just as detached.
         let _ = setsid();
         let paths = lab.paths().clone();
         let lock_path = paths.supervisor_lock();
