@@ -16,6 +16,10 @@ pub struct OperatorConfig {
     pub node_ports: (u16, u16),
     /// LB-IPAM serves the class of L2 announcements (`io.cilium/l2-announcer`).
     pub l2_announcements: bool,
+    /// Cluster-pool IPAM: per-node pod CIDRs come from these (`clusterPoolIPv4PodCIDRList`).
+    pub cluster_pool_cidrs: Vec<Ipv4Net>,
+    /// Prefix length of each node's pod CIDR (`clusterPoolIPv4MaskSize`).
+    pub cluster_pool_mask: u8,
 }
 
 impl OperatorConfig {
@@ -26,6 +30,8 @@ impl OperatorConfig {
             service_cidr: "10.96.0.0/16".parse().expect("a valid literal CIDR"),
             node_ports: (30000, 32767),
             l2_announcements: true,
+            cluster_pool_cidrs: vec!["172.20.0.0/16".parse().expect("a valid literal CIDR")],
+            cluster_pool_mask: 24,
         }
     }
 }

@@ -8,6 +8,8 @@
 pub mod config;
 mod lbipam;
 pub mod leader;
+mod pod_cidr_controller;
+mod pod_cidrs;
 mod service_address_controller;
 mod service_addresses;
 mod status;
@@ -23,6 +25,7 @@ pub use config::OperatorConfig;
 
 /// Runs the operator until `shutdown` is cancelled or leadership is lost (the caller restarts it).
 pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: CancellationToken) -> Result<()> {
+    pod_cidr_controller::check_config(&config)?;
     let leadership = tokio::select! {
         l = leader::acquire(store.clone(), &config.identity, config.lease_ttl) => l?,
         () = shutdown.cancelled() => return Ok(()),
@@ -36,6 +39,7 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(service_address_controller::run(store.clone(), services.clone(), config.clone(), controllers.clone()));
     tasks.spawn(lbipam::run(store.clone(), pools.clone(), services.clone(), config.clone(), controllers.clone()));
+    tasks.spawn(pod_cidr_controller::run(store.clone(), config.clone(), controllers.clone()));
 
     let outcome = tokio::select! {
         () = shutdown.cancelled() => Ok(()),

@@ -27,6 +27,19 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
                 "k8s-ctr",
                 &["operator", "--identity", "k8s-ctr"],
             )?);
+            for node in lab::nodes(lab.topology()) {
+                let (dir, socket) = (lab.paths().node_dir(&node.name), lab.paths().cni_socket(&node.name));
+                let (dir, socket) = (dir.to_string_lossy(), socket.to_string_lossy());
+                let args = ["agent", "--node", &node.name, "--routing-mode", "native", "--auto-direct-node-routes"];
+                let args = [
+                    &args[..],
+                    &["--ipv4-native-routing-cidr", "172.20.0.0/16", "--state-dir", &dir, "--cni-socket", &socket],
+                ];
+                let mut spec =
+                    lab::ProcessSpec::cilia(&lab, &format!("agent-{}", node.name), &node.name, &args.concat())?;
+                spec.env.insert("CILIA_LOG".into(), "info".into());
+                opts.processes.push(spec);
+            }
             let report = tokio::task::spawn_blocking({
                 let lab = lab.clone();
                 move || lab.up(&opts)

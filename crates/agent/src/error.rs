@@ -1,0 +1,20 @@
+//! Why the agent stops. Everything transient (datastore unreachable, a route the kernel refused)
+//! is retried inside the agent; what ends up here needs a restart or an operator's attention.
+
+use ipnet::Ipv4Net;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("kernel: {0}")]
+    Kernel(#[from] netconf::Error),
+    #[error("pod networking: {0}")]
+    PodNetwork(#[from] cni::ServerError),
+    /// Pods keep their addresses from the old CIDR; a fresh start wires new pods from the new
+    /// one (the supervisor or init system restarts the agent).
+    #[error("the pod CIDR of node {node} changed from {old} to {new}; restarting pod networking")]
+    PodCidrChanged { node: String, old: Ipv4Net, new: Ipv4Net },
+}

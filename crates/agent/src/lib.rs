@@ -1,0 +1,281 @@
+//! `cilia agent`: one per node, running inside the node's network namespace.
+//!
+//! Start-up, in order:
+//! 1. wait for the datastore (retrying, with a log line per attempt);
+//! 2. wait for the operator to give this node a pod CIDR (`spec.podCIDR`);
+//! 3. pod networking: the host device `cilia_host` with the router IP, and the CNI server on a
+//!    root-only unix socket (pod IP allocations are recovered from the state dir);
+//! 4. routes: with native routing and auto direct node routes, `podCIDR via nodeIP` for every
+//!    other node the kernel reaches without a gateway ([`direct_routes`]);
+//! 5. the Node's `Ready` condition and the membership Lease ([`node_status`], [`membership`]).
+//!
+//! Then it follows the node list and keeps the routes in line, with a full pass at start and
+//! every `resync_interval`. Nothing is torn down at start or at exit: a restarted agent finds its
+//! device, routes and pods in place and only corrects what differs, so pods keep their
+//! connectivity across agent restarts.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod direct_routes;
+pub mod error;
+pub mod membership;
+pub mod node_status;
+pub mod node_view;
+pub mod route_reconciler;
+pub mod router_ip;
+
+use std::{sync::Arc, time::Duration};
+
+use api::{Condition, kinds};
+use cni::{CniServer, CniServerConfig, PodNetworkConfig};
+use ipnet::Ipv4Net;
+use netconf::Netconf;
+use store::{Change, Informer, Store};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{AgentConfig, ConfigError, RoutingMode};
+pub use error::AgentError;
+
+use crate::{node_view::NodeView, route_reconciler::RouteReconciler};
+
+/// Events arriving within this window are handled by one route pass.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Pause before retrying a pass or a status write that failed.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Runs the agent until `shutdown` is cancelled. Must run inside the node's network namespace.
+pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    config.validate()?;
+    let node_name = config.node_name.clone();
+    tracing::info!(
+        node = %node_name,
+        routing_mode = %config.routing_mode,
+        auto_direct_node_routes = config.auto_direct_node_routes,
+        "agent starting"
+    );
+    if !wait_for_datastore(store.as_ref(), &shutdown).await {
+        return Ok(());
+    }
+    let nodes = Informer::start(store.clone(), &kinds::NODE, None);
+    let Some(pod_cidr) = wait_for_pod_cidr(&nodes, &node_name, &shutdown).await else {
+        return Ok(());
+    };
+    if let Some(native) = config.native_routing_cidr
+        && !native.contains(&pod_cidr)
+    {
+        tracing::warn!(%pod_cidr, native_routing_cidr = %native, "the pod CIDR is outside the native routing CIDR");
+    }
+
+    let kernel = Netconf::current()?;
+    let router_ip = router_ip::choose(&kernel, pod_cidr).await?;
+    let (cni_server, network) = CniServer::start(CniServerConfig {
+        pod_network: PodNetworkConfig {
+            node_name: node_name.clone(),
+            pod_cidr,
+            router_ip,
+            mtu: config.mtu,
+            route_mtu: None,
+            node_netns: None,
+            state_dir: config.state_dir.clone(),
+        },
+        socket_path: config.cni_socket.clone(),
+    })
+    .await?;
+    tracing::info!(
+        %pod_cidr,
+        %router_ip,
+        pods = network.allocations().len(),
+        socket = %cni_server.socket_path().display(),
+        "pod networking ready"
+    );
+
+    let leave = shutdown.child_token();
+    let membership =
+        tokio::spawn(membership::maintain(store.clone(), node_name.clone(), config.lease_ttl, leave.clone()));
+    let routes = RouteReconciler::new(kernel, &node_name, pod_cidr, router_ip, config.auto_direct_node_routes);
+    let ready = node_status::ready(
+        true,
+        node_status::REASON_READY,
+        format!(
+            "cilia agent is ready: pod CIDR {pod_cidr}, router IP {router_ip}, {} routing{}",
+            config.routing_mode,
+            if config.auto_direct_node_routes { " with auto direct node routes" } else { "" }
+        ),
+    );
+    let mut agent = Agent { store: store.clone(), config, pod_cidr, routes, ready, ready_written: false };
+    let result = agent.follow(&nodes, &shutdown).await;
+
+    // Leaving: say so on the Node and drop the membership, each bounded so that an unreachable
+    // datastore does not hold up the exit. Devices and routes stay for the next start.
+    let stopped = node_status::ready(false, node_status::REASON_STOPPED, "cilia agent stopped");
+    match tokio::time::timeout(Duration::from_secs(2), node_status::write(store.as_ref(), &node_name, &stopped)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot mark the node not ready"),
+        Err(_) => tracing::warn!("cannot mark the node not ready: the datastore did not answer in time"),
+    }
+    leave.cancel();
+    let _ = membership.await;
+    drop(cni_server);
+    tracing::info!(node = %node_name, "agent stopped");
+    result
+}
+
+/// Probes the datastore until it answers; `false` if shut down first.
+async fn wait_for_datastore(store: &dyn Store, shutdown: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let probe = tokio::select! {
+            r = store.revision() => r,
+            () = shutdown.cancelled() => return false,
+        };
+        match probe {
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, "the datastore is unreachable; retrying in {backoff:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Waits until the node's Node carries a pod CIDR; `None` if shut down first. Says what it waits
+/// for at once and then every 15 s, with the operator's reason when it wrote one.
+async fn wait_for_pod_cidr(nodes: &Informer, name: &str, shutdown: &CancellationToken) -> Option<Ipv4Net> {
+    tokio::select! {
+        () = nodes.wait_synced() => {}
+        () = shutdown.cancelled() => return None,
+    }
+    let mut sub = nodes.subscribe();
+    let mut next_log = Instant::now();
+    loop {
+        let obj = nodes.get(None, name);
+        if let Some(cidr) = obj.as_ref().and_then(|o| NodeView::of(o).pod_cidr) {
+            return Some(cidr);
+        }
+        if Instant::now() >= next_log {
+            match &obj {
+                None => tracing::info!(node = %name, "waiting for the Node object to be registered"),
+                Some(o) => {
+                    let why = o
+                        .lookup_path("status.conditions")
+                        .and_then(|c| serde_json::from_value::<Vec<Condition>>(c).ok())
+                        .and_then(|c| Condition::find(&c, "cilia.io/PodCIDRAllocated").cloned())
+                        .filter(|c| c.status == "False");
+                    match why {
+                        Some(c) => tracing::warn!(node = %name, reason = %c.reason, "no pod CIDR yet: {}", c.message),
+                        None => tracing::info!(node = %name, "waiting for the operator to assign a pod CIDR"),
+                    }
+                }
+            }
+            next_log = Instant::now() + Duration::from_secs(15);
+        }
+        tokio::select! {
+            change = sub.recv() => { change?; }
+            () = tokio::time::sleep_until(next_log) => {}
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+struct Agent {
+    store: Arc<dyn Store>,
+    config: AgentConfig,
+    pod_cidr: Ipv4Net,
+    routes: RouteReconciler,
+    ready: Condition,
+    ready_written: bool,
+}
+
+impl Agent {
+    /// Keeps routes and the Ready condition in line with the node list until shutdown.
+    async fn follow(&mut self, nodes: &Informer, shutdown: &CancellationToken) -> Result<(), AgentError> {
+        let mut sub = nodes.subscribe();
+        // The first item of the subscription is the full list: the start-up pass.
+        let mut due: Option<Instant> = Some(Instant::now());
+        let mut resync = tokio::time::interval(self.config.resync_interval);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.reset();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = resync.tick() => due = Some(Instant::now()),
+                change = sub.recv() => match change {
+                    None => return Ok(()),
+                    Some(Change::Resync(_)) => due = Some(Instant::now()),
+                    Some(Change::Event(ev)) => {
+                        if ev.object.name() == self.config.node_name {
+                            self.check_own(&ev.object)?;
+                        }
+                        due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                    }
+                },
+                () = sleep_until_some(due) => {
+                    due = self.pass(nodes).await;
+                }
+            }
+        }
+    }
+
+    /// One pass: routes, then the Ready condition. Returns when to run again if something failed.
+    async fn pass(&mut self, nodes: &Informer) -> Option<Instant> {
+        let views: Vec<NodeView> = nodes.snapshot().iter().map(NodeView::of).collect();
+        let mut retry = false;
+        match self.routes.reconcile(&views).await {
+            Ok(outcome) => {
+                retry |= outcome.failed > 0;
+                if outcome.installed + outcome.removed > 0 {
+                    tracing::info!(
+                        wanted = outcome.wanted,
+                        installed = outcome.installed,
+                        removed = outcome.removed,
+                        "direct node routes reconciled"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the routing table failed; retrying");
+                retry = true;
+            }
+        }
+        let own = nodes.get(None, &self.config.node_name);
+        let needs_ready =
+            !self.ready_written || own.as_ref().is_some_and(|o| !node_status::has_condition(o, &self.ready));
+        if needs_ready && own.is_some() {
+            match node_status::write(self.store.as_ref(), &self.config.node_name, &self.ready).await {
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!(node = %self.config.node_name, "node marked Ready");
+                    }
+                    self.ready_written = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot mark the node Ready; retrying");
+                    retry = true;
+                }
+            }
+        }
+        retry.then(|| Instant::now() + RETRY)
+    }
+
+    /// The node's own object changed: a new pod CIDR means starting over.
+    fn check_own(&self, obj: &api::Object) -> Result<(), AgentError> {
+        match NodeView::of(obj).pod_cidr {
+            Some(new) if new != self.pod_cidr => {
+                Err(AgentError::PodCidrChanged { node: self.config.node_name.clone(), old: self.pod_cidr, new })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn sleep_until_some(when: Option<Instant>) {
+    match when {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
