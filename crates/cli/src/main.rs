@@ -182,10 +182,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     {
         return commands::lab::run(cmd_to_lab(cmd), &cli.lab, cli.datastore.as_deref()).await;
     }
-    let url = context::datastore_url(cli.datastore.as_deref(), &cli.lab)?;
+    // whoami serves HTTP inside a pod and needs no datastore.
     if let Command::Lab(LabCmd::Whoami(args)) = &cli.command {
         return commands::whoami::run(args).await;
     }
+    let url = context::datastore_url(cli.datastore.as_deref(), &cli.lab)?;
     if let Command::Operator { identity, service_cidr } = &cli.command {
         return commands::operator::run(&url, identity.clone(), service_cidr).await;
     }

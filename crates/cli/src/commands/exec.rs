@@ -1,11 +1,24 @@
-//! `cilia exec POD -- CMD...`: runs a command inside a lab pod's network namespace.
+//! `cilia exec POD -- CMD...`: runs a command inside a lab pod's network namespace, with this
+//! terminal's stdio, and exits with its exit code.
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
+use api::{ObjectRef, kinds, types::Pod};
 
 use crate::context::Ctx;
 
-pub async fn run(_ctx: &Ctx, _lab: &str, pod: &str, _stdin: bool, _tty: bool, _command: &[String]) -> Result<ExitCode> {
-    anyhow::bail!("pod {pod}: exec is not built yet")
+/// `-i` and `-t` are accepted for kubectl's muscle memory: the command always gets this
+/// process's stdin and terminal.
+pub async fn run(ctx: &Ctx, lab: &str, pod: &str, _stdin: bool, _tty: bool, command: &[String]) -> Result<ExitCode> {
+    let lab = lab::Lab::new(lab)?;
+    let target = ObjectRef::new(&kinds::POD, Some(&ctx.namespace), pod);
+    let Some(obj) = ctx.store.get(&target).await? else {
+        bail!("pods \"{pod}\" not found in namespace {}", ctx.namespace);
+    };
+    let typed: Pod = obj.to_typed().with_context(|| format!("reading pod {pod}"))?;
+    let netns = podruntime::exec::pod_namespace(&lab, &typed)?;
+    let argv = command.to_vec();
+    let code = tokio::task::spawn_blocking(move || podruntime::exec::run(&netns, &argv)).await??;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

@@ -1,22 +1,60 @@
-//! The lab's pod runtime (one per node) and its stand-ins for the Deployment controller and the
-//! scheduler.
+//! `cilia lab kubelet --node N` (the lab's pod runtime, one per node) and `cilia lab controllers`
+//! (its stand-ins for the Deployment controller and the scheduler). Both are started by the lab's
+//! supervisor; see the `podruntime` crate.
 
-use std::{process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use store::Store;
+use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
 pub struct KubeletArgs {
     /// The node whose pods this runtime runs.
     #[arg(long, env = "CILIA_NODE")]
     pub node: String,
+    /// The agent's CNI socket; defaults to the node's under the lab's state dir.
+    #[arg(long)]
+    pub cni_socket: Option<PathBuf>,
+    /// The CNI plugin executable; defaults to `cilia-cni` beside this executable.
+    #[arg(long)]
+    pub cni_plugin: Option<PathBuf>,
 }
 
-pub async fn run(_store: Arc<dyn Store>, _lab: &str, args: &KubeletArgs) -> Result<ExitCode> {
-    anyhow::bail!("the pod runtime for node {} is not built yet", args.node)
+pub async fn run(store: Arc<dyn Store>, lab: &str, args: &KubeletArgs) -> Result<ExitCode> {
+    let config = podruntime::kubelet::KubeletConfig {
+        lab: lab::Lab::new(lab)?,
+        node: args.node.clone(),
+        agent_socket: args.cni_socket.clone(),
+        cni_plugin: args.cni_plugin.clone(),
+    };
+    podruntime::kubelet::run(store, config, until_signalled())
+        .await
+        .with_context(|| format!("pod runtime of node {}", args.node))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run_controllers(_store: Arc<dyn Store>) -> Result<ExitCode> {
-    anyhow::bail!("the lab controllers are not built yet")
+pub async fn run_controllers(store: Arc<dyn Store>) -> Result<ExitCode> {
+    podruntime::controllers::run(store, until_signalled()).await.context("lab controllers")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancelled on SIGTERM or SIGINT, so the process returns cleanly; pods keep running.
+fn until_signalled() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+        cancel.cancel();
+    });
+    token
 }

@@ -40,6 +40,17 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
                 spec.env.insert("CILIA_LOG".into(), "info".into());
                 opts.processes.push(spec);
             }
+            // The pods' side: a pod runtime per node, the Deployment controller and scheduler once.
+            for node in lab::nodes(lab.topology()) {
+                let args = ["lab", "kubelet", "--node", &node.name];
+                opts.processes.push(lab::ProcessSpec::cilia(
+                    &lab,
+                    &format!("kubelet-{}", node.name),
+                    &node.name,
+                    &args,
+                )?);
+            }
+            opts.processes.push(lab::ProcessSpec::cilia(&lab, "controllers", "k8s-ctr", &["lab", "controllers"])?);
             let report = tokio::task::spawn_blocking({
                 let lab = lab.clone();
                 move || lab.up(&opts)
