@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Program on the node's network devices (tcx ingress), like Cilium's bpf_host from-netdev: the
+ * north-south path for NodePort, LoadBalancer and external IPs.
+ *
+ *   reply to an SNATed flow (backend -> node:natport): undo SNAT, then reverse NAT to the frontend;
+ *   reply of a flow through this node (backend -> client): reverse NAT;
+ *   client -> routable frontend: backend selection (random or Maglev), DNAT, and SNAT to the
+ *   egress device's node address when the backend runs on another node;
+ *   everything else goes to the stack untouched. */
+#include "lib/common.h"
+#include "lib/fib.h"
+#include "lib/nat.h"
+#include "lib/service.h"
+
+char _license[] SEC("license") = "GPL";
+
+SEC("classifier")
+int from_netdev(struct __sk_buff *skb)
+{
+	struct pkt4 p;
+	struct lb4_backend be;
+
+	switch (parse_pkt4(skb, &p)) {
+	case PARSE_OK:
+		break;
+	case PARSE_MALFORMED:
+		/* not ours to judge on a node device: the stack drops what is really broken */
+		return TC_ACT_OK;
+	default:
+		return TC_ACT_OK;
+	}
+
+	if (p.proto == IPPROTO_ICMP) {
+		int rc = lb4_icmp_echo(skb, &p, 1);
+		return rc < 0 ? TC_ACT_OK : rc;
+	}
+
+	int snat = snat_rev(skb, &p);
+	if (snat < 0)
+		return TC_ACT_SHOT;
+	int rev = lb4_rev_nat(skb, &p);
+	if (rev < 0)
+		return TC_ACT_SHOT;
+	if (snat > 0 || rev > 0)
+		return fib_redirect(skb, &p);
+
+	switch (lb4_service_xlate(skb, &p, 1, &be)) {
+	case SVC_XLATED:
+		break;
+	case SVC_REJECT:
+		return lb4_reject(skb, &p);
+	case SVC_DROP:
+		return TC_ACT_SHOT;
+	default:
+		return TC_ACT_OK;
+	}
+
+	struct bpf_fib_lookup fib;
+	int rc = fib_lookup4(skb, &p, &fib);
+	if (!(be.flags & BE_F_NODE_LOCAL)) {
+		__be32 snat_addr = fib_ok(rc) ? netdev_snat_addr(fib.ifindex) : 0;
+		if (!snat_addr)
+			snat_addr = netdev_snat_addr(skb->ifindex);
+		if (snat_addr && snat_fwd(skb, &p, snat_addr) < 0)
+			return TC_ACT_SHOT;
+	}
+	return fib_forward(skb, &p, &fib, rc);
+}

@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The C/Rust ABI of the cilia datapath: every map key and value, every flag and constant that
+ * userspace reads or writes. This file is the single source of truth; crates/datapath/src/abi.rs
+ * mirrors each struct with #[repr(C)] and asserts the same sizes and offsets.
+ *
+ * Byte order: addresses and ports are stored in network byte order (as they appear in packets),
+ * everything else in host order.
+ */
+#ifndef CILIA_ABI_H
+#define CILIA_ABI_H
+
+#include <linux/types.h>
+
+/* ---- map names (pinned by name under the node's bpffs directory) ---- */
+/* services:  struct lb4_key -> struct lb4_service */
+/* backends:  __u32 backend_id -> struct lb4_backend */
+/* revnat:    __u16 rev_nat_index -> struct lb4_reverse_nat */
+/* maglev:    __u32 (rev_nat_index | scope << 16) -> struct lb_maglev_table */
+/* affinity:  struct lb4_affinity_key -> struct lb_affinity_val */
+/* aff_match: struct lb_affinity_match -> __u8 */
+/* ct:        struct ct4_key -> struct ct_entry */
+/* snat:      struct ct4_key -> struct nat_entry */
+/* sock_rev:  struct sock_rev_key -> struct sock_rev_val */
+/* netdevs:   __u32 ifindex -> struct netdev_info */
+/* config:    __u32 0 -> struct dp_config */
+
+/* ---- default sizes (userspace may override max_entries before the first load) ---- */
+#define LB_SERVICES_MAP_SIZE 65536
+#define LB_BACKENDS_MAP_SIZE 65536
+#define LB_REVNAT_MAP_SIZE 65536
+#define LB_MAGLEV_MAP_SIZE 1024
+#define LB_AFFINITY_MAP_SIZE 65536
+#define CT_MAP_SIZE 262144
+#define SNAT_MAP_SIZE 131072
+#define SOCK_REV_MAP_SIZE 65536
+#define NETDEV_MAP_SIZE 256
+
+/* Maglev lookup table size M: a prime, Cilium's default. M >= 100 * backends keeps the share of
+ * entries that move when one backend changes near the 1 % Maglev guarantees. */
+#define LB_MAGLEV_LUT_SIZE 16381
+
+/* ---- services ---- */
+#define LB_SCOPE_ALL 0   /* every backend: in-cluster traffic, and north-south with eTP=Cluster */
+#define LB_SCOPE_LOCAL 1 /* node-local backends only: north-south with eTP=Local, in-cluster with iTP=Local */
+
+/* lb4_service.flags */
+#define SVC_F_EXTERNAL_IP 0x01
+#define SVC_F_NODEPORT 0x02
+#define SVC_F_ETP_LOCAL 0x04   /* externalTrafficPolicy: Local; north-south uses the LOCAL scope */
+#define SVC_F_ITP_LOCAL 0x08   /* internalTrafficPolicy: Local; in-cluster uses the LOCAL scope */
+#define SVC_F_AFFINITY 0x10    /* sessionAffinity: ClientIP; timeout in affinity_timeout */
+#define SVC_F_LOADBALANCER 0x20
+#define SVC_F_ROUTABLE 0x40    /* reachable from outside the cluster (all but ClusterIP) */
+#define SVC_F_ICMP_ECHO 0x80   /* the ICMP row of a VIP: answer echo requests */
+
+/* lb4_service.algorithm */
+#define LB_ALG_RANDOM 1
+#define LB_ALG_MAGLEV 2
+
+/* Key of the services map. The frontend row has backend_slot 0, and its count says how many slot
+ * rows (1..count) follow, each naming one backend. ICMP rows use proto 1 and dport 0. */
+struct lb4_key {
+	__be32 address;
+	__be16 dport;
+	__u16 backend_slot;
+	__u8 proto;
+	__u8 scope;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct lb4_key) == 12, "lb4_key size");
+
+struct lb4_service {
+	/* slot rows: the backend id; frontend row: the affinity timeout in seconds */
+	__u32 backend_id;
+	__u16 count;
+	__u16 rev_nat_index;
+	__u8 flags;
+	__u8 algorithm;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct lb4_service) == 12, "lb4_service size");
+
+/* ---- backends ---- */
+#define BE_STATE_ACTIVE 0
+#define BE_STATE_TERMINATING 1 /* serves existing connections, never chosen for new ones */
+#define BE_F_NODE_LOCAL 0x10   /* runs on this node: north-south traffic needs no SNAT */
+#define BE_STATE_MASK 0x0f
+
+struct lb4_backend {
+	__be32 address;
+	__be16 port;
+	__u8 proto;
+	__u8 flags;
+};
+_Static_assert(sizeof(struct lb4_backend) == 8, "lb4_backend size");
+
+struct lb4_reverse_nat {
+	__be32 address;
+	__be16 port;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct lb4_reverse_nat) == 8, "lb4_reverse_nat size");
+
+struct lb_maglev_table {
+	__u32 backend_ids[LB_MAGLEV_LUT_SIZE];
+};
+_Static_assert(sizeof(struct lb_maglev_table) == 4 * LB_MAGLEV_LUT_SIZE, "lb_maglev_table size");
+
+/* ---- session affinity ---- */
+struct lb4_affinity_key {
+	__u64 client_id; /* client IPv4 address (network order, zero-extended) or netns cookie */
+	__u16 rev_nat_index;
+	__u8 netns_cookie; /* 1 when client_id is a netns cookie (socket-LB) */
+	__u8 pad[5];
+};
+_Static_assert(sizeof(struct lb4_affinity_key) == 16, "lb4_affinity_key size");
+
+struct lb_affinity_val {
+	__u64 last_used_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last use */
+	__u32 backend_id;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct lb_affinity_val) == 16, "lb_affinity_val size");
+
+/* Whether a backend belongs to a frontend: a remembered affinity backend is only reused while
+ * this row exists. */
+struct lb_affinity_match {
+	__u32 backend_id;
+	__u16 rev_nat_index;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct lb_affinity_match) == 8, "lb_affinity_match size");
+
+/* ---- conntrack ---- */
+#define CT_SERVICE 1 /* pre-DNAT tuple client -> VIP: which backend the flow uses */
+#define CT_EGRESS 2  /* post-DNAT tuple client -> backend: how to reverse-NAT replies */
+
+/* ct_entry.flags */
+#define CT_F_NODEPORT 0x01 /* created by a north-south hook */
+#define CT_F_SNAT 0x02     /* the flow is also source-NATed to a node address */
+#define CT_F_CLOSING 0x04  /* saw FIN or RST */
+#define CT_F_SEEN_REPLY 0x08
+
+#define CT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL) /* established TCP: 6 h */
+#define CT_LIFETIME_SYN_NS (60ULL * 1000000000ULL)
+#define CT_LIFETIME_CLOSE_NS (10ULL * 1000000000ULL)
+#define CT_LIFETIME_NONTCP_NS (60ULL * 1000000000ULL)
+
+struct ct4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir; /* CT_SERVICE, CT_EGRESS; NAT_EGRESS, NAT_INGRESS in the snat map */
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct ct4_key) == 16, "ct4_key size");
+
+struct ct_entry {
+	__u64 expires_ns; /* bpf_ktime_get_ns() after which the entry is stale */
+	__u64 packets;
+	__u64 bytes;
+	__u32 backend_id;
+	__u16 rev_nat_index;
+	__u8 flags;
+	__u8 tcp_flags; /* union of TCP flags seen */
+};
+_Static_assert(sizeof(struct ct_entry) == 32, "ct_entry size");
+
+/* ---- SNAT of north-south flows to remote backends ---- */
+#define NAT_EGRESS 3  /* key client -> backend; value: the node address and port it leaves with */
+#define NAT_INGRESS 4 /* key backend -> node:natport (as the reply arrives); value: the client */
+#define NAT_PORT_MIN 32768
+#define NAT_PORT_MAX 60999
+#define NAT_PORT_RETRIES 16
+
+struct nat_entry {
+	__u64 created_ns;
+	__be32 to_addr;
+	__be16 to_port;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct nat_entry) == 16, "nat_entry size");
+
+/* ---- socket-LB reverse translation (recvmsg, getpeername) ---- */
+struct sock_rev_key {
+	__u64 cookie; /* socket cookie */
+	__be32 address; /* backend */
+	__be16 port;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct sock_rev_key) == 16, "sock_rev_key size");
+
+struct sock_rev_val {
+	__be32 address; /* VIP */
+	__be16 port;
+	__u16 rev_nat_index;
+};
+_Static_assert(sizeof(struct sock_rev_val) == 8, "sock_rev_val size");
+
+/* ---- node devices ---- */
+struct netdev_info {
+	__be32 snat_addr; /* source address for north-south flows leaving through this device */
+	__u32 flags;
+};
+_Static_assert(sizeof(struct netdev_info) == 8, "netdev_info size");
+
+/* ---- datapath-wide configuration (array of one) ---- */
+#define CFG_F_SOCKET_LB 0x01 /* cgroup hooks translate */
+
+struct dp_config {
+	__u64 netns_cookie; /* socket-LB acts only in this network namespace; 0: in all */
+	__u32 flags;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct dp_config) == 16, "dp_config size");
+
+#endif /* CILIA_ABI_H */

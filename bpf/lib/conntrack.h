@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Connection tracking for service flows. Two entries per flow:
+ *   CT_SERVICE  client -> VIP:port      (pre-DNAT)  which backend the flow was given;
+ *   CT_EGRESS   client -> backend:port  (post-DNAT) which frontend to restore on replies.
+ * Replies are matched by swapping their tuple into the CT_EGRESS key. Entries expire by time
+ * (checked on lookup) and the map is an LRU, so it never fills up. */
+#ifndef CILIA_CONNTRACK_H
+#define CILIA_CONNTRACK_H
+
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct4_key);
+	__type(value, struct ct_entry);
+	__uint(max_entries, CT_MAP_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilia_ct4_global SEC(".maps");
+
+static __always_inline struct ct4_key ct4_key_of(__be32 saddr, __be32 daddr, __be16 sport, __be16 dport, __u8 proto,
+						__u8 dir)
+{
+	struct ct4_key k = {};
+	k.saddr = saddr;
+	k.daddr = daddr;
+	k.sport = sport;
+	k.dport = dport;
+	k.proto = proto;
+	k.dir = dir;
+	return k;
+}
+
+static __always_inline __u64 ct_lifetime(__u8 proto, __u8 flags, __u8 tcp_flags_seen)
+{
+	if (proto != IPPROTO_TCP)
+		return CT_LIFETIME_NONTCP_NS;
+	if (flags & CT_F_CLOSING)
+		return CT_LIFETIME_CLOSE_NS;
+	if (!(flags & CT_F_SEEN_REPLY))
+		return CT_LIFETIME_SYN_NS;
+	return CT_LIFETIME_TCP_NS;
+}
+
+/* Returns the live entry for key, or 0 if there is none or it expired. */
+static __always_inline struct ct_entry *ct_lookup(const struct ct4_key *key)
+{
+	struct ct_entry *e = bpf_map_lookup_elem(&cilia_ct4_global, key);
+	if (!e || e->expires_ns < now_ns())
+		return 0;
+	return e;
+}
+
+/* Accounts one packet on an entry and extends its lifetime. A TCP FIN or RST shortens it, so a
+ * closed flow's tuple can be reused soon for a new connection and a new backend choice. */
+static __always_inline void ct_touch(struct ct_entry *e, const struct pkt4 *p, int is_reply)
+{
+	__u8 flags = e->flags;
+
+	if (is_reply)
+		flags |= CT_F_SEEN_REPLY;
+	if (p->proto == IPPROTO_TCP) {
+		e->tcp_flags |= p->tcp_flags;
+		if (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
+			flags |= CT_F_CLOSING;
+	}
+	if (flags != e->flags)
+		e->flags = flags;
+	e->expires_ns = now_ns() + ct_lifetime(p->proto, flags, e->tcp_flags);
+	__sync_fetch_and_add(&e->packets, 1);
+	__sync_fetch_and_add(&e->bytes, p->tot_len);
+}
+
+static __always_inline int ct_create(const struct ct4_key *key, const struct pkt4 *p, __u32 backend_id,
+				     __u16 rev_nat_index, __u8 flags)
+{
+	struct ct_entry e = {};
+	e.backend_id = backend_id;
+	e.rev_nat_index = rev_nat_index;
+	e.flags = flags;
+	e.tcp_flags = p->tcp_flags;
+	e.packets = 1;
+	e.bytes = p->tot_len;
+	e.expires_ns = now_ns() + ct_lifetime(p->proto, flags, p->tcp_flags);
+	return bpf_map_update_elem(&cilia_ct4_global, key, &e, BPF_ANY);
+}
+
+#endif /* CILIA_CONNTRACK_H */

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Forwarding of translated packets straight to their egress device. After NAT on an ingress hook a
+ * packet may carry one of the node's own addresses as source (a NodePort reply, an SNATed flow),
+ * which the stack would drop as a martian; a FIB lookup plus redirect sends it on directly, the
+ * way Cilium's host routing does. */
+#ifndef CILIA_FIB_H
+#define CILIA_FIB_H
+
+#include <stddef.h>
+#include "common.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+static __always_inline int fib_lookup4(struct __sk_buff *skb, const struct pkt4 *p, struct bpf_fib_lookup *fib)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = AF_INET;
+	fib->l4_protocol = p->proto;
+	fib->sport = p->sport;
+	fib->dport = p->dport;
+	fib->tot_len = p->tot_len;
+	fib->ipv4_src = p->saddr;
+	fib->ipv4_dst = p->daddr;
+	fib->ifindex = skb->ifindex;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+static __always_inline int fib_ok(int rc)
+{
+	return rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
+}
+
+/* Sends the packet out of the device the FIB chose, decrementing the TTL as a router does. Falls
+ * back to the stack (which also handles TTL expiry and local delivery) when the FIB has no
+ * forwarding answer. */
+static __always_inline int fib_forward(struct __sk_buff *skb, struct pkt4 *p, struct bpf_fib_lookup *fib, int rc)
+{
+	if (!fib_ok(rc) || p->ttl <= 1)
+		return TC_ACT_OK;
+
+	__u32 ttl_off = p->l3_off + offsetof(struct iphdr, ttl);
+	__be16 old_word, new_word;
+	__u8 new_ttl = p->ttl - 1;
+	if (bpf_skb_load_bytes(skb, ttl_off, &old_word, sizeof(old_word)) < 0)
+		return TC_ACT_OK;
+	new_word = old_word;
+	((__u8 *)&new_word)[0] = new_ttl;
+	if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), old_word, new_word, 2) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, ttl_off, &new_ttl, 1, 0) < 0)
+		return TC_ACT_SHOT;
+	p->ttl = new_ttl;
+
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib->dmac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib->smac, ETH_ALEN, 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect(fib->ifindex, 0);
+	}
+	/* no neighbour entry yet: let the kernel resolve it and queue the packet meanwhile */
+	return bpf_redirect_neigh(fib->ifindex, 0, 0, 0);
+}
+
+static __always_inline int fib_redirect(struct __sk_buff *skb, struct pkt4 *p)
+{
+	struct bpf_fib_lookup fib;
+	int rc = fib_lookup4(skb, p, &fib);
+	return fib_forward(skb, p, &fib, rc);
+}
+
+#endif /* CILIA_FIB_H */

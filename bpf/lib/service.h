@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The per-packet service path shared by the pod hook (east-west) and the device hook
+ * (north-south): frontend lookup, conntrack, backend selection, DNAT. */
+#ifndef CILIA_SERVICE_H
+#define CILIA_SERVICE_H
+
+#include "common.h"
+#include "conntrack.h"
+#include "hash.h"
+#include "lb.h"
+#include "nat.h"
+#include "reject.h"
+
+enum svc_verdict {
+	SVC_NONE = 0, /* not a service frontend (for this hook): pass on */
+	SVC_XLATED,   /* DNATed to the backend in *be */
+	SVC_REJECT,   /* frontend without backends: answer with a reject */
+	SVC_DROP,     /* translation failed halfway: the packet must not leave */
+};
+
+/* A new TCP connection reusing the tuple of a closing one gets a fresh backend choice. */
+static __always_inline int is_new_syn(const struct pkt4 *p)
+{
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
+static __always_inline enum svc_verdict lb4_service_xlate(struct __sk_buff *skb, struct pkt4 *p, int north_south,
+							  struct lb4_backend *be_out)
+{
+	struct lb4_key key;
+	struct lb4_service *svc = lb4_lookup_frontend(&key, p->daddr, p->dport, p->proto, north_south);
+	if (!svc)
+		return SVC_NONE;
+	if (north_south && !(svc->flags & SVC_F_ROUTABLE))
+		return SVC_NONE;
+
+	__u8 ct_flags = north_south ? CT_F_NODEPORT : 0;
+	struct ct4_key sk = ct4_key_of(p->saddr, p->daddr, p->sport, p->dport, p->proto, CT_SERVICE);
+	struct ct_entry *ce = ct_lookup(&sk);
+	struct lb4_backend *be = 0;
+	__u32 backend_id = 0;
+
+	/* An existing flow keeps its backend, even a terminating one, for as long as the backend
+	 * exists; only a deleted backend makes it choose again. */
+	if (ce && !(is_new_syn(p) && (ce->flags & CT_F_CLOSING)) && ce->rev_nat_index == svc->rev_nat_index) {
+		be = lb4_lookup_backend(ce->backend_id);
+		if (be) {
+			backend_id = ce->backend_id;
+			ct_touch(ce, p, 0);
+		}
+	}
+	if (!backend_id) {
+		if (!svc->count)
+			return SVC_REJECT;
+		struct lb_client client = { .id = p->saddr, .is_netns_cookie = 0 };
+		__be16 hash_sport = (svc->flags & SVC_F_AFFINITY) ? 0 : p->sport;
+		__u32 hash = flow_hash(p->saddr, p->daddr, hash_sport, p->dport, p->proto);
+		backend_id = lb4_select_backend(&key, svc, &client, north_south, hash);
+		be = lb4_lookup_backend(backend_id);
+		if (!be)
+			return SVC_REJECT;
+		ct_create(&sk, p, backend_id, svc->rev_nat_index, ct_flags);
+	}
+
+	struct ct4_key ek = ct4_key_of(p->saddr, be->address, p->sport, be->port, p->proto, CT_EGRESS);
+	struct ct_entry *ee = ct_lookup(&ek);
+	if (ee && ee->rev_nat_index == svc->rev_nat_index)
+		ct_touch(ee, p, 0);
+	else
+		ct_create(&ek, p, backend_id, svc->rev_nat_index, ct_flags);
+
+	*be_out = *be;
+	if (lb4_dnat(skb, p, be) < 0)
+		return SVC_DROP;
+	return SVC_XLATED;
+}
+
+/* The reject matching the protocol. */
+static __always_inline int lb4_reject(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	if (p->proto == IPPROTO_TCP)
+		return reject_tcp(skb);
+	return reject_icmp_unreach(skb, ICMP_PORT_UNREACH);
+}
+
+/* Ping to a service VIP: answered while the VIP has a backend, host unreachable otherwise.
+ * Returns -1 when the address is no VIP (for this hook). */
+static __always_inline int lb4_icmp_echo(struct __sk_buff *skb, const struct pkt4 *p, int north_south)
+{
+	struct lb4_key key;
+	if (p->icmp_type != ICMP_ECHO)
+		return -1;
+	struct lb4_service *svc = lb4_lookup_service(&key, p->daddr, 0, IPPROTO_ICMP, LB_SCOPE_ALL);
+	if (!svc || !(svc->flags & SVC_F_ICMP_ECHO))
+		return -1;
+	if (north_south && !(svc->flags & SVC_F_ROUTABLE))
+		return -1;
+	if (!svc->count)
+		return reject_icmp_unreach(skb, ICMP_HOST_UNREACH);
+	return icmp_echo_reply(skb, p);
+}
+
+#endif /* CILIA_SERVICE_H */

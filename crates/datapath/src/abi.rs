@@ -1,0 +1,348 @@
+//! Rust mirrors of `bpf/include/abi.h`, the C/Rust ABI of the datapath's maps.
+//!
+//! Every struct here is `#[repr(C)]` with the field order, types and size of its C twin; the
+//! `const` asserts below fail the build when the two drift apart (the C side has matching
+//! `_Static_assert`s). Addresses and ports are kept in network byte order, exactly as the BPF
+//! programs read them from packets; the accessors convert.
+
+use std::mem::{offset_of, size_of};
+use std::net::Ipv4Addr;
+
+// ---- map names (pinned by these names in the node's bpffs directory) ----
+pub const MAP_SERVICES: &str = "cilia_lb4_services";
+pub const MAP_BACKENDS: &str = "cilia_lb4_backends";
+pub const MAP_REVNAT: &str = "cilia_lb4_reverse_nat";
+pub const MAP_MAGLEV: &str = "cilia_lb4_maglev";
+pub const MAP_AFFINITY: &str = "cilia_lb4_affinity";
+pub const MAP_AFFINITY_MATCH: &str = "cilia_lb_affinity_match";
+pub const MAP_CT: &str = "cilia_ct4_global";
+pub const MAP_SNAT: &str = "cilia_snat_v4";
+pub const MAP_SOCK_REV: &str = "cilia_lb4_reverse_sk";
+pub const MAP_NETDEVS: &str = "cilia_netdevs";
+pub const MAP_CONFIG: &str = "cilia_config";
+
+/// Every pinned map, for listing and removal.
+pub const ALL_MAPS: [&str; 11] = [
+    MAP_SERVICES,
+    MAP_BACKENDS,
+    MAP_REVNAT,
+    MAP_MAGLEV,
+    MAP_AFFINITY,
+    MAP_AFFINITY_MATCH,
+    MAP_CT,
+    MAP_SNAT,
+    MAP_SOCK_REV,
+    MAP_NETDEVS,
+    MAP_CONFIG,
+];
+
+// ---- constants ----
+pub const LB_MAGLEV_LUT_SIZE: usize = 16381;
+
+pub const LB_SCOPE_ALL: u8 = 0;
+pub const LB_SCOPE_LOCAL: u8 = 1;
+
+pub const SVC_F_EXTERNAL_IP: u8 = 0x01;
+pub const SVC_F_NODEPORT: u8 = 0x02;
+pub const SVC_F_ETP_LOCAL: u8 = 0x04;
+pub const SVC_F_ITP_LOCAL: u8 = 0x08;
+pub const SVC_F_AFFINITY: u8 = 0x10;
+pub const SVC_F_LOADBALANCER: u8 = 0x20;
+pub const SVC_F_ROUTABLE: u8 = 0x40;
+pub const SVC_F_ICMP_ECHO: u8 = 0x80;
+
+pub const LB_ALG_RANDOM: u8 = 1;
+pub const LB_ALG_MAGLEV: u8 = 2;
+
+pub const BE_STATE_ACTIVE: u8 = 0;
+pub const BE_STATE_TERMINATING: u8 = 1;
+pub const BE_F_NODE_LOCAL: u8 = 0x10;
+pub const BE_STATE_MASK: u8 = 0x0f;
+
+pub const CT_SERVICE: u8 = 1;
+pub const CT_EGRESS: u8 = 2;
+pub const NAT_EGRESS: u8 = 3;
+pub const NAT_INGRESS: u8 = 4;
+
+pub const CT_F_NODEPORT: u8 = 0x01;
+pub const CT_F_SNAT: u8 = 0x02;
+pub const CT_F_CLOSING: u8 = 0x04;
+pub const CT_F_SEEN_REPLY: u8 = 0x08;
+
+pub const CFG_F_SOCKET_LB: u32 = 0x01;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Key of the services map: frontend row (slot 0) or backend slot row (1..count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lb4Key {
+    pub address: [u8; 4],
+    pub dport: u16,
+    pub backend_slot: u16,
+    pub proto: u8,
+    pub scope: u8,
+    pub pad: [u8; 2],
+}
+
+/// Value of the services map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lb4Service {
+    /// Slot rows: the backend id. Frontend row: the affinity timeout in seconds.
+    pub backend_id: u32,
+    pub count: u16,
+    pub rev_nat_index: u16,
+    pub flags: u8,
+    pub algorithm: u8,
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lb4Backend {
+    pub address: [u8; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub flags: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lb4ReverseNat {
+    pub address: [u8; 4],
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// One Maglev lookup table: backend ids indexed by flow hash modulo [`LB_MAGLEV_LUT_SIZE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LbMaglevTable {
+    pub backend_ids: [u32; LB_MAGLEV_LUT_SIZE],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lb4AffinityKey {
+    pub client_id: u64,
+    pub rev_nat_index: u16,
+    pub netns_cookie: u8,
+    pub pad: [u8; 5],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LbAffinityVal {
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LbAffinityMatch {
+    pub backend_id: u32,
+    pub rev_nat_index: u16,
+    pub pad: u16,
+}
+
+/// Conntrack and SNAT key: a directed 5-tuple plus the entry's role (`dir`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ct4Key {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub dir: u8,
+    pub pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    pub expires_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub backend_id: u32,
+    pub rev_nat_index: u16,
+    pub flags: u8,
+    pub tcp_flags: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatEntry {
+    pub created_ns: u64,
+    pub to_addr: [u8; 4],
+    pub to_port: u16,
+    pub pad: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    pub address: [u8; 4],
+    pub port: u16,
+    pub pad: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRevVal {
+    pub address: [u8; 4],
+    pub port: u16,
+    pub rev_nat_index: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetdevInfo {
+    pub snat_addr: [u8; 4],
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DpConfig {
+    pub netns_cookie: u64,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+// Sizes and offsets must match the `_Static_assert`s of abi.h.
+const _: () = assert!(size_of::<Lb4Key>() == 12);
+const _: () = assert!(offset_of!(Lb4Key, dport) == 4);
+const _: () = assert!(offset_of!(Lb4Key, backend_slot) == 6);
+const _: () = assert!(offset_of!(Lb4Key, proto) == 8);
+const _: () = assert!(offset_of!(Lb4Key, scope) == 9);
+const _: () = assert!(size_of::<Lb4Service>() == 12);
+const _: () = assert!(offset_of!(Lb4Service, count) == 4);
+const _: () = assert!(offset_of!(Lb4Service, rev_nat_index) == 6);
+const _: () = assert!(offset_of!(Lb4Service, flags) == 8);
+const _: () = assert!(offset_of!(Lb4Service, algorithm) == 9);
+const _: () = assert!(size_of::<Lb4Backend>() == 8);
+const _: () = assert!(offset_of!(Lb4Backend, flags) == 7);
+const _: () = assert!(size_of::<Lb4ReverseNat>() == 8);
+const _: () = assert!(size_of::<LbMaglevTable>() == 4 * LB_MAGLEV_LUT_SIZE);
+const _: () = assert!(size_of::<Lb4AffinityKey>() == 16);
+const _: () = assert!(offset_of!(Lb4AffinityKey, rev_nat_index) == 8);
+const _: () = assert!(offset_of!(Lb4AffinityKey, netns_cookie) == 10);
+const _: () = assert!(size_of::<LbAffinityVal>() == 16);
+const _: () = assert!(size_of::<LbAffinityMatch>() == 8);
+const _: () = assert!(size_of::<Ct4Key>() == 16);
+const _: () = assert!(offset_of!(Ct4Key, sport) == 8);
+const _: () = assert!(offset_of!(Ct4Key, proto) == 12);
+const _: () = assert!(offset_of!(Ct4Key, dir) == 13);
+const _: () = assert!(size_of::<CtEntry>() == 32);
+const _: () = assert!(offset_of!(CtEntry, backend_id) == 24);
+const _: () = assert!(offset_of!(CtEntry, rev_nat_index) == 28);
+const _: () = assert!(offset_of!(CtEntry, flags) == 30);
+const _: () = assert!(size_of::<NatEntry>() == 16);
+const _: () = assert!(offset_of!(NatEntry, to_addr) == 8);
+const _: () = assert!(size_of::<SockRevKey>() == 16);
+const _: () = assert!(size_of::<SockRevVal>() == 8);
+const _: () = assert!(size_of::<NetdevInfo>() == 8);
+const _: () = assert!(size_of::<DpConfig>() == 16);
+
+/// Marks the ABI structs as plain old data for aya's typed maps.
+macro_rules! impl_pod {
+    ($($t:ty),+ $(,)?) => {
+        $(
+            // SAFETY: `$t` is `#[repr(C)]`, made only of integers and integer arrays, with field
+            // sizes that add up to its size (asserted above), so it has no padding bytes and
+            // every bit pattern is a valid value: aya may copy it to and from the kernel as bytes.
+            #[allow(unsafe_code)]
+            unsafe impl aya::Pod for $t {}
+        )+
+    };
+}
+
+impl_pod!(
+    Lb4Key,
+    Lb4Service,
+    Lb4Backend,
+    Lb4ReverseNat,
+    LbMaglevTable,
+    Lb4AffinityKey,
+    LbAffinityVal,
+    LbAffinityMatch,
+    Ct4Key,
+    CtEntry,
+    NatEntry,
+    SockRevKey,
+    SockRevVal,
+    NetdevInfo,
+    DpConfig,
+);
+
+/// Network-order port as stored in maps, from a host-order port.
+pub fn port_be(port: u16) -> u16 {
+    port.to_be()
+}
+
+/// Host-order port from a map's network-order field.
+pub fn port_host(port_be: u16) -> u16 {
+    u16::from_be(port_be)
+}
+
+pub fn addr(octets: [u8; 4]) -> Ipv4Addr {
+    Ipv4Addr::from(octets)
+}
+
+/// Name of an IP protocol number as the dumps print it.
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        IPPROTO_TCP => "TCP",
+        IPPROTO_UDP => "UDP",
+        IPPROTO_ICMP => "ICMP",
+        _ => "ANY",
+    }
+}
+
+impl Lb4Key {
+    pub fn new(address: Ipv4Addr, port: u16, proto: u8, slot: u16, scope: u8) -> Self {
+        Lb4Key { address: address.octets(), dport: port_be(port), backend_slot: slot, proto, scope, pad: [0; 2] }
+    }
+
+    pub fn port(&self) -> u16 {
+        port_host(self.dport)
+    }
+
+    pub fn frontend(&self) -> Self {
+        Lb4Key { backend_slot: 0, ..*self }
+    }
+}
+
+impl Ct4Key {
+    pub fn new(saddr: Ipv4Addr, sport: u16, daddr: Ipv4Addr, dport: u16, proto: u8, dir: u8) -> Self {
+        Ct4Key {
+            saddr: saddr.octets(),
+            daddr: daddr.octets(),
+            sport: port_be(sport),
+            dport: port_be(dport),
+            proto,
+            dir,
+            pad: [0; 2],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The maps store ports exactly as the packet carries them: bytes in network order.
+    #[test]
+    fn keys_hold_ports_in_network_order() {
+        let key = Lb4Key::new(Ipv4Addr::new(10, 96, 0, 10), 0x1f90, IPPROTO_TCP, 0, LB_SCOPE_ALL);
+        assert_eq!(key.address, [10, 96, 0, 10]);
+        assert_eq!(key.dport.to_ne_bytes(), [0x1f, 0x90]);
+        assert_eq!(key.port(), 0x1f90);
+    }
+}

@@ -1,0 +1,201 @@
+//! [`Datapath`]: one node's loaded datapath, and [`LbDatapath`], the interface the agent's
+//! controllers program it through (implemented by the fake as well).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use aya::programs::SchedClassifier;
+
+use crate::abi::{self, DpConfig, NetdevInfo};
+use crate::attach::{self, Direction};
+use crate::dump;
+use crate::error::{Error, Result};
+use crate::lbstate::{self, LbState, SyncStats};
+use crate::loader::{self, DatapathConfig, Programs};
+use crate::maps::{self, PinnedMaps};
+use crate::objects;
+use crate::service::ServiceEntry;
+use crate::sys;
+
+/// What the agent needs from the datapath. Everything is idempotent and desired-state: calling
+/// twice with the same arguments changes nothing the second time.
+pub trait LbDatapath: Send {
+    /// Makes the service maps describe exactly `services` (one entry per frontend); frontends
+    /// not listed are removed. Only changed rows are written, in an order that keeps every
+    /// datapath lookup consistent. Nothing is written when `services` is invalid.
+    fn sync_services(&mut self, services: &[ServiceEntry]) -> Result<SyncStats>;
+
+    /// Attaches `from_container` (tcx ingress) and `to_container` (tcx egress) to the host side
+    /// of a pod veth, in the calling thread's network namespace.
+    fn attach_pod_device(&mut self, ifname: &str) -> Result<()>;
+
+    /// Attaches `from_netdev` (tcx ingress) to a node device such as eth1. North-south flows to
+    /// remote backends leaving through it are SNATed to `snat_addr` (the device's node address).
+    fn attach_netdev(&mut self, ifname: &str, snat_addr: Option<Ipv4Addr>) -> Result<()>;
+
+    /// Detaches this datapath's programs from a device (a deleted pod's veth needs no call: its
+    /// links die with it, and the next attach of the same name replaces the stale pins).
+    fn detach_device(&mut self, ifname: &str) -> Result<()>;
+
+    /// Attaches the socket-LB hooks to a cgroup v2 directory; they translate only for sockets of
+    /// the calling thread's network namespace (the node's).
+    fn attach_socket_lb(&mut self, cgroup: &Path) -> Result<()>;
+
+    /// `cilia dbg NODE bpf lb list`.
+    fn lb_list(&self) -> Result<String>;
+
+    /// `cilia dbg NODE bpf ct list global`.
+    fn ct_list(&self) -> Result<String>;
+}
+
+/// One node's datapath: programs loaded, maps pinned under `pin_dir`
+/// (e.g. `/sys/fs/bpf/cilia/<lab>/<node>/`), links pinned under `pin_dir/links/`.
+///
+/// Dropping it (or killing the agent) leaves everything attached and forwarding; a new
+/// [`Datapath::open`] on the same directory picks up the maps and links again.
+pub struct Datapath {
+    pin_dir: PathBuf,
+    programs: Programs,
+    maps: PinnedMaps,
+    applied: LbState,
+}
+
+impl Datapath {
+    /// Loads the datapath with default map sizes; see [`Datapath::open_with`].
+    pub fn open(pin_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(pin_dir, &DatapathConfig::default())
+    }
+
+    /// Loads the programs, creating the maps under `pin_dir` or reusing the ones pinned there,
+    /// and reads back the services they hold. `pin_dir` must be on bpffs (see
+    /// [`crate::ensure_bpffs`]); it is created if missing.
+    pub fn open_with(pin_dir: impl AsRef<Path>, config: &DatapathConfig) -> Result<Self> {
+        let pin_dir = pin_dir.as_ref().to_path_buf();
+        loader::prepare_pin_dir(&pin_dir)?;
+        let programs = Programs::load(&pin_dir, config)?;
+        let maps = PinnedMaps::open(&pin_dir)?;
+        let applied = maps.read_lb_state()?;
+        Ok(Datapath { pin_dir, programs, maps, applied })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The maps, for inspection and tests.
+    pub fn maps(&self) -> &PinnedMaps {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut PinnedMaps {
+        &mut self.maps
+    }
+
+    /// The service maps' contents as last written.
+    pub fn lb_state(&self) -> &LbState {
+        &self.applied
+    }
+
+    /// A loaded tc program (`from_container`, `to_container`, `from_netdev`), e.g. to run it
+    /// with `BPF_PROG_TEST_RUN` through [`aya::programs::TestRun`].
+    pub fn classifier(&self, name: &'static str) -> Result<&SchedClassifier> {
+        self.programs.classifier(name)
+    }
+
+    /// Devices with programs attached (from the link pins), for status output.
+    pub fn attached_devices(&self) -> Vec<(String, Direction)> {
+        attach::attached_devices(&self.pin_dir)
+    }
+
+    pub fn detach_socket_lb(&mut self) -> Result<()> {
+        self.write_config(0, 0)?;
+        attach::detach_cgroup(&self.pin_dir)
+    }
+
+    /// Removes expired conntrack entries; returns how many.
+    pub fn gc_conntrack(&mut self) -> Result<usize> {
+        self.maps.gc_conntrack(maps::monotonic_ns())
+    }
+
+    pub fn nat_list(&self) -> Result<String> {
+        Ok(dump::nat_list(&self.maps.snat_entries()?))
+    }
+
+    pub fn backend_list(&self) -> String {
+        dump::backend_list(&self.applied)
+    }
+
+    fn write_config(&mut self, netns_cookie: u64, flags: u32) -> Result<()> {
+        let cfg = DpConfig { netns_cookie, flags, pad: 0 };
+        self.maps.config.set(0, cfg, 0).map_err(Error::map(abi::MAP_CONFIG, "set"))
+    }
+}
+
+impl LbDatapath for Datapath {
+    fn sync_services(&mut self, services: &[ServiceEntry]) -> Result<SyncStats> {
+        let desired = lbstate::desired(services, &self.applied)?;
+        let ops = lbstate::plan(&self.applied, &desired);
+        for op in &ops {
+            // On failure `applied` still matches the kernel up to the last successful write, so
+            // the next sync resumes from there.
+            self.maps.apply(op)?;
+            self.applied.apply(op);
+        }
+        Ok(lbstate::stats(&ops))
+    }
+
+    fn attach_pod_device(&mut self, ifname: &str) -> Result<()> {
+        attach::attach_tcx(&mut self.programs, &self.pin_dir, objects::PROG_FROM_CONTAINER, ifname, Direction::Ingress)?;
+        attach::attach_tcx(&mut self.programs, &self.pin_dir, objects::PROG_TO_CONTAINER, ifname, Direction::Egress)
+    }
+
+    fn attach_netdev(&mut self, ifname: &str, snat_addr: Option<Ipv4Addr>) -> Result<()> {
+        let ifindex = nix::net::if_::if_nametoindex(ifname)
+            .map_err(|e| Error::Interface { ifname: ifname.into(), reason: format!("no such device: {e}") })?;
+        match snat_addr {
+            Some(a) => {
+                let info = NetdevInfo { snat_addr: a.octets(), flags: 0 };
+                self.maps.netdevs.insert(ifindex, info, 0).map_err(Error::map(abi::MAP_NETDEVS, format!("set {ifname}")))?;
+            }
+            None => match self.maps.netdevs.remove(&ifindex) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(Error::Map { map: abi::MAP_NETDEVS, op: format!("remove {ifname}"), source: Box::new(e) }),
+            },
+        }
+        attach::attach_tcx(&mut self.programs, &self.pin_dir, objects::PROG_FROM_NETDEV, ifname, Direction::Ingress)
+    }
+
+    fn detach_device(&mut self, ifname: &str) -> Result<()> {
+        attach::detach_device(&self.pin_dir, ifname)
+    }
+
+    fn attach_socket_lb(&mut self, cgroup: &Path) -> Result<()> {
+        let cookie = sys::current_netns_cookie()?;
+        self.write_config(cookie, abi::CFG_F_SOCKET_LB)?;
+        attach::attach_cgroup(&mut self.programs, &self.pin_dir, cgroup)
+    }
+
+    fn lb_list(&self) -> Result<String> {
+        Ok(dump::lb_list(&self.applied))
+    }
+
+    fn ct_list(&self) -> Result<String> {
+        Ok(dump::ct_list(&self.maps.ct_entries()?, maps::monotonic_ns()))
+    }
+}
+
+/// `bpf lb list` straight from the pins, without loading programs (for the CLI).
+pub fn lb_list_pinned(pin_dir: &Path) -> Result<String> {
+    Ok(dump::lb_list(&PinnedMaps::open(pin_dir)?.read_lb_state()?))
+}
+
+/// `bpf ct list global` straight from the pins, without loading programs (for the CLI).
+pub fn ct_list_pinned(pin_dir: &Path) -> Result<String> {
+    Ok(dump::ct_list(&PinnedMaps::open(pin_dir)?.ct_entries()?, maps::monotonic_ns()))
+}
+
+/// `bpf nat list` straight from the pins.
+pub fn nat_list_pinned(pin_dir: &Path) -> Result<String> {
+    Ok(dump::nat_list(&PinnedMaps::open(pin_dir)?.snat_entries()?))
+}

@@ -1,0 +1,387 @@
+//! The load-balancing maps' contents as plain data, how to compute them from desired services,
+//! and how to go from one content to another in an order that never shows a datapath lookup a
+//! half-written service. Pure: no kernel, so the agent's tests and [`crate::FakeDatapath`] use it
+//! unprivileged, and the real datapath applies the very same operations to its maps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use crate::abi::{self, Lb4Backend, Lb4Key, Lb4ReverseNat, Lb4Service, LbAffinityMatch};
+use crate::error::{Error, Result};
+use crate::maglev::{self, MaglevBackend};
+use crate::service::{BackendState, LbAlgorithm, ServiceEntry, ServiceKind};
+
+/// Everything the service maps hold (conntrack and NAT are the datapath's own).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LbState {
+    pub services: BTreeMap<Lb4Key, Lb4Service>,
+    pub backends: BTreeMap<u32, Lb4Backend>,
+    pub revnat: BTreeMap<u16, Lb4ReverseNat>,
+    /// Key `rev_nat_index | scope << 16`; value the table of backend ids.
+    pub maglev: BTreeMap<u32, Vec<u32>>,
+    pub affinity_match: BTreeSet<LbAffinityMatch>,
+}
+
+/// One write to one map. [`plan`] returns them in the order they must be applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    PutBackend(u32, Lb4Backend),
+    PutAffinityMatch(LbAffinityMatch),
+    PutRevNat(u16, Lb4ReverseNat),
+    PutMaglev(u32, Vec<u32>),
+    PutService(Lb4Key, Lb4Service),
+    DeleteService(Lb4Key),
+    DeleteMaglev(u32),
+    DeleteRevNat(u16),
+    DeleteAffinityMatch(LbAffinityMatch),
+    DeleteBackend(u32),
+}
+
+/// How many writes a sync made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub upserts: usize,
+    pub deletes: usize,
+}
+
+pub fn maglev_key(rev_nat_index: u16, scope: u8) -> u32 {
+    u32::from(rev_nat_index) | (u32::from(scope) << 16)
+}
+
+impl LbState {
+    /// Applies one operation to this in-memory copy.
+    pub fn apply(&mut self, op: &Op) {
+        match op {
+            Op::PutBackend(id, v) => {
+                self.backends.insert(*id, *v);
+            }
+            Op::PutAffinityMatch(m) => {
+                self.affinity_match.insert(*m);
+            }
+            Op::PutRevNat(id, v) => {
+                self.revnat.insert(*id, *v);
+            }
+            Op::PutMaglev(k, t) => {
+                self.maglev.insert(*k, t.clone());
+            }
+            Op::PutService(k, v) => {
+                self.services.insert(*k, *v);
+            }
+            Op::DeleteService(k) => {
+                self.services.remove(k);
+            }
+            Op::DeleteMaglev(k) => {
+                self.maglev.remove(k);
+            }
+            Op::DeleteRevNat(k) => {
+                self.revnat.remove(k);
+            }
+            Op::DeleteAffinityMatch(m) => {
+                self.affinity_match.remove(m);
+            }
+            Op::DeleteBackend(k) => {
+                self.backends.remove(k);
+            }
+        }
+    }
+
+    /// The frontend rows (slot 0, scope ALL, TCP/UDP) and their rev-NAT index.
+    fn frontend_ids(&self) -> BTreeMap<(Ipv4Addr, u16, u8), u16> {
+        self.services
+            .iter()
+            .filter(|(k, _)| k.backend_slot == 0 && k.scope == abi::LB_SCOPE_ALL && k.proto != abi::IPPROTO_ICMP)
+            .map(|(k, v)| ((abi::addr(k.address), k.port(), k.proto), v.rev_nat_index))
+            .collect()
+    }
+
+    fn backend_ids(&self) -> BTreeMap<(Ipv4Addr, u16, u8), u32> {
+        self.backends.iter().map(|(id, b)| ((abi::addr(b.address), abi::port_host(b.port), b.proto), *id)).collect()
+    }
+}
+
+/// Hands out ids that stay stable for an object across syncs and restarts (they are recovered
+/// from the maps), and are not reused right after release: a conntrack entry of a deleted backend
+/// or frontend must not suddenly point at a new one.
+struct IdAllocator<K: Ord, V> {
+    by_key: BTreeMap<K, V>,
+    next: u64,
+    max: u64,
+    what: &'static str,
+}
+
+impl<K: Ord + Copy, V: Ord + Copy + TryFrom<u64> + Into<u64>> IdAllocator<K, V> {
+    fn new(existing: BTreeMap<K, V>, max: u64, what: &'static str) -> Self {
+        let next = existing.values().map(|v| (*v).into()).max().unwrap_or(0) + 1;
+        IdAllocator { by_key: existing, next, max, what }
+    }
+
+    fn get(&mut self, key: K) -> Result<V> {
+        if let Some(id) = self.by_key.get(&key) {
+            return Ok(*id);
+        }
+        let taken: BTreeSet<u64> = self.by_key.values().map(|v| (*v).into()).collect();
+        for _ in 0..self.max {
+            let candidate = if self.next > self.max { 1 } else { self.next };
+            self.next = candidate + 1;
+            if !taken.contains(&candidate) {
+                let id = V::try_from(candidate).ok().expect("candidate within max fits the id type");
+                self.by_key.insert(key, id);
+                return Ok(id);
+            }
+        }
+        Err(Error::Exhausted { what: self.what, detail: format!("all {} ids in use", self.max) })
+    }
+}
+
+fn kind_flags(kind: ServiceKind) -> u8 {
+    match kind {
+        ServiceKind::ClusterIp => 0,
+        ServiceKind::NodePort => abi::SVC_F_NODEPORT | abi::SVC_F_ROUTABLE,
+        ServiceKind::LoadBalancer => abi::SVC_F_LOADBALANCER | abi::SVC_F_ROUTABLE,
+        ServiceKind::ExternalIp => abi::SVC_F_EXTERNAL_IP | abi::SVC_F_ROUTABLE,
+    }
+}
+
+fn validate(services: &[ServiceEntry]) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for s in services {
+        let invalid = |reason: String| Error::InvalidService { frontend: s.frontend, reason };
+        if !seen.insert(s.frontend) {
+            return Err(invalid("listed twice".into()));
+        }
+        if s.frontend.port == 0 {
+            return Err(invalid("port 0".into()));
+        }
+        if s.frontend.address.is_unspecified() {
+            return Err(invalid("address 0.0.0.0: list one NodePort entry per node address".into()));
+        }
+        if let Some(b) = s.backends.iter().find(|b| b.port == 0 || b.address.is_unspecified()) {
+            return Err(invalid(format!("backend {}:{} has no address or port", b.address, b.port)));
+        }
+        if s.backends.len() > usize::from(u16::MAX) {
+            return Err(invalid(format!("{} backends, at most {}", s.backends.len(), u16::MAX)));
+        }
+        if s.affinity_timeout == Some(0) {
+            return Err(invalid("session affinity timeout 0".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Computes the maps' contents for `services`, keeping the ids that `current` already gave to
+/// the same frontends and backends.
+pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> {
+    validate(services)?;
+    let mut frontends = IdAllocator::new(current.frontend_ids(), u64::from(u16::MAX), "rev-NAT indices");
+    let mut backend_ids = IdAllocator::new(current.backend_ids(), u64::from(u32::MAX), "backend ids");
+    let mut out = LbState::default();
+
+    // Backends are shared by every frontend that lists the same address, port and protocol.
+    for s in services {
+        let proto = s.frontend.protocol.number();
+        for b in &s.backends {
+            let id = backend_ids.get((b.address, b.port, proto))?;
+            let entry = out.backends.entry(id).or_insert(Lb4Backend {
+                address: b.address.octets(),
+                port: abi::port_be(b.port),
+                proto,
+                flags: abi::BE_STATE_TERMINATING,
+            });
+            // one listing as active wins over another as terminating
+            if b.state == BackendState::Active {
+                entry.flags = (entry.flags & !abi::BE_STATE_MASK) | abi::BE_STATE_ACTIVE;
+            }
+            if b.node_local {
+                entry.flags |= abi::BE_F_NODE_LOCAL;
+            }
+        }
+    }
+
+    // ICMP rows per VIP (not for node addresses, which the node's stack answers itself).
+    let mut icmp: BTreeMap<Ipv4Addr, Lb4Service> = BTreeMap::new();
+
+    for s in services {
+        let proto = s.frontend.protocol.number();
+        let rev = frontends.get((s.frontend.address, s.frontend.port, proto))?;
+        let mut flags = kind_flags(s.kind);
+        if s.external_traffic_local && s.kind != ServiceKind::ClusterIp {
+            flags |= abi::SVC_F_ETP_LOCAL;
+        }
+        if s.internal_traffic_local {
+            flags |= abi::SVC_F_ITP_LOCAL;
+        }
+        if s.affinity_timeout.is_some() {
+            flags |= abi::SVC_F_AFFINITY;
+        }
+        let algorithm = match s.algorithm {
+            LbAlgorithm::Random => abi::LB_ALG_RANDOM,
+            LbAlgorithm::Maglev => abi::LB_ALG_MAGLEV,
+        };
+        out.revnat.insert(rev, Lb4ReverseNat { address: s.frontend.address.octets(), port: abi::port_be(s.frontend.port), pad: 0 });
+
+        // Active backends in id order: a stable slot layout, new backends append.
+        let mut active: Vec<(u32, bool)> = Vec::new();
+        for b in s.backends.iter().filter(|b| b.state == BackendState::Active) {
+            let id = backend_ids.get((b.address, b.port, proto))?;
+            active.push((id, b.node_local));
+            if s.affinity_timeout.is_some() {
+                out.affinity_match.insert(LbAffinityMatch { backend_id: id, rev_nat_index: rev, pad: 0 });
+            }
+        }
+        active.sort_unstable();
+        active.dedup();
+
+        let mut scopes = vec![(abi::LB_SCOPE_ALL, active.iter().map(|(id, _)| *id).collect::<Vec<_>>())];
+        if flags & (abi::SVC_F_ETP_LOCAL | abi::SVC_F_ITP_LOCAL) != 0 {
+            scopes.push((abi::LB_SCOPE_LOCAL, active.iter().filter(|(_, local)| *local).map(|(id, _)| *id).collect()));
+        }
+        for (scope, ids) in scopes {
+            let key = Lb4Key::new(s.frontend.address, s.frontend.port, proto, 0, scope);
+            let count = u16::try_from(ids.len()).expect("validated: at most u16::MAX backends");
+            out.services.insert(
+                key,
+                Lb4Service {
+                    backend_id: s.affinity_timeout.unwrap_or(0),
+                    count,
+                    rev_nat_index: rev,
+                    flags,
+                    algorithm,
+                    pad: [0; 2],
+                },
+            );
+            for (i, id) in ids.iter().enumerate() {
+                let slot = u16::try_from(i + 1).expect("validated: at most u16::MAX backends");
+                out.services.insert(
+                    Lb4Key { backend_slot: slot, ..key },
+                    Lb4Service { backend_id: *id, count: 0, rev_nat_index: rev, flags: 0, algorithm: 0, pad: [0; 2] },
+                );
+            }
+            if s.algorithm == LbAlgorithm::Maglev && !ids.is_empty() {
+                let mb: Vec<MaglevBackend> = ids
+                    .iter()
+                    .map(|id| {
+                        let b = &out.backends[id];
+                        MaglevBackend { address: abi::addr(b.address), port: abi::port_host(b.port), proto }
+                    })
+                    .collect();
+                let table = maglev::build_table(&mb, abi::LB_MAGLEV_LUT_SIZE).into_iter().map(|i| ids[i as usize]).collect();
+                out.maglev.insert(maglev_key(rev, scope), table);
+            }
+        }
+
+        if s.kind != ServiceKind::NodePort {
+            let row = icmp.entry(s.frontend.address).or_insert(Lb4Service {
+                flags: abi::SVC_F_ICMP_ECHO,
+                ..Lb4Service::default()
+            });
+            row.flags |= flags & abi::SVC_F_ROUTABLE;
+            if !active.is_empty() {
+                row.count = 1;
+            }
+        }
+    }
+    for (address, row) in icmp {
+        out.services.insert(Lb4Key::new(address, 0, abi::IPPROTO_ICMP, 0, abi::LB_SCOPE_ALL), row);
+    }
+    Ok(out)
+}
+
+/// The writes that turn `current` into `desired`, ordered so that every intermediate state is
+/// consistent for the datapath: what a row points to exists before the row, and a frontend's
+/// count never exceeds the slot rows present.
+pub fn plan(current: &LbState, desired: &LbState) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (id, b) in &desired.backends {
+        if current.backends.get(id) != Some(b) {
+            ops.push(Op::PutBackend(*id, *b));
+        }
+    }
+    for m in desired.affinity_match.difference(&current.affinity_match) {
+        ops.push(Op::PutAffinityMatch(*m));
+    }
+    for (id, r) in &desired.revnat {
+        if current.revnat.get(id) != Some(r) {
+            ops.push(Op::PutRevNat(*id, *r));
+        }
+    }
+    for (k, t) in &desired.maglev {
+        if current.maglev.get(k) != Some(t) {
+            ops.push(Op::PutMaglev(*k, t.clone()));
+        }
+    }
+    // slot rows before the frontend rows that count them
+    let changed = |k: &Lb4Key, v: &Lb4Service| current.services.get(k) != Some(v);
+    for (k, v) in desired.services.iter().filter(|(k, _)| k.backend_slot != 0) {
+        if changed(k, v) {
+            ops.push(Op::PutService(*k, *v));
+        }
+    }
+    for (k, v) in desired.services.iter().filter(|(k, _)| k.backend_slot == 0) {
+        if changed(k, v) {
+            ops.push(Op::PutService(*k, *v));
+        }
+    }
+    // removals in reverse: frontends, then their slots, then what slots pointed to
+    let gone = |k: &Lb4Key| !desired.services.contains_key(k);
+    for k in current.services.keys().filter(|k| k.backend_slot == 0 && gone(k)) {
+        ops.push(Op::DeleteService(*k));
+    }
+    for k in current.services.keys().filter(|k| k.backend_slot != 0 && gone(k)) {
+        ops.push(Op::DeleteService(*k));
+    }
+    for k in current.maglev.keys().filter(|k| !desired.maglev.contains_key(k)) {
+        ops.push(Op::DeleteMaglev(*k));
+    }
+    for k in current.revnat.keys().filter(|k| !desired.revnat.contains_key(k)) {
+        ops.push(Op::DeleteRevNat(*k));
+    }
+    for m in current.affinity_match.difference(&desired.affinity_match) {
+        ops.push(Op::DeleteAffinityMatch(*m));
+    }
+    for k in current.backends.keys().filter(|k| !desired.backends.contains_key(k)) {
+        ops.push(Op::DeleteBackend(*k));
+    }
+    ops
+}
+
+/// Checks the invariants the datapath relies on: every frontend's slots 1..count exist, and every
+/// slot and Maglev entry names an existing backend. Holds after every single [`Op`] of a [`plan`].
+pub fn check_consistent(state: &LbState) -> std::result::Result<(), String> {
+    for (k, v) in state.services.iter().filter(|(k, _)| k.backend_slot == 0 && k.proto != abi::IPPROTO_ICMP) {
+        for slot in 1..=v.count {
+            let Some(row) = state.services.get(&Lb4Key { backend_slot: slot, ..*k }) else {
+                return Err(format!("{k:?}: slot {slot} of {} missing", v.count));
+            };
+            if !state.backends.contains_key(&row.backend_id) {
+                return Err(format!("{k:?}: slot {slot} names missing backend {}", row.backend_id));
+            }
+        }
+    }
+    for (k, t) in &state.maglev {
+        if let Some(id) = t.iter().find(|id| !state.backends.contains_key(id)) {
+            return Err(format!("maglev table {k:#x} names missing backend {id}"));
+        }
+    }
+    Ok(())
+}
+
+pub fn stats(ops: &[Op]) -> SyncStats {
+    let deletes = ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op,
+                Op::DeleteService(_)
+                    | Op::DeleteMaglev(_)
+                    | Op::DeleteRevNat(_)
+                    | Op::DeleteAffinityMatch(_)
+                    | Op::DeleteBackend(_)
+            )
+        })
+        .count();
+    SyncStats { upserts: ops.len() - deletes, deletes }
+}
+
+#[cfg(test)]
+#[path = "lbstate_tests.rs"]
+mod tests;

@@ -1,0 +1,39 @@
+//! cilia's eBPF datapath for kube-proxy-free service load balancing.
+//!
+//! The C programs live in `bpf/` (one header per concept under `bpf/lib/`, the C/Rust ABI in
+//! `bpf/include/abi.h`); `build.rs` compiles them and this crate embeds, loads and attaches them:
+//!
+//! | program | hook | does |
+//! |---|---|---|
+//! | `from_container` | tcx ingress of pod veths (`lxc*`) | pod → frontend: backend, conntrack, DNAT; replies of local backends: reverse NAT |
+//! | `to_container` | tcx egress of pod veths | reverse NAT of replies that reached the node elsewhere |
+//! | `from_netdev` | tcx ingress of node devices (`eth1`) | NodePort / LoadBalancer / external IP: DNAT, SNAT for remote backends, reverse of both |
+//! | `sock4_*` | cgroup connect4, sendmsg4, recvmsg4, getpeername4 | socket-LB for the node's own processes |
+//!
+//! The agent opens a [`Datapath`] on a per-node bpffs directory and programs it through the
+//! [`LbDatapath`] trait with desired state ([`ServiceEntry`] per frontend); controllers are tested
+//! against [`FakeDatapath`]. Maps and links are pinned, so forwarding continues while the agent
+//! restarts. See `docs/datapath.md` for the packet walks and the inspection commands.
+
+pub mod abi;
+mod attach;
+mod datapath;
+pub mod dump;
+mod error;
+mod fake;
+pub mod lbstate;
+mod loader;
+pub mod maglev;
+pub mod maps;
+pub mod objects;
+mod service;
+mod sys;
+
+pub use attach::Direction;
+pub use datapath::{Datapath, LbDatapath, ct_list_pinned, lb_list_pinned, nat_list_pinned};
+pub use error::{Error, Result};
+pub use fake::{Attachment, FakeDatapath};
+pub use lbstate::SyncStats;
+pub use loader::{DatapathConfig, remove_pins};
+pub use service::{Backend, BackendState, Frontend, LbAlgorithm, Protocol, ServiceEntry, ServiceKind};
+pub use sys::{current_netns_cookie, ensure_bpffs, is_bpffs};

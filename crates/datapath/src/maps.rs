@@ -1,0 +1,152 @@
+//! Typed handles on the pinned maps of one node's datapath, opened from bpffs. Used by the loader
+//! to program services and by the inspection commands, which need no programs loaded.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, Map, MapData};
+
+use crate::abi::{
+    self, Ct4Key, CtEntry, DpConfig, Lb4AffinityKey, Lb4Backend, Lb4Key, Lb4ReverseNat, Lb4Service, LbAffinityMatch,
+    LbAffinityVal, LbMaglevTable, NatEntry, NetdevInfo,
+};
+use crate::error::{Error, Result};
+use crate::lbstate::{LbState, Op};
+
+/// The maps of one node, opened from their pins.
+pub struct PinnedMaps {
+    pin_dir: PathBuf,
+    pub services: HashMap<MapData, Lb4Key, Lb4Service>,
+    pub backends: HashMap<MapData, u32, Lb4Backend>,
+    pub revnat: HashMap<MapData, u16, Lb4ReverseNat>,
+    pub maglev: HashMap<MapData, u32, LbMaglevTable>,
+    pub affinity: HashMap<MapData, Lb4AffinityKey, LbAffinityVal>,
+    pub affinity_match: HashMap<MapData, LbAffinityMatch, u8>,
+    pub ct: HashMap<MapData, Ct4Key, CtEntry>,
+    pub snat: HashMap<MapData, Ct4Key, NatEntry>,
+    pub netdevs: HashMap<MapData, u32, NetdevInfo>,
+    pub config: Array<MapData, DpConfig>,
+}
+
+fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
+    let data = MapData::from_pin(pin_dir.join(name)).map_err(Error::map(name, format!("open pin in {}", pin_dir.display())))?;
+    Map::from_map_data(data).map_err(Error::map(name, "inspect"))
+}
+
+macro_rules! typed {
+    ($dir:expr, $name:expr, $ty:ident) => {
+        $ty::try_from(open_map($dir, $name)?).map_err(Error::map($name, "open as typed map"))?
+    };
+}
+
+impl PinnedMaps {
+    /// Opens every map pinned in `pin_dir` (created by [`crate::Datapath::open`]).
+    pub fn open(pin_dir: &Path) -> Result<Self> {
+        Ok(PinnedMaps {
+            pin_dir: pin_dir.to_path_buf(),
+            services: typed!(pin_dir, abi::MAP_SERVICES, HashMap),
+            backends: typed!(pin_dir, abi::MAP_BACKENDS, HashMap),
+            revnat: typed!(pin_dir, abi::MAP_REVNAT, HashMap),
+            maglev: typed!(pin_dir, abi::MAP_MAGLEV, HashMap),
+            affinity: typed!(pin_dir, abi::MAP_AFFINITY, HashMap),
+            affinity_match: typed!(pin_dir, abi::MAP_AFFINITY_MATCH, HashMap),
+            ct: typed!(pin_dir, abi::MAP_CT, HashMap),
+            snat: typed!(pin_dir, abi::MAP_SNAT, HashMap),
+            netdevs: typed!(pin_dir, abi::MAP_NETDEVS, HashMap),
+            config: typed!(pin_dir, abi::MAP_CONFIG, Array),
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Reads the service maps back, so a restarted agent diffs against what the kernel really
+    /// holds and rewrites nothing that is already right.
+    pub fn read_lb_state(&self) -> Result<LbState> {
+        let mut s = LbState::default();
+        for kv in self.services.iter() {
+            let (k, v) = kv.map_err(Error::map(abi::MAP_SERVICES, "iterate"))?;
+            s.services.insert(k, v);
+        }
+        for kv in self.backends.iter() {
+            let (k, v) = kv.map_err(Error::map(abi::MAP_BACKENDS, "iterate"))?;
+            s.backends.insert(k, v);
+        }
+        for kv in self.revnat.iter() {
+            let (k, v) = kv.map_err(Error::map(abi::MAP_REVNAT, "iterate"))?;
+            s.revnat.insert(k, v);
+        }
+        for kv in self.maglev.iter() {
+            let (k, v) = kv.map_err(Error::map(abi::MAP_MAGLEV, "iterate"))?;
+            s.maglev.insert(k, v.backend_ids.to_vec());
+        }
+        for kv in self.affinity_match.iter() {
+            let (k, _) = kv.map_err(Error::map(abi::MAP_AFFINITY_MATCH, "iterate"))?;
+            s.affinity_match.insert(k);
+        }
+        Ok(s)
+    }
+
+    /// Performs one planned write.
+    pub fn apply(&mut self, op: &Op) -> Result<()> {
+        match op {
+            Op::PutBackend(id, v) => {
+                self.backends.insert(id, v, 0).map_err(Error::map(abi::MAP_BACKENDS, format!("insert backend {id}")))
+            }
+            Op::PutAffinityMatch(m) => {
+                self.affinity_match.insert(m, 1, 0).map_err(Error::map(abi::MAP_AFFINITY_MATCH, "insert"))
+            }
+            Op::PutRevNat(id, v) => {
+                self.revnat.insert(id, v, 0).map_err(Error::map(abi::MAP_REVNAT, format!("insert rev-NAT {id}")))
+            }
+            Op::PutMaglev(k, t) => {
+                let mut table = Box::new(LbMaglevTable { backend_ids: [0; abi::LB_MAGLEV_LUT_SIZE] });
+                table.backend_ids.copy_from_slice(t);
+                // one update replaces the whole table, so lookups see the old or the new one
+                self.maglev.insert(k, &*table, 0).map_err(Error::map(abi::MAP_MAGLEV, format!("insert table {k:#x}")))
+            }
+            Op::PutService(k, v) => {
+                self.services.insert(k, v, 0).map_err(Error::map(abi::MAP_SERVICES, format!("insert {k:?}")))
+            }
+            Op::DeleteService(k) => ignore_missing(self.services.remove(k), abi::MAP_SERVICES),
+            Op::DeleteMaglev(k) => ignore_missing(self.maglev.remove(k), abi::MAP_MAGLEV),
+            Op::DeleteRevNat(k) => ignore_missing(self.revnat.remove(k), abi::MAP_REVNAT),
+            Op::DeleteAffinityMatch(m) => ignore_missing(self.affinity_match.remove(m), abi::MAP_AFFINITY_MATCH),
+            Op::DeleteBackend(k) => ignore_missing(self.backends.remove(k), abi::MAP_BACKENDS),
+        }
+    }
+
+    pub fn ct_entries(&self) -> Result<Vec<(Ct4Key, CtEntry)>> {
+        self.ct.iter().collect::<Result<Vec<_>, _>>().map_err(Error::map(abi::MAP_CT, "iterate"))
+    }
+
+    pub fn snat_entries(&self) -> Result<Vec<(Ct4Key, NatEntry)>> {
+        self.snat.iter().collect::<Result<Vec<_>, _>>().map_err(Error::map(abi::MAP_SNAT, "iterate"))
+    }
+
+    /// Removes expired conntrack entries (the LRU evicts too, but only under pressure). Returns
+    /// how many it removed.
+    pub fn gc_conntrack(&mut self, now_ns: u64) -> Result<usize> {
+        let expired: Vec<Ct4Key> =
+            self.ct_entries()?.into_iter().filter(|(_, e)| e.expires_ns < now_ns).map(|(k, _)| k).collect();
+        for k in &expired {
+            ignore_missing(self.ct.remove(k), abi::MAP_CT)?;
+        }
+        Ok(expired.len())
+    }
+}
+
+/// Deleting what is already gone (an LRU eviction, a concurrent cleanup) is success.
+fn ignore_missing(r: Result<(), aya::maps::MapError>, map: &'static str) -> Result<()> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(Error::Map { map, op: "delete".into(), source: Box::new(e) }),
+    }
+}
+
+/// `bpf_ktime_get_ns()` as seen from userspace: CLOCK_MONOTONIC.
+pub fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always readable");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}

@@ -1,0 +1,16 @@
+//! The compiled BPF objects, embedded at build time (see `build.rs`).
+
+/// Programs on pod veths: `from_container` (tcx ingress) and `to_container` (tcx egress).
+pub static BPF_LXC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_lxc.o"));
+/// Program on node devices: `from_netdev` (tcx ingress).
+pub static BPF_HOST: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_host.o"));
+/// Socket-LB cgroup hooks: `sock4_connect`, `sock4_sendmsg`, `sock4_recvmsg`, `sock4_getpeer`.
+pub static BPF_SOCK: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_sock.o"));
+
+pub const PROG_FROM_CONTAINER: &str = "from_container";
+pub const PROG_TO_CONTAINER: &str = "to_container";
+pub const PROG_FROM_NETDEV: &str = "from_netdev";
+pub const PROG_SOCK_CONNECT: &str = "sock4_connect";
+pub const PROG_SOCK_SENDMSG: &str = "sock4_sendmsg";
+pub const PROG_SOCK_RECVMSG: &str = "sock4_recvmsg";
+pub const PROG_SOCK_GETPEERNAME: &str = "sock4_getpeer";

@@ -1,0 +1,120 @@
+//! The few kernel calls aya 0.14 does not wrap: updating a pinned cgroup link to a new program,
+//! reading the current network namespace's cookie, and checking/mounting bpffs.
+
+use std::mem::size_of;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// `SO_NETNS_COOKIE` (Linux 5.14), missing from the libc crate.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// `enum bpf_cmd` values (stable kernel ABI) missing from the libc crate.
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+/// The `obj_pin`/`obj_get` member of `union bpf_attr`.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Opens a pinned BPF object (`BPF_OBJ_GET`).
+#[allow(unsafe_code)]
+pub fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let attr = ObjGetAttr { pathname: c_path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: `attr` is a fully initialised `obj_get` attribute block of the size passed, and
+    // `pathname` points to a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &attr as *const ObjGetAttr, size_of::<ObjGetAttr>() as libc::c_long)
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: on success BPF_OBJ_GET returns a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+}
+
+/// The `link_update` member of `union bpf_attr`.
+#[repr(C)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Atomically replaces the program behind a BPF link (`BPF_LINK_UPDATE`): the hook never runs
+/// without a program, so traffic is translated throughout an agent upgrade.
+#[allow(unsafe_code)]
+pub fn link_update(link: BorrowedFd<'_>, new_prog: BorrowedFd<'_>) -> std::io::Result<()> {
+    let attr = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: new_prog.as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    // SAFETY: `attr` is a live, fully initialised `link_update` attribute block and the size
+    // passed is its exact size; the kernel only reads from it. Both fds are borrowed, so they
+    // stay open for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &attr as *const LinkUpdateAttr,
+            size_of::<LinkUpdateAttr>() as libc::c_long,
+        )
+    };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Cookie of the calling thread's network namespace, as `bpf_get_netns_cookie()` returns it in
+/// the socket-LB hooks.
+#[allow(unsafe_code)]
+pub fn current_netns_cookie() -> Result<u64> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
+        .map_err(|source| Error::Syscall { call: "socket (for SO_NETNS_COOKIE)", source })?;
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the socket fd is open for the whole call; `cookie` and `len` are valid for writes
+    // and `len` holds the size of `cookie`, which bounds what the kernel writes.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::Syscall { call: "getsockopt(SO_NETNS_COOKIE)", source: std::io::Error::last_os_error() });
+    }
+    Ok(cookie)
+}
+
+/// Whether `path` lies on a bpffs mount.
+pub fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
+}
+
+/// Mounts bpffs on `dir` unless it is one already, as Cilium does for /sys/fs/bpf. The agent
+/// calls this for `/sys/fs/bpf` before [`crate::Datapath::open`].
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    if is_bpffs(dir) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { op: "create bpffs mount point", path: dir.into(), source })?;
+    nix::mount::mount(Some("bpf"), dir, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>).map_err(|e| {
+        Error::Io { op: "mount bpffs", path: dir.into(), source: std::io::Error::from_raw_os_error(e as i32) }
+    })
+}
