@@ -6,6 +6,7 @@
 //! [`store::update_with_retry`], so nothing it writes can overwrite a concurrent change.
 
 pub mod config;
+mod endpoints_controller;
 mod lbipam;
 pub mod leader;
 mod pod_cidr_controller;
@@ -40,6 +41,9 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
     tasks.spawn(service_address_controller::run(store.clone(), services.clone(), config.clone(), controllers.clone()));
     tasks.spawn(lbipam::run(store.clone(), pools.clone(), services.clone(), config.clone(), controllers.clone()));
     tasks.spawn(pod_cidr_controller::run(store.clone(), config.clone(), controllers.clone()));
+    let pods = Arc::new(Informer::start(store.clone(), &kinds::POD, None));
+    let slices = Arc::new(Informer::start(store.clone(), &kinds::ENDPOINT_SLICE, None));
+    tasks.spawn(endpoints_controller::run(store.clone(), services.clone(), pods, slices, controllers.clone()));
 
     let outcome = tokio::select! {
         () = shutdown.cancelled() => Ok(()),
