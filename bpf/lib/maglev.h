@@ -30,6 +30,8 @@ static __always_inline __u32 maglev_select(__u16 rev_nat_index, __u8 scope, __u3
 	struct lb_maglev_table *table = bpf_map_lookup_elem(&cilia_lb4_maglev, &key);
 	__u32 idx = hash % LB_MAGLEV_LUT_SIZE;
 
+	/* the compiler knows idx < M and would drop the check the verifier needs */
+	barrier_var(idx);
 	if (!table || idx >= LB_MAGLEV_LUT_SIZE)
 		return 0;
 	return table->backend_ids[idx];

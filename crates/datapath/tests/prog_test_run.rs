@@ -1,0 +1,377 @@
+//! The tc programs run with BPF_PROG_TEST_RUN: a crafted frame in, the verdict and the rewritten
+//! frame out, checked field by field and checksum by checksum. Needs root; each test gets its own
+//! bpffs and an empty network namespace (so no FIB route exists and forwarding falls back to the
+//! stack with TC_ACT_OK).
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use common::packet::{self, CLIENT_MAC, NODE_MAC, Seen};
+use common::{Bpffs, enter_empty_netns};
+use datapath::abi::{self, NetdevInfo};
+use datapath::maglev::{LB_MAGLEV_LUT_SIZE, flow_hash};
+use datapath::objects::{PROG_FROM_CONTAINER, PROG_FROM_NETDEV, PROG_TO_CONTAINER};
+use datapath::{Backend, BackendState, Datapath, LbAlgorithm, LbDatapath, Protocol, ServiceEntry, ServiceKind};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const POD: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 2);
+const BE1: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 5);
+const BE2: Ipv4Addr = Ipv4Addr::new(172, 20, 1, 6);
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 1);
+const LB_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 211);
+
+struct Env {
+    dp: Datapath,
+    _fs: Bpffs,
+}
+
+fn setup(tag: &str) -> Env {
+    enter_empty_netns();
+    let fs = Bpffs::new(tag);
+    let dp = Datapath::open(fs.node_dir("n1")).expect("load datapath");
+    Env { dp, _fs: fs }
+}
+
+fn run(dp: &Datapath, prog: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 512];
+    let res = dp
+        .classifier(prog)
+        .unwrap()
+        .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::default() })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
+
+fn cluster_ip(backends: Vec<Backend>) -> ServiceEntry {
+    ServiceEntry::new(ServiceKind::ClusterIp, VIP, 80, Protocol::Tcp, backends)
+}
+
+#[test]
+fn pod_to_cluster_ip_is_dnated_and_reply_reverse_nated() {
+    require_root!();
+    let mut env = setup("dnat");
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
+
+    let syn = packet::tcp((POD, 40000), (VIP, 80), "S", 1000, b"");
+    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &syn);
+    assert_eq!(verdict, TC_ACT_OK, "no route in the empty netns: handed to the stack");
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src, seen.dst), ((POD, 40000), (BE1, 8080)));
+    assert_eq!(seen.ttl, 64, "TTL untouched when the stack forwards");
+
+    // A data packet with payload exercises the incremental checksum on a longer segment.
+    let data = packet::tcp((POD, 40000), (VIP, 80), "A", 1001, b"GET / HTTP/1.1\r\n\r\n");
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &data);
+    let seen = packet::parse_checked(&out);
+    assert_eq!(seen.dst, (BE1, 8080));
+    assert_eq!(seen.payload, b"GET / HTTP/1.1\r\n\r\n");
+
+    // The backend (a pod on this node) answers: its own veth's from_container restores the VIP.
+    let synack = packet::tcp((BE1, 8080), (POD, 40000), "SA", 5000, b"");
+    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &synack);
+    assert_eq!(verdict, TC_ACT_OK);
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src, seen.dst), ((VIP, 80), (POD, 40000)));
+
+    // The same reply seen on the client's veth (to_container) is translated there too.
+    let (verdict, out) = run(&env.dp, PROG_TO_CONTAINER, &synack);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(packet::parse_checked(&out).src, (VIP, 80));
+
+    let ct = env.dp.ct_list().unwrap();
+    assert!(ct.contains("TCP SERVICE 172.20.0.2:40000 -> 10.96.0.10:80"), "{ct}");
+    assert!(ct.contains("TCP OUT 172.20.0.2:40000 -> 172.20.0.5:8080"), "{ct}");
+    assert!(ct.contains("seen-reply"), "{ct}");
+}
+
+#[test]
+fn udp_with_and_without_checksum_is_rewritten_correctly() {
+    require_root!();
+    let mut env = setup("udp");
+    let dns = ServiceEntry::new(ServiceKind::ClusterIp, VIP, 53, Protocol::Udp, vec![Backend::active(BE1, 5353, true)]);
+    env.dp.sync_services(&[dns]).unwrap();
+
+    let q = packet::udp((POD, 33333), (VIP, 53), b"query");
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &q);
+    let seen = packet::parse_checked(&out);
+    assert_eq!(seen.dst, (BE1, 5353));
+
+    // UDP without a checksum (0) must stay without one, not get a wrong one.
+    let mut q0 = packet::udp((POD, 33334), (VIP, 53), b"query");
+    q0[14 + 20 + 6] = 0;
+    q0[14 + 20 + 7] = 0;
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &q0);
+    assert_eq!(&out[40..42], &[0, 0], "zero UDP checksum preserved");
+    assert_eq!(packet::parse_checked(&out).dst, (BE1, 5353));
+}
+
+#[test]
+fn service_without_backends_rejects_tcp_with_rst() {
+    require_root!();
+    let mut env = setup("rst");
+    env.dp.sync_services(&[cluster_ip(vec![])]).unwrap();
+
+    let syn = packet::tcp((POD, 40001), (VIP, 80), "S", 777, b"");
+    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the RST goes back out of the ingress device");
+    assert_eq!(out.len(), 14 + 20 + 20);
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src, seen.dst), ((VIP, 80), (POD, 40001)));
+    assert_eq!(seen.tcp_flags, Some((true, true)), "RST+ACK");
+    assert_eq!(seen.seq_ack, Some((0, 778)), "acknowledges the SYN");
+    assert_eq!((seen.eth_src, seen.eth_dst), (NODE_MAC, CLIENT_MAC));
+
+    // A segment with ACK gets a bare RST with seq = its ack.
+    let ack = packet::tcp((POD, 40001), (VIP, 80), "A", 778, b"x");
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &ack);
+    let seen = packet::parse_checked(&out);
+    assert_eq!(seen.tcp_flags, Some((true, false)));
+    assert_eq!(seen.seq_ack.unwrap().0, 1000);
+
+    // An RST is never answered.
+    let rst = packet::tcp((POD, 40001), (VIP, 80), "R", 778, b"");
+    assert_eq!(run(&env.dp, PROG_FROM_CONTAINER, &rst).0, TC_ACT_SHOT);
+}
+
+#[test]
+fn service_without_backends_rejects_udp_with_port_unreachable() {
+    require_root!();
+    let mut env = setup("icmpun");
+    env.dp.sync_services(&[ServiceEntry::new(ServiceKind::ClusterIp, VIP, 53, Protocol::Udp, vec![])]).unwrap();
+    let q = packet::udp((POD, 33333), (VIP, 53), b"q");
+    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &q);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src.0, seen.dst.0), (VIP, POD));
+    assert_eq!(seen.icmp, Some((3, 3)), "destination unreachable, port unreachable");
+    // The quote is the original IP header and the first 8 bytes after it.
+    assert_eq!(&out[14 + 20 + 8..], &q[14..14 + 28]);
+}
+
+#[test]
+fn ping_to_vip_is_answered_and_unreachable_without_backends() {
+    require_root!();
+    let mut env = setup("ping");
+    let other = Ipv4Addr::new(10, 96, 0, 11);
+    env.dp
+        .sync_services(&[
+            cluster_ip(vec![Backend::active(BE1, 8080, true)]),
+            ServiceEntry::new(ServiceKind::ClusterIp, other, 80, Protocol::Tcp, vec![]),
+        ])
+        .unwrap();
+
+    let echo = packet::icmp_echo(POD, VIP, 7, 1);
+    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &echo);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src.0, seen.dst.0, seen.icmp), (VIP, POD, Some((0, 0))));
+    assert_eq!(&out[42..], &echo[42..], "echo payload returned unchanged");
+
+    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &packet::icmp_echo(POD, other, 7, 1));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(packet::parse_checked(&out).icmp, Some((3, 1)), "host unreachable");
+
+    // Not a VIP: untouched. A ClusterIP is not answered from outside (from_netdev).
+    let stranger = packet::icmp_echo(POD, Ipv4Addr::new(8, 8, 8, 8), 7, 1);
+    assert_eq!(run(&env.dp, PROG_FROM_CONTAINER, &stranger), (TC_ACT_OK, stranger.clone()));
+    assert_eq!(run(&env.dp, PROG_FROM_NETDEV, &echo), (TC_ACT_OK, echo.clone()));
+}
+
+#[test]
+fn malformed_truncated_and_foreign_packets_are_never_rewritten() {
+    require_root!();
+    let mut env = setup("malformed");
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
+    let good = packet::tcp((POD, 40002), (VIP, 80), "S", 1, b"");
+
+    let mut cases: Vec<(&str, Vec<u8>, u32)> = Vec::new();
+    // IP options announced but cut off (BPF_PROG_TEST_RUN refuses frames shorter than an IPv4
+    // header, so this is the shortest truncation it can feed)
+    let mut opts = good[..14 + 20].to_vec();
+    opts[14] = 0x46;
+    opts[16..18].copy_from_slice(&20u16.to_be_bytes());
+    cases.push(("truncated ip options", opts, TC_ACT_SHOT));
+    // truncated inside the TCP header
+    let mut t = good[..14 + 20 + 10].to_vec();
+    t[16..18].copy_from_slice(&30u16.to_be_bytes());
+    cases.push(("truncated tcp", t, TC_ACT_SHOT));
+    // total length beyond the frame
+    let mut long = good.clone();
+    long[16..18].copy_from_slice(&200u16.to_be_bytes());
+    cases.push(("tot_len too large", long, TC_ACT_SHOT));
+    // IHL below 5
+    let mut ihl = good.clone();
+    ihl[14] = 0x44;
+    cases.push(("ihl 4", ihl, TC_ACT_SHOT));
+    // TCP data offset below 5
+    let mut doff = good.clone();
+    doff[14 + 20 + 12] = 0x40;
+    cases.push(("tcp doff 4", doff, TC_ACT_SHOT));
+    // a non-first fragment has no ports to translate: passed untouched
+    let mut frag = good.clone();
+    frag[20..22].copy_from_slice(&0x0010u16.to_be_bytes());
+    cases.push(("fragment", frag, TC_ACT_OK));
+    // ARP and other non-IPv4 frames pass
+    let mut arp = good.clone();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    cases.push(("arp", arp, TC_ACT_OK));
+
+    for (name, frame, want) in cases {
+        let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &frame);
+        assert_eq!(verdict, want, "from_container verdict for {name}");
+        assert_eq!(out, frame, "from_container must not rewrite {name}");
+        let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &frame);
+        assert_eq!(verdict, TC_ACT_OK, "from_netdev leaves {name} to the stack");
+        assert_eq!(out, frame, "from_netdev must not rewrite {name}");
+    }
+}
+
+#[test]
+fn nodeport_to_remote_backend_is_snated_and_reply_reversed() {
+    require_root!();
+    let mut env = setup("snat");
+    // The test netns' only device is lo (ifindex 1): BPF_PROG_TEST_RUN runs on it.
+    let info = NetdevInfo { snat_addr: NODE.octets(), flags: 0 };
+    env.dp.maps_mut().netdevs.insert(1, info, 0).unwrap();
+    let np = ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE2, 8080, false)]);
+    env.dp.sync_services(&[np]).unwrap();
+
+    let syn = packet::tcp((CLIENT, 5000), (NODE, 30080), "S", 1, b"");
+    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    let fwd = packet::parse_checked(&out);
+    assert_eq!(fwd.dst, (BE2, 8080));
+    assert_eq!(fwd.src.0, NODE, "SNATed to the node so the reply comes back here");
+    let nat_port = fwd.src.1;
+    assert!((32768..=60999).contains(&nat_port) || nat_port == 5000, "nat port {nat_port}");
+
+    // The same flow keeps its NAT port.
+    let ack = packet::tcp((CLIENT, 5000), (NODE, 30080), "A", 2, b"hello");
+    let again = packet::parse_checked(&run(&env.dp, PROG_FROM_NETDEV, &ack).1);
+    assert_eq!(again.src, (NODE, nat_port));
+
+    // The backend's reply to node:natport goes back to the client from the frontend.
+    let reply = packet::tcp((BE2, 8080), (NODE, nat_port), "SA", 9, b"");
+    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &reply);
+    assert_eq!(verdict, TC_ACT_OK);
+    let back = packet::parse_checked(&out);
+    assert_eq!((back.src, back.dst), ((NODE, 30080), (CLIENT, 5000)));
+
+    let nat = env.dp.nat_list().unwrap();
+    assert!(nat.contains("SNAT-OUT 192.168.10.1:5000 -> 172.20.1.6:8080 XLATE 192.168.10.100"), "{nat}");
+    assert!(nat.contains("SNAT-IN 172.20.1.6:8080 -> 192.168.10.100"), "{nat}");
+}
+
+#[test]
+fn nodeport_to_local_backend_keeps_client_address() {
+    require_root!();
+    let mut env = setup("local");
+    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0).unwrap();
+    let np = ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE1, 8080, true)]);
+    env.dp.sync_services(&[np]).unwrap();
+    let seen = packet::parse_checked(&run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5001), (NODE, 30080), "S", 1, b"")).1);
+    assert_eq!((seen.src, seen.dst), ((CLIENT, 5001), (BE1, 8080)));
+    // The backend pod's reply is reverse-NATed on its veth.
+    let reply = packet::tcp((BE1, 8080), (CLIENT, 5001), "SA", 1, b"");
+    let seen = packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &reply).1);
+    assert_eq!(seen.src, (NODE, 30080));
+}
+
+#[test]
+fn cluster_ip_is_not_reachable_from_outside_and_etp_local_needs_a_local_backend() {
+    require_root!();
+    let mut env = setup("scope");
+    let mut lb = ServiceEntry::new(ServiceKind::LoadBalancer, LB_IP, 80, Protocol::Tcp, vec![Backend::active(BE2, 8080, false)]);
+    lb.external_traffic_local = true;
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)]), lb]).unwrap();
+
+    let to_cip = packet::tcp((CLIENT, 5002), (VIP, 80), "S", 1, b"");
+    assert_eq!(run(&env.dp, PROG_FROM_NETDEV, &to_cip), (TC_ACT_OK, to_cip.clone()));
+
+    // eTP=Local with no local backend: refused from outside...
+    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5003), (LB_IP, 80), "S", 1, b""));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(packet::parse_checked(&out).tcp_flags, Some((true, true)));
+    // ...but pods still reach every backend.
+    let seen = packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 5004), (LB_IP, 80), "S", 1, b"")).1);
+    assert_eq!(seen.dst, (BE2, 8080));
+}
+
+#[test]
+fn terminating_backend_keeps_its_flows_and_gets_no_new_ones() {
+    require_root!();
+    let mut env = setup("term");
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
+    let first = packet::tcp((POD, 41000), (VIP, 80), "S", 1, b"");
+    assert_eq!(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &first).1).dst, (BE1, 8080));
+
+    let mut old = Backend::active(BE1, 8080, true);
+    old.state = BackendState::Terminating;
+    env.dp.sync_services(&[cluster_ip(vec![old, Backend::active(BE2, 8080, false)])]).unwrap();
+
+    let cont = packet::tcp((POD, 41000), (VIP, 80), "A", 2, b"more");
+    assert_eq!(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &cont).1).dst, (BE1, 8080), "existing flow stays");
+    for port in 41001..41021 {
+        let syn = packet::tcp((POD, port), (VIP, 80), "S", 1, b"");
+        assert_eq!(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst, (BE2, 8080), "new flow avoids it");
+    }
+
+    // Once the backend is deleted, its flow is moved rather than blackholed.
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE2, 8080, false)])]).unwrap();
+    assert_eq!(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &cont).1).dst, (BE2, 8080));
+}
+
+#[test]
+fn session_affinity_pins_a_client_to_one_backend() {
+    require_root!();
+    let mut env = setup("affinity");
+    let backends: Vec<Backend> = (1..=5).map(|i| Backend::active(Ipv4Addr::new(172, 20, 0, 10 + i), 8080, true)).collect();
+    let mut svc = cluster_ip(backends.clone());
+    svc.affinity_timeout = Some(10800);
+    env.dp.sync_services(&[svc]).unwrap();
+
+    let mut chosen = std::collections::BTreeSet::new();
+    for port in 42000..42020 {
+        let syn = packet::tcp((POD, port), (VIP, 80), "S", 1, b"");
+        chosen.insert(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst);
+    }
+    assert_eq!(chosen.len(), 1, "one backend for every connection of the client: {chosen:?}");
+
+    // Without affinity, 20 connections spread over several of the 5 backends.
+    env.dp.sync_services(&[cluster_ip(backends)]).unwrap();
+    let mut spread = std::collections::BTreeSet::new();
+    for port in 43000..43020 {
+        let syn = packet::tcp((POD, port), (VIP, 80), "S", 1, b"");
+        spread.insert(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst);
+    }
+    assert!(spread.len() > 1, "random selection used one backend for 20 flows");
+}
+
+#[test]
+fn maglev_choice_matches_the_userspace_table() {
+    require_root!();
+    let mut env = setup("maglev");
+    let backends: Vec<Backend> = (1..=7).map(|i| Backend::active(Ipv4Addr::new(172, 20, 2, i), 8080, true)).collect();
+    let mut lb = ServiceEntry::new(ServiceKind::LoadBalancer, LB_IP, 80, Protocol::Tcp, backends);
+    lb.algorithm = LbAlgorithm::Maglev;
+    env.dp.sync_services(&[lb]).unwrap();
+
+    let state = env.dp.lb_state().clone();
+    let frontend = state.services[&abi::Lb4Key::new(LB_IP, 80, abi::IPPROTO_TCP, 0, abi::LB_SCOPE_ALL)];
+    let table = &state.maglev[&datapath::lbstate::maglev_key(frontend.rev_nat_index, abi::LB_SCOPE_ALL)];
+    for port in 10000..10100u16 {
+        let syn = packet::tcp((CLIENT, port), (LB_IP, 80), "S", 1, b"");
+        let seen: Seen = packet::parse_checked(&run(&env.dp, PROG_FROM_NETDEV, &syn).1);
+        let bucket = flow_hash(CLIENT, LB_IP, port, 80, abi::IPPROTO_TCP) as usize % LB_MAGLEV_LUT_SIZE;
+        let want = state.backends[&table[bucket]];
+        assert_eq!(seen.dst, (abi::addr(want.address), 8080), "flow from port {port}");
+    }
+}
