@@ -277,6 +277,22 @@ fn a_restarted_pod_runtime_adopts_its_pods_and_removes_leftovers() {
     let from = before.iter().find(|p| p["spec"]["nodeName"] == "k8s-ctr").map(name).unwrap().to_string();
     let curl = lab.cilia(&["exec", &from, "--", "curl", "-s", "--max-time", "5", &ip]);
     assert!(String::from_utf8_lossy(&curl.stdout).contains(&format!("Hostname: {pod_name}")), "{}", text(&curl));
+
+    // An agent that does not answer: the pod waits in ContainerCreating with the plugin's reason,
+    // and starts once the agent is back.
+    let socket = format!("/run/cilia/lab/{}/nodes/k8s-w0/cni.sock", lab.name);
+    let away = format!("{socket}.away");
+    std::fs::rename(&socket, &away).expect("hiding the agent's socket");
+    let waiter = "apiVersion: v1\nkind: Pod\nmetadata: {name: waiter}\nspec:\n  nodeName: k8s-w0\n  containers: [{name: c, image: nicolaka/netshoot}]\n";
+    assert!(lab.cilia_stdin(&["apply", "-f", "-"], waiter).status.success());
+    lab.eventually(&["get", "pod", "waiter", "-o", "jsonpath={.status.message}"], Duration::from_secs(20), |m| {
+        m.contains("code 11")
+    });
+    assert!(lab.ok(&["get", "pod", "waiter"]).contains("ContainerCreating"));
+    std::fs::rename(&away, &socket).expect("restoring the agent's socket");
+    wait_pods(&lab, "waiter running", Duration::from_secs(30), |p| {
+        p.iter().any(|p| name(p) == "waiter" && ready(p) && p["status"]["message"].is_null())
+    });
 }
 
 #[test]
