@@ -4,6 +4,9 @@
 //! answers k8s-ctr's pod, a pod on k8s-w0 does not), and an agent killed with SIGKILL coming
 //! back without disturbing routes or pods.
 //!
+//! The second test does the guide's own check with the lab's pod runtime: curl-pod on k8s-ctr
+//! pings the webpod replicas on k8s-w1 (answers) and on k8s-w0 (does not).
+//!
 //! Every packet starts inside a lab namespace; the pods' namespaces carry the lab's prefix, so
 //! `lab down` removes them with the rest.
 
@@ -15,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{TestLab, cilia_bin, text};
+use common::{TestLab, cilia_bin, guide_manifest, text};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -192,4 +195,43 @@ fn native_routing_with_auto_direct_node_routes() {
         assert!(nodes_again.contains(cidr), "{nodes_again}");
     }
     assert_eq!(routes(&lab, "k8s-ctr"), after);
+}
+
+/// The guide's pods: `cilia apply` the webpod Deployment and curl-pod, then ping from curl-pod.
+#[test]
+fn guide_pods_reach_the_same_segment_only() {
+    let lab = TestLab::up("pg");
+    for file in ["webpod.yaml", "curl-pod.yaml"] {
+        let out = lab.cilia_stdin(&["apply", "-f", "-"], &guide_manifest(file));
+        assert!(out.status.success(), "apply {file}:\n{}", text(&out));
+    }
+    let pod_ip = |node: &str| {
+        let selector = format!("spec.nodeName={node}");
+        let args = ["get", "pod", "-l", "app=webpod", "--field-selector", &selector];
+        let args = [&args[..], &["-o", "jsonpath={.items[0].status.podIP}"]].concat();
+        lab.eventually(&args, Duration::from_secs(60), |ip| !ip.trim().is_empty()).trim().to_string()
+    };
+    let (w1, w0) = (pod_ip("k8s-w1"), pod_ip("k8s-w0"));
+    assert!(w1.starts_with("172.20.1.") && w0.starts_with("172.20.2."), "{w1} {w0}");
+    lab.eventually(&["get", "pod", "curl-pod", "-o", "jsonpath={.status.podIP}"], Duration::from_secs(60), |ip| {
+        ip.starts_with("172.20.0.")
+    });
+    let ping = |ip: &str| lab.cilia(&["exec", "curl-pod", "--", "ping", "-c", "2", "-W", "1", ip]);
+    // The pods report their IPs once wired; a few more tries absorb a route pass still in flight.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let same_segment = ping(&w1);
+        if same_segment.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "curl-pod -> k8s-w1 pod {w1}:\n{}\nk8s-ctr routes:\n{}",
+            text(&same_segment),
+            routes(&lab, "k8s-ctr")
+        );
+    }
+    let other_subnet = ping(&w0);
+    assert!(!other_subnet.status.success(), "curl-pod -> k8s-w0 pod {w0} answered:\n{}", text(&other_subnet));
+    assert!(String::from_utf8_lossy(&other_subnet.stdout).contains("100% packet loss"), "{}", text(&other_subnet));
 }
