@@ -75,15 +75,31 @@ enum parse_result {
 	PARSE_MALFORMED, /* truncated or inconsistent headers: never rewritten */
 };
 
+/* Headers the datapath reads directly: Ethernet, the longest IPv4 header, a TCP header without
+ * options (ICMP and UDP headers are shorter). */
+#define PULL_LEN (sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr))
+
 /* Parses Ethernet, IPv4 and the TCP/UDP/ICMP header. Never trusts a length field without checking
- * it against the real end of the packet, so truncated and malformed packets fail here and are
- * never rewritten. */
+ * it against the real length of the packet, so truncated and malformed packets fail here and are
+ * never rewritten.
+ *
+ * Packets from veths often carry their payload in page fragments, with only part of the headers
+ * in the linear area that direct access sees; the headers are pulled in first, and lengths are
+ * checked against skb->len, not against the linear area. */
 static __always_inline enum parse_result parse_pkt4(struct __sk_buff *skb, struct pkt4 *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
 
+	if (data + PULL_LEN > data_end && skb->len > data_end - data) {
+		__u32 want = skb->len < PULL_LEN ? skb->len : PULL_LEN;
+		if (bpf_skb_pull_data(skb, want) < 0)
+			return PARSE_MALFORMED;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+
+	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return PARSE_MALFORMED;
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
@@ -96,7 +112,7 @@ static __always_inline enum parse_result parse_pkt4(struct __sk_buff *skb, struc
 		return PARSE_MALFORMED;
 	__u32 ihl = ip->ihl * 4;
 	__u16 tot_len = bpf_ntohs(ip->tot_len);
-	if (tot_len < ihl || (void *)ip + tot_len > data_end)
+	if (tot_len < ihl || sizeof(*eth) + tot_len > skb->len)
 		return PARSE_MALFORMED;
 
 	p->l3_off = sizeof(*eth);

@@ -104,7 +104,9 @@ pub(crate) fn detach_device(pin_dir: &Path, ifname: &str) -> Result<()> {
     Ok(())
 }
 
-/// Attaches the socket-LB hooks to a cgroup v2 directory (in multi mode, beside other programs).
+/// Attaches the socket-LB hooks to a cgroup v2 directory. Cgroup BPF links always coexist with
+/// other programs (the kernel refuses any mode flag on link creation), so several nodes' datapaths
+/// can share a cgroup; each translates only in its own network namespace.
 pub(crate) fn attach_cgroup(progs: &mut Programs, pin_dir: &Path, cgroup: &Path) -> Result<()> {
     let cgroup_file = File::open(cgroup).map_err(|source| Error::Io { op: "open cgroup", path: cgroup.into(), source })?;
     for program in SOCK_PROGRAMS {
@@ -124,7 +126,7 @@ pub(crate) fn attach_cgroup(progs: &mut Programs, pin_dir: &Path, cgroup: &Path)
             std::fs::remove_file(&pin).map_err(link_err(&pin, "remove stale pin"))?;
         }
         let id = prog
-            .attach(&cgroup_file, CgroupAttachMode::AllowMultiple)
+            .attach(&cgroup_file, CgroupAttachMode::Single)
             .map_err(Error::program(program, format!("attach to cgroup {}", cgroup.display())))?;
         let link = prog.take_link(id).map_err(Error::program(program, "take link"))?;
         let fd_link = FdLink::try_from(link).map_err(|e| Error::Link {

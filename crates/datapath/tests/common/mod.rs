@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod packet;
+pub mod topo;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
