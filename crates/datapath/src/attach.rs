@@ -88,7 +88,11 @@ pub(crate) fn attach_tcx(
         op: "convert tcx link",
         source: std::io::Error::other(e.to_string()),
     })?;
-    fd_link.pin(&pin).map_err(|e| Error::Link { path: pin.clone(), op: "pin", source: std::io::Error::other(e.to_string()) })?;
+    fd_link.pin(&pin).map_err(|e| Error::Link {
+        path: pin.clone(),
+        op: "pin",
+        source: std::io::Error::other(e.to_string()),
+    })?;
     Ok(())
 }
 
@@ -108,7 +112,8 @@ pub(crate) fn detach_device(pin_dir: &Path, ifname: &str) -> Result<()> {
 /// other programs (the kernel refuses any mode flag on link creation), so several nodes' datapaths
 /// can share a cgroup; each translates only in its own network namespace.
 pub(crate) fn attach_cgroup(progs: &mut Programs, pin_dir: &Path, cgroup: &Path) -> Result<()> {
-    let cgroup_file = File::open(cgroup).map_err(|source| Error::Io { op: "open cgroup", path: cgroup.into(), source })?;
+    let cgroup_file =
+        File::open(cgroup).map_err(|source| Error::Io { op: "open cgroup", path: cgroup.into(), source })?;
     for program in SOCK_PROGRAMS {
         let pin = cgroup_pin(pin_dir, program);
         let prog = progs.sock_addr_mut(program)?;
@@ -134,7 +139,11 @@ pub(crate) fn attach_cgroup(progs: &mut Programs, pin_dir: &Path, cgroup: &Path)
             op: "convert cgroup link",
             source: std::io::Error::other(e.to_string()),
         })?;
-        fd_link.pin(&pin).map_err(|e| Error::Link { path: pin.clone(), op: "pin", source: std::io::Error::other(e.to_string()) })?;
+        fd_link.pin(&pin).map_err(|e| Error::Link {
+            path: pin.clone(),
+            op: "pin",
+            source: std::io::Error::other(e.to_string()),
+        })?;
     }
     Ok(())
 }

@@ -145,7 +145,13 @@ impl LbDatapath for Datapath {
     }
 
     fn attach_pod_device(&mut self, ifname: &str) -> Result<()> {
-        attach::attach_tcx(&mut self.programs, &self.pin_dir, objects::PROG_FROM_CONTAINER, ifname, Direction::Ingress)?;
+        attach::attach_tcx(
+            &mut self.programs,
+            &self.pin_dir,
+            objects::PROG_FROM_CONTAINER,
+            ifname,
+            Direction::Ingress,
+        )?;
         attach::attach_tcx(&mut self.programs, &self.pin_dir, objects::PROG_TO_CONTAINER, ifname, Direction::Egress)
     }
 
@@ -155,12 +161,21 @@ impl LbDatapath for Datapath {
         match snat_addr {
             Some(a) => {
                 let info = NetdevInfo { snat_addr: a.octets(), flags: 0 };
-                self.maps.netdevs.insert(ifindex, info, 0).map_err(Error::map(abi::MAP_NETDEVS, format!("set {ifname}")))?;
+                self.maps
+                    .netdevs
+                    .insert(ifindex, info, 0)
+                    .map_err(Error::map(abi::MAP_NETDEVS, format!("set {ifname}")))?;
             }
             None => match self.maps.netdevs.remove(&ifindex) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(Error::Map { map: abi::MAP_NETDEVS, op: format!("remove {ifname}"), source: Box::new(e) }),
+                Err(e) => {
+                    return Err(Error::Map {
+                        map: abi::MAP_NETDEVS,
+                        op: format!("remove {ifname}"),
+                        source: Box::new(e),
+                    });
+                }
             },
         }
         attach::attach_tcx(&mut self.programs, &self.pin_dir, objects::PROG_FROM_NETDEV, ifname, Direction::Ingress)

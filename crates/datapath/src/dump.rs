@@ -55,7 +55,13 @@ pub fn lb_list(state: &LbState) -> String {
             } else {
                 String::new()
             };
-            format!("0.0.0.0:0 ({}) ({}) [{}]{extra} count={}", v.rev_nat_index, k.backend_slot, kind_labels(v), v.count)
+            format!(
+                "0.0.0.0:0 ({}) ({}) [{}]{extra} count={}",
+                v.rev_nat_index,
+                k.backend_slot,
+                kind_labels(v),
+                v.count
+            )
         } else {
             match state.backends.get(&v.backend_id) {
                 Some(b) => {
@@ -206,8 +212,23 @@ mod tests {
 
     #[test]
     fn ct_list_prints_tuples_and_expiry() {
-        let k = Ct4Key::new(Ipv4Addr::new(10, 0, 0, 1), 40000, Ipv4Addr::new(10, 96, 0, 1), 80, abi::IPPROTO_TCP, abi::CT_SERVICE);
-        let e = CtEntry { expires_ns: 70_000_000_000, packets: 3, bytes: 180, backend_id: 2, rev_nat_index: 1, flags: 0, tcp_flags: 0x02 };
+        let k = Ct4Key::new(
+            Ipv4Addr::new(10, 0, 0, 1),
+            40000,
+            Ipv4Addr::new(10, 96, 0, 1),
+            80,
+            abi::IPPROTO_TCP,
+            abi::CT_SERVICE,
+        );
+        let e = CtEntry {
+            expires_ns: 70_000_000_000,
+            packets: 3,
+            bytes: 180,
+            backend_id: 2,
+            rev_nat_index: 1,
+            flags: 0,
+            tcp_flags: 0x02,
+        };
         let out = ct_list(&[(k, e)], 10_000_000_000);
         assert_eq!(
             out.trim_end(),

@@ -80,7 +80,10 @@ impl Error {
         move |source| Error::Map { map, op, source: Box::new(source) }
     }
 
-    pub(crate) fn program(program: &'static str, op: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> Error {
+    pub(crate) fn program(
+        program: &'static str,
+        op: impl Into<String>,
+    ) -> impl FnOnce(aya::programs::ProgramError) -> Error {
         let op = op.into();
         move |source| Error::Program { program, op, source: Box::new(source) }
     }

@@ -217,7 +217,10 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
             LbAlgorithm::Random => abi::LB_ALG_RANDOM,
             LbAlgorithm::Maglev => abi::LB_ALG_MAGLEV,
         };
-        out.revnat.insert(rev, Lb4ReverseNat { address: s.frontend.address.octets(), port: abi::port_be(s.frontend.port), pad: 0 });
+        out.revnat.insert(
+            rev,
+            Lb4ReverseNat { address: s.frontend.address.octets(), port: abi::port_be(s.frontend.port), pad: 0 },
+        );
 
         // Active backends in id order: a stable slot layout, new backends append.
         let mut active: Vec<(u32, bool)> = Vec::new();
@@ -264,16 +267,16 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
                         MaglevBackend { address: abi::addr(b.address), port: abi::port_host(b.port), proto }
                     })
                     .collect();
-                let table = maglev::build_table(&mb, abi::LB_MAGLEV_LUT_SIZE).into_iter().map(|i| ids[i as usize]).collect();
+                let table =
+                    maglev::build_table(&mb, abi::LB_MAGLEV_LUT_SIZE).into_iter().map(|i| ids[i as usize]).collect();
                 out.maglev.insert(maglev_key(rev, scope), table);
             }
         }
 
         if s.kind != ServiceKind::NodePort {
-            let row = icmp.entry(s.frontend.address).or_insert(Lb4Service {
-                flags: abi::SVC_F_ICMP_ECHO,
-                ..Lb4Service::default()
-            });
+            let row = icmp
+                .entry(s.frontend.address)
+                .or_insert(Lb4Service { flags: abi::SVC_F_ICMP_ECHO, ..Lb4Service::default() });
             row.flags |= flags & abi::SVC_F_ROUTABLE;
             if !active.is_empty() {
                 row.count = 1;

@@ -85,7 +85,8 @@ fn terminating_backends_stay_known_but_get_no_slot() {
 
 #[test]
 fn local_traffic_policy_adds_node_local_rows() {
-    let mut svc = ServiceEntry::new(ServiceKind::LoadBalancer, vip(), 80, Protocol::Tcp, vec![be(1, true), be(2, false)]);
+    let mut svc =
+        ServiceEntry::new(ServiceKind::LoadBalancer, vip(), 80, Protocol::Tcp, vec![be(1, true), be(2, false)]);
     svc.external_traffic_local = true;
     let s = sync(&LbState::default(), &[svc]);
     let all = frontend(&s, abi::LB_SCOPE_ALL);
@@ -99,7 +100,8 @@ fn local_traffic_policy_adds_node_local_rows() {
 
 #[test]
 fn affinity_and_maglev() {
-    let mut svc = ServiceEntry::new(ServiceKind::LoadBalancer, vip(), 80, Protocol::Tcp, vec![be(1, true), be(2, false)]);
+    let mut svc =
+        ServiceEntry::new(ServiceKind::LoadBalancer, vip(), 80, Protocol::Tcp, vec![be(1, true), be(2, false)]);
     svc.affinity_timeout = Some(10800);
     svc.algorithm = LbAlgorithm::Maglev;
     let s = sync(&LbState::default(), &[svc]);
@@ -150,7 +152,13 @@ fn invalid_services_are_rejected_whole() {
 
 #[test]
 fn node_ports_get_no_icmp_row() {
-    let np = ServiceEntry::new(ServiceKind::NodePort, Ipv4Addr::new(192, 168, 10, 100), 30080, Protocol::Tcp, vec![be(1, false)]);
+    let np = ServiceEntry::new(
+        ServiceKind::NodePort,
+        Ipv4Addr::new(192, 168, 10, 100),
+        30080,
+        Protocol::Tcp,
+        vec![be(1, false)],
+    );
     let s = sync(&LbState::default(), &[np]);
     assert!(s.services.keys().all(|k| k.proto != abi::IPPROTO_ICMP));
 }

@@ -67,8 +67,11 @@ fn expected_layout() -> [(&'static str, usize, usize); 11] {
 
 /// Checks the pin directory and drops pins whose layout no longer matches this build's ABI.
 pub(crate) fn prepare_pin_dir(pin_dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(pin_dir.join("links"))
-        .map_err(|source| Error::Io { op: "create pin directory", path: pin_dir.into(), source })?;
+    std::fs::create_dir_all(pin_dir.join("links")).map_err(|source| Error::Io {
+        op: "create pin directory",
+        path: pin_dir.into(),
+        source,
+    })?;
     if !sys::is_bpffs(pin_dir) {
         return Err(Error::PinDir {
             path: pin_dir.into(),
@@ -185,7 +188,8 @@ fn missing(name: &'static str) -> Error {
 pub fn remove_pins(pin_dir: &Path) -> Result<()> {
     let links = pin_dir.join("links");
     if links.exists() {
-        let entries = std::fs::read_dir(&links).map_err(|source| Error::Io { op: "list links", path: links.clone(), source })?;
+        let entries =
+            std::fs::read_dir(&links).map_err(|source| Error::Io { op: "list links", path: links.clone(), source })?;
         for entry in entries.flatten() {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|source| Error::Io { op: "remove link pin", path, source })?;

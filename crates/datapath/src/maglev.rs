@@ -123,7 +123,11 @@ mod tests {
 
     fn backends(n: usize) -> Vec<MaglevBackend> {
         (0..n)
-            .map(|i| MaglevBackend { address: Ipv4Addr::new(172, 20, (i / 250) as u8, (i % 250) as u8 + 1), port: 80, proto: 6 })
+            .map(|i| MaglevBackend {
+                address: Ipv4Addr::new(172, 20, (i / 250) as u8, (i % 250) as u8 + 1),
+                port: 80,
+                proto: 6,
+            })
             .collect()
     }
 

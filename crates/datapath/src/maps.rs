@@ -28,7 +28,8 @@ pub struct PinnedMaps {
 }
 
 fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
-    let data = MapData::from_pin(pin_dir.join(name)).map_err(Error::map(name, format!("open pin in {}", pin_dir.display())))?;
+    let data = MapData::from_pin(pin_dir.join(name))
+        .map_err(Error::map(name, format!("open pin in {}", pin_dir.display())))?;
     Map::from_map_data(data).map_err(Error::map(name, "inspect"))
 }
 
@@ -103,7 +104,9 @@ impl PinnedMaps {
                 let mut table = Box::new(LbMaglevTable { backend_ids: [0; abi::LB_MAGLEV_LUT_SIZE] });
                 table.backend_ids.copy_from_slice(t);
                 // one update replaces the whole table, so lookups see the old or the new one
-                self.maglev.insert(k, &*table, 0).map_err(Error::map(abi::MAP_MAGLEV, format!("insert table {k:#x}")))
+                self.maglev
+                    .insert(k, table.as_ref(), 0)
+                    .map_err(Error::map(abi::MAP_MAGLEV, format!("insert table {k:#x}")))
             }
             Op::PutService(k, v) => {
                 self.services.insert(k, v, 0).map_err(Error::map(abi::MAP_SERVICES, format!("insert {k:?}")))

@@ -1,8 +1,8 @@
 //! The few kernel calls aya 0.14 does not wrap: updating a pinned cgroup link to a new program,
 //! reading the current network namespace's cookie, and checking/mounting bpffs.
 
-use std::mem::size_of;
 use std::ffi::CString;
+use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// `SO_NETNS_COOKIE` (Linux 5.14), missing from the libc crate.
 const SO_NETNS_COOKIE: libc::c_int = 71;
 /// `BPF_FS_MAGIC` from linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 
 /// `enum bpf_cmd` values (stable kernel ABI) missing from the libc crate.
 const BPF_OBJ_GET: libc::c_long = 7;
@@ -104,7 +104,7 @@ pub fn current_netns_cookie() -> Result<u64> {
 
 /// Whether `path` lies on a bpffs mount.
 pub fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)
 }
 
 /// Mounts bpffs on `dir` unless it is one already, as Cilium does for /sys/fs/bpf. The agent
@@ -113,7 +113,11 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     if is_bpffs(dir) {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { op: "create bpffs mount point", path: dir.into(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        op: "create bpffs mount point",
+        path: dir.into(),
+        source,
+    })?;
     nix::mount::mount(Some("bpf"), dir, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>).map_err(|e| {
         Error::Io { op: "mount bpffs", path: dir.into(), source: std::io::Error::from_raw_os_error(e as i32) }
     })

@@ -237,4 +237,3 @@ fn forwarding_survives_the_loader_and_a_new_loader_reuses_the_pins() {
     datapath::remove_pins(&pin).unwrap();
     assert!(wait_until(Duration::from_secs(2), || http_get_from(&topo.ns("podC"), sa(VIP, 80)).is_err()));
 }
-

@@ -241,7 +241,8 @@ fn nodeport_to_remote_backend_is_snated_and_reply_reversed() {
     // The test netns' only device is lo (ifindex 1): BPF_PROG_TEST_RUN runs on it.
     let info = NetdevInfo { snat_addr: NODE.octets(), flags: 0 };
     env.dp.maps_mut().netdevs.insert(1, info, 0).unwrap();
-    let np = ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE2, 8080, false)]);
+    let np =
+        ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE2, 8080, false)]);
     env.dp.sync_services(&[np]).unwrap();
 
     let syn = packet::tcp((CLIENT, 5000), (NODE, 30080), "S", 1, b"");
@@ -275,9 +276,12 @@ fn nodeport_to_local_backend_keeps_client_address() {
     require_root!();
     let mut env = setup("local");
     env.dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0).unwrap();
-    let np = ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE1, 8080, true)]);
+    let np =
+        ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE1, 8080, true)]);
     env.dp.sync_services(&[np]).unwrap();
-    let seen = packet::parse_checked(&run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5001), (NODE, 30080), "S", 1, b"")).1);
+    let seen = packet::parse_checked(
+        &run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5001), (NODE, 30080), "S", 1, b"")).1,
+    );
     assert_eq!((seen.src, seen.dst), ((CLIENT, 5001), (BE1, 8080)));
     // The backend pod's reply is reverse-NATed on its veth.
     let reply = packet::tcp((BE1, 8080), (CLIENT, 5001), "SA", 1, b"");
@@ -289,7 +293,8 @@ fn nodeport_to_local_backend_keeps_client_address() {
 fn cluster_ip_is_not_reachable_from_outside_and_etp_local_needs_a_local_backend() {
     require_root!();
     let mut env = setup("scope");
-    let mut lb = ServiceEntry::new(ServiceKind::LoadBalancer, LB_IP, 80, Protocol::Tcp, vec![Backend::active(BE2, 8080, false)]);
+    let mut lb =
+        ServiceEntry::new(ServiceKind::LoadBalancer, LB_IP, 80, Protocol::Tcp, vec![Backend::active(BE2, 8080, false)]);
     lb.external_traffic_local = true;
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)]), lb]).unwrap();
 
@@ -301,7 +306,9 @@ fn cluster_ip_is_not_reachable_from_outside_and_etp_local_needs_a_local_backend(
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(packet::parse_checked(&out).tcp_flags, Some((true, true)));
     // ...but pods still reach every backend.
-    let seen = packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 5004), (LB_IP, 80), "S", 1, b"")).1);
+    let seen = packet::parse_checked(
+        &run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 5004), (LB_IP, 80), "S", 1, b"")).1,
+    );
     assert_eq!(seen.dst, (BE2, 8080));
 }
 
@@ -318,10 +325,18 @@ fn terminating_backend_keeps_its_flows_and_gets_no_new_ones() {
     env.dp.sync_services(&[cluster_ip(vec![old, Backend::active(BE2, 8080, false)])]).unwrap();
 
     let cont = packet::tcp((POD, 41000), (VIP, 80), "A", 2, b"more");
-    assert_eq!(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &cont).1).dst, (BE1, 8080), "existing flow stays");
+    assert_eq!(
+        packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &cont).1).dst,
+        (BE1, 8080),
+        "existing flow stays"
+    );
     for port in 41001..41021 {
         let syn = packet::tcp((POD, port), (VIP, 80), "S", 1, b"");
-        assert_eq!(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst, (BE2, 8080), "new flow avoids it");
+        assert_eq!(
+            packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst,
+            (BE2, 8080),
+            "new flow avoids it"
+        );
     }
 
     // Once the backend is deleted, its flow is moved rather than blackholed.
@@ -333,7 +348,8 @@ fn terminating_backend_keeps_its_flows_and_gets_no_new_ones() {
 fn session_affinity_pins_a_client_to_one_backend() {
     require_root!();
     let mut env = setup("affinity");
-    let backends: Vec<Backend> = (1..=5).map(|i| Backend::active(Ipv4Addr::new(172, 20, 0, 10 + i), 8080, true)).collect();
+    let backends: Vec<Backend> =
+        (1..=5).map(|i| Backend::active(Ipv4Addr::new(172, 20, 0, 10 + i), 8080, true)).collect();
     let mut svc = cluster_ip(backends.clone());
     svc.affinity_timeout = Some(10800);
     env.dp.sync_services(&[svc]).unwrap();

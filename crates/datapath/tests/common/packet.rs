@@ -8,12 +8,9 @@ pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
 pub fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: &str, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC).ipv4(src.0.octets(), dst.0.octets(), 64).tcp(
-        src.1,
-        dst.1,
-        seq,
-        64240,
-    );
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, seq, 64240);
     let b = if flags.contains('S') { b.syn() } else { b };
     let b = if flags.contains('A') { b.ack(1000) } else { b };
     let b = if flags.contains('F') { b.fin() } else { b };
@@ -31,7 +28,9 @@ pub fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8
 }
 
 pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC).ipv4(src.octets(), dst.octets(), 64).icmpv4_echo_request(id, seq);
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4_echo_request(id, seq);
     let payload = b"cilia-ping-payload";
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, payload).expect("build icmp packet");
@@ -56,7 +55,8 @@ pub struct Seen {
 /// One's-complement sum over `data` (RFC 1071), for an independent checksum check.
 fn ones_sum(data: &[u8], mut sum: u32) -> u32 {
     for chunk in data.chunks(2) {
-        let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
+        let word =
+            if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
         sum += u32::from(word);
     }
     while sum > 0xffff {
@@ -68,7 +68,8 @@ fn ones_sum(data: &[u8], mut sum: u32) -> u32 {
 /// Parses an output frame and asserts that every checksum in it is right, computed both by
 /// etherparse and by a plain RFC 1071 sum.
 pub fn parse_checked(frame: &[u8]) -> Seen {
-    let h = PacketHeaders::from_ethernet_slice(frame).unwrap_or_else(|e| panic!("unparsable output {e:?}: {frame:02x?}"));
+    let h =
+        PacketHeaders::from_ethernet_slice(frame).unwrap_or_else(|e| panic!("unparsable output {e:?}: {frame:02x?}"));
     let eth = h.link.clone().and_then(|l| l.ethernet2()).expect("ethernet header");
     let Some(NetHeaders::Ipv4(ip, _)) = &h.net else { panic!("no IPv4 header in {frame:02x?}") };
     assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 header checksum");
