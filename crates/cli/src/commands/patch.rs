@@ -85,7 +85,11 @@ pub async fn set_metadata_map(ctx: &Ctx, args: &[String], overwrite: bool, annot
     Ok(())
 }
 
-fn split_changes(args: &[String]) -> Result<(Vec<String>, Vec<(String, Option<String>)>)> {
+/// A `key=value` (set) or `key-` (remove) argument.
+type Change = (String, Option<String>);
+
+/// Splits `label`/`annotate` arguments into the resource arguments and the changes.
+fn split_changes(args: &[String]) -> Result<(Vec<String>, Vec<Change>)> {
     let mut resource = Vec::new();
     let mut changes = Vec::new();
     for arg in args {

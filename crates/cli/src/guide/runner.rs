@@ -9,16 +9,19 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
+/// A check of a command's output; the error says what was wrong.
+pub type OutputCheck = Box<dyn Fn(&str) -> Result<(), String>>;
+
 /// What a step expects of its command's result.
 pub enum Check {
     /// Exit status 0.
     Succeeds,
     /// Exit status non-zero (the guide's failure demonstrations), and a predicate on the output.
-    FailsWith(Box<dyn Fn(&str) -> Result<(), String>>),
+    FailsWith(OutputCheck),
     /// Exit status 0 and the output contains every string.
     Contains(Vec<String>),
     /// Exit status 0 and a custom predicate on the output; the error says what was wrong.
-    Output(Box<dyn Fn(&str) -> Result<(), String>>),
+    Output(OutputCheck),
 }
 
 pub struct Step {
