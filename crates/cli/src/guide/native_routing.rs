@@ -48,8 +48,16 @@ pub fn section() -> Section {
             "for c in 172.20.0.0/24 172.20.1.0/24 172.20.2.0/24; do cilia lab exec router -- ip route del $c 2>/dev/null; done; true",
             Check::Succeeds,
         ),
-        Step::new("Deploy webpod (anti-affinity spreads it over the nodes)", format!("cat <<'EOF' | cilia apply -f -\n{WEBPOD}EOF"), contains(["deployment.apps/webpod"])),
-        Step::new("Deploy curl-pod on k8s-ctr", format!("cat <<'EOF' | cilia apply -f -\n{CURL_POD}EOF"), contains(["pod/curl-pod"])),
+        Step::new(
+            "Deploy webpod (anti-affinity spreads it over the nodes)",
+            format!("cat <<'EOF' | cilia apply -f -\n{WEBPOD}EOF"),
+            contains(["deployment.apps/webpod"]),
+        ),
+        Step::new(
+            "Deploy curl-pod on k8s-ctr",
+            format!("cat <<'EOF' | cilia apply -f -\n{CURL_POD}EOF"),
+            contains(["pod/curl-pod"]),
+        ),
         Step::new(
             "Every pod runs, one webpod per node, with an IP from its node's pod CIDR",
             "cilia get pod -o wide",
@@ -67,7 +75,8 @@ pub fn section() -> Section {
                         return Err(format!("no Ready webpod on {node} with an address in {prefix}0/24"));
                     }
                 }
-                let curl = out.lines().any(|l| l.starts_with("curl-pod") && l.contains("Running") && l.contains("k8s-ctr"));
+                let curl =
+                    out.lines().any(|l| l.starts_with("curl-pod") && l.contains("Running") && l.contains("k8s-ctr"));
                 if curl { Ok(()) } else { Err("curl-pod is not running on k8s-ctr".into()) }
             })),
         )
@@ -90,9 +99,13 @@ pub fn section() -> Section {
                 Ok(())
             })),
         ),
-        Step::new("The router has no route for the pod CIDRs", "cilia lab exec router -- ip route", Check::Output(Box::new(|out| {
-            if out.contains("172.20.") { Err("the router already routes 172.20.0.0/16".into()) } else { Ok(()) }
-        }))),
+        Step::new(
+            "The router has no route for the pod CIDRs",
+            "cilia lab exec router -- ip route",
+            Check::Output(Box::new(|out| {
+                if out.contains("172.20.") { Err("the router already routes 172.20.0.0/16".into()) } else { Ok(()) }
+            })),
+        ),
         Step::new(
             "A pod on the same segment answers (k8s-w1)",
             format!("{WEBPOD_W1_IP}\ncilia exec curl-pod -- ping -c 2 -W 1 $WEBPOD"),
