@@ -16,5 +16,9 @@ fn guide_lbipam_section_passes_twice() {
         assert!(stdout.contains("192.168.10.245   8080:"), "round {round}: webpod-alt row missing:\n{stdout}");
     }
     let bad = lab.cilia(&["lab", "guide", "nope"]);
-    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("sections: topology"), "{}", text(&bad));
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("sections: topology"),
+        "{}",
+        text(&bad)
+    );
 }
