@@ -237,7 +237,10 @@ impl Worker {
             start_time: self.record.start_time.clone(),
             unready: unready.to_vec(),
         };
-        if self.published.as_ref() == Some(&now) {
+        // Written already, and the object still says so (nobody replaced the status since).
+        let mut seen = pod.status.clone();
+        apply(&mut seen, &now);
+        if self.published.as_ref() == Some(&now) && seen == pod.status {
             return;
         }
         let target = ObjectRef::new(&kinds::POD, Some(&self.record.namespace), &self.record.name);
