@@ -104,6 +104,7 @@ impl LbState {
 /// or frontend must not suddenly point at a new one.
 struct IdAllocator<K: Ord, V> {
     by_key: BTreeMap<K, V>,
+    taken: BTreeSet<u64>,
     next: u64,
     max: u64,
     what: &'static str,
@@ -112,18 +113,18 @@ struct IdAllocator<K: Ord, V> {
 impl<K: Ord + Copy, V: Ord + Copy + TryFrom<u64> + Into<u64>> IdAllocator<K, V> {
     fn new(existing: BTreeMap<K, V>, max: u64, what: &'static str) -> Self {
         let next = existing.values().map(|v| (*v).into()).max().unwrap_or(0) + 1;
-        IdAllocator { by_key: existing, next, max, what }
+        let taken = existing.values().map(|v| (*v).into()).collect();
+        IdAllocator { by_key: existing, taken, next, max, what }
     }
 
     fn get(&mut self, key: K) -> Result<V> {
         if let Some(id) = self.by_key.get(&key) {
             return Ok(*id);
         }
-        let taken: BTreeSet<u64> = self.by_key.values().map(|v| (*v).into()).collect();
         for _ in 0..self.max {
             let candidate = if self.next > self.max { 1 } else { self.next };
             self.next = candidate + 1;
-            if !taken.contains(&candidate) {
+            if self.taken.insert(candidate) {
                 let id = V::try_from(candidate).ok().expect("candidate within max fits the id type");
                 self.by_key.insert(key, id);
                 return Ok(id);
@@ -197,6 +198,8 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
         }
     }
 
+    // Frontends of one service (ClusterIP, NodePorts, LB IPs) share their backends: one table.
+    let mut tables: BTreeMap<Vec<u32>, Vec<u32>> = BTreeMap::new();
     // ICMP rows per VIP (not for node addresses, which the node's stack answers itself).
     let mut icmp: BTreeMap<Ipv4Addr, Lb4Service> = BTreeMap::new();
 
@@ -260,6 +263,17 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
                 );
             }
             if s.algorithm == LbAlgorithm::Maglev && !ids.is_empty() {
+                let mkey = maglev_key(rev, scope);
+                // A table depends only on its backends, and ids stand for the same backends
+                // across syncs: an existing table over the same id set is the table to write.
+                if let Some(old) = current.maglev.get(&mkey).filter(|t| same_ids(t, &ids)) {
+                    out.maglev.insert(mkey, old.clone());
+                    continue;
+                }
+                if let Some(t) = tables.get(&ids) {
+                    out.maglev.insert(mkey, t.clone());
+                    continue;
+                }
                 let mb: Vec<MaglevBackend> = ids
                     .iter()
                     .map(|id| {
@@ -267,9 +281,10 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
                         MaglevBackend { address: abi::addr(b.address), port: abi::port_host(b.port), proto }
                     })
                     .collect();
-                let table =
+                let table: Vec<u32> =
                     maglev::build_table(&mb, abi::LB_MAGLEV_LUT_SIZE).into_iter().map(|i| ids[i as usize]).collect();
-                out.maglev.insert(maglev_key(rev, scope), table);
+                tables.insert(ids.clone(), table.clone());
+                out.maglev.insert(mkey, table);
             }
         }
 
@@ -287,6 +302,18 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
         out.services.insert(Lb4Key::new(address, 0, abi::IPPROTO_ICMP, 0, abi::LB_SCOPE_ALL), row);
     }
     Ok(out)
+}
+
+/// Whether a Maglev table names exactly the backends `ids` (sorted, deduplicated).
+fn same_ids(table: &[u32], ids: &[u32]) -> bool {
+    let mut seen = vec![false; ids.len()];
+    for id in table {
+        match ids.binary_search(id) {
+            Ok(i) => seen[i] = true,
+            Err(_) => return false,
+        }
+    }
+    seen.iter().all(|s| *s)
 }
 
 /// The writes that turn `current` into `desired`, ordered so that every intermediate state is

@@ -162,3 +162,25 @@ fn node_ports_get_no_icmp_row() {
     let s = sync(&LbState::default(), &[np]);
     assert!(s.services.keys().all(|k| k.proto != abi::IPPROTO_ICMP));
 }
+
+#[test]
+fn maglev_tables_are_shared_between_frontends_and_kept_across_syncs() {
+    let backends: Vec<Backend> = (1..=4).map(|i| be(i, false)).collect();
+    let mut lb = ServiceEntry::new(
+        ServiceKind::LoadBalancer,
+        Ipv4Addr::new(192, 168, 10, 211),
+        80,
+        Protocol::Tcp,
+        backends.clone(),
+    );
+    lb.algorithm = LbAlgorithm::Maglev;
+    let mut np =
+        ServiceEntry::new(ServiceKind::NodePort, Ipv4Addr::new(192, 168, 10, 100), 30080, Protocol::Tcp, backends);
+    np.algorithm = LbAlgorithm::Maglev;
+    let svcs = [lb, np];
+    let s = sync(&LbState::default(), &svcs);
+    let tables: Vec<&Vec<u32>> = s.maglev.values().collect();
+    assert_eq!(tables.len(), 2);
+    assert_eq!(tables[0], tables[1], "same backends, same table on every frontend (and every node)");
+    assert!(plan(&s, &desired(&svcs, &s).unwrap()).is_empty());
+}
