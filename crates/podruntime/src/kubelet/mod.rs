@@ -23,6 +23,7 @@ use api::{
     kinds,
     types::{Node, Pod},
 };
+use futures::FutureExt;
 use store::{Informer, Store};
 use tokio::{
     sync::{Semaphore, watch},
@@ -118,15 +119,18 @@ pub async fn run(store: Arc<dyn Store>, config: KubeletConfig, shutdown: Cancell
             changed
         });
         let bound = bound_pods(&pods, &config.node);
-        // Workers that are done: torn down (their uid is not set up again while the deleted
-        // object lingers in the cache), or gone after the runtime lost them (a panic).
+        // Workers that are done. One that returned has torn its pod down: its uid is not set
+        // up again while the deleted object lingers in the cache. One that panicked is started
+        // again from its record.
         running.retain(|uid, r| {
-            if r.task.is_finished() {
-                finished.insert(uid.clone());
-                false
-            } else {
-                true
+            match (&mut r.task).now_or_never() {
+                None => return true,
+                Some(Ok(())) => {
+                    finished.insert(uid.clone());
+                }
+                Some(Err(e)) => tracing::error!(uid = %uid, error = %e, "a pod worker failed; starting it again"),
             }
+            false
         });
         finished.retain(|uid| bound.contains_key(uid));
         for (uid, pod) in &bound {
@@ -139,7 +143,8 @@ pub async fn run(store: Arc<dyn Store>, config: KubeletConfig, shutdown: Cancell
                     });
                 }
                 None if !finished.contains(uid) => {
-                    let record = new_record(&config.lab, pod);
+                    let record =
+                        PodRecord::load(&ctx.paths.record(uid)).unwrap_or_else(|_| new_record(&config.lab, pod));
                     running.insert(uid.clone(), spawn_worker(&ctx, record, Some(pod.clone())));
                 }
                 None => {}
