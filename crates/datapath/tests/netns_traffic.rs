@@ -237,3 +237,34 @@ fn forwarding_survives_the_loader_and_a_new_loader_reuses_the_pins() {
     datapath::remove_pins(&pin).unwrap();
     assert!(wait_until(Duration::from_secs(2), || http_get_from(&topo.ns("podC"), sa(VIP, 80)).is_err()));
 }
+
+#[test]
+fn attaching_again_after_a_device_was_recreated_replaces_the_stale_link() {
+    require_root!();
+    let topo = Topology::build();
+    let fs = Bpffs::new("recreate");
+    let _a = Server::start(&topo.ns("podA"), POD_A, "podA");
+    let mut dp = open_node1(&topo, &fs.node_dir("node1"));
+    dp.sync_services(&[ServiceEntry::new(
+        ServiceKind::ClusterIp,
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![Backend::active(POD_A, SERVER_PORT, true)],
+    )])
+    .unwrap();
+    assert!(http_get_from(&topo.ns("podC"), sa(VIP, 80)).is_ok());
+
+    // The pod's veth is deleted and created again (a pod restart with the same name): the pinned
+    // links of the old device are defunct.
+    topo.recreate_pod_veth("node1", "podC", "lxcc", POD_C, "172.30.1.1");
+    assert!(http_get_from(&topo.ns("podC"), sa(VIP, 80)).is_err(), "no program on the new device yet");
+    in_netns(&topo.ns("node1"), || dp.attach_pod_device("lxcc")).expect("attach again");
+    let (body, _) = http_get_from(&topo.ns("podC"), sa(VIP, 80)).expect("translated on the new device");
+    assert_eq!(body, format!("podA {POD_C}"));
+
+    in_netns(&topo.ns("node1"), || dp.detach_device("lxcc")).unwrap();
+    assert!(http_get_from(&topo.ns("podC"), sa(VIP, 80)).is_err(), "detached");
+    drop(dp);
+    datapath::remove_pins(&fs.node_dir("node1")).unwrap();
+}

@@ -391,3 +391,50 @@ fn maglev_choice_matches_the_userspace_table() {
         assert_eq!(seen.dst, (abi::addr(want.address), 8080), "flow from port {port}");
     }
 }
+
+#[test]
+fn affinity_entries_are_used_within_the_timeout_and_replaced_after_it() {
+    require_root!();
+    let mut env = setup("afftimeout");
+    let backends: Vec<Backend> =
+        (1..=5).map(|i| Backend::active(Ipv4Addr::new(172, 20, 0, 10 + i), 8080, true)).collect();
+    let mut svc = cluster_ip(backends);
+    svc.affinity_timeout = Some(1);
+    env.dp.sync_services(&[svc]).unwrap();
+    let rev =
+        env.dp.lb_state().services[&abi::Lb4Key::new(VIP, 80, abi::IPPROTO_TCP, 0, abi::LB_SCOPE_ALL)].rev_nat_index;
+    let key = abi::Lb4AffinityKey {
+        client_id: u64::from(u32::from_ne_bytes(POD.octets())),
+        rev_nat_index: rev,
+        netns_cookie: 0,
+        pad: [0; 5],
+    };
+    let first =
+        packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 44000), (VIP, 80), "S", 1, b"")).1);
+    let entry = env.dp.maps().affinity.get(&key, 0).expect("affinity entry written");
+    assert_eq!(abi::addr(env.dp.lb_state().backends[&entry.backend_id].address), first.dst.0);
+
+    // Point the client at another backend: the next connection follows the entry.
+    let other_id = *env.dp.lb_state().backends.iter().find(|(_, b)| abi::addr(b.address) != first.dst.0).unwrap().0;
+    let other = abi::addr(env.dp.lb_state().backends[&other_id].address);
+    let now = datapath::maps::monotonic_ns();
+    env.dp
+        .maps_mut()
+        .affinity
+        .insert(key, abi::LbAffinityVal { last_used_ns: now, backend_id: other_id, pad: 0 }, 0)
+        .unwrap();
+    let seen =
+        packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 44001), (VIP, 80), "S", 1, b"")).1);
+    assert_eq!(seen.dst.0, other);
+
+    // Two seconds idle with a one-second timeout: the entry is stale and chosen afresh.
+    let stale = now - 2_000_000_000;
+    env.dp
+        .maps_mut()
+        .affinity
+        .insert(key, abi::LbAffinityVal { last_used_ns: stale, backend_id: other_id, pad: 0 }, 0)
+        .unwrap();
+    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 44002), (VIP, 80), "S", 1, b""));
+    let fresh = env.dp.maps().affinity.get(&key, 0).expect("new affinity entry");
+    assert!(fresh.last_used_ns >= now, "entry renewed by a new selection");
+}

@@ -208,6 +208,12 @@ impl Topology {
         t
     }
 
+    /// Deletes a pod's veth pair and wires the pod again with a new one of the same name.
+    pub fn recreate_pod_veth(&self, node: &str, pod: &str, lxc: &str, addr: Ipv4Addr, gw: &str) {
+        ipn(&self.ns(node), &["link", "del", lxc]);
+        self.add_pod(node, pod, lxc, addr, gw);
+    }
+
     fn add_pod(&self, node: &str, pod: &str, lxc: &str, addr: Ipv4Addr, gw: &str) {
         let node_ns = self.ns(node);
         let pod_ns = self.ns(pod);
