@@ -3,7 +3,8 @@
  *
  * from_container (ingress of lxc*, i.e. packets the pod sends):
  *   - replies of service flows whose backend is this pod: source back to the frontend;
- *   - pod -> service frontend: pick a backend, conntrack, DNAT; no backend: reject;
+ *   - pod -> service frontend: pick a backend, conntrack, DNAT; no backend: reject; a pod that
+ *     is its own backend (hairpin) is also SNATed to LB_HAIRPIN_ADDR;
  *   - ping to a VIP: answered here.
  * to_container (egress of lxc*, packets to the pod): reverse NAT of replies that reached the
  * node through a device without from_netdev (the remote-backend case of pod -> ClusterIP). */
@@ -34,6 +35,9 @@ int from_container(struct __sk_buff *skb)
 		return rc < 0 ? TC_ACT_OK : rc;
 	}
 
+	/* a hairpin reply: undo the SNAT first, then the DNAT below */
+	if (p.daddr == LB_HAIRPIN_ADDR_BE && snat_rev(skb, &p) < 0)
+		return TC_ACT_SHOT;
 	int rev = lb4_rev_nat(skb, &p);
 	if (rev < 0)
 		return TC_ACT_SHOT;
@@ -42,6 +46,8 @@ int from_container(struct __sk_buff *skb)
 
 	switch (lb4_service_xlate(skb, &p, 0, &be)) {
 	case SVC_XLATED:
+		if (p.saddr == p.daddr && snat_fwd(skb, &p, LB_HAIRPIN_ADDR_BE) < 0)
+			return TC_ACT_SHOT;
 		return fib_redirect(skb, &p);
 	case SVC_REJECT:
 		return lb4_reject(skb, &p);

@@ -176,6 +176,10 @@ _Static_assert(sizeof(struct ct_entry) == 32, "ct_entry size");
 #define NAT_PORT_MAX 60999
 #define NAT_PORT_RETRIES 16
 
+/* A pod reaching itself through a service (hairpin) is SNATed to this link-local address, as
+ * Cilium does with its IPV4_LOOPBACK, so its reply leaves the pod and comes back translated. */
+#define LB_HAIRPIN_ADDR_BE 0x012afea9 /* 169.254.42.1, network order read as a little-endian u32 */
+
 struct nat_entry {
 	__u64 created_ns;
 	__be32 to_addr;

@@ -71,6 +71,13 @@ pub const CT_F_SEEN_REPLY: u8 = 0x08;
 
 pub const CFG_F_SOCKET_LB: u32 = 0x01;
 
+/// Source address of hairpin flows (a pod reaching itself through a service).
+pub const LB_HAIRPIN_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 42, 1);
+/// `LB_HAIRPIN_ADDR_BE` of abi.h: the address's bytes read as a little-endian u32 (BPF is
+/// little-endian on x86_64).
+const LB_HAIRPIN_ADDR_BE: u32 = 0x012a_fea9;
+const _: () = assert!(u32::from_le_bytes(LB_HAIRPIN_ADDR.octets()) == LB_HAIRPIN_ADDR_BE);
+
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;

@@ -268,3 +268,25 @@ fn attaching_again_after_a_device_was_recreated_replaces_the_stale_link() {
     drop(dp);
     datapath::remove_pins(&fs.node_dir("node1")).unwrap();
 }
+
+#[test]
+fn a_pod_reaches_itself_through_its_service() {
+    require_root!();
+    let topo = Topology::build();
+    let fs = Bpffs::new("hairpin");
+    let _a = Server::start(&topo.ns("podA"), POD_A, "podA");
+    let mut dp = open_node1(&topo, &fs.node_dir("node1"));
+    dp.sync_services(&[ServiceEntry::new(
+        ServiceKind::ClusterIp,
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![Backend::active(POD_A, SERVER_PORT, true)],
+    )])
+    .unwrap();
+    let (body, peer) = http_get_from(&topo.ns("podA"), sa(VIP, 80)).expect("hairpin through the ClusterIP");
+    assert_eq!(body, format!("podA {}", datapath::abi::LB_HAIRPIN_ADDR));
+    assert_eq!(peer, sa(VIP, 80));
+    drop(dp);
+    datapath::remove_pins(&fs.node_dir("node1")).unwrap();
+}

@@ -438,3 +438,22 @@ fn affinity_entries_are_used_within_the_timeout_and_replaced_after_it() {
     let fresh = env.dp.maps().affinity.get(&key, 0).expect("new affinity entry");
     assert!(fresh.last_used_ns >= now, "entry renewed by a new selection");
 }
+
+#[test]
+fn a_pod_reaching_itself_through_a_service_is_hairpin_snated() {
+    require_root!();
+    let mut env = setup("hairpin");
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(POD, 8080, true)])]).unwrap();
+
+    let syn = packet::tcp((POD, 45000), (VIP, 80), "S", 1, b"");
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &syn);
+    let fwd = packet::parse_checked(&out);
+    assert_eq!(fwd.dst, (POD, 8080));
+    assert_eq!(fwd.src.0, abi::LB_HAIRPIN_ADDR, "the pod must not see a packet from itself");
+
+    // The pod answers the loopback address; its veth restores both ends.
+    let reply = packet::tcp((POD, 8080), fwd.src, "SA", 1, b"");
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &reply);
+    let back = packet::parse_checked(&out);
+    assert_eq!((back.src, back.dst), ((VIP, 80), (POD, 45000)));
+}
