@@ -96,14 +96,11 @@ pub(crate) fn attach_tcx(
     Ok(())
 }
 
-/// Detaches whatever this datapath attached to `ifname`: removing the pin drops the last
-/// reference to the link.
+/// Detaches whatever this datapath attached to `ifname`; done when this returns.
 pub(crate) fn detach_device(pin_dir: &Path, ifname: &str) -> Result<()> {
     for dir in [Direction::Ingress, Direction::Egress] {
         let pin = tcx_pin(pin_dir, ifname, dir);
-        if pin.exists() {
-            std::fs::remove_file(&pin).map_err(link_err(&pin, "remove pin"))?;
-        }
+        sys::detach_pinned_link(&pin).map_err(link_err(&pin, "detach"))?;
     }
     Ok(())
 }
@@ -151,9 +148,7 @@ pub(crate) fn attach_cgroup(progs: &mut Programs, pin_dir: &Path, cgroup: &Path)
 pub(crate) fn detach_cgroup(pin_dir: &Path) -> Result<()> {
     for program in SOCK_PROGRAMS {
         let pin = cgroup_pin(pin_dir, program);
-        if pin.exists() {
-            std::fs::remove_file(&pin).map_err(link_err(&pin, "remove pin"))?;
-        }
+        sys::detach_pinned_link(&pin).map_err(link_err(&pin, "detach"))?;
     }
     Ok(())
 }

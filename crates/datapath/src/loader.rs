@@ -192,7 +192,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
             std::fs::read_dir(&links).map_err(|source| Error::Io { op: "list links", path: links.clone(), source })?;
         for entry in entries.flatten() {
             let path = entry.path();
-            std::fs::remove_file(&path).map_err(|source| Error::Io { op: "remove link pin", path, source })?;
+            sys::detach_pinned_link(&path).map_err(|source| Error::Link { path, op: "detach", source })?;
         }
         std::fs::remove_dir(&links).map_err(|source| Error::Io { op: "remove", path: links.clone(), source })?;
     }

@@ -17,6 +17,7 @@ const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 /// `enum bpf_cmd` values (stable kernel ABI) missing from the libc crate.
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_LINK_DETACH: libc::c_long = 34;
 
 /// The `obj_pin`/`obj_get` member of `union bpf_attr`.
 #[repr(C)]
@@ -74,6 +75,49 @@ pub fn link_update(link: BorrowedFd<'_>, new_prog: BorrowedFd<'_>) -> std::io::R
         )
     };
     if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// The `link_detach` member of `union bpf_attr`.
+#[repr(C)]
+struct LinkDetachAttr {
+    link_fd: u32,
+}
+
+/// Detaches a link from its hook now (`BPF_LINK_DETACH`). Dropping the last reference (closing
+/// fds, removing the pin) also detaches, but the kernel releases links from a workqueue, so that
+/// happens a moment later; callers that promise "detached" on return use this first.
+#[allow(unsafe_code)]
+pub fn link_detach(link: BorrowedFd<'_>) -> std::io::Result<()> {
+    let attr = LinkDetachAttr { link_fd: link.as_raw_fd() as u32 };
+    // SAFETY: `attr` is a fully initialised `link_detach` attribute block of the size passed;
+    // the borrowed fd stays open for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &attr as *const LinkDetachAttr,
+            size_of::<LinkDetachAttr>() as libc::c_long,
+        )
+    };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Detaches the link pinned at `pin` (if any is still attached) and removes the pin.
+pub fn detach_pinned_link(pin: &Path) -> std::io::Result<()> {
+    if let Ok(fd) = obj_get(pin) {
+        // A defunct link (its device is gone) refuses with ENOLINK: nothing left to detach.
+        match link_detach(fd.as_fd()) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOLINK) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)) => {
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match std::fs::remove_file(pin) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Cookie of the calling thread's network namespace, as `bpf_get_netns_cookie()` returns it in

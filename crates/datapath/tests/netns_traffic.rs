@@ -264,7 +264,8 @@ fn attaching_again_after_a_device_was_recreated_replaces_the_stale_link() {
     assert_eq!(body, format!("podA {POD_C}"));
 
     in_netns(&topo.ns("node1"), || dp.detach_device("lxcc")).unwrap();
-    assert!(http_get_from(&topo.ns("podC"), sa(VIP, 80)).is_err(), "detached");
+    let after = http_get_from(&topo.ns("podC"), sa(VIP, 80));
+    assert!(after.is_err(), "detached, yet: {after:?}");
     drop(dp);
     datapath::remove_pins(&fs.node_dir("node1")).unwrap();
 }
