@@ -14,6 +14,8 @@ packages=(
   curl             # HTTP requests inside lab hosts and pods
   arping           # ARP probes from the router (L2 announcements)
   procps           # ps/pkill used by cleanup checks
+  iperf3           # throughput benchmarks between pods
+  wrk              # request-rate benchmarks
 )
 
 missing=()
