@@ -20,7 +20,9 @@ static __always_inline int fib_lookup4(struct __sk_buff *skb, const struct pkt4 
 	fib->l4_protocol = p->proto;
 	fib->sport = p->sport;
 	fib->dport = p->dport;
-	fib->tot_len = p->tot_len;
+	/* tot_len 0: the helper checks the skb itself against the egress MTU, which, unlike a
+	 * length, accounts for GSO/GRO packets that are resegmented on the way out */
+	fib->tot_len = 0;
 	fib->ipv4_src = p->saddr;
 	fib->ipv4_dst = p->daddr;
 	fib->ifindex = skb->ifindex;

@@ -59,6 +59,7 @@ for ns in n1 n2; do ip netns exec "$b-$ns" sysctl -qw net.ipv4.ip_forward=1; don
 for ns in s1 s2; do
   ip netns exec "$b-$ns" iperf3 -s -D >/dev/null
   ip netns exec "$b-$ns" setsid "$cilia" lab whoami --name "base-$ns" --port 80 >/dev/null 2>&1 < /dev/null &
+  disown
 done
 sleep 0.5
 

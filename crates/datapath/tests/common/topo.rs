@@ -30,6 +30,8 @@ pub const POD_C: Ipv4Addr = Ipv4Addr::new(172, 30, 1, 20);
 pub const POD_B: Ipv4Addr = Ipv4Addr::new(172, 30, 2, 10);
 pub const LB_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 211);
 pub const SERVER_PORT: u16 = 8080;
+/// Size of the bulk part of a `GET /big` answer.
+pub const BIG_BODY: usize = 4 << 20;
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
@@ -98,8 +100,12 @@ impl Server {
                             conn.set_nonblocking(false).unwrap();
                             conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                             let mut req = [0u8; 1024];
-                            let _ = conn.read(&mut req);
-                            let body = format!("{name} {}\n", peer.ip());
+                            let n = conn.read(&mut req).unwrap_or(0);
+                            let mut body = format!("{name} {}\n", peer.ip());
+                            // "GET /big": a bulk answer that goes through segmentation offload
+                            if req[..n].starts_with(b"GET /big") {
+                                body.push_str(&"0123456789abcdef".repeat(BIG_BODY / 16));
+                            }
                             let resp = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                             let _ = conn.write_all(resp.as_bytes());
                         });
@@ -129,10 +135,14 @@ impl Drop for Server {
 
 /// One HTTP GET with short timeouts from the calling thread's namespace: the body, or an error.
 pub fn http_get(to: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
+    http_get_path(to, "/")
+}
+
+pub fn http_get_path(to: SocketAddr, path: &str) -> std::io::Result<(String, SocketAddr)> {
     let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     let peer = conn.peer_addr()?;
-    conn.write_all(format!("GET / HTTP/1.0\r\nHost: {to}\r\n\r\n").as_bytes())?;
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n").as_bytes())?;
     let mut resp = String::new();
     conn.read_to_string(&mut resp)?;
     let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_string();
