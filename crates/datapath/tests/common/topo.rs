@@ -253,22 +253,20 @@ pub struct TestCgroup {
 }
 
 impl TestCgroup {
-    pub fn new() -> TestCgroup {
+    /// A new cgroup beside this process's own, or None without a cgroup v2 mount.
+    pub fn new() -> Option<TestCgroup> {
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
-            })
-            .expect("a cgroup2 mount");
+        let root = mounts.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+        })?;
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         let rel = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").trim_start_matches('/').to_string();
         let parent = root.join(rel);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let path = parent.join(format!("cilia-dp-test-{}-{n}", std::process::id()));
         std::fs::create_dir(&path).expect("create test cgroup");
-        TestCgroup { path, parent }
+        Some(TestCgroup { path, parent })
     }
 
     /// Moves this whole process into the cgroup (cgroup v2 membership is per process).
