@@ -41,6 +41,13 @@ pub trait LbDatapath: Send {
     /// the calling thread's network namespace (the node's).
     fn attach_socket_lb(&mut self, cgroup: &Path) -> Result<()>;
 
+    /// Detaches the socket-LB hooks and turns translation off.
+    fn detach_socket_lb(&mut self) -> Result<()>;
+
+    /// Removes expired conntrack entries (call periodically; the LRU maps also evict under
+    /// pressure). Returns how many were removed.
+    fn gc_conntrack(&mut self) -> Result<usize>;
+
     /// `cilia dbg NODE bpf lb list`.
     fn lb_list(&self) -> Result<String>;
 
@@ -105,16 +112,6 @@ impl Datapath {
     /// Devices with programs attached (from the link pins), for status output.
     pub fn attached_devices(&self) -> Vec<(String, Direction)> {
         attach::attached_devices(&self.pin_dir)
-    }
-
-    pub fn detach_socket_lb(&mut self) -> Result<()> {
-        self.write_config(0, 0)?;
-        attach::detach_cgroup(&self.pin_dir)
-    }
-
-    /// Removes expired conntrack entries; returns how many.
-    pub fn gc_conntrack(&mut self) -> Result<usize> {
-        self.maps.gc_conntrack(maps::monotonic_ns())
     }
 
     pub fn nat_list(&self) -> Result<String> {
@@ -189,6 +186,15 @@ impl LbDatapath for Datapath {
         let cookie = sys::current_netns_cookie()?;
         self.write_config(cookie, abi::CFG_F_SOCKET_LB)?;
         attach::attach_cgroup(&mut self.programs, &self.pin_dir, cgroup)
+    }
+
+    fn detach_socket_lb(&mut self) -> Result<()> {
+        self.write_config(0, 0)?;
+        attach::detach_cgroup(&self.pin_dir)
+    }
+
+    fn gc_conntrack(&mut self) -> Result<usize> {
+        self.maps.gc_conntrack(maps::monotonic_ns())
     }
 
     fn lb_list(&self) -> Result<String> {

@@ -81,6 +81,17 @@ impl LbDatapath for FakeDatapath {
         Ok(())
     }
 
+    fn detach_socket_lb(&mut self) -> Result<()> {
+        self.check_failure()?;
+        self.socket_lb_cgroup = None;
+        Ok(())
+    }
+
+    fn gc_conntrack(&mut self) -> Result<usize> {
+        self.check_failure()?;
+        Ok(0)
+    }
+
     fn lb_list(&self) -> Result<String> {
         Ok(dump::lb_list(&self.state))
     }

@@ -457,3 +457,21 @@ fn a_pod_reaching_itself_through_a_service_is_hairpin_snated() {
     let back = packet::parse_checked(&out);
     assert_eq!((back.src, back.dst), ((VIP, 80), (POD, 45000)));
 }
+
+#[test]
+fn conntrack_gc_removes_expired_entries_only() {
+    require_root!();
+    let mut env = setup("gc");
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
+    for port in [46000u16, 46001] {
+        run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, port), (VIP, 80), "S", 1, b""));
+    }
+    let entries = env.dp.maps().ct_entries().unwrap();
+    assert_eq!(entries.len(), 4, "SERVICE and OUT per flow");
+    let (k, mut e) =
+        entries.into_iter().find(|(k, _)| k.sport == abi::port_be(46000) && k.dir == abi::CT_SERVICE).unwrap();
+    e.expires_ns = 1;
+    env.dp.maps_mut().ct.insert(k, e, 0).unwrap();
+    assert_eq!(env.dp.gc_conntrack().unwrap(), 1);
+    assert_eq!(env.dp.maps().ct_entries().unwrap().len(), 3);
+}
