@@ -23,6 +23,7 @@ pub mod node_status;
 pub mod node_view;
 pub mod route_reconciler;
 pub mod router_ip;
+pub mod services;
 
 use std::{sync::Arc, time::Duration};
 
