@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod direct_routes;
+pub mod dns;
 pub mod error;
 pub mod membership;
 pub mod node_status;
