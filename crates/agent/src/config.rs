@@ -2,6 +2,7 @@
 
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
+use datapath::LbAlgorithm;
 use ipnet::Ipv4Net;
 
 /// Where the agent listens for the CNI plugin unless told otherwise.
@@ -51,6 +52,48 @@ pub enum ConfigError {
     NativeRoutingCidr { cidr: Ipv4Net },
     #[error("--lease-ttl must be at least 1 s (got {0:?})")]
     LeaseTtl(Duration),
+    #[error("unknown load-balancing algorithm {0:?}; expected random or maglev")]
+    LbAlgorithm(String),
+    #[error("the BPF pin directory must be an absolute path (got {0:?})")]
+    BpfDir(PathBuf),
+}
+
+/// Parses `--lb-algorithm` (Cilium's `loadBalancer.algorithm`).
+pub fn parse_lb_algorithm(s: &str) -> Result<LbAlgorithm, ConfigError> {
+    match s {
+        "random" => Ok(LbAlgorithm::Random),
+        "maglev" => Ok(LbAlgorithm::Maglev),
+        _ => Err(ConfigError::LbAlgorithm(s.to_string())),
+    }
+}
+
+/// kube-proxy replacement: the eBPF service datapath and what feeds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceLbConfig {
+    /// The node's bpffs directory; maps and links pinned here outlive the agent.
+    pub bpf_dir: PathBuf,
+    /// Devices that get `from_netdev`; empty: every up device with an IPv4 address except
+    /// loopback, cilia's own and pod veths (Cilium's device auto-detection).
+    pub devices: Vec<String>,
+    /// For Services without the `service.cilium.io/lb-algorithm` annotation.
+    pub algorithm: LbAlgorithm,
+    /// Socket-LB for the node's own processes (cgroup hooks on the cgroup v2 root, acting only
+    /// in this node's network namespace).
+    pub socket_lb: bool,
+    /// How often pod veths are looked for (new pods get their programs within this time).
+    pub link_poll: Duration,
+}
+
+impl ServiceLbConfig {
+    pub fn new(bpf_dir: impl Into<PathBuf>) -> Self {
+        ServiceLbConfig {
+            bpf_dir: bpf_dir.into(),
+            devices: Vec::new(),
+            algorithm: LbAlgorithm::Random,
+            socket_lb: true,
+            link_poll: Duration::from_millis(200),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +117,10 @@ pub struct AgentConfig {
     /// Full route resync period, on top of the resync on every Node change: catches kernel
     /// changes (a node becoming reachable, a route deleted by hand).
     pub resync_interval: Duration,
+    /// The service datapath; None leaves services to something else.
+    pub service_lb: Option<ServiceLbConfig>,
+    /// Port of the cluster DNS server on the router IP; None: no DNS server.
+    pub dns_port: Option<u16>,
 }
 
 impl AgentConfig {
@@ -89,6 +136,8 @@ impl AgentConfig {
             mtu: 1500,
             lease_ttl: Duration::from_secs(10),
             resync_interval: Duration::from_secs(30),
+            service_lb: None,
+            dns_port: None,
         }
     }
 
@@ -106,6 +155,11 @@ impl AgentConfig {
         }
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(ConfigError::LeaseTtl(self.lease_ttl));
+        }
+        if let Some(lb) = &self.service_lb
+            && !lb.bpf_dir.is_absolute()
+        {
+            return Err(ConfigError::BpfDir(lb.bpf_dir.clone()));
         }
         Ok(())
     }

@@ -13,6 +13,9 @@ pub enum AgentError {
     Kernel(#[from] netconf::Error),
     #[error("pod networking: {0}")]
     PodNetwork(#[from] cni::ServerError),
+    /// The service datapath cannot load or attach (no BPF support, bpffs not mountable).
+    #[error("service datapath: {0}")]
+    Datapath(#[from] datapath::Error),
     /// Pods keep their addresses from the old CIDR; a fresh start wires new pods from the new
     /// one (the supervisor or init system restarts the agent).
     #[error("the pod CIDR of node {node} changed from {old} to {new}; restarting pod networking")]

@@ -7,7 +7,12 @@
 //!    root-only unix socket (pod IP allocations are recovered from the state dir);
 //! 4. routes: with native routing and auto direct node routes, `podCIDR via nodeIP` for every
 //!    other node the kernel reaches without a gateway ([`direct_routes`]);
-//! 5. the Node's `Ready` condition and the membership Lease ([`node_status`], [`membership`]).
+//! 5. with kube-proxy replacement, the eBPF service datapath: opened on the node's bpffs directory
+//!    (maps and links pinned there survive the agent), `from_netdev` on the node's devices, pod
+//!    programs on every pod veth ([`datapath_attach`]), socket-LB for the node's own processes,
+//!    and the services of the cluster ([`service_controller`]);
+//! 6. cluster DNS for service names on the router IP ([`dns`]);
+//! 7. the Node's `Ready` condition and the membership Lease ([`node_status`], [`membership`]).
 //!
 //! Then it follows the node list and keeps the routes in line, with a full pass at start and
 //! every `resync_interval`. Nothing is torn down at start or at exit: a restarted agent finds its
@@ -16,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod datapath_attach;
 pub mod direct_routes;
 pub mod dns;
 pub mod error;
@@ -24,6 +30,7 @@ pub mod node_status;
 pub mod node_view;
 pub mod route_reconciler;
 pub mod router_ip;
+pub mod service_controller;
 pub mod services;
 
 use std::{sync::Arc, time::Duration};
@@ -36,7 +43,7 @@ use store::{Change, Informer, Store};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{AgentConfig, ConfigError, RoutingMode};
+pub use config::{AgentConfig, ConfigError, RoutingMode, ServiceLbConfig};
 pub use error::AgentError;
 
 use crate::{node_view::NodeView, route_reconciler::RouteReconciler};
@@ -92,6 +99,25 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         "pod networking ready"
     );
 
+    let services = shutdown.child_token();
+    let mut service_tasks = Vec::new();
+    let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));
+    if let Some(lb) = &config.service_lb {
+        let own_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
+        let shared = open_datapath(lb, &node_name)?;
+        let attacher = datapath_attach::Attacher::new(shared.clone(), lb.devices.clone(), own_ip);
+        service_tasks.push(tokio::spawn(attacher.run(Netconf::current()?, lb.link_poll, services.clone())));
+        let options = services::BuildOptions { node_name: node_name.clone(), default_algorithm: lb.algorithm };
+        let controller = service_controller::ServiceController::new(options, shared, dns_records);
+        service_tasks.push(tokio::spawn(service_controller::run(store.clone(), controller, services.clone())));
+    } else {
+        // Without the datapath the DNS records still follow the Services.
+        service_tasks.push(tokio::spawn(dns_records_only(store.clone(), dns_records, services.clone())));
+    }
+    if let Some(port) = config.dns_port {
+        service_tasks.push(tokio::spawn(dns::serve(router_ip, port, dns_rx, services.clone())));
+    }
+
     let leave = shutdown.child_token();
     let membership =
         tokio::spawn(membership::maintain(store.clone(), node_name.clone(), config.lease_ttl, leave.clone()));
@@ -118,9 +144,57 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
     }
     leave.cancel();
     let _ = membership.await;
+    services.cancel();
+    for task in service_tasks {
+        let _ = task.await;
+    }
     drop(cni_server);
     tracing::info!(node = %node_name, "agent stopped");
     result
+}
+
+/// Opens the node's datapath (mounting bpffs first if needed) and attaches socket-LB. Maps and
+/// links of a previous run are picked up from the pins, so forwarding never stopped.
+fn open_datapath(lb: &ServiceLbConfig, node: &str) -> Result<service_controller::SharedDatapath, AgentError> {
+    let bpffs = std::path::Path::new("/sys/fs/bpf");
+    if lb.bpf_dir.starts_with(bpffs) {
+        datapath::ensure_bpffs(bpffs)?;
+    }
+    let mut dp = datapath::Datapath::open(&lb.bpf_dir)?;
+    tracing::info!(
+        node,
+        pins = %lb.bpf_dir.display(),
+        frontends = dp.lb_state().revnat.len(),
+        "service datapath loaded"
+    );
+    if lb.socket_lb {
+        match datapath_attach::cgroup2_root() {
+            Some(root) => {
+                datapath::LbDatapath::attach_socket_lb(&mut dp, &root)?;
+                tracing::info!(cgroup = %root.display(), "socket-LB attached for this node's network namespace");
+            }
+            None => tracing::warn!("no cgroup v2 mount: socket-LB is off, node processes reach services per packet"),
+        }
+    }
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(Box::new(dp))))
+}
+
+/// Keeps the DNS records in line with the Services when no datapath does.
+async fn dns_records_only(
+    store: Arc<dyn Store>,
+    records: tokio::sync::watch::Sender<Arc<dns::Records>>,
+    shutdown: CancellationToken,
+) {
+    let services = Informer::start(store, &kinds::SERVICE, None);
+    let mut sub = services.subscribe();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            change = sub.recv() => if change.is_none() { return },
+        }
+        let typed: Vec<api::types::Service> = services.snapshot().iter().filter_map(|o| o.to_typed().ok()).collect();
+        records.send_replace(Arc::new(dns::Records::from_services(&typed)));
+    }
 }
 
 /// Probes the datastore until it answers; `false` if shut down first.

@@ -88,6 +88,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
+    /// Inspect a node's datapath: `cilia dbg k8s-ctr bpf lb list`, `bpf ct list global`, `bpf nat list`.
+    Dbg {
+        node: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
     /// Run the node agent (one per node): pod networking, routes, the datapath.
     Agent(commands::agent::AgentArgs),
     /// Run the cluster-wide controllers (one leads; others stand by).
@@ -186,6 +192,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Lab(LabCmd::Whoami(args)) = &cli.command {
         return commands::whoami::run(args).await;
     }
+    // dbg reads pinned maps and needs no datastore.
+    if let Command::Dbg { node, args } = &cli.command {
+        return commands::dbg::run(&cli.lab, node, args);
+    }
     let url = context::datastore_url(cli.datastore.as_deref(), &cli.lab)?;
     if let Command::Operator { identity, service_cidr } = &cli.command {
         return commands::operator::run(&url, identity.clone(), service_cidr).await;
@@ -220,7 +230,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(args) => return commands::agent::run(ctx.store.clone(), &url, &args).await,
         Command::Lab(LabCmd::Kubelet(args)) => return commands::kubelet::run(ctx.store.clone(), &cli.lab, &args).await,
         Command::Lab(LabCmd::Controllers) => return commands::kubelet::run_controllers(ctx.store.clone()).await,
-        Command::Lab(_) | Command::Operator { .. } => unreachable!("handled above"),
+        Command::Lab(_) | Command::Operator { .. } | Command::Dbg { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,9 @@
 //! `cilia agent`: the per-node agent. Runs until SIGTERM or SIGINT, then exits cleanly, leaving
-//! the node's devices and routes in place for the next start.
+//! the node's devices, routes and pinned datapath in place for the next start.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
-use agent::{AgentConfig, RoutingMode};
+use agent::{AgentConfig, RoutingMode, ServiceLbConfig};
 use anyhow::{Context as _, Result};
 use store::Store;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,29 @@ pub struct AgentArgs {
     /// Seconds the node's membership lease outlives the agent.
     #[arg(long, default_value_t = 10)]
     pub lease_ttl: u64,
+    /// Balance Services with the eBPF datapath (ClusterIP, NodePort, LoadBalancer, external IPs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub kube_proxy_replacement: bool,
+    /// The node's bpffs directory for maps and links; default /sys/fs/bpf/cilia/<node>.
+    #[arg(long, env = "CILIA_BPF_DIR")]
+    pub bpf_dir: Option<PathBuf>,
+    /// Node devices for NodePort and LoadBalancer traffic (comma-separated); default: every up
+    /// device with an IPv4 address except loopback, cilia's own and pod veths.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// Backend selection for Services without the service.cilium.io/lb-algorithm annotation.
+    #[arg(long, default_value = "random", value_parser = parse_lb_algorithm)]
+    pub lb_algorithm: datapath::LbAlgorithm,
+    /// Socket-LB for the node's own processes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub socket_lb: bool,
+    /// Port of the cluster DNS server on the router IP; 0 turns it off.
+    #[arg(long, default_value_t = agent::dns::DNS_PORT)]
+    pub dns_port: u16,
+}
+
+fn parse_lb_algorithm(s: &str) -> Result<datapath::LbAlgorithm, String> {
+    agent::config::parse_lb_algorithm(s).map_err(|e| e.to_string())
 }
 
 fn parse_routing_mode(s: &str) -> Result<RoutingMode, String> {
@@ -53,6 +76,15 @@ pub async fn run(store: Arc<dyn Store>, url: &str, args: &AgentArgs) -> Result<E
     config.cni_socket.clone_from(&args.cni_socket);
     config.mtu = args.mtu;
     config.lease_ttl = Duration::from_secs(args.lease_ttl);
+    if args.kube_proxy_replacement {
+        let dir = args.bpf_dir.clone().unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/cilia").join(&args.node));
+        let mut lb = ServiceLbConfig::new(dir);
+        lb.devices.clone_from(&args.devices);
+        lb.algorithm = args.lb_algorithm;
+        lb.socket_lb = args.socket_lb;
+        config.service_lb = Some(lb);
+    }
+    config.dns_port = (args.dns_port != 0).then_some(args.dns_port);
     config.validate().context("invalid agent settings")?;
     tracing::info!(datastore = %url, "using the datastore");
 

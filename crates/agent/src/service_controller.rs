@@ -1,0 +1,277 @@
+//! Keeps the node's service datapath in line with the cluster: informers on Services,
+//! EndpointSlices and Nodes feed [`crate::services::desired`], whose result goes to the datapath
+//! as a whole (its sync is idempotent and writes only what changed). The same pass refreshes the
+//! cluster DNS records.
+//!
+//! The first pass waits until all three informers hold the complete lists: a restarted agent
+//! finds the previous run's services in the pinned maps, and syncing a partial list would take
+//! frontends away from connections that are fine. Later changes are batched for a few
+//! milliseconds, so a rollout that touches many slices costs a handful of syncs.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use api::{
+    Object, kinds,
+    types::{EndpointSlice, Service},
+};
+use datapath::{LbDatapath, ServiceEntry, SyncStats};
+use store::{Informer, Store};
+use tokio::{sync::watch, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    dns::Records,
+    node_view::NodeView,
+    services::{self, BuildOptions, Conflict},
+};
+
+/// One node's datapath, shared by the service controller and the device attacher.
+pub type SharedDatapath = Arc<Mutex<Box<dyn LbDatapath>>>;
+
+/// Changes arriving within this window are handled by one pass.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+const RETRY: Duration = Duration::from_secs(1);
+/// Expired conntrack entries are removed this often (the LRU maps evict under pressure anyway).
+const CT_GC: Duration = Duration::from_secs(30);
+
+pub struct ServiceController {
+    options: BuildOptions,
+    datapath: SharedDatapath,
+    dns: watch::Sender<Arc<Records>>,
+    /// What the last successful sync wrote; None before the first.
+    applied: Option<Vec<ServiceEntry>>,
+    conflicts: Vec<Conflict>,
+}
+
+impl ServiceController {
+    pub fn new(options: BuildOptions, datapath: SharedDatapath, dns: watch::Sender<Arc<Records>>) -> Self {
+        ServiceController { options, datapath, dns, applied: None, conflicts: Vec::new() }
+    }
+
+    /// One pass over the complete lists. Returns the sync's statistics, or None when nothing
+    /// changed since the last successful sync.
+    pub fn pass(
+        &mut self,
+        services: &[Object],
+        slices: &[Object],
+        nodes: &[Object],
+    ) -> Result<Option<SyncStats>, datapath::Error> {
+        let services: Vec<Service> = typed(services);
+        let slices: Vec<EndpointSlice> = typed(slices);
+        let nodes: Vec<NodeView> = nodes.iter().map(NodeView::of).collect();
+
+        let records = Records::from_services(&services);
+        if **self.dns.borrow() != records {
+            self.dns.send_replace(Arc::new(records));
+        }
+
+        let desired = services::desired(&self.options, &services, &slices, &nodes);
+        if desired.conflicts != self.conflicts {
+            for c in &desired.conflicts {
+                tracing::warn!(
+                    "{}:{} is claimed by {} and {}; {} keeps it",
+                    c.frontend.address,
+                    c.frontend.port,
+                    c.kept,
+                    c.dropped,
+                    c.kept
+                );
+            }
+            self.conflicts = desired.conflicts;
+        }
+        if self.applied.as_ref() == Some(&desired.entries) {
+            return Ok(None);
+        }
+        let stats = {
+            let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            dp.sync_services(&desired.entries)?
+        };
+        self.applied = Some(desired.entries);
+        Ok(Some(stats))
+    }
+
+    pub fn frontends(&self) -> usize {
+        self.applied.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// Objects that do not read as their type are skipped (and said so): one odd object must not
+/// stop every other service.
+fn typed<T: serde::de::DeserializeOwned>(objects: &[Object]) -> Vec<T> {
+    objects
+        .iter()
+        .filter_map(|o| match o.to_typed() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(kind = %o.kind, name = %o.name(), error = %e, "skipping an object that does not parse");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Runs the controller until `shutdown`.
+pub async fn run(store: Arc<dyn Store>, mut controller: ServiceController, shutdown: CancellationToken) {
+    let services = Informer::start(store.clone(), &kinds::SERVICE, None);
+    let slices = Informer::start(store.clone(), &kinds::ENDPOINT_SLICE, None);
+    let nodes = Informer::start(store, &kinds::NODE, None);
+    let (mut svc_sub, mut slice_sub, mut node_sub) = (services.subscribe(), slices.subscribe(), nodes.subscribe());
+    tokio::select! {
+        () = async { services.wait_synced().await; slices.wait_synced().await; nodes.wait_synced().await } => {}
+        () = shutdown.cancelled() => return,
+    }
+    let mut due = Some(Instant::now());
+    let mut first = true;
+    let mut gc = tokio::time::interval(CT_GC);
+    gc.reset();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = gc.tick() => {
+                let removed = controller.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).gc_conntrack();
+                match removed {
+                    Ok(n) if n > 0 => tracing::debug!(removed = n, "expired conntrack entries removed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "conntrack garbage collection failed"),
+                }
+            }
+            c = svc_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
+            c = slice_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
+            c = node_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
+            () = sleep_until_some(due) => {
+                due = None;
+                match controller.pass(&services.snapshot(), &slices.snapshot(), &nodes.snapshot()) {
+                    Ok(Some(stats)) => {
+                        if first || stats.upserts + stats.deletes > 0 {
+                            tracing::info!(
+                                frontends = controller.frontends(),
+                                upserts = stats.upserts,
+                                deletes = stats.deletes,
+                                "services synced to the datapath"
+                            );
+                        }
+                        first = false;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "syncing services to the datapath failed; retrying");
+                        due = Some(Instant::now() + RETRY);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_some(when: Option<Instant>) {
+    match when {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datapath::FakeDatapath;
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(kind: &'static api::ResourceKind, value: serde_json::Value) -> Object {
+        let mut o: Object = serde_json::from_value(value).unwrap();
+        o.kind = kind.kind.to_string();
+        o
+    }
+
+    fn inputs(backends: &[&str]) -> (Vec<Object>, Vec<Object>, Vec<Object>) {
+        let svc = object(
+            &kinds::SERVICE,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "webpod", "namespace": "default"},
+                   "spec": {"clusterIP": "10.96.41.64", "ports": [{"port": 80}]}}),
+        );
+        let endpoints: Vec<_> = backends
+            .iter()
+            .map(|a| json!({"addresses": [a], "nodeName": "k8s-w1", "conditions": {"ready": true}}))
+            .collect();
+        let slice = object(
+            &kinds::ENDPOINT_SLICE,
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                   "metadata": {"name": "webpod-abcde", "namespace": "default", "labels": {"kubernetes.io/service-name": "webpod"}},
+                   "addressType": "IPv4", "ports": [{"name": "", "port": 80}], "endpoints": endpoints}),
+        );
+        let node = object(
+            &kinds::NODE,
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "k8s-w1"},
+                   "status": {"addresses": [{"type": "InternalIP", "address": "192.168.10.101"}]}}),
+        );
+        (vec![svc], vec![slice], vec![node])
+    }
+
+    #[test]
+    fn passes_sync_changes_only_and_publish_dns_records() {
+        let fake = Arc::new(Mutex::new(FakeDatapath::new()));
+        let shared: SharedDatapath = Arc::new(Mutex::new(Box::new(ProxyDatapath(fake.clone()))));
+        let (tx, rx) = watch::channel(Arc::new(Records::default()));
+        let options = BuildOptions { node_name: "k8s-w1".into(), default_algorithm: datapath::LbAlgorithm::Random };
+        let mut c = ServiceController::new(options, shared, tx);
+
+        let (s, e, n) = inputs(&["172.20.1.10", "172.20.1.11"]);
+        let stats = c.pass(&s, &e, &n).unwrap().expect("first pass syncs");
+        assert!(stats.upserts > 0);
+        assert_eq!(fake.lock().unwrap().services[0].backends.len(), 2);
+        assert!(!rx.borrow().is_empty(), "DNS knows webpod");
+        assert_eq!(c.pass(&s, &e, &n).unwrap(), None, "nothing changed, no sync");
+        assert_eq!(fake.lock().unwrap().syncs, 1);
+
+        // A backend goes away: synced; a failure is reported and the next pass retries.
+        let (s, e, n) = inputs(&["172.20.1.10"]);
+        fake.lock().unwrap().fail_next = Some("map full".into());
+        assert!(c.pass(&s, &e, &n).is_err());
+        c.pass(&s, &e, &n).unwrap().expect("retried");
+        assert_eq!(fake.lock().unwrap().services[0].backends.len(), 1);
+
+        // An object that does not parse is skipped, the others still apply.
+        let mut broken = s.clone();
+        broken.push(object(
+            &kinds::SERVICE,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": "nope"}}),
+        ));
+        assert_eq!(c.pass(&broken, &e, &n).unwrap(), None);
+    }
+
+    /// Lets the test look into the fake while the controller owns it.
+    struct ProxyDatapath(Arc<Mutex<FakeDatapath>>);
+
+    impl LbDatapath for ProxyDatapath {
+        fn sync_services(&mut self, s: &[ServiceEntry]) -> datapath::Result<SyncStats> {
+            self.0.lock().unwrap().sync_services(s)
+        }
+        fn attach_pod_device(&mut self, ifname: &str) -> datapath::Result<()> {
+            self.0.lock().unwrap().attach_pod_device(ifname)
+        }
+        fn attach_netdev(&mut self, ifname: &str, a: Option<std::net::Ipv4Addr>) -> datapath::Result<()> {
+            self.0.lock().unwrap().attach_netdev(ifname, a)
+        }
+        fn detach_device(&mut self, ifname: &str) -> datapath::Result<()> {
+            self.0.lock().unwrap().detach_device(ifname)
+        }
+        fn attach_socket_lb(&mut self, cgroup: &std::path::Path) -> datapath::Result<()> {
+            self.0.lock().unwrap().attach_socket_lb(cgroup)
+        }
+        fn detach_socket_lb(&mut self) -> datapath::Result<()> {
+            self.0.lock().unwrap().detach_socket_lb()
+        }
+        fn gc_conntrack(&mut self) -> datapath::Result<usize> {
+            self.0.lock().unwrap().gc_conntrack()
+        }
+        fn lb_list(&self) -> datapath::Result<String> {
+            self.0.lock().unwrap().lb_list()
+        }
+        fn ct_list(&self) -> datapath::Result<String> {
+            self.0.lock().unwrap().ct_list()
+        }
+    }
+}
