@@ -1,9 +1,12 @@
 //! `cilia exec POD -- CMD...`: a command inside a pod, as `kubectl exec` runs one in a container.
 //! Lab pods are network namespaces, so the command runs in the pod's namespace with the caller's
-//! stdio, and its exit code is passed back.
+//! stdio, and its exit code is passed back. When the pod's runtime wrote a `resolv.conf` for it,
+//! the command also gets its own mount namespace with that file over `/etc/resolv.conf`, so names
+//! resolve through the cluster DNS as in a container (see [`crate::kubelet::dns`]).
 
 use std::{
     os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -44,13 +47,23 @@ pub fn pod_namespace(lab: &lab::Lab, pod: &Pod) -> Result<String> {
     Ok(netns)
 }
 
-/// Runs `argv` inside `netns` with inherited stdio; returns its exit code (128 + signal number
-/// when a signal ended it), like a shell reports it.
-pub fn run(netns: &str, argv: &[String]) -> Result<i32> {
+/// The pod's `resolv.conf` as its runtime wrote it, if any.
+pub fn pod_resolv_conf(lab: &lab::Lab, pod: &Pod) -> Option<PathBuf> {
+    let node = pod.spec.node_name.as_deref()?;
+    crate::kubelet::dns::existing(lab, node, pod.metadata.uid.as_deref()?)
+}
+
+/// Runs `argv` inside `netns` with inherited stdio (and `resolv_conf` as its /etc/resolv.conf);
+/// returns its exit code (128 + signal number when a signal ended it), like a shell reports it.
+pub fn run(netns: &str, resolv_conf: Option<&Path>, argv: &[String]) -> Result<i32> {
     let (program, args) = argv.split_first().ok_or_else(|| Error::Invalid("no command given".into()))?;
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
     let command = argv.join(" ");
+    if let Some(file) = resolv_conf {
+        crate::kubelet::dns::bind_on_spawn(&mut cmd, file)
+            .map_err(|e| Error::Command { command: command.clone(), reason: format!("resolv.conf: {e}") })?;
+    }
     let mut child = pod_netns::spawn_inside(netns, move || cmd.spawn()).map_err(|e| Error::Command {
         command: command.clone(),
         reason: if e.kind() == std::io::ErrorKind::NotFound {

@@ -1,5 +1,6 @@
-//! `cilia exec POD -- CMD...`: runs a command inside a lab pod's network namespace, with this
-//! terminal's stdio, and exits with its exit code.
+//! `cilia exec POD -- CMD...`: runs a command inside a lab pod's network namespace (with the pod's
+//! resolv.conf bind-mounted in a private mount namespace), with this terminal's stdio, and exits
+//! with its exit code.
 
 use std::process::ExitCode;
 
@@ -18,7 +19,9 @@ pub async fn run(ctx: &Ctx, lab: &str, pod: &str, _stdin: bool, _tty: bool, comm
     };
     let typed: Pod = obj.to_typed().with_context(|| format!("reading pod {pod}"))?;
     let netns = podruntime::exec::pod_namespace(&lab, &typed)?;
+    let resolv_conf = podruntime::exec::pod_resolv_conf(&lab, &typed);
     let argv = command.to_vec();
-    let code = tokio::task::spawn_blocking(move || podruntime::exec::run(&netns, &argv)).await??;
+    let code =
+        tokio::task::spawn_blocking(move || podruntime::exec::run(&netns, resolv_conf.as_deref(), &argv)).await??;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

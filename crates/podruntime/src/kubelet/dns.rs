@@ -1,16 +1,169 @@
-//! Name resolution inside pods: the place where a pod's `resolv.conf` will come from once the
-//! cluster has a DNS service (`nameserver <kube-dns cluster IP>`, `search <ns>.svc.cluster.local
-//! svc.cluster.local cluster.local`, `options ndots:5`, as the kubelet writes it).
+//! Name resolution inside pods, as the kubelet sets it up with `dnsPolicy: ClusterFirst`: a
+//! `resolv.conf` per pod naming the cluster DNS server, the search path of the pod's namespace and
+//! `ndots:5`.
 //!
-//! Until then pods resolve with the machine's own `/etc/resolv.conf`. To switch it on, return
-//! the file's content here and have [`crate::pod_netns::spawn_inside`]'s callers (container
-//! start, `cilia exec`) enter a private mount namespace on their spawning thread
-//! (`unshare(CLONE_NEWNS)`, then bind-mount the file over `/etc/resolv.conf`), which is what
-//! `ip netns exec` does with `/etc/netns/<name>/resolv.conf`.
+//! The cluster DNS server is the agent of the pod's node, listening on the node's router IP (the
+//! pod's gateway, which the CNI result carries), so the runtime writes the file next to the pod's
+//! record once the pod is networked: `<pods dir>/<uid>.resolv.conf`.
+//!
+//! Lab pods are network namespaces, not containers with their own root filesystem, so a process
+//! in a pod would read the machine's `/etc/resolv.conf`. [`bind_on_spawn`] gives the process a
+//! private mount namespace with the pod's file bind-mounted over `/etc/resolv.conf`, which is what
+//! `ip netns exec` does with `/etc/netns/<name>/resolv.conf`; nothing outside that process sees it.
+
+use std::{
+    ffi::CString,
+    io,
+    net::Ipv4Addr,
+    os::unix::{ffi::OsStrExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use api::types::Pod;
+use nix::{
+    mount::{MsFlags, mount},
+    sched::{CloneFlags, unshare},
+};
 
-/// The pod's `resolv.conf`, or None to use the machine's.
-pub fn resolv_conf(_pod: &Pod) -> Option<String> {
-    None
+use super::paths::NodePaths;
+
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// The pod's `resolv.conf` with `nameserver` as the cluster DNS server; None for pods that do
+/// not use it (`dnsPolicy: Default` inherits the node's resolver, as in Kubernetes).
+pub fn resolv_conf(pod: &Pod, nameserver: Ipv4Addr) -> Option<String> {
+    let policy = pod_dns_policy(pod);
+    if policy == "Default" || policy == "None" {
+        return None;
+    }
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    Some(format!(
+        "nameserver {nameserver}\nsearch {ns}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\noptions ndots:5\n"
+    ))
+}
+
+fn pod_dns_policy(pod: &Pod) -> &str {
+    pod.spec.dns_policy.as_deref().unwrap_or("ClusterFirst")
+}
+
+/// Where the runtime keeps a pod's `resolv.conf`: beside its record in the node's pods dir.
+pub fn path(pods_dir: &Path, uid: &str) -> PathBuf {
+    pods_dir.join(format!("{uid}.resolv.conf"))
+}
+
+/// The pod's file on its node in `lab`, if the runtime wrote one.
+pub fn existing(lab: &lab::Lab, node: &str, uid: &str) -> Option<PathBuf> {
+    let p = path(&NodePaths::new(lab, node).pods_dir(), uid);
+    p.exists().then_some(p)
+}
+
+/// The gateway of a CNI result: the node's router IP, where its agent answers DNS.
+pub fn gateway_of(cni_result: &serde_json::Value) -> Option<Ipv4Addr> {
+    cni_result.get("ips")?.get(0)?.get("gateway")?.as_str()?.parse().ok()
+}
+
+/// Writes the pod's file (atomically, so a concurrent `cilia exec` never binds a half-written
+/// one); returns whether a file exists afterwards.
+pub fn write(pods_dir: &Path, pod: &Pod, uid: &str, cni_result: &serde_json::Value) -> io::Result<bool> {
+    let target = path(pods_dir, uid);
+    let Some(content) = gateway_of(cni_result).and_then(|gw| resolv_conf(pod, gw)) else {
+        return Ok(false);
+    };
+    if std::fs::read_to_string(&target).is_ok_and(|c| c == content) {
+        return Ok(true);
+    }
+    let tmp = target.with_extension("resolv.conf.tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, &target)?;
+    Ok(true)
+}
+
+pub fn remove(pods_dir: &Path, uid: &str) {
+    let _ = std::fs::remove_file(path(pods_dir, uid));
+}
+
+/// Makes `cmd`'s process start in a private mount namespace where `resolv_conf` is mounted over
+/// `/etc/resolv.conf`. Mount events do not propagate back (the new namespace's mounts are made
+/// slaves first), so the machine and other processes keep their own file.
+#[allow(unsafe_code)] // pre_exec is the only hook that runs in the child between fork and exec.
+pub fn bind_on_spawn(cmd: &mut Command, resolv_conf: &Path) -> io::Result<()> {
+    let source = CString::new(resolv_conf.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let target = CString::new("/etc/resolv.conf").map_err(io::Error::other)?;
+    let root = CString::new("/").map_err(io::Error::other)?;
+    // SAFETY: the closure runs in the forked child before exec. It only makes system calls
+    // (unshare, mount) on C strings built before the fork, which the closure owns; nix passes a
+    // `CStr` through without allocating, and errors are plain errno values.
+    unsafe {
+        cmd.pre_exec(move || {
+            unshare(CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
+            mount(
+                None::<&std::ffi::CStr>,
+                root.as_c_str(),
+                None::<&std::ffi::CStr>,
+                MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                None::<&std::ffi::CStr>,
+            )
+            .map_err(io::Error::from)?;
+            mount(
+                Some(source.as_c_str()),
+                target.as_c_str(),
+                None::<&std::ffi::CStr>,
+                MsFlags::MS_BIND,
+                None::<&std::ffi::CStr>,
+            )
+            .map_err(io::Error::from)?;
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(ns: &str, policy: Option<&str>) -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "nicolaka/netshoot"}]});
+        if let Some(p) = policy {
+            spec["dnsPolicy"] = json!(p);
+        }
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "curl-pod", "namespace": ns}, "spec": spec}))
+        .unwrap()
+    }
+
+    #[test]
+    fn cluster_first_pods_use_the_node_agent_with_the_namespace_search_path() {
+        let ns = Ipv4Addr::new(172, 20, 0, 1);
+        assert_eq!(
+            resolv_conf(&pod("default", None), ns).unwrap(),
+            "nameserver 172.20.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+        );
+        assert!(
+            resolv_conf(&pod("kube-system", Some("ClusterFirst")), ns).unwrap().contains("search kube-system.svc.")
+        );
+        assert_eq!(resolv_conf(&pod("default", Some("Default")), ns), None);
+    }
+
+    #[test]
+    fn gateway_from_the_cni_result() {
+        let r = json!({"ips": [{"address": "172.20.0.5/32", "gateway": "172.20.0.1"}]});
+        assert_eq!(gateway_of(&r), Some(Ipv4Addr::new(172, 20, 0, 1)));
+        assert_eq!(gateway_of(&json!({"ips": [{"address": "172.20.0.5/32"}]})), None);
+    }
+
+    #[test]
+    fn written_next_to_the_record_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = json!({"ips": [{"address": "172.20.0.5/32", "gateway": "172.20.0.1"}]});
+        assert!(write(dir.path(), &pod("default", None), "u1", &r).unwrap());
+        let text = std::fs::read_to_string(path(dir.path(), "u1")).unwrap();
+        assert!(text.starts_with("nameserver 172.20.0.1\n"), "{text}");
+        assert!(!write(dir.path(), &pod("default", Some("Default")), "u2", &r).unwrap());
+        remove(dir.path(), "u1");
+        assert!(!path(dir.path(), "u1").exists());
+    }
 }

@@ -18,6 +18,7 @@ use super::{
     NodeContext,
     cni::{self, Attachment},
     container::{self, Program},
+    dns,
     record::PodRecord,
 };
 use crate::{conditions, controllers, pod_netns};
@@ -171,7 +172,8 @@ impl Worker {
             let _permit = self.ctx.kernel_work.acquire().await;
             pod_netns::create(&netns).await.map_err(|e| format!("creating the pod network namespace: {e}"))?;
         }
-        if self.record.cni_result.is_some() {
+        if let Some(result) = &self.record.cni_result {
+            self.ensure_resolv_conf(result);
             return Ok(());
         }
         let path = pod_netns::path(&netns).display().to_string();
@@ -190,9 +192,18 @@ impl Worker {
         };
         let result = result.map_err(|e| e.to_string())?;
         tracing::info!(pod = %self.record.name, ip = ?result["ips"][0]["address"], "pod networked");
+        self.ensure_resolv_conf(&result);
         self.record.cni_result = Some(result);
         self.save();
         Ok(())
+    }
+
+    /// The pod's resolv.conf, pointing at its node's cluster DNS (the gateway of its network).
+    fn ensure_resolv_conf(&self, cni_result: &serde_json::Value) {
+        let Some(pod) = self.desired.borrow().clone() else { return };
+        if let Err(e) = dns::write(&self.ctx.paths.pods_dir(), &pod, &self.record.uid, cni_result) {
+            tracing::warn!(pod = %self.record.name, error = %e, "writing the pod's resolv.conf");
+        }
     }
 
     /// Starts a container if its restart backoff allows; returns when to look again.
@@ -308,6 +319,7 @@ impl Worker {
         for name in self.record.containers.keys() {
             let _ = std::fs::remove_file(self.ctx.paths.container_log(&self.record.uid, name));
         }
+        dns::remove(&self.ctx.paths.pods_dir(), &self.record.uid);
         if let Err(e) = PodRecord::remove(&self.ctx.paths.record(&self.record.uid)) {
             tracing::error!(pod = %self.record.name, error = %e, "removing the pod record");
         }
