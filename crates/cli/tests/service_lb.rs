@@ -1,0 +1,358 @@
+//! Services end to end, as root, each test in a lab of its own: the operator's cluster IPs, node
+//! ports, LB-IPAM and EndpointSlices, every node's agent programming its eBPF datapath, and real
+//! requests to the lab's whoami pods.
+//!
+//! - ClusterIP by name (cluster DNS) from a pod on every node, and ClusterIP and LoadBalancer IP
+//!   from every node's own namespace (socket-LB);
+//! - NodePort and a LoadBalancer IP from the router (outside the cluster), reaching backends on
+//!   other nodes through SNAT, with replies from the frontend;
+//! - a deleted backend gets no new connections; 3 → 0 → 3 replicas, with an immediate reject at 0;
+//! - the agent killed with SIGKILL under a continuous request loop: no request fails.
+//!
+//! Native routing reaches pods across the two subnets only through the router's static routes,
+//! so every test adds them first, as the guide's workaround does. Every request starts in a lab
+//! or pod namespace.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{TestLab, guide_manifest, text};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+const NODES: [&str; 3] = ["k8s-ctr", "k8s-w1", "k8s-w0"];
+const ROUTER_ROUTES: [(&str, &str); 3] =
+    [("172.20.0.0/24", "192.168.10.100"), ("172.20.1.0/24", "192.168.10.101"), ("172.20.2.0/24", "192.168.20.100")];
+/// The pool's first address, which webpod gets.
+const LB_IP: &str = "192.168.10.241";
+
+/// One client pod per node, pinned there like the guide's curl-pod.
+const CLIENTS: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: curl-k8s-ctr, labels: {app: curl}}
+spec:
+  nodeName: k8s-ctr
+  containers: [{name: curl, image: nicolaka/netshoot}]
+  terminationGracePeriodSeconds: 0
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: curl-k8s-w1, labels: {app: curl}}
+spec:
+  nodeName: k8s-w1
+  containers: [{name: curl, image: nicolaka/netshoot}]
+  terminationGracePeriodSeconds: 0
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: curl-k8s-w0, labels: {app: curl}}
+spec:
+  nodeName: k8s-w0
+  containers: [{name: curl, image: nicolaka/netshoot}]
+  terminationGracePeriodSeconds: 0
+";
+
+fn require_plugin() {
+    let plugin = Path::new(common::cilia_bin()).with_file_name("cilia-cni");
+    assert!(plugin.exists(), "{} is missing: run `cargo build --workspace --bins` first", plugin.display());
+}
+
+/// The cluster as the tests use it: webpod on every node, a client pod on every node, webpod a
+/// LoadBalancer Service with the pool's first address, and the router's pod routes.
+struct Cluster {
+    lab: TestLab,
+    cluster_ip: String,
+    node_port: String,
+    /// webpod name → (node, pod IP).
+    webpods: BTreeMap<String, (String, String)>,
+}
+
+impl Cluster {
+    fn up(prefix: &str) -> Cluster {
+        require_plugin();
+        let lab = TestLab::up(prefix);
+        for (cidr, via) in ROUTER_ROUTES {
+            lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", cidr, "via", via]);
+        }
+        let out = lab.cilia_stdin(&["apply", "-f", "-"], &format!("{}\n---\n{CLIENTS}", guide_manifest("webpod.yaml")));
+        assert!(out.status.success(), "apply:\n{}", text(&out));
+        let out = lab.cilia_stdin(&["apply", "-f", "-"], &guide_manifest("lb-ippool.yaml"));
+        assert!(out.status.success(), "apply pool:\n{}", text(&out));
+        lab.ok(&["patch", "svc", "webpod", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
+        lab.eventually(&["get", "svc", "webpod", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"], WAIT, |o| {
+            o.trim() == LB_IP
+        });
+        let cluster_ip = lab.ok(&["get", "svc", "webpod", "-o", "jsonpath={.spec.clusterIP}"]).trim().to_string();
+        let node_port =
+            lab.ok(&["get", "svc", "webpod", "-o", "jsonpath={.spec.ports[0].nodePort}"]).trim().to_string();
+        let mut cluster = Cluster { lab, cluster_ip, node_port, webpods: BTreeMap::new() };
+        cluster.wait_webpods(3);
+        cluster.lab.eventually(&["get", "pods", "-l", "app=curl", "-o", "json"], WAIT, |o| ready_count(o) == 3);
+        cluster
+    }
+
+    /// Waits until `n` webpods are ready and every node's datapath has them as the ClusterIP's
+    /// backends, then records them.
+    fn wait_webpods(&mut self, n: usize) {
+        let out = self.lab.eventually(&["get", "pods", "-l", "app=webpod", "-o", "json"], WAIT, |o| {
+            ready_count(o) == n && pods_of(o).len() == n
+        });
+        self.webpods = pods_of(&out)
+            .iter()
+            .map(|p| {
+                let name = p["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let node = p["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
+                let ip = p["status"]["podIP"].as_str().unwrap_or_default().to_string();
+                (name, (node, ip))
+            })
+            .collect();
+        for node in NODES {
+            let frontend = format!("{}:80/TCP (0)", self.cluster_ip);
+            let want = format!("count={n}");
+            self.lab.eventually(&["dbg", node, "bpf", "lb", "list"], WAIT, |o| {
+                o.lines().any(|l| l.starts_with(&frontend) && l.ends_with(&want))
+            });
+        }
+    }
+
+    fn curl_from_pod(&self, pod: &str, target: &str) -> Result<String, String> {
+        let out = self.lab.cilia(&["exec", pod, "--", "curl", "-sS", "-m", "3", target]);
+        hostname(&out)
+    }
+
+    /// Sends `n` requests from `host` in one shell loop (fast) and counts the answers by
+    /// hostname; failed requests count under "FAILED <curl exit code>".
+    fn distribution(&self, host: &str, target: &str, n: usize) -> BTreeMap<String, usize> {
+        let script = format!(
+            "for i in $(seq 1 {n}); do out=$(curl -sS -m 3 {target} 2>&1); rc=$?; \
+             if [ $rc -eq 0 ]; then echo \"$out\" | grep '^Hostname:'; else echo \"FAILED $rc\"; fi; done"
+        );
+        let out = self.lab.cilia(&["lab", "exec", host, "--", "bash", "-c", &script]);
+        assert!(out.status.success(), "request loop in {host}:\n{}", text(&out));
+        let mut counts = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            *counts.entry(line.trim_start_matches("Hostname: ").to_string()).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+fn pods_of(list_json: &str) -> Vec<Value> {
+    let list: Value = serde_json::from_str(list_json).unwrap_or_default();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn ready_count(list_json: &str) -> usize {
+    pods_of(list_json)
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        })
+        .count()
+}
+
+fn hostname(out: &std::process::Output) -> Result<String, String> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().find_map(|l| l.strip_prefix("Hostname: ")) {
+        Some(h) if out.status.success() => Ok(h.trim().to_string()),
+        _ => Err(text(out)),
+    }
+}
+
+fn assert_all_answer(counts: &BTreeMap<String, usize>, webpods: &BTreeMap<String, (String, String)>, what: &str) {
+    assert!(counts.keys().all(|k| webpods.contains_key(k)), "{what}: unexpected answers {counts:?}");
+}
+
+#[test]
+fn cluster_ip_by_name_from_pods_and_frontends_from_every_node() {
+    let c = Cluster::up("svcip");
+    // By name from a pod on every node: the search path and the node's cluster DNS, then the
+    // pod's own datapath.
+    for node in NODES {
+        let pod = format!("curl-{node}");
+        let out = c.lab.ok(&["exec", &pod, "--", "cat", "/etc/resolv.conf"]);
+        assert!(out.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{out}");
+        let who = c.curl_from_pod(&pod, "webpod").unwrap_or_else(|e| panic!("curl webpod from {pod}: {e}"));
+        assert!(c.webpods.contains_key(&who), "{pod} got {who}");
+        let who = c
+            .curl_from_pod(&pod, "webpod.default.svc.cluster.local")
+            .unwrap_or_else(|e| panic!("FQDN from {pod}: {e}"));
+        assert!(c.webpods.contains_key(&who));
+    }
+    // A name that is no Service does not resolve.
+    let out = c.lab.cilia(&["exec", "curl-k8s-ctr", "--", "curl", "-sS", "-m", "3", "nothere"]);
+    assert!(!out.status.success() && text(&out).contains("Could not resolve host"), "{}", text(&out));
+
+    // From every node's own namespace, through socket-LB: the ClusterIP, the LB IP and a node
+    // port of this node and of another, each spreading over more than one backend.
+    for node in NODES {
+        for target in [c.cluster_ip.clone(), LB_IP.to_string(), format!("192.168.10.101:{}", c.node_port)] {
+            let counts = c.distribution(node, &target, 12);
+            assert_all_answer(&counts, &c.webpods, &format!("{target} from {node}"));
+            assert!(counts.len() >= 2, "{target} from {node} always reached the same backend: {counts:?}");
+        }
+    }
+    // The guide's check from a pod, ten requests: spread over at least two of the three pods.
+    let counts = c.distribution("k8s-ctr", LB_IP, 10);
+    assert!(counts.len() >= 2, "{counts:?}");
+    let lb = c.lab.ok(&["dbg", "k8s-ctr", "bpf", "lb", "list"]);
+    assert!(lb.contains(&format!("{LB_IP}:80/TCP (0)")) && lb.contains("[LoadBalancer"), "{lb}");
+}
+
+#[test]
+fn north_south_node_port_and_load_balancer_ip_reach_other_nodes_through_snat() {
+    let c = Cluster::up("svcns");
+    // The LoadBalancer IP is routed to k8s-ctr, standing in for an L2 announcement.
+    c.lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", LB_IP, "via", "192.168.10.100"]);
+    let webpod_on = |node: &str| c.webpods.iter().find(|(_, (n, _))| n == node).map(|(name, _)| name.clone()).unwrap();
+    let (local, remote_w1, remote_w0) = (webpod_on("k8s-ctr"), webpod_on("k8s-w1"), webpod_on("k8s-w0"));
+
+    for target in [format!("192.168.10.100:{}", c.node_port), LB_IP.to_string()] {
+        // Every backend answers, each request a fresh connection; the answer comes from the
+        // address curl connected to (`remote_ip`), and the backend saw the router itself when
+        // it runs on k8s-ctr, k8s-ctr's address (SNAT) when it runs elsewhere.
+        let script = format!(
+            "for i in $(seq 1 40); do curl -sS -m 3 -w 'Peer: %{{remote_ip}}\\n' {target} | grep -E '^(Hostname|RemoteAddr|Peer):' | tr '\\n' ' '; echo; done"
+        );
+        let out = c.lab.ok(&["lab", "exec", "router", "--", "bash", "-c", &script]);
+        let mut seen = BTreeMap::new();
+        for line in out.lines().filter(|l| !l.trim().is_empty()) {
+            let field =
+                |k: &str| line.split_whitespace().skip_while(|w| *w != k).nth(1).unwrap_or_default().to_string();
+            let (who, client, peer) = (field("Hostname:"), field("RemoteAddr:"), field("Peer:"));
+            let want_peer = target.split(':').next().unwrap();
+            assert_eq!(peer, want_peer, "{target}: reply not from the frontend: {line}");
+            let client_ip = client.split(':').next().unwrap_or_default().to_string();
+            let expected = if who == local { "192.168.10.200" } else { "192.168.10.100" };
+            assert_eq!(client_ip, expected, "{target} via {who}: {line}");
+            *seen.entry(who).or_insert(0) += 1;
+        }
+        assert_eq!(seen.values().sum::<usize>(), 40, "{target}: some requests failed:\n{out}");
+        for who in [&local, &remote_w1, &remote_w0] {
+            assert!(seen.contains_key(who), "{target}: {who} never answered: {seen:?}");
+        }
+    }
+    let ct = c.lab.ok(&["dbg", "k8s-ctr", "bpf", "ct", "list"]);
+    assert!(ct.contains(&format!("-> {LB_IP}:80")), "{ct}");
+    let nat = c.lab.ok(&["dbg", "k8s-ctr", "bpf", "nat", "list"]);
+    assert!(nat.contains("SNAT"), "{nat}");
+}
+
+#[test]
+fn deleted_backends_stop_receiving_and_zero_replicas_reject_at_once() {
+    let mut c = Cluster::up("svcbe");
+    let (victim, (_, victim_ip)) =
+        c.webpods.iter().find(|(_, (n, _))| n == "k8s-w1").map(|(a, b)| (a.clone(), b.clone())).unwrap();
+    c.lab.ok(&["delete", "pod", &victim]);
+    // Once every node's datapath no longer offers it, no new connection reaches it.
+    for node in NODES {
+        let backend = format!("{victim_ip}:80/TCP");
+        c.lab.eventually(&["dbg", node, "bpf", "lb", "list"], WAIT, |o| {
+            !o.lines().any(|l| l.starts_with(&c.cluster_ip) && l.contains(&backend))
+        });
+    }
+    let counts = c.distribution("k8s-ctr", &c.cluster_ip, 30);
+    assert!(!counts.contains_key(&victim), "the deleted pod still gets connections: {counts:?}");
+    assert!(counts.keys().all(|k| !k.starts_with("FAILED")), "{counts:?}");
+    c.wait_webpods(3);
+
+    // Scale to zero: every frontend is still there, with no backend, and refuses at once.
+    c.lab.ok(&["patch", "deployment", "webpod", "-p", r#"{"spec":{"replicas":0}}"#]);
+    c.wait_webpods(0);
+    let node_port = format!("192.168.10.100:{}", c.node_port);
+    for (how, args) in [
+        ("pod", vec!["exec", "curl-k8s-ctr", "--", "curl", "-sS", "-m", "5", c.cluster_ip.as_str()]),
+        ("node", vec!["lab", "exec", "k8s-w1", "--", "curl", "-sS", "-m", "5", c.cluster_ip.as_str()]),
+        ("router", vec!["lab", "exec", "router", "--", "curl", "-sS", "-m", "5", node_port.as_str()]),
+    ] {
+        let start = Instant::now();
+        let out = c.lab.cilia(&args);
+        let took = start.elapsed();
+        assert!(!out.status.success(), "{how}: answered with no backends:\n{}", text(&out));
+        assert!(
+            text(&out).contains("Connection refused") || text(&out).contains("Couldn't connect"),
+            "{how}: {}",
+            text(&out)
+        );
+        assert!(took < Duration::from_secs(2), "{how}: the reject took {took:?}");
+    }
+    // And back to three.
+    c.lab.ok(&["patch", "deployment", "webpod", "-p", r#"{"spec":{"replicas":3}}"#]);
+    c.wait_webpods(3);
+    let counts = c.distribution("k8s-ctr", &c.cluster_ip, 12);
+    assert_all_answer(&counts, &c.webpods, "after scaling back");
+    assert!(counts.len() >= 2, "{counts:?}");
+}
+
+#[test]
+fn agent_killed_under_load_loses_no_request() {
+    let c = Cluster::up("svckill");
+    c.lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", LB_IP, "via", "192.168.10.100"]);
+    let agent_pid = || -> Option<(String, String)> {
+        let status = c.lab.ok(&["lab", "status"]);
+        status.lines().find(|l| l.starts_with("agent-k8s-ctr ")).map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[2].to_string(), f[4].to_string())
+        })
+    };
+    let (pid, restarts) = agent_pid().expect("the agent of k8s-ctr runs");
+    // 300 requests, 20 ms apart: long enough to span the agent's death, the supervisor's restart
+    // and the new agent's first sync. A marker file says when the loop is under way.
+    let script = "ok=0; fail=0; for i in $(seq 1 300); do \
+                  if curl -s -m 3 -o /dev/null 192.168.10.241; then ok=$((ok+1)); else fail=$((fail+1)); fi; \
+                  [ $i -eq 30 ] && touch /tmp/cilia-svckill-$PPID.started; sleep 0.02; done; echo ok=$ok fail=$fail";
+    let load = c
+        .lab
+        .command(&["lab", "exec", "router", "--", "bash", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the request loop");
+    // The loop's parent is this `cilia lab exec`, whose pid names the marker.
+    let marker = format!("/tmp/cilia-svckill-{}.started", load.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Path::new(&marker).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&marker);
+    let killed = Command::new("kill").args(["-9", &pid]).status().expect("kill");
+    assert!(killed.success(), "kill -9 {pid}");
+    let out = load.wait_with_output().expect("the request loop ends");
+    let summary = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(summary, "ok=300 fail=0", "requests failed while the agent was down or restarting");
+
+    // The supervisor restarted it, and its first sync found the maps as they were.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some((new_pid, new_restarts)) = agent_pid()
+            && new_pid != pid
+            && new_restarts != restarts
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent did not come back:\n{}", c.lab.ok(&["lab", "status"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = format!("/run/cilia/lab/{}/logs/agent-k8s-ctr.log", c.lab.name);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let after_restart = text.rsplit("supervisor: starting agent-k8s-ctr").next().unwrap_or_default();
+        if let Some(line) = after_restart.lines().find(|l| l.contains("services synced to the datapath")) {
+            assert!(line.contains("upserts=0 deletes=0"), "the restarted agent rewrote the maps: {line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted agent never synced:\n{after_restart}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let counts = c.distribution("router", LB_IP, 10);
+    assert_all_answer(&counts, &c.webpods, "after the restart");
+}
