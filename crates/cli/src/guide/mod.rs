@@ -5,6 +5,7 @@
 mod lbipam;
 mod native_routing;
 mod runner;
+mod service_lb;
 mod topology;
 
 pub use runner::run;

@@ -67,7 +67,12 @@ pub async fn run(lab: &str, datastore: Option<&str>, only: &[String]) -> Result<
     let exe = std::env::current_exe().context("locating the cilia binary")?;
     let bin_dir = exe.parent().map(PathBuf::from).context("cilia binary has no directory")?;
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let sections = [super::topology::section(), super::native_routing::section(), super::lbipam::section()];
+    let sections = [
+        super::topology::section(),
+        super::native_routing::section(),
+        super::lbipam::section(),
+        super::service_lb::section(),
+    ];
     let known: Vec<&str> = sections.iter().map(|s| s.id).collect();
     if let Some(unknown) = only.iter().find(|o| !known.contains(&o.as_str())) {
         anyhow::bail!("no guide section {unknown:?}; sections: {}", known.join(", "));
