@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One object per program file, as Cilium builds bpf_lxc.o, bpf_host.o and bpf_sock.o.
-const OBJECTS: [&str; 3] = ["bpf_lxc", "bpf_host", "bpf_sock"];
+const OBJECTS: [&str; 4] = ["bpf_lxc", "bpf_host", "bpf_sock", "bpf_overlay"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -85,6 +85,15 @@ pub static POD: ResourceKind = ResourceKind {
     short_names: &["po"],
     namespaced: true,
 };
+pub static CONFIG_MAP: ResourceKind = ResourceKind {
+    kind: "ConfigMap",
+    group: "",
+    versions: &["v1"],
+    plural: "configmaps",
+    singular: "configmap",
+    short_names: &["cm"],
+    namespaced: true,
+};
 pub static SERVICE: ResourceKind = ResourceKind {
     kind: "Service",
     group: "",
@@ -141,8 +150,18 @@ pub static L2_ANNOUNCEMENT_POLICY: ResourceKind = ResourceKind {
 };
 
 /// Every kind, in the order `get all`-style listings use.
-pub static ALL: &[&ResourceKind] =
-    &[&NAMESPACE, &NODE, &POD, &SERVICE, &DEPLOYMENT, &ENDPOINT_SLICE, &LEASE, &LB_IP_POOL, &L2_ANNOUNCEMENT_POLICY];
+pub static ALL: &[&ResourceKind] = &[
+    &NAMESPACE,
+    &NODE,
+    &POD,
+    &CONFIG_MAP,
+    &SERVICE,
+    &DEPLOYMENT,
+    &ENDPOINT_SLICE,
+    &LEASE,
+    &LB_IP_POOL,
+    &L2_ANNOUNCEMENT_POLICY,
+];
 
 /// Finds a kind by `kind` field value (`Service`).
 pub fn by_kind(kind: &str) -> Option<&'static ResourceKind> {
@@ -187,6 +206,7 @@ mod tests {
         assert_eq!(resolve("no"), Some(&NODE));
         assert_eq!(resolve("deploy"), Some(&DEPLOYMENT));
         assert_eq!(resolve("lease"), Some(&LEASE));
+        assert_eq!(resolve("cm"), Some(&CONFIG_MAP));
         assert_eq!(resolve("ippools"), Some(&LB_IP_POOL));
         assert_eq!(resolve("ciliumloadbalancerippools.cilium.io"), Some(&LB_IP_POOL));
         assert_eq!(resolve("l2announcement"), Some(&L2_ANNOUNCEMENT_POLICY));

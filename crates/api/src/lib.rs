@@ -4,6 +4,7 @@
 //! Everything here is pure: no I/O beyond parsing strings, no kernel.
 #![forbid(unsafe_code)]
 
+pub mod cilium_config;
 pub mod error;
 pub mod kinds;
 pub mod manifest;

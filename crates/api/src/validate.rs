@@ -109,6 +109,7 @@ pub fn check(kind: &'static ResourceKind, obj: &Object) -> Result<(), Validation
         "Node" => typed_parse::<types::Node>(&value).map(drop),
         "Namespace" => typed_parse::<types::Namespace>(&value).map(drop),
         "Lease" => typed_parse::<types::Lease>(&value).map(drop),
+        "ConfigMap" => config_map(&typed_parse(&value)?),
         "EndpointSlice" => typed_parse::<types::EndpointSlice>(&value).map(drop),
         _ => Ok(()),
     }
@@ -123,6 +124,26 @@ pub fn typed_parse<T: DeserializeOwned>(value: &Value) -> Result<T, ValidationEr
         let reason = inner.split(" at line ").next().unwrap_or(&inner).to_string();
         if path == "." || path.is_empty() { ValidationError::new(reason) } else { ValidationError::field(path, reason) }
     })
+}
+
+fn config_map(cm: &types::ConfigMap) -> Result<(), ValidationError> {
+    for key in cm.data.keys() {
+        let ok =
+            !key.is_empty() && key.len() <= 253 && key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+        if !ok {
+            return Err(ValidationError::field(
+                format!("data.{key}"),
+                "keys consist of letters, digits, '-', '_' and '.'",
+            ));
+        }
+    }
+    // Cilium's configuration is checked key by key, so a typo never reaches the agents.
+    if cm.metadata.name == crate::cilium_config::NAME
+        && cm.metadata.namespace.as_deref() == Some(crate::cilium_config::NAMESPACE)
+    {
+        crate::cilium_config::check(&cm.data)?;
+    }
+    Ok(())
 }
 
 fn service(svc: &types::Service) -> Result<(), ValidationError> {

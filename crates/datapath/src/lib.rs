@@ -8,6 +8,7 @@
 //! | `from_container` | tcx ingress of pod veths (`lxc*`) | pod → frontend: backend, conntrack, DNAT; replies of local backends: reverse NAT |
 //! | `to_container` | tcx egress of pod veths | reverse NAT of replies that reached the node elsewhere |
 //! | `from_netdev` | tcx ingress of node devices (`eth1`) | NodePort / LoadBalancer / external IP: DNAT, SNAT for remote backends, reverse of both |
+//! | `to_overlay`, `from_overlay` | tcx egress of `cilia_host`, ingress of `cilium_vxlan` | tunnel mode: VXLAN encapsulation by tunnel map, delivery of decapsulated packets ([`tunnel`]) |
 //! | `sock4_*` | cgroup connect4, sendmsg4, recvmsg4, getpeername4 | socket-LB for the node's own processes |
 //!
 //! The agent opens a [`Datapath`] on a per-node bpffs directory and programs it through the
@@ -28,6 +29,8 @@ pub mod maps;
 pub mod objects;
 mod service;
 mod sys;
+pub mod tunnel;
+pub mod tunnel_abi;
 
 pub use attach::Direction;
 pub use datapath::{Datapath, LbDatapath, ct_list_pinned, lb_list_pinned, nat_list_pinned};
@@ -37,3 +40,4 @@ pub use lbstate::SyncStats;
 pub use loader::{DatapathConfig, remove_pins};
 pub use service::{Backend, BackendState, Frontend, LbAlgorithm, Protocol, ServiceEntry, ServiceKind};
 pub use sys::{current_netns_cookie, ensure_bpffs, is_bpffs};
+pub use tunnel::{Overlay, TunnelEntry, TunnelSyncStats, remove_overlay, tunnel_list_pinned};

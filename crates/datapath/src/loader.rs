@@ -196,6 +196,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
         }
         std::fs::remove_dir(&links).map_err(|source| Error::Io { op: "remove", path: links.clone(), source })?;
     }
+    crate::tunnel::remove_map_pins(pin_dir)?;
     for name in abi::ALL_MAPS {
         let path: PathBuf = pin_dir.join(name);
         if path.exists() {

@@ -4,6 +4,8 @@
 pub static BPF_LXC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_lxc.o"));
 /// Program on node devices: `from_netdev` (tcx ingress).
 pub static BPF_HOST: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_host.o"));
+/// Tunnel mode: `to_overlay` (host device egress) and `from_overlay` (VXLAN device ingress).
+pub static BPF_OVERLAY: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_overlay.o"));
 /// Socket-LB cgroup hooks: `sock4_connect`, `sock4_sendmsg`, `sock4_recvmsg`, `sock4_getpeer`.
 pub static BPF_SOCK: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_sock.o"));
 

@@ -8,7 +8,8 @@
 //! - pod veths: host side `lxc<hash>` in the node namespace, peer born in the pod namespace with
 //!   its address, routes and a static neighbour for the router IP ([`pod_veth`]);
 //! - routes with MTU metrics and the kernel's route lookup (`ip route get`) ([`route`]);
-//! - per-namespace sysctls ([`sysctl`]).
+//! - per-namespace sysctls ([`sysctl`]);
+//! - the flow-based VXLAN device of tunnel mode ([`vxlan`]).
 //!
 //! Every error names the namespace, the device and the operation that failed.
 
@@ -20,6 +21,7 @@ pub mod netns;
 pub mod pod_veth;
 pub mod route;
 pub mod sysctl;
+pub mod vxlan;
 
 pub use error::{Error, Result};
 pub use handle::Netconf;
@@ -28,3 +30,4 @@ pub use link::LinkInfo;
 pub use netns::Netns;
 pub use pod_veth::{PodVeth, PodVethSpec, host_ifname_for};
 pub use route::{CILIA_ROUTE_PROTOCOL, MAIN_TABLE, Route, RouteLookup, RouteScope};
+pub use vxlan::{VXLAN_DEVICE, VXLAN_PORT};

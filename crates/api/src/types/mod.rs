@@ -2,6 +2,7 @@
 //! (`deny_unknown_fields`), so a typo is reported instead of silently dropped; fields Kubernetes has
 //! and cilia does not act on are accepted as opaque JSON so real manifests still apply.
 
+mod config_map;
 mod coordination;
 mod core;
 mod deployment;
@@ -11,6 +12,7 @@ mod lb_ip_pool;
 mod pod;
 mod service;
 
+pub use config_map::ConfigMap;
 pub use coordination::{Lease, LeaseSpec};
 pub use core::{Namespace, Node, NodeAddress, NodeSpec, NodeStatus};
 pub use deployment::{Deployment, DeploymentSpec, DeploymentStatus, PodTemplateSpec};

@@ -1,0 +1,321 @@
+//! Tunnel mode: the overlay programs (`bpf/bpf_overlay.c`), their pinned maps and links.
+//!
+//! `to_overlay` runs on the egress of the host device (`cilia_host`), through which the node
+//! routes other nodes' pod CIDRs in tunnel mode; `from_overlay` runs on the ingress of the
+//! flow-based VXLAN device. The tunnel map (an LPM trie, like Cilium 1.18's ipcache prefixes)
+//! says which prefixes are behind which node; [`Overlay::sync`] makes it equal to a desired list,
+//! writing only differences, so a node joining or leaving changes one entry.
+//!
+//! Maps are pinned in the node's bpffs directory beside the service maps, links in its `links/`
+//! directory as `overlay_<direction>_<ifname>`; both survive the agent.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, Map, MapData};
+use aya::programs::SchedClassifier;
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use ipnet::Ipv4Net as Prefix;
+
+use crate::error::{Error, Result};
+use crate::objects;
+use crate::sys;
+use crate::tunnel_abi::{self, OverlayConfig, TunnelAddr, TunnelInfo};
+
+pub const PROG_TO_OVERLAY: &str = "to_overlay";
+pub const PROG_FROM_OVERLAY: &str = "from_overlay";
+
+/// One tunnel map entry: a prefix and what packets to or from it get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TunnelEntry {
+    pub prefix: Prefix,
+    /// The node IP packets to this prefix are encapsulated to (remote prefixes).
+    pub endpoint: Option<Ipv4Addr>,
+    /// VNI of packets from this prefix (local prefixes); informational for remote ones.
+    pub identity: u32,
+    /// A prefix of this node (its pod CIDR, the router IP).
+    pub local: bool,
+}
+
+impl TunnelEntry {
+    /// A remote node's pod CIDR behind `endpoint`.
+    pub fn remote(prefix: Prefix, endpoint: Ipv4Addr, identity: u32) -> Self {
+        TunnelEntry { prefix, endpoint: Some(endpoint), identity, local: false }
+    }
+
+    /// A prefix of this node whose packets carry `identity`.
+    pub fn local(prefix: Prefix, identity: u32) -> Self {
+        TunnelEntry { prefix, endpoint: None, identity, local: true }
+    }
+
+    fn value(&self) -> TunnelInfo {
+        let mut flags = 0;
+        if self.endpoint.is_some() {
+            flags |= tunnel_abi::TUNNEL_F_ENCAP;
+        }
+        if self.local {
+            flags |= tunnel_abi::TUNNEL_F_LOCAL;
+        }
+        TunnelInfo {
+            endpoint: self.endpoint.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+            identity: self.identity,
+            flags,
+        }
+    }
+
+    fn from_map(prefix: Prefix, v: &TunnelInfo) -> Self {
+        let endpoint = (v.flags & tunnel_abi::TUNNEL_F_ENCAP != 0).then(|| Ipv4Addr::from(v.endpoint.to_ne_bytes()));
+        TunnelEntry { prefix, endpoint, identity: v.identity, local: v.flags & tunnel_abi::TUNNEL_F_LOCAL != 0 }
+    }
+}
+
+impl std::fmt::Display for TunnelEntry {
+    /// Like `cilium-dbg bpf ipcache list`: `172.20.2.0/24 identity=258 tunnelendpoint=192.168.20.100 flags=hastunnel`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} identity={}", self.prefix, self.identity)?;
+        match self.endpoint {
+            Some(ep) => write!(f, " tunnelendpoint={ep} flags=hastunnel"),
+            None => write!(f, " tunnelendpoint=0.0.0.0 flags=local"),
+        }
+    }
+}
+
+/// What [`Overlay::sync`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelSyncStats {
+    pub written: usize,
+    pub deleted: usize,
+}
+
+/// The writes that turn `current` into `desired`: entries to write (new or different) and
+/// prefixes to delete. Pure; the same prefix listed twice in `desired` keeps the last.
+pub fn tunnel_changes(current: &[TunnelEntry], desired: &[TunnelEntry]) -> (Vec<TunnelEntry>, Vec<Prefix>) {
+    let have: BTreeMap<Prefix, &TunnelEntry> = current.iter().map(|e| (e.prefix, e)).collect();
+    let want: BTreeMap<Prefix, &TunnelEntry> = desired.iter().map(|e| (e.prefix, e)).collect();
+    let write = want.values().filter(|w| have.get(&w.prefix) != Some(w)).map(|w| **w).collect();
+    let delete = have.keys().filter(|p| !want.contains_key(p)).copied().collect();
+    (write, delete)
+}
+
+/// The overlay programs of one node, loaded with their maps pinned in `pin_dir`.
+pub struct Overlay {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl Overlay {
+    /// Loads `bpf_overlay.o`, reusing the pinned maps of a previous run.
+    pub fn open(pin_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(pin_dir.join("links")).map_err(|source| Error::Io {
+            op: "create pin directory",
+            path: pin_dir.into(),
+            source,
+        })?;
+        if !sys::is_bpffs(pin_dir) {
+            return Err(Error::PinDir { path: pin_dir.into(), reason: "not on a bpffs mount".into() });
+        }
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .map_max_entries(tunnel_abi::MAP_TUNNEL, tunnel_abi::TUNNEL_MAP_SIZE)
+            .load(objects::BPF_OVERLAY)
+            .map_err(|source| Error::Load {
+                object: "bpf_overlay.o",
+                pin_dir: pin_dir.into(),
+                source: Box::new(source),
+            })?;
+        for name in [PROG_TO_OVERLAY, PROG_FROM_OVERLAY] {
+            classifier(&mut ebpf, name)?.load().map_err(Error::program(name, "load (verifier)"))?;
+        }
+        Ok(Overlay { ebpf, pin_dir: pin_dir.into() })
+    }
+
+    /// Attaches `to_overlay` to `host_dev` (egress) and `from_overlay` to `tunnel_dev` (ingress),
+    /// and points the encapsulation at `tunnel_ifindex`. Idempotent; a re-attach swaps programs
+    /// behind the pinned links.
+    pub fn attach(&mut self, host_dev: &str, tunnel_dev: &str, tunnel_ifindex: u32) -> Result<()> {
+        self.set_config(OverlayConfig { encap_ifindex: tunnel_ifindex, host_identity: tunnel_abi::IDENTITY_HOST })?;
+        attach(&mut self.ebpf, &self.pin_dir, PROG_TO_OVERLAY, host_dev, TcAttachType::Egress)?;
+        attach(&mut self.ebpf, &self.pin_dir, PROG_FROM_OVERLAY, tunnel_dev, TcAttachType::Ingress)
+    }
+
+    fn set_config(&mut self, config: OverlayConfig) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(tunnel_abi::MAP_OVERLAY_CONFIG)
+            .ok_or(Error::MissingMap { map: tunnel_abi::MAP_OVERLAY_CONFIG })?;
+        let mut array: Array<&mut MapData, OverlayConfig> =
+            Array::try_from(map).map_err(Error::map(tunnel_abi::MAP_OVERLAY_CONFIG, "open"))?;
+        array.set(0, config, 0).map_err(Error::map(tunnel_abi::MAP_OVERLAY_CONFIG, "write"))
+    }
+
+    /// Makes the tunnel map hold exactly `desired`: new and changed entries are written before
+    /// stale ones are deleted, so a prefix moving between nodes is never missing.
+    pub fn sync(&mut self, desired: &[TunnelEntry]) -> Result<TunnelSyncStats> {
+        let map = self.ebpf.map_mut(tunnel_abi::MAP_TUNNEL).ok_or(Error::MissingMap { map: tunnel_abi::MAP_TUNNEL })?;
+        let mut trie: LpmTrie<&mut MapData, TunnelAddr, TunnelInfo> =
+            LpmTrie::try_from(map).map_err(Error::map(tunnel_abi::MAP_TUNNEL, "open"))?;
+        let current = read_entries(&trie)?;
+        let (write, delete) = tunnel_changes(&current, desired);
+        for e in &write {
+            trie.insert(&key(e.prefix), e.value(), 0)
+                .map_err(Error::map(tunnel_abi::MAP_TUNNEL, format!("write {}", e.prefix)))?;
+        }
+        for p in &delete {
+            trie.remove(&key(*p)).map_err(Error::map(tunnel_abi::MAP_TUNNEL, format!("delete {p}")))?;
+        }
+        Ok(TunnelSyncStats { written: write.len(), deleted: delete.len() })
+    }
+}
+
+fn key(prefix: Prefix) -> Key<TunnelAddr> {
+    Key::new(u32::from(prefix.prefix_len()), u32::from_ne_bytes(prefix.network().octets()))
+}
+
+fn read_entries<T: std::borrow::Borrow<MapData>>(
+    trie: &LpmTrie<T, TunnelAddr, TunnelInfo>,
+) -> Result<Vec<TunnelEntry>> {
+    let mut out = Vec::new();
+    for item in trie.iter() {
+        let (k, v) = item.map_err(Error::map(tunnel_abi::MAP_TUNNEL, "iterate"))?;
+        let addr = Ipv4Addr::from(k.data().to_ne_bytes());
+        let len = u8::try_from(k.prefix_len()).unwrap_or(32).min(32);
+        let prefix = Prefix::new(addr, len).expect("length clamped to 32");
+        out.push(TunnelEntry::from_map(prefix, &v));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The tunnel map of a node read from its pin (`cilia dbg NODE bpf tunnel list`); empty when
+/// the node has never run in tunnel mode.
+pub fn tunnel_list_pinned(pin_dir: &Path) -> Result<Vec<TunnelEntry>> {
+    let path = pin_dir.join(tunnel_abi::MAP_TUNNEL);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let data = MapData::from_pin(&path).map_err(Error::map(tunnel_abi::MAP_TUNNEL, "open pin"))?;
+    let map = Map::from_map_data(data).map_err(Error::map(tunnel_abi::MAP_TUNNEL, "inspect"))?;
+    let trie: LpmTrie<MapData, TunnelAddr, TunnelInfo> =
+        LpmTrie::try_from(map).map_err(Error::map(tunnel_abi::MAP_TUNNEL, "open as LPM trie"))?;
+    read_entries(&trie)
+}
+
+/// Leaving tunnel mode: detaches both programs and removes the overlay's map pins, so nothing of
+/// the mode stays behind. Safe when nothing is there.
+pub fn remove_overlay(pin_dir: &Path, host_dev: &str, tunnel_dev: &str) -> Result<()> {
+    for (dev, dir) in [(host_dev, TcAttachType::Egress), (tunnel_dev, TcAttachType::Ingress)] {
+        let pin = link_pin(pin_dir, dev, dir);
+        sys::detach_pinned_link(&pin).map_err(|source| Error::Link { path: pin.clone(), op: "detach", source })?;
+    }
+    remove_map_pins(pin_dir)
+}
+
+/// Removes the overlay's map pins (part of [`crate::remove_pins`]).
+pub(crate) fn remove_map_pins(pin_dir: &Path) -> Result<()> {
+    for name in tunnel_abi::TUNNEL_MAPS {
+        let path = pin_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Io { op: "remove map pin", path, source: e });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn link_pin(pin_dir: &Path, ifname: &str, dir: TcAttachType) -> PathBuf {
+    let d = if dir == TcAttachType::Egress { "egress" } else { "ingress" };
+    pin_dir.join("links").join(format!("overlay_{d}_{ifname}"))
+}
+
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| Error::Program {
+        program: name,
+        op: "find in object".into(),
+        source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
+    })?;
+    prog.try_into().map_err(Error::program(name, "as tc classifier"))
+}
+
+/// tcx attach with a pinned link; an existing pin gets the new program with BPF_LINK_UPDATE, a
+/// defunct one (its device was recreated) is replaced.
+fn attach(ebpf: &mut Ebpf, pin_dir: &Path, program: &'static str, ifname: &str, dir: TcAttachType) -> Result<()> {
+    let pin = link_pin(pin_dir, ifname, dir);
+    let prog = classifier(ebpf, program)?;
+    if pin.exists() {
+        let reused = PinnedLink::from_pin(&pin)
+            .ok()
+            .and_then(|pinned| SchedClassifierLink::try_from(FdLink::from(pinned)).ok())
+            .map(|link| prog.attach_to_link(link));
+        if let Some(Ok(id)) = reused {
+            drop(prog.take_link(id).map_err(Error::program(program, "release link"))?);
+            return Ok(());
+        }
+        sys::detach_pinned_link(&pin).map_err(|source| Error::Link {
+            path: pin.clone(),
+            op: "remove stale",
+            source,
+        })?;
+    }
+    let id = prog
+        .attach(ifname, dir)
+        .map_err(|e| Error::Interface { ifname: ifname.into(), reason: format!("tcx attach of {program}: {e}") })?;
+    let link = prog.take_link(id).map_err(Error::program(program, "take link"))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| Error::Link {
+        path: pin.clone(),
+        op: "convert tcx link",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    fd_link.pin(&pin).map_err(|e| Error::Link {
+        path: pin.clone(),
+        op: "pin",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn changes_write_new_and_different_entries_and_delete_stale_ones() {
+        let ep = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let current = vec![
+            TunnelEntry::local(p("172.20.0.0/24"), 256),
+            TunnelEntry::remote(p("172.20.1.0/24"), ep("192.168.10.101"), 257),
+            TunnelEntry::remote(p("172.20.2.0/24"), ep("192.168.20.100"), 258),
+        ];
+        let desired = vec![
+            TunnelEntry::local(p("172.20.0.0/24"), 256),
+            TunnelEntry::remote(p("172.20.1.0/24"), ep("192.168.10.111"), 257),
+            TunnelEntry::remote(p("172.20.3.0/24"), ep("192.168.20.103"), 259),
+        ];
+        let (write, delete) = tunnel_changes(&current, &desired);
+        assert_eq!(write, [desired[1], desired[2]]);
+        assert_eq!(delete, [p("172.20.2.0/24")]);
+        let (write, delete) = tunnel_changes(&desired, &desired);
+        assert!(write.is_empty() && delete.is_empty());
+    }
+
+    #[test]
+    fn values_round_trip_through_the_map_layout() {
+        let e = TunnelEntry::remote(p("172.20.2.0/24"), "192.168.20.100".parse().unwrap(), 258);
+        let v = e.value();
+        assert_eq!(v.endpoint.to_ne_bytes(), [192, 168, 20, 100]);
+        assert_eq!(v.flags, tunnel_abi::TUNNEL_F_ENCAP);
+        assert_eq!(TunnelEntry::from_map(e.prefix, &v), e);
+        let l = TunnelEntry::local(p("172.20.0.1/32"), 1);
+        assert_eq!(TunnelEntry::from_map(l.prefix, &l.value()), l);
+        assert_eq!(e.to_string(), "172.20.2.0/24 identity=258 tunnelendpoint=192.168.20.100 flags=hastunnel");
+    }
+}
