@@ -16,6 +16,9 @@ packages=(
   procps           # ps/pkill used by cleanup checks
   iperf3           # throughput benchmarks between pods
   wrk              # request-rate benchmarks
+  nftables         # kube-proxy nftables-mode baseline in benchmarks
+  iptables         # kube-proxy iptables-mode baseline in benchmarks
+  conntrack        # flushes connection tracking between benchmark runs
 )
 
 missing=()

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Service load balancing on a forwarding "node", as kube-proxy's baselines in the anchors: a client
+# namespace sends to service VIPs routed through a node namespace that holds the rules, to a
+# backend namespace running the whoami server. Paths, at 1, 1 000 and 10 000 services (the target
+# is the last service of the list):
+#   direct    client → backend IP, forwarded, no NAT
+#   iptables  kube-proxy's iptables layout (KUBE-SERVICES → KUBE-SVC → KUBE-SEP DNAT), nf_tables backend
+#   nftables  kube-proxy's nftables layout (one verdict map on daddr . l4proto . dport)
+#   cilia     cilia's eBPF datapath (tc on the node's devices), programmed with the same services
+# Load: wrk -t1 -c32, new connection per request (`Connection: close`) and keep-alive requests.
+# Rounds are interleaved and medians reported. Run as root: scripts/bench/service-lb.sh [ROUNDS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-2}
+secs=${2:-3}
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --bins -q
+cargo build --release -q -p datapath --example lb-program
+cilia=$PWD/target/release/cilia
+program=$PWD/target/release/examples/lb-program
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+p=kprb$$
+pin=/sys/fs/bpf/$p
+work=$(mktemp -d)
+cleanup() {
+  rm -rf "$pin" "$work"
+  for ns in c n s; do
+    ip netns pids "$p-$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$p-$ns" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+for ns in c n s; do ip netns add "$p-$ns"; ip -n "$p-$ns" link set lo up; done
+ip link add eth0 netns "$p-c" type veth peer name eth1 netns "$p-n"
+ip link add eth0 netns "$p-s" type veth peer name lxcs netns "$p-n"
+ip -n "$p-c" link set eth0 up; ip -n "$p-s" link set eth0 up
+ip -n "$p-n" link set eth1 up; ip -n "$p-n" link set lxcs up
+ip -n "$p-c" addr add 10.97.1.10/24 dev eth0; ip -n "$p-n" addr add 10.97.1.1/24 dev eth1
+ip -n "$p-s" addr add 10.97.2.10/24 dev eth0; ip -n "$p-n" addr add 10.97.2.1/24 dev lxcs
+ip -n "$p-c" route add default via 10.97.1.1; ip -n "$p-s" route add default via 10.97.2.1
+ip netns exec "$p-n" sysctl -qw net.ipv4.ip_forward=1
+ip netns exec "$p-s" setsid "$cilia" lab whoami --name backend --port 80 >/dev/null 2>&1 </dev/null &
+disown
+sleep 0.5
+
+first_vip=10.200.0.1
+vip_of() { python3 -c "import ipaddress,sys; print(ipaddress.ip_address('$first_vip') + int(sys.argv[1]) - 1)" "$1"; }
+
+iptables_rules() { # kube-proxy iptables mode, nat table
+  python3 - "$1" <<'PY'
+import ipaddress, sys
+n = int(sys.argv[1]); first = ipaddress.ip_address("10.200.0.1")
+out = ["*nat", ":PREROUTING ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]"]
+out += [f":KUBE-SVC-{i:06d} - [0:0]\n:KUBE-SEP-{i:06d} - [0:0]" for i in range(n)]
+out.append("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES")
+for i in range(n):
+    out.append(f"-A KUBE-SERVICES -d {first + i}/32 -p tcp -m comment --comment \"default/svc{i}:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-{i:06d}")
+for i in range(n):
+    out.append(f"-A KUBE-SVC-{i:06d} -m comment --comment \"default/svc{i}:http -> 10.97.2.10:80\" -j KUBE-SEP-{i:06d}")
+    out.append(f"-A KUBE-SEP-{i:06d} -p tcp -m comment --comment \"default/svc{i}:http\" -m tcp -j DNAT --to-destination 10.97.2.10:80")
+out.append("COMMIT")
+print("\n".join(out))
+PY
+}
+
+nft_rules() { # kube-proxy nftables mode
+  python3 - "$1" <<'PY'
+import ipaddress, sys
+n = int(sys.argv[1]); first = ipaddress.ip_address("10.200.0.1")
+print("table ip kube-proxy {")
+for i in range(n):
+    print(f"  chain endpoint-{i} {{\n    meta l4proto tcp dnat to 10.97.2.10:80\n  }}")
+    print(f"  chain service-{i} {{\n    numgen random mod 1 vmap {{ 0 : goto endpoint-{i} }}\n  }}")
+elems = ",\n      ".join(f"{first + i} . tcp . 80 : goto service-{i}" for i in range(n))
+print("  map service-ips {\n    type ipv4_addr . inet_proto . inet_service : verdict\n    elements = { " + elems + " }\n  }")
+print("  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }")
+print("  chain nat-prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }")
+print("}")
+PY
+}
+
+setup() { # setup MODE COUNT
+  case $1 in
+    direct) ;;
+    iptables) iptables_rules "$2" >"$work/ipt"; ip netns exec "$p-n" iptables-restore <"$work/ipt" ;;
+    nftables) nft_rules "$2" >"$work/nft"; ip netns exec "$p-n" nft -f "$work/nft" ;;
+    cilia) nsenter --net="/run/netns/$p-n" "$program" "$pin" eth1 lxcs "$2" "$first_vip" 10.97.2.10 2>/dev/null ;;
+  esac
+}
+teardown() {
+  case $1 in
+    iptables) ip netns exec "$p-n" iptables -t nat -F; ip netns exec "$p-n" iptables -t nat -X ;;
+    nftables) ip netns exec "$p-n" nft delete table ip kube-proxy ;;
+    cilia) rm -rf "$pin" ;;
+  esac
+  # Connection tracking entries of one path must not meet the next path's connections.
+  ip netns exec "$p-n" conntrack -F >/dev/null 2>&1 || true
+}
+wrk_rate() { # wrk_rate URL [close]
+  if [ "${2:-}" = close ]; then
+    ip netns exec "$p-c" wrk -t1 -c32 -d"${secs}s" -H 'Connection: close' "$1"
+  else
+    ip netns exec "$p-c" wrk -t1 -c32 -d"${secs}s" "$1"
+  fi | awk '/Requests\/sec/ {print $2}'
+}
+
+declare -A conn req
+for count in 1 1000 10000; do
+  target=$(vip_of "$count")
+  for r in $(seq "$rounds"); do
+    for mode in direct iptables nftables cilia; do
+      setup "$mode" "$count"
+      url="http://$target/"; [ "$mode" = direct ] && url="http://10.97.2.10/"
+      c=$(wrk_rate "$url" close); q=$(wrk_rate "$url")
+      teardown "$mode"
+      conn[$mode-$count]+="$c "; req[$mode-$count]+="$q "
+      echo "services $count round $r $mode: $c conn/s, $q req/s" >&2
+    done
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo
+printf "%-9s %9s | %-34s | %-34s\n" "" services "new connections/s (ratio to direct)" "keep-alive requests/s (ratio)"
+for count in 1 1000 10000; do
+  dc=$(echo ${conn[direct-$count]} | median); dq=$(echo ${req[direct-$count]} | median)
+  for mode in direct iptables nftables cilia; do
+    c=$(echo ${conn[$mode-$count]} | median); q=$(echo ${req[$mode-$count]} | median)
+    printf "%-9s %9s | %12.0f  %6.2fx                | %12.0f  %6.2fx\n" "$mode" "$count" "$c" "$(echo "$c/$dc" | bc -l)" "$q" "$(echo "$q/$dq" | bc -l)"
+  done
+done
