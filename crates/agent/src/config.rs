@@ -16,6 +16,10 @@ pub enum RoutingMode {
     /// Plain kernel routing, no encapsulation (`routing-mode: native`).
     #[default]
     Native,
+    /// Every other node through the VXLAN overlay (`routing-mode: tunnel`).
+    Tunnel,
+    /// Direct routes to nodes on the same segment, the overlay to the others (`routing-mode: hybrid`).
+    Hybrid,
 }
 
 impl FromStr for RoutingMode {
@@ -24,7 +28,8 @@ impl FromStr for RoutingMode {
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         match s {
             "native" => Ok(RoutingMode::Native),
-            "tunnel" | "hybrid" => Err(ConfigError::UnsupportedRoutingMode(s.to_string())),
+            "tunnel" => Ok(RoutingMode::Tunnel),
+            "hybrid" => Ok(RoutingMode::Hybrid),
             _ => Err(ConfigError::UnknownRoutingMode(s.to_string())),
         }
     }
@@ -34,16 +39,23 @@ impl fmt::Display for RoutingMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             RoutingMode::Native => "native",
+            RoutingMode::Tunnel => "tunnel",
+            RoutingMode::Hybrid => "hybrid",
         })
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("routing mode {0:?} is not available in this release; use native")]
-    UnsupportedRoutingMode(String),
-    #[error("unknown routing mode {0:?}; expected native")]
+    #[error("unknown routing mode {0:?}; expected native, tunnel or hybrid")]
     UnknownRoutingMode(String),
+    #[error(
+        "auto direct node routes cannot be used with routing mode tunnel: packets must be routed through the tunnel \
+         device (use hybrid for direct routes on the same segment)"
+    )]
+    DirectRoutesWithTunnel,
+    #[error("tunnel port {0} is out of range (1 to 65535)")]
+    TunnelPort(u16),
     #[error("the node name is empty")]
     NoNodeName,
     #[error("MTU {0} is out of range (576 to 65535)")]
@@ -121,6 +133,10 @@ pub struct AgentConfig {
     pub service_lb: Option<ServiceLbConfig>,
     /// Port of the cluster DNS server on the router IP; None: no DNS server.
     pub dns_port: Option<u16>,
+    /// UDP port of the VXLAN device in tunnel and hybrid mode (`tunnel-port`).
+    pub tunnel_port: u16,
+    /// The node's bpffs directory, where the overlay's maps and links are pinned.
+    pub bpf_dir: PathBuf,
 }
 
 impl AgentConfig {
@@ -138,6 +154,8 @@ impl AgentConfig {
             resync_interval: Duration::from_secs(30),
             service_lb: None,
             dns_port: None,
+            tunnel_port: netconf::VXLAN_PORT,
+            bpf_dir: PathBuf::from("/sys/fs/bpf/cilia"),
         }
     }
 
@@ -152,6 +170,15 @@ impl AgentConfig {
             && cidr.trunc() != cidr
         {
             return Err(ConfigError::NativeRoutingCidr { cidr });
+        }
+        if self.routing_mode == RoutingMode::Tunnel && self.auto_direct_node_routes {
+            return Err(ConfigError::DirectRoutesWithTunnel);
+        }
+        if self.tunnel_port == 0 {
+            return Err(ConfigError::TunnelPort(self.tunnel_port));
+        }
+        if self.routing_mode != RoutingMode::Native && !self.bpf_dir.is_absolute() {
+            return Err(ConfigError::BpfDir(self.bpf_dir.clone()));
         }
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(ConfigError::LeaseTtl(self.lease_ttl));
@@ -172,10 +199,9 @@ mod tests {
     #[test]
     fn routing_modes() {
         assert_eq!("native".parse::<RoutingMode>(), Ok(RoutingMode::Native));
-        assert_eq!(
-            "tunnel".parse::<RoutingMode>().unwrap_err().to_string(),
-            "routing mode \"tunnel\" is not available in this release; use native"
-        );
+        assert_eq!("tunnel".parse::<RoutingMode>(), Ok(RoutingMode::Tunnel));
+        assert_eq!("hybrid".parse::<RoutingMode>(), Ok(RoutingMode::Hybrid));
+        assert_eq!(RoutingMode::Hybrid.to_string(), "hybrid");
         assert!(matches!("vxlan".parse::<RoutingMode>(), Err(ConfigError::UnknownRoutingMode(_))));
     }
 
@@ -185,6 +211,10 @@ mod tests {
         assert_eq!(ok.validate(), Ok(()));
         assert_eq!(AgentConfig { mtu: 100, ..ok.clone() }.validate(), Err(ConfigError::Mtu(100)));
         assert_eq!(AgentConfig::new("").validate(), Err(ConfigError::NoNodeName));
+        let tunnel_adr = AgentConfig { routing_mode: RoutingMode::Tunnel, auto_direct_node_routes: true, ..ok.clone() };
+        assert_eq!(tunnel_adr.validate(), Err(ConfigError::DirectRoutesWithTunnel));
+        let hybrid = AgentConfig { routing_mode: RoutingMode::Hybrid, auto_direct_node_routes: true, ..ok.clone() };
+        assert_eq!(hybrid.validate(), Ok(()));
         let bad = AgentConfig { native_routing_cidr: Some("172.20.1.0/16".parse().unwrap()), ..ok };
         assert_eq!(
             bad.validate().unwrap_err().to_string(),

@@ -5,8 +5,11 @@
 //! 2. wait for the operator to give this node a pod CIDR (`spec.podCIDR`);
 //! 3. pod networking: the host device `cilia_host` with the router IP, and the CNI server on a
 //!    root-only unix socket (pod IP allocations are recovered from the state dir);
-//! 4. routes: with native routing and auto direct node routes, `podCIDR via nodeIP` for every
-//!    other node the kernel reaches without a gateway ([`direct_routes`]);
+//! 4. routes for the routing mode ([`routing_plan`]): native, `podCIDR via nodeIP` to every
+//!    other node the kernel reaches without a gateway ([`direct_routes`]); tunnel, every other
+//!    node's pod CIDR through `cilia_host` with the tunnel MTU and the VXLAN overlay
+//!    ([`overlay`]); hybrid, direct where possible and the overlay across routers. A mode
+//!    switch (a restart with another mode) removes what the old mode left;
 //! 5. with kube-proxy replacement, the eBPF service datapath: opened on the node's bpffs directory
 //!    (maps and links pinned there survive the agent), `from_netdev` on the node's devices, pod
 //!    programs on every pod veth ([`datapath_attach`]), socket-LB for the node's own processes,
@@ -28,8 +31,10 @@ pub mod error;
 pub mod membership;
 pub mod node_status;
 pub mod node_view;
+pub mod overlay;
 pub mod route_reconciler;
 pub mod router_ip;
+pub mod routing_plan;
 pub mod service_controller;
 pub mod services;
 
@@ -84,7 +89,10 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
             pod_cidr,
             router_ip,
             mtu: config.mtu,
-            route_mtu: None,
+            // In overlay modes pods learn the tunnel MTU from their routes, as on a Cilium node
+            // (the veth stays at the device MTU).
+            route_mtu: routing_plan::uses_overlay(config.routing_mode)
+                .then(|| config.mtu.saturating_sub(routing_plan::TUNNEL_OVERHEAD)),
             node_netns: None,
             state_dir: config.state_dir.clone(),
         },
@@ -121,7 +129,8 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
     let leave = shutdown.child_token();
     let membership =
         tokio::spawn(membership::maintain(store.clone(), node_name.clone(), config.lease_ttl, leave.clone()));
-    let routes = RouteReconciler::new(kernel, &node_name, pod_cidr, router_ip, config.auto_direct_node_routes);
+    let routes = RouteReconciler::new(kernel, &node_name, pod_cidr, router_ip, config.auto_direct_node_routes)
+        .with_mode(config.routing_mode, config.mtu, config.tunnel_port, config.bpf_dir.clone());
     let ready = node_status::ready(
         true,
         node_status::REASON_READY,
@@ -304,17 +313,19 @@ impl Agent {
         match self.routes.reconcile(&views).await {
             Ok(outcome) => {
                 retry |= outcome.failed > 0;
-                if outcome.installed + outcome.removed > 0 {
+                if outcome.installed + outcome.removed + outcome.tunnel_written + outcome.tunnel_deleted > 0 {
                     tracing::info!(
                         wanted = outcome.wanted,
                         installed = outcome.installed,
                         removed = outcome.removed,
-                        "direct node routes reconciled"
+                        tunnel_written = outcome.tunnel_written,
+                        tunnel_deleted = outcome.tunnel_deleted,
+                        "node routes reconciled"
                     );
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reading the routing table failed; retrying");
+                tracing::warn!(error = %e, "reconciling routes failed; retrying");
                 retry = true;
             }
         }

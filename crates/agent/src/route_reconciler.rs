@@ -6,14 +6,19 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
+    path::PathBuf,
 };
 
 use ipnet::Ipv4Net;
 use netconf::{MAIN_TABLE, Netconf};
 
 use crate::{
+    config::RoutingMode,
     direct_routes::{self, Reachability},
+    error::AgentError,
     node_view::NodeView,
+    overlay::OverlayManager,
+    routing_plan::{self, TUNNEL_OVERHEAD},
 };
 
 /// What one pass did.
@@ -22,6 +27,9 @@ pub struct Outcome {
     pub wanted: usize,
     pub installed: usize,
     pub removed: usize,
+    /// Tunnel map entries written and deleted.
+    pub tunnel_written: usize,
+    pub tunnel_deleted: usize,
     /// Route operations the kernel refused; the caller retries soon.
     pub failed: usize,
 }
@@ -32,6 +40,10 @@ pub struct RouteReconciler {
     own_cidr: Ipv4Net,
     router_ip: Ipv4Addr,
     auto_direct_node_routes: bool,
+    mode: RoutingMode,
+    /// MTU of the routes through the overlay: the device MTU minus the VXLAN overhead.
+    route_mtu: u32,
+    overlay: OverlayManager,
     /// The skip message last logged per node, so a skip is logged when it starts or changes,
     /// not on every pass.
     reported: BTreeMap<String, String>,
@@ -51,15 +63,32 @@ impl RouteReconciler {
             own_cidr,
             router_ip,
             auto_direct_node_routes,
+            mode: RoutingMode::Native,
+            route_mtu: 1500 - TUNNEL_OVERHEAD,
+            overlay: OverlayManager::new(PathBuf::from("/sys/fs/bpf/cilia"), netconf::VXLAN_PORT, 1500),
             reported: BTreeMap::new(),
         }
     }
 
-    /// One pass over `nodes` (the whole current list). Fails only if the routing table cannot be
-    /// read; single route operations that fail are counted and logged.
-    pub async fn reconcile(&mut self, nodes: &[NodeView]) -> netconf::Result<Outcome> {
-        let plan = if self.auto_direct_node_routes {
-            let mut reach = BTreeMap::new();
+    /// Selects the routing mode and the overlay's settings (device MTU, UDP port, pin directory).
+    pub fn with_mode(mut self, mode: RoutingMode, mtu: u32, tunnel_port: u16, bpf_dir: PathBuf) -> Self {
+        self.mode = mode;
+        self.route_mtu = mtu.saturating_sub(TUNNEL_OVERHEAD);
+        self.overlay = OverlayManager::new(bpf_dir, tunnel_port, mtu);
+        self
+    }
+
+    /// One pass over `nodes` (the whole current list): direct routes, overlay routes and the
+    /// overlay itself for the mode. Fails only if the routing table cannot be read or the
+    /// overlay cannot be set up; single route operations that fail are counted and logged.
+    ///
+    /// Order keeps traffic flowing through a mode switch: entering an overlay mode, the overlay
+    /// is complete before routes point at it; routes are replaced in place (`ip route replace`
+    /// swaps a direct route for an overlay route to the same prefix and back) before stale ones
+    /// are deleted; leaving, the overlay goes last.
+    pub async fn reconcile(&mut self, nodes: &[NodeView]) -> Result<Outcome, AgentError> {
+        let mut reach = BTreeMap::new();
+        if self.mode != RoutingMode::Native || self.auto_direct_node_routes {
             let ips: BTreeSet<Ipv4Addr> = nodes
                 .iter()
                 .filter(|n| n.name != self.own && n.pod_cidr.is_some())
@@ -68,23 +97,55 @@ impl RouteReconciler {
             for ip in ips {
                 reach.insert(ip, self.reachability(ip).await);
             }
-            direct_routes::plan(&self.own, self.own_cidr, nodes, |ip| {
-                reach.get(&ip).cloned().unwrap_or_else(|| Reachability::Unreachable("not looked up".into()))
-            })
-        } else {
-            direct_routes::Plan::default()
-        };
+        }
+        let plan = routing_plan::plan(
+            self.mode,
+            self.auto_direct_node_routes,
+            &self.own,
+            self.own_cidr,
+            self.router_ip,
+            nodes,
+            |ip| reach.get(&ip).cloned().unwrap_or_else(|| Reachability::Unreachable("not looked up".into())),
+        );
         self.report_skips(&plan.skipped);
 
-        let installed: Vec<_> = self
-            .node
-            .routes(MAIN_TABLE)
-            .await?
+        let mut outcome = Outcome { wanted: plan.direct.len() + plan.tunnel.len(), ..Outcome::default() };
+        if routing_plan::uses_overlay(self.mode) {
+            let stats = self.overlay.ensure(&self.node, &plan.tunnel_entries).await?;
+            outcome.tunnel_written = stats.written;
+            outcome.tunnel_deleted = stats.deleted;
+        }
+
+        let table = self.node.routes(MAIN_TABLE).await?;
+        let host_index = self.node.require_link("overlay routes", netconf::HOST_DEVICE).await?.index;
+        let wanted_tunnel: Vec<_> =
+            plan.tunnel.iter().map(|t| t.to_route(self.router_ip, host_index, self.route_mtu)).collect();
+        let installed_tunnel: Vec<_> =
+            table.iter().filter(|r| routing_plan::is_tunnel_route(r, self.router_ip, self.own_cidr)).cloned().collect();
+        let (tunnel_install, tunnel_remove) = routing_plan::diff_tunnel(&wanted_tunnel, &installed_tunnel);
+        for route in &tunnel_install {
+            match self.node.replace_route(route).await {
+                Ok(()) => {
+                    outcome.installed += 1;
+                    tracing::info!(
+                        "installed overlay route {} via {} mtu {}",
+                        route.destination,
+                        self.router_ip,
+                        self.route_mtu
+                    );
+                }
+                Err(e) => {
+                    outcome.failed += 1;
+                    tracing::warn!(error = %e, "installing overlay route {}", route.destination);
+                }
+            }
+        }
+
+        let installed: Vec<_> = table
             .into_iter()
             .filter(|r| direct_routes::is_direct_node_route(r, self.router_ip, self.own_cidr))
             .collect();
-        let changes = direct_routes::diff(&plan.routes, &installed);
-        let mut outcome = Outcome { wanted: plan.routes.len(), ..Outcome::default() };
+        let changes = direct_routes::diff(&plan.direct, &installed);
         for route in &changes.install {
             match self.node.replace_route(&route.to_route()).await {
                 Ok(()) => {
@@ -114,6 +175,23 @@ impl RouteReconciler {
                     tracing::warn!(error = %e, "removing stale direct route {} via {via}", route.destination);
                 }
             }
+        }
+        for route in &tunnel_remove {
+            // A route of the same prefix installed above replaced this one: nothing to delete.
+            match self.node.delete_route(route).await {
+                Ok(true) => {
+                    outcome.removed += 1;
+                    tracing::info!("removed stale overlay route {}", route.destination);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    outcome.failed += 1;
+                    tracing::warn!(error = %e, "removing stale overlay route {}", route.destination);
+                }
+            }
+        }
+        if !routing_plan::uses_overlay(self.mode) {
+            self.overlay.remove(&self.node).await?;
         }
         Ok(outcome)
     }

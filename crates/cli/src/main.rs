@@ -94,6 +94,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// The stored configuration kube-system/cilium-config: `config view`, `config set k=v ...`
+    /// (checked, then the operator and agents are restarted in a running lab).
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Run the node agent (one per node): pod networking, routes, the datapath.
     Agent(commands::agent::AgentArgs),
     /// Run the cluster-wide controllers (one leads; others stand by).
@@ -124,9 +128,27 @@ struct GetCmd {
 }
 
 #[derive(Subcommand)]
+enum ConfigCmd {
+    /// The effective settings, `key  value` per line (`cilium config view`).
+    View,
+    /// Set keys (`routing-mode=tunnel tunnel-protocol=vxlan auto-direct-node-routes=false`).
+    Set {
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// Store only; do not restart the lab's operator and agents.
+        #[arg(long)]
+        no_restart: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum LabCmd {
     /// Create (or repair) the lab and start its processes.
-    Up,
+    Up {
+        /// Routing mode of a new lab (native, tunnel, hybrid); switches an existing lab.
+        #[arg(long)]
+        routing_mode: Option<String>,
+    },
     /// Remove everything the lab made.
     Down,
     /// Hosts, addresses and processes.
@@ -227,6 +249,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec { pod, stdin, tty, command } => {
             return commands::exec::run(&ctx, &cli.lab, &pod, stdin, tty, &command).await;
         }
+        Command::Config(ConfigCmd::View) => commands::config::view(ctx.store.as_ref()).await?,
+        Command::Config(ConfigCmd::Set { pairs, no_restart }) => {
+            // Restart the lab's processes only when the datastore is the lab's own.
+            let lab = lab::Lab::new(&cli.lab)?;
+            let restart = !no_restart && cli.datastore.is_none() && lab.datastore_url().is_some();
+            commands::config::set(ctx.store.as_ref(), &pairs, restart.then_some(&lab)).await?;
+        }
         Command::Agent(args) => return commands::agent::run(ctx.store.clone(), &url, &args).await,
         Command::Lab(LabCmd::Kubelet(args)) => return commands::kubelet::run(ctx.store.clone(), &cli.lab, &args).await,
         Command::Lab(LabCmd::Controllers) => return commands::kubelet::run_controllers(ctx.store.clone()).await,
@@ -238,7 +267,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 fn cmd_to_lab(cmd: &LabCmd) -> commands::lab::LabAction {
     use commands::lab::LabAction;
     match cmd {
-        LabCmd::Up => LabAction::Up,
+        LabCmd::Up { routing_mode } => LabAction::Up { routing_mode: routing_mode.clone() },
         LabCmd::Down => LabAction::Down,
         LabCmd::Status => LabAction::Status,
         LabCmd::Exec { host, command } => LabAction::Exec { host: host.clone(), command: command.clone() },

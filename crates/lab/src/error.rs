@@ -97,6 +97,9 @@ pub enum LabError {
     SupervisorRunning { lab: String, lock: PathBuf },
 
     /// Some processes survived `down`'s SIGKILL within its deadline.
+    #[error("lab {lab}: {what}")]
+    NotRunning { lab: String, what: String },
+
     #[error("lab {lab}: processes still alive after SIGKILL: {pids:?}")]
     Survivors { lab: String, pids: Vec<i32> },
 }

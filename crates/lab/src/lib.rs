@@ -34,6 +34,7 @@ pub mod plan;
 pub mod process;
 pub mod procfs;
 mod progress;
+mod restart;
 pub mod state;
 pub mod status;
 mod supervisor;
@@ -113,6 +114,12 @@ impl Lab {
 
     pub fn status(&self) -> Result<LabStatus, LabError> {
         status::status(self)
+    }
+
+    /// Restarts the supervised process `name` (`operator`, `agent-k8s-ctr`) and waits until it
+    /// runs again; returns the new incarnation.
+    pub fn restart_process(&self, name: &str, timeout: std::time::Duration) -> Result<procfs::ProcessId, LabError> {
+        restart::restart_process(self, name, timeout)
     }
 
     /// The datastore URL while the lab's supervisor runs.

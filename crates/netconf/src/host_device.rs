@@ -45,7 +45,7 @@ impl Netconf {
     ///
     /// Results in:
     /// ```text
-    /// cilia_host: <router>/32, up            cilia_net: up
+    /// cilia_host: <router>/32, up, noarp     cilia_net: up, noarp
     /// <router> dev cilia_host scope link
     /// <pod_cidr> via <router> dev cilia_host src <router>
     /// net.ipv4.ip_forward = 1, rp_filter off on all/cilia_host/cilia_net
@@ -90,6 +90,18 @@ impl Netconf {
             .execute()
             .await
             .map_err(self.nl_err("add router address", HOST_DEVICE))?;
+        // NOARP, as Cilium's cilium_host/cilium_net: routes `via <router IP> dev cilia_host`
+        // (tunnel mode) have a local gateway, and the kernel would otherwise ask by ARP for every
+        // destination behind it, which nobody answers; the BPF program on the egress takes the
+        // packets whatever their MAC.
+        for (index, name) in [(host.index, HOST_DEVICE), (net.index, NET_DEVICE)] {
+            self.handle
+                .link()
+                .set(rtnetlink::LinkUnspec::new_with_index(index).arp(false).build())
+                .execute()
+                .await
+                .map_err(self.nl_err("set noarp", name))?;
+        }
         self.set_link_up(net.index, NET_DEVICE).await?;
         self.set_link_up(host.index, HOST_DEVICE).await?;
 

@@ -1,5 +1,10 @@
 //! `cilia agent`: the per-node agent. Runs until SIGTERM or SIGINT, then exits cleanly, leaving
 //! the node's devices, routes and pinned datapath in place for the next start.
+//!
+//! Its settings come from `kube-system/cilium-config` (Cilium's key names, see `cilia config
+//! view`) as the agent reads them at start; flags given on the command line override them. A
+//! configuration change therefore takes effect at the next start (`cilia config set` restarts the
+//! agents).
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -13,12 +18,13 @@ pub struct AgentArgs {
     /// This node's name (its Node object).
     #[arg(long, env = "CILIA_NODE")]
     pub node: String,
-    /// How packets reach other nodes' pods: native (kernel routes, no encapsulation).
-    #[arg(long, default_value = "native", value_parser = parse_routing_mode)]
-    pub routing_mode: RoutingMode,
+    /// How packets reach other nodes' pods: native, tunnel (VXLAN) or hybrid; default from the
+    /// stored configuration.
+    #[arg(long, value_parser = parse_routing_mode)]
+    pub routing_mode: Option<RoutingMode>,
     /// Route each directly reachable node's pod CIDR via its InternalIP.
-    #[arg(long)]
-    pub auto_direct_node_routes: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub auto_direct_node_routes: Option<bool>,
     /// The CIDR the network routes natively, e.g. 172.20.0.0/16.
     #[arg(long, value_parser = parse_cidr)]
     pub ipv4_native_routing_cidr: Option<ipnet::Ipv4Net>,
@@ -28,15 +34,20 @@ pub struct AgentArgs {
     /// The unix socket the CNI plugin talks to (created root-only).
     #[arg(long, default_value = agent::config::DEFAULT_CNI_SOCKET)]
     pub cni_socket: PathBuf,
-    /// Device MTU of the host device and pod interfaces.
-    #[arg(long, default_value_t = 1500)]
-    pub mtu: u32,
+    /// Device MTU of the host device, pod interfaces and the VXLAN device; default from the
+    /// stored configuration (1500).
+    #[arg(long)]
+    pub mtu: Option<u32>,
     /// Seconds the node's membership lease outlives the agent.
     #[arg(long, default_value_t = 10)]
     pub lease_ttl: u64,
     /// Balance Services with the eBPF datapath (ClusterIP, NodePort, LoadBalancer, external IPs).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub kube_proxy_replacement: bool,
+    #[arg(long)]
+    pub kube_proxy_replacement: Option<bool>,
+    /// Wait for kube-system/cilium-config to exist before starting (as a Cilium pod needs its
+    /// ConfigMap); without it, missing settings take the flags' and Cilium's defaults.
+    #[arg(long)]
+    pub wait_for_config: bool,
     /// The node's bpffs directory for maps and links; default /sys/fs/bpf/cilia/<node>.
     #[arg(long, env = "CILIA_BPF_DIR")]
     pub bpf_dir: Option<PathBuf>,
@@ -44,9 +55,10 @@ pub struct AgentArgs {
     /// device with an IPv4 address except loopback, cilia's own and pod veths.
     #[arg(long, value_delimiter = ',')]
     pub devices: Vec<String>,
-    /// Backend selection for Services without the service.cilium.io/lb-algorithm annotation.
-    #[arg(long, default_value = "random", value_parser = parse_lb_algorithm)]
-    pub lb_algorithm: datapath::LbAlgorithm,
+    /// Backend selection for Services without the service.cilium.io/lb-algorithm annotation;
+    /// default from the stored configuration (random).
+    #[arg(long, value_parser = parse_lb_algorithm)]
+    pub lb_algorithm: Option<datapath::LbAlgorithm>,
     /// Socket-LB for the node's own processes.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub socket_lb: bool,
@@ -68,19 +80,44 @@ fn parse_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
 }
 
 pub async fn run(store: Arc<dyn Store>, url: &str, args: &AgentArgs) -> Result<ExitCode> {
+    let stored = super::config::read_cilium_config(store.as_ref(), args.wait_for_config).await?;
+    let cilium = match &stored {
+        Some(data) => {
+            api::cilium_config::check(data).context("kube-system/cilium-config is invalid")?;
+            api::cilium_config::CiliumConfig::from_data(data)
+        }
+        // No stored configuration: the agent's historical defaults (native routing).
+        None => {
+            api::cilium_config::CiliumConfig::from_data(&[("routing-mode".to_string(), "native".to_string())].into())
+        }
+    };
     let mut config = AgentConfig::new(&args.node);
-    config.routing_mode = args.routing_mode;
-    config.auto_direct_node_routes = args.auto_direct_node_routes;
-    config.native_routing_cidr = args.ipv4_native_routing_cidr;
+    config.routing_mode = match args.routing_mode {
+        Some(mode) => mode,
+        None => cilium.routing_mode.parse().context("routing-mode of kube-system/cilium-config")?,
+    };
+    config.auto_direct_node_routes = args.auto_direct_node_routes.unwrap_or(cilium.auto_direct_node_routes);
+    config.native_routing_cidr = args.ipv4_native_routing_cidr.or(cilium.ipv4_native_routing_cidr);
     config.state_dir.clone_from(&args.state_dir);
     config.cni_socket.clone_from(&args.cni_socket);
-    config.mtu = args.mtu;
+    config.mtu = args.mtu.unwrap_or(cilium.mtu);
     config.lease_ttl = Duration::from_secs(args.lease_ttl);
-    if args.kube_proxy_replacement {
-        let dir = args.bpf_dir.clone().unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/cilia").join(&args.node));
-        let mut lb = ServiceLbConfig::new(dir);
+    config.tunnel_port = cilium.tunnel_port;
+    let bpf_dir = args.bpf_dir.clone().unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/cilia").join(&args.node));
+    config.bpf_dir.clone_from(&bpf_dir);
+    tracing::info!(
+        stored = stored.is_some(),
+        routing_mode = %config.routing_mode,
+        auto_direct_node_routes = config.auto_direct_node_routes,
+        "settings from kube-system/cilium-config and flags"
+    );
+    if args.kube_proxy_replacement.unwrap_or(cilium.kube_proxy_replacement) {
+        let mut lb = ServiceLbConfig::new(bpf_dir);
         lb.devices.clone_from(&args.devices);
-        lb.algorithm = args.lb_algorithm;
+        lb.algorithm = match args.lb_algorithm {
+            Some(a) => a,
+            None => parse_lb_algorithm(&cilium.bpf_lb_algorithm).map_err(anyhow::Error::msg)?,
+        };
         lb.socket_lb = args.socket_lb;
         config.service_lb = Some(lb);
     }

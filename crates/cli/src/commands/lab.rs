@@ -8,7 +8,7 @@ use serde_json::json;
 use store::Store;
 
 pub enum LabAction {
-    Up,
+    Up { routing_mode: Option<String> },
     Down,
     Status,
     Exec { host: String, command: Vec<String> },
@@ -19,7 +19,10 @@ pub enum LabAction {
 pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Result<ExitCode> {
     let lab = lab::Lab::new(name)?;
     match action {
-        LabAction::Up => {
+        LabAction::Up { routing_mode } => {
+            if let Some(mode) = &routing_mode {
+                api::cilium_config::check_value("routing-mode", mode).context("--routing-mode")?;
+            }
             let mut opts = lab::UpOptions::for_cilia(&lab)?;
             opts.processes.push(lab::ProcessSpec::cilia(
                 &lab,
@@ -30,11 +33,9 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
             for node in lab::nodes(lab.topology()) {
                 let (dir, socket) = (lab.paths().node_dir(&node.name), lab.paths().cni_socket(&node.name));
                 let (dir, socket) = (dir.to_string_lossy(), socket.to_string_lossy());
-                let args = ["agent", "--node", &node.name, "--routing-mode", "native", "--auto-direct-node-routes"];
-                let args = [
-                    &args[..],
-                    &["--ipv4-native-routing-cidr", "172.20.0.0/16", "--state-dir", &dir, "--cni-socket", &socket],
-                ];
+                // Routing settings come from kube-system/cilium-config, written below.
+                let args = ["agent", "--node", &node.name, "--wait-for-config"];
+                let args = [&args[..], &["--state-dir", &dir, "--cni-socket", &socket]];
                 let mut spec =
                     lab::ProcessSpec::cilia(&lab, &format!("agent-{}", node.name), &node.name, &args.concat())?;
                 spec.env.insert("CILIA_LOG".into(), "info".into());
@@ -58,6 +59,7 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
             .await??;
             let store = crate::context::connect(&report.datastore_url).await?;
             register(store.as_ref(), &lab).await?;
+            super::config::ensure_lab_config(store.as_ref(), &lab, routing_mode.as_deref()).await?;
             eprintln!(
                 "lab {} is up in {:.1} s; datastore {}",
                 lab.name(),

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod config;
 pub mod dbg;
 pub mod delete;
 pub mod exec;
