@@ -1,26 +1,18 @@
 //! EndpointSlices against an in-memory datastore: the guide's webpod Service gets one slice that
 //! follows its pods' addresses and readiness, and loses it with its selector or on deletion.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use api::{Object, ObjectRef, Selector, kinds, manifest};
+use common::wait_for;
 use operator::OperatorConfig;
 use serde_json::json;
 use store::{MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
 
 const WEBPOD_SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: webpod, labels: {app: webpod}}\nspec:\n  selector: {app: webpod}\n  ports: [{port: 80, targetPort: 80}]\n  type: ClusterIP\n";
-
-async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn slices(store: &dyn Store) -> Vec<Object> {
     let sel = Selector::parse("kubernetes.io/service-name=webpod").unwrap();

@@ -1,9 +1,12 @@
 //! The operator against an in-memory datastore: services get addresses, LB-IPAM assigns pool IPs,
 //! and a standby takes over when the leader stops.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use api::{Object, ObjectRef, kinds, manifest};
+use common::wait_for;
 use operator::OperatorConfig;
 use store::{MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
@@ -11,17 +14,6 @@ use tokio_util::sync::CancellationToken;
 async fn apply(store: &dyn Store, yaml: &str) {
     for obj in manifest::parse("test.yaml", yaml, "default").unwrap() {
         store.create(obj).await.unwrap();
-    }
-}
-
-async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,24 +1,16 @@
 //! Cluster-pool IPAM of the operator against an in-memory datastore: the guide's numbering,
 //! assignments kept across restarts, exhaustion reported on the Node, bad pools refused.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use api::{Object, ObjectRef, kinds};
+use common::wait_for;
 use operator::OperatorConfig;
 use serde_json::json;
 use store::{MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
-
-async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn config(pools: &[&str], mask: u8) -> OperatorConfig {
     let mut config = OperatorConfig::new("op");
