@@ -7,5 +7,6 @@ mod native_routing;
 mod runner;
 mod service_lb;
 mod topology;
+mod vxlan;
 
 pub use runner::run;

@@ -70,6 +70,7 @@ pub async fn run(lab: &str, datastore: Option<&str>, only: &[String]) -> Result<
     let sections = [
         super::topology::section(),
         super::native_routing::section(),
+        super::vxlan::section(),
         super::lbipam::section(),
         super::service_lb::section(),
     ];
