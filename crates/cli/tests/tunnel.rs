@@ -164,7 +164,7 @@ fn overlay_left(lab: &TestLab, node: &str) -> Vec<String> {
 /// UDP 8472 on k8s-ctr's eth1 while curl-pod pings `ip`: the (src, dst) node pairs seen.
 fn vxlan_pairs_during_ping(lab: &TestLab, ip: &str) -> String {
     let ns = lab.namespace("k8s-ctr");
-    let mut dump = Command::new("ip")
+    let dump = Command::new("ip")
         .args(["netns", "exec", &ns, "timeout", "4", "tcpdump", "-i", "eth1", "-nn", "-l", "udp", "port", "8472"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
