@@ -61,7 +61,6 @@ $cilia dbg k8s-ctr bpf lb list | grep -q "^$lbip:80/TCP (0).*count=1" || { echo 
 $cilia lab exec router -- ip route replace "$lbip" via 192.168.10.100
 $cilia lab exec router -- ip route replace "$pod_ip/32" via 192.168.10.100
 
-paths=(clusterip-pod direct-pod clusterip-node direct-node lbip-router direct-router)
 # run PATH WRK-ARGS...: wrk from the path's client towards its target.
 run() {
   local target
@@ -74,17 +73,22 @@ run() {
     *-router) $cilia lab exec router -- wrk "${@:2}" "http://$target/" ;;
   esac
 }
-rate() { awk '/Requests\/sec/ {print int($2)}'; }
+rate() { awk '/Requests\/sec/ {r=int($2)} END {print r+0}'; }
 errors() { awk '/Socket errors|Non-2xx/ {print}'; }
 declare -A conn req
-for r in $(seq "$rounds"); do
-  for p in "${paths[@]}"; do
-    out=$(run "$p" -t1 -c32 -d"${secs}s" -H 'Connection: close')
-    conn[$p]+="$(echo "$out" | rate) "
-    e=$(echo "$out" | errors); [ -z "$e" ] || echo "round $r $p (new connections): $e" >&2
-    out=$(run "$p" -t1 -c32 -d"${secs}s")
-    req[$p]+="$(echo "$out" | rate) "
-    e=$(echo "$out" | errors); [ -z "$e" ] || echo "round $r $p (keep-alive): $e" >&2
+# Pair by pair, rounds interleaved within a pair. The router pair runs last: the SNAT entries it
+# leaves on k8s-ctr use ports from the node's own ephemeral range (see docs/service-lb.md), which
+# would take replies away from k8s-ctr's own connections to the same backend.
+for pair in "clusterip-pod direct-pod" "clusterip-node direct-node" "lbip-router direct-router"; do
+  for r in $(seq "$rounds"); do
+    for p in $pair; do
+      out=$(run "$p" -t1 -c32 -d"${secs}s" -H 'Connection: close' 2>&1) || echo "round $r $p (new connections): $out" >&2
+      conn[$p]+="$(echo "$out" | rate) "
+      e=$(echo "$out" | errors); [ -z "$e" ] || echo "round $r $p (new connections): $e" >&2
+      out=$(run "$p" -t1 -c32 -d"${secs}s" 2>&1) || echo "round $r $p (keep-alive): $out" >&2
+      req[$p]+="$(echo "$out" | rate) "
+      e=$(echo "$out" | errors); [ -z "$e" ] || echo "round $r $p (keep-alive): $e" >&2
+    done
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
