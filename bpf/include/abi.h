@@ -172,8 +172,11 @@ _Static_assert(sizeof(struct ct_entry) == 32, "ct_entry size");
 /* ---- SNAT of north-south flows to remote backends ---- */
 #define NAT_EGRESS 3  /* key client -> backend; value: the node address and port it leaves with */
 #define NAT_INGRESS 4 /* key backend -> node:natport (as the reply arrives); value: the client */
-#define NAT_PORT_MIN 32768
-#define NAT_PORT_MAX 60999
+/* Above Linux's default ephemeral range (32768-60999), so the node's own connections never pick a
+ * port the SNAT map holds; the agent also reserves this range (ip_local_reserved_ports) for nodes
+ * whose ephemeral range was widened. Mirrored in crates/datapath/src/abi.rs. */
+#define NAT_PORT_MIN 61000
+#define NAT_PORT_MAX 65535
 #define NAT_PORT_RETRIES 16
 
 /* A pod reaching itself through a service (hairpin) is SNATed to this link-local address, as

@@ -169,6 +169,7 @@ fn open_datapath(lb: &ServiceLbConfig, node: &str) -> Result<service_controller:
     if lb.bpf_dir.starts_with(bpffs) {
         datapath::ensure_bpffs(bpffs)?;
     }
+    reserve_nat_ports();
     let mut dp = datapath::Datapath::open(&lb.bpf_dir)?;
     tracing::info!(
         node,
@@ -186,6 +187,16 @@ fn open_datapath(lb: &ServiceLbConfig, node: &str) -> Result<service_controller:
         }
     }
     Ok(std::sync::Arc::new(std::sync::Mutex::new(Box::new(dp))))
+}
+
+/// Keeps the node's own connections off the ports SNAT hands out, also on nodes whose ephemeral
+/// port range was widened into them: the node's outgoing connections are not in the SNAT map, so a
+/// shared port would hand their replies to a translated flow. The setting is per network namespace.
+fn reserve_nat_ports() {
+    let range = format!("{}-{}", datapath::abi::NAT_PORT_MIN, datapath::abi::NAT_PORT_MAX);
+    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", &range) {
+        tracing::warn!(%range, error = %e, "cannot reserve the SNAT port range for the datapath");
+    }
 }
 
 /// Keeps the DNS records in line with the Services when no datapath does.

@@ -19,6 +19,11 @@ pub const MAP_CT: &str = "cilia_ct4_global";
 pub const MAP_SNAT: &str = "cilia_snat_v4";
 pub const MAP_SOCK_REV: &str = "cilia_lb4_reverse_sk";
 pub const MAP_NETDEVS: &str = "cilia_netdevs";
+
+/// Ports north-south SNAT allocates (`NAT_PORT_MIN`/`NAT_PORT_MAX` in abi.h): above Linux's default
+/// ephemeral range, so the node's own connections never take a port the SNAT map holds.
+pub const NAT_PORT_MIN: u16 = 61000;
+pub const NAT_PORT_MAX: u16 = 65535;
 pub const MAP_CONFIG: &str = "cilia_config";
 
 /// Every pinned map, for listing and removal.
