@@ -11,6 +11,7 @@ packages=(
   iproute2         # ip, for the lab's namespaces and links
   iputils-ping     # ping inside lab hosts and pods
   tcpdump          # packet capture in the guide's steps
+  ethtool          # device offloads (GRO) checked by the tunnel tests
   curl             # HTTP requests inside lab hosts and pods
   arping           # ARP probes from the router (L2 announcements)
   procps           # ps/pkill used by cleanup checks

@@ -113,6 +113,10 @@ fn services_reach_every_backend_over_the_tunnel_from_pods_and_from_outside() {
             o.lines().any(|l| l.starts_with(&frontend) && l.ends_with("count=3"))
         });
     }
+    // The nodes' NICs receive with GRO; the tunnel device does not aggregate a second time.
+    let features = |dev: &str| lab.ok(&["lab", "exec", "k8s-w1", "--", "ethtool", "-k", dev]);
+    assert!(features("eth1").contains("generic-receive-offload: on"), "{}", features("eth1"));
+    assert!(features("cilium_vxlan").contains("generic-receive-offload: off"), "{}", features("cilium_vxlan"));
     let router_routes = lab.ok(&["lab", "exec", "router", "--", "ip", "route"]);
     assert!(!router_routes.contains("172.20."), "the router has pod routes:\n{router_routes}");
 

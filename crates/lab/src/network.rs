@@ -118,6 +118,12 @@ fn apply(topology: &Topology, todo: &Plan, progress: &Progress) -> Result<usize,
     let commands = todo.changes() - todo.create_namespaces.len();
     step.done(format!("{commands} ip commands"));
 
+    // The nodes' eth1 stand for their NICs, which receive with GRO like real ones.
+    let mut gro_changes = 0;
+    for host in topology.hosts().iter().filter(|h| h.role == crate::topology::HostRole::Node) {
+        gro_changes += usize::from(sysctl::gro_on(&host.namespace, "eth1")?);
+    }
+
     if !todo.is_empty() {
         let step = progress.step("verify");
         let left = plan(topology, &observe(topology)?);
@@ -126,7 +132,7 @@ fn apply(topology: &Topology, todo: &Plan, progress: &Progress) -> Result<usize,
         }
         step.done("network matches the topology");
     }
-    Ok(todo.changes() + sysctl_changes)
+    Ok(todo.changes() + sysctl_changes + gro_changes)
 }
 
 /// Deletes namespaces (or their stale files). Links inside disappear with them.

@@ -23,3 +23,12 @@ pub fn apply(namespace: &str, sysctls: &[Sysctl]) -> Result<usize, LabError> {
         Ok(changed)
     })
 }
+
+/// Turns GRO on for `device` in `namespace`, as on the NIC of a real machine (veths start with it
+/// off); returns whether it changed. Without it every packet of the segment reaches the stack
+/// (and a tunnel's UDP socket) one by one through the veth's backlog.
+pub fn gro_on(namespace: &str, device: &str) -> Result<bool, LabError> {
+    netns::run_in(namespace, || {
+        netconf::offload::set_gro_here(device, true).map_err(|e| LabError::io("enable gro", Path::new(device), e))
+    })
+}

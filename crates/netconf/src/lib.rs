@@ -18,6 +18,7 @@ pub mod handle;
 pub mod host_device;
 pub mod link;
 pub mod netns;
+pub mod offload;
 pub mod pod_veth;
 pub mod route;
 pub mod sysctl;
