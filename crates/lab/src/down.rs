@@ -63,6 +63,11 @@ pub(crate) fn down(lab: &Lab, show_progress: bool) -> Result<DownReport, LabErro
     let step = progress.step("files");
     for dir in [paths.bpf_dir(), paths.state_dir(), paths.data_dir()] {
         remove_dir(dir)?;
+        // The shared parents (`/sys/fs/bpf/cilia`, ...) go with the last lab; with other labs
+        // still up they are not empty and stay.
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
     step.done(format!(
         "removed {}, {}, {}",
