@@ -83,13 +83,23 @@ pub(crate) fn attach_tcx(
         other => Error::program(program, format!("attach to {ifname}"))(other),
     })?;
     let link = prog.take_link(id).map_err(Error::program(program, "take link"))?;
+    pin_link(link, &pin, "convert tcx link")
+}
+
+/// Pins a freshly attached link, so the program stays attached after this process exits (the
+/// datapath keeps forwarding while the agent restarts).
+pub(crate) fn pin_link<L>(link: L, pin: &Path, convert_op: &'static str) -> Result<()>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
     let fd_link = FdLink::try_from(link).map_err(|e| Error::Link {
-        path: pin.clone(),
-        op: "convert tcx link",
+        path: pin.to_path_buf(),
+        op: convert_op,
         source: std::io::Error::other(e.to_string()),
     })?;
-    fd_link.pin(&pin).map_err(|e| Error::Link {
-        path: pin.clone(),
+    fd_link.pin(pin).map_err(|e| Error::Link {
+        path: pin.to_path_buf(),
         op: "pin",
         source: std::io::Error::other(e.to_string()),
     })?;
@@ -131,16 +141,7 @@ pub(crate) fn attach_cgroup(progs: &mut Programs, pin_dir: &Path, cgroup: &Path)
             .attach(&cgroup_file, CgroupAttachMode::Single)
             .map_err(Error::program(program, format!("attach to cgroup {}", cgroup.display())))?;
         let link = prog.take_link(id).map_err(Error::program(program, "take link"))?;
-        let fd_link = FdLink::try_from(link).map_err(|e| Error::Link {
-            path: pin.clone(),
-            op: "convert cgroup link",
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        fd_link.pin(&pin).map_err(|e| Error::Link {
-            path: pin.clone(),
-            op: "pin",
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        pin_link(link, &pin, "convert cgroup link")?;
     }
     Ok(())
 }

@@ -266,17 +266,7 @@ fn attach(ebpf: &mut Ebpf, pin_dir: &Path, program: &'static str, ifname: &str, 
         .attach(ifname, dir)
         .map_err(|e| Error::Interface { ifname: ifname.into(), reason: format!("tcx attach of {program}: {e}") })?;
     let link = prog.take_link(id).map_err(Error::program(program, "take link"))?;
-    let fd_link = FdLink::try_from(link).map_err(|e| Error::Link {
-        path: pin.clone(),
-        op: "convert tcx link",
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    fd_link.pin(&pin).map_err(|e| Error::Link {
-        path: pin.clone(),
-        op: "pin",
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(())
+    crate::attach::pin_link(link, &pin, "convert tcx link")
 }
 
 #[cfg(test)]
