@@ -77,6 +77,10 @@ pub(crate) fn down(lab: &Lab, show_progress: bool) -> Result<DownReport, LabErro
     ));
 
     lock.remove();
+    // The lock sat beside the state dir; its parent goes with the last lab too.
+    if let Some(parent) = paths.lock_file().parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
     report.elapsed = progress.elapsed();
     progress.finish(format!("lab {} is down", lab.name()));
     Ok(report)
