@@ -2,7 +2,7 @@
 //! pods), as Kubernetes' garbage collector does with background propagation.
 
 use anyhow::{Result, bail};
-use api::{ObjectRef, ResourceKind, Selector, kinds};
+use api::{ObjectRef, Selector, kinds};
 use store::Store;
 
 use crate::{commands::apply::read_manifest, context::Ctx};
@@ -28,7 +28,7 @@ pub async fn run(ctx: &Ctx, args: &[String], files: &[String], ignore_not_found:
     for target in targets {
         match ctx.store.delete(&target, None).await? {
             Some(deleted) => {
-                println!("{} \"{}\" deleted", kind_word(target.kind), target.name);
+                println!("{} \"{}\" deleted", target.kind.name_prefix(), target.name);
                 if let Some(uid) = &deleted.metadata.uid {
                     delete_dependents(ctx.store.as_ref(), &target, uid).await?;
                 }
@@ -48,10 +48,6 @@ pub async fn run(ctx: &Ctx, args: &[String], files: &[String], ignore_not_found:
         std::process::exit(1);
     }
     Ok(())
-}
-
-fn kind_word(kind: &ResourceKind) -> String {
-    kind.name_prefix()
 }
 
 async fn delete_dependents(store: &dyn Store, owner: &ObjectRef, uid: &str) -> Result<()> {

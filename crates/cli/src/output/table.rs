@@ -34,7 +34,7 @@ pub fn headers(kind: &ResourceKind, wide: bool) -> Vec<&'static str> {
 pub fn row(kind: &ResourceKind, obj: &Object, wide: bool, now: DateTime<Utc>) -> Vec<String> {
     let name = obj.name().to_string();
     let age = age(obj.metadata.creation_timestamp.as_deref(), now);
-    let mut row = match kind.kind {
+    match kind.kind {
         "Pod" => pod_row(obj, name, age, wide),
         "Service" => service_row(obj, name, age, wide),
         "Node" => node_row(obj, name, age, wide),
@@ -50,9 +50,7 @@ pub fn row(kind: &ResourceKind, obj: &Object, wide: bool, now: DateTime<Utc>) ->
         }
         "CiliumLoadBalancerIPPool" => pool_row(obj, name, age),
         _ => vec![name, age],
-    };
-    row.iter_mut().filter(|c| c.is_empty()).for_each(|c| *c = String::new());
-    row
+    }
 }
 
 fn pod_row(obj: &Object, name: String, age: String, wide: bool) -> Vec<String> {
