@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/cilia
 
-.PHONY: demo test deps build lint unit down
+.PHONY: demo test deps build lint down
 
 deps:
 	./scripts/install-deps.sh

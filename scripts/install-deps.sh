@@ -20,6 +20,7 @@ packages=(
   nftables         # kube-proxy nftables-mode baseline in benchmarks
   iptables         # kube-proxy iptables-mode baseline in benchmarks
   conntrack        # flushes connection tracking between benchmark runs
+  bc               # ratios in the benchmark scripts
 )
 
 missing=()
