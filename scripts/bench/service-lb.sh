@@ -40,6 +40,16 @@ ip -n "$p-c" addr add 10.97.1.10/24 dev eth0; ip -n "$p-n" addr add 10.97.1.1/24
 ip -n "$p-s" addr add 10.97.2.10/24 dev eth0; ip -n "$p-n" addr add 10.97.2.1/24 dev lxcs
 ip -n "$p-c" route add default via 10.97.1.1; ip -n "$p-s" route add default via 10.97.2.1
 ip netns exec "$p-n" sysctl -qw net.ipv4.ip_forward=1
+# The backend closes first (whoami shuts down after a `Connection: close` response), so it holds the
+# TIME_WAIT sockets, and the client cycles through its ephemeral ports within a few seconds. Within
+# one path a reused port passes the backend's TIME_WAIT check, but the client derives its ISN and
+# timestamp offset from a keyed hash that includes the address it dials (backend IP for direct, VIP
+# otherwise): after each switch between the two, SYNs meeting the previous path's TIME_WAIT sockets
+# are PAWS-rejected (TcpExtPAWSTimewait), answered with a stale ACK, reset and retransmitted after
+# the 1 s SYN timeout (TcpExtTCPSynRetrans), which halved whichever path came first after a switch
+# (direct in every round). No TIME_WAIT on the backend, identically for every path, so each path
+# starts from the same state.
+ip netns exec "$p-s" sysctl -qw net.ipv4.tcp_max_tw_buckets=0
 ip netns exec "$p-s" setsid "$cilia" lab whoami --name backend --port 80 >/dev/null 2>&1 </dev/null &
 disown
 sleep 0.5
