@@ -13,24 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 secs=${2:-3}
-cargo build --release --bins -q
-cilia=$PWD/target/release/cilia
-export PATH=$PWD/target/release:$PATH
-lab=pnb$$
-export CILIA_LAB=$lab
-cleanup() { $cilia lab down >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-
-$cilia lab up >/dev/null 2>&1
-$cilia apply -f examples/guide/webpod.yaml -f examples/guide/curl-pod.yaml >/dev/null
-for _ in $(seq 120); do
-  ready=$($cilia get pod -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true)
-  [ "$ready" -ge 4 ] && break
-  sleep 0.5
-done
-[ "$ready" -ge 4 ] || { echo "pods did not become ready" >&2; exit 1; }
-pod_ip() { $cilia get pod -l app=webpod --field-selector spec.nodeName="$1" -o jsonpath='{.items[0].status.podIP}'; }
-pod_name() { $cilia get pod -l app=webpod --field-selector spec.nodeName="$1" -o jsonpath='{.items[0].metadata.name}'; }
+source scripts/bench/lib.sh
+bench_lab pnb examples/guide/webpod.yaml examples/guide/curl-pod.yaml
 same_ip=$(pod_ip k8s-ctr); cross_ip=$(pod_ip k8s-w1)
 for node in k8s-ctr k8s-w1; do $cilia exec "$(pod_name $node)" -- iperf3 -s -D >/dev/null; done
 
@@ -88,7 +72,6 @@ for r in $(seq "$rounds"); do
     echo "round $r $path: $g Gbit/s, $q req/s, latency $l" >&2
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 to_us() { python3 -c 'import re,sys; v=sys.argv[1]; n=float(re.match(r"[0-9.]+",v).group()); u=v[len(re.match(r"[0-9.]+",v).group()):]; print(n*{"us":1,"ms":1000,"s":1e6}[u])' "$1"; }
 echo
 printf "%-12s %14s %12s %14s %12s %16s %12s\n" path "throughput" ratio "requests/s" ratio "mean latency" ratio

@@ -12,24 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 secs=${2:-3}
-cargo build --release --bins -q
-cilia=$PWD/target/release/cilia
-export PATH=$PWD/target/release:$PATH
-lab=tnb$$
-export CILIA_LAB=$lab
-cleanup() { $cilia lab down >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-
-$cilia lab up >/dev/null 2>&1
-$cilia apply -f examples/guide/webpod.yaml -f examples/guide/curl-pod.yaml >/dev/null
-for _ in $(seq 120); do
-  ready=$($cilia get pod -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true)
-  [ "$ready" -ge 4 ] && break
-  sleep 0.5
-done
-[ "$ready" -ge 4 ] || { echo "pods did not become ready" >&2; exit 1; }
-pod_ip() { $cilia get pod -l app=webpod --field-selector spec.nodeName="$1" -o jsonpath='{.items[0].status.podIP}'; }
-pod_name() { $cilia get pod -l app=webpod --field-selector spec.nodeName="$1" -o jsonpath='{.items[0].metadata.name}'; }
+source scripts/bench/lib.sh
+bench_lab tnb examples/guide/webpod.yaml examples/guide/curl-pod.yaml
 w1=$(pod_ip k8s-w1)
 # The server lives in the pod's namespace, which `lab down` empties.
 $cilia exec "$(pod_name k8s-w1)" -- iperf3 -s -D >/dev/null
@@ -70,7 +54,6 @@ for r in $(seq "$rounds"); do
     printf "round %s %-6s: %s Gbit/s, %s req/s, switch converged in %.2f s\n" "$r" "$mode" "$g" "$q" "$c" >&2
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 printf "%-8s %14s %8s %14s %8s %22s\n" mode throughput ratio "requests/s" ratio "switch to it (median)"
 ng=$(echo ${gbps[native]} | median); nq=$(echo ${rps[native]} | median)
