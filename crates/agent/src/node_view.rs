@@ -23,13 +23,7 @@ impl NodeView {
             .or_else(|| text("spec.podCIDRs.0"))
             .and_then(|s| s.parse::<Ipv4Net>().ok())
             .map(|c| c.trunc());
-        let internal_ip = obj
-            .lookup_path("status.addresses")
-            .and_then(|a| a.as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .find(|a| a["type"] == "InternalIP")
-            .and_then(|a| a["address"].as_str()?.parse().ok());
+        let internal_ip = obj.node_internal_ipv4();
         NodeView { name: obj.name().to_string(), pod_cidr, internal_ip }
     }
 }

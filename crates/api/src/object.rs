@@ -123,6 +123,14 @@ impl Object {
         Some(cur.clone())
     }
 
+    /// A Node's first `InternalIP` as IPv4, read from the JSON so that a Node with fields the typed
+    /// view rejects still yields its address (controllers must not stall on one odd object).
+    /// `types::Node::internal_ip` is the same for typed Nodes.
+    pub fn node_internal_ipv4(&self) -> Option<std::net::Ipv4Addr> {
+        let addresses = self.body.get("status")?.get("addresses")?.as_array()?;
+        addresses.iter().find(|a| a["type"] == "InternalIP").and_then(|a| a["address"].as_str()?.parse().ok())
+    }
+
     /// Whether `spec` differs between two versions (bumps `metadata.generation`).
     pub fn spec_differs(&self, other: &Object) -> bool {
         self.body.get("spec") != other.body.get("spec")

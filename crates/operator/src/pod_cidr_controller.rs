@@ -15,7 +15,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
     sync::Arc,
     time::Duration,
 };
@@ -89,13 +88,7 @@ impl NodeView {
                 None
             }
         });
-        let internal_ip = obj
-            .lookup_path("status.addresses")
-            .and_then(|a| a.as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .find(|a| a["type"] == "InternalIP")
-            .and_then(|a| a["address"].as_str()?.parse::<Ipv4Addr>().ok());
+        let internal_ip = obj.node_internal_ipv4();
         NodeView {
             name: obj.name().to_string(),
             pod_cidr,
