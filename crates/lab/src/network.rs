@@ -4,6 +4,7 @@
 //! a half-built lab.
 
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::error::LabError;
 use crate::iproute;
@@ -133,6 +134,37 @@ fn apply(topology: &Topology, todo: &Plan, progress: &Progress) -> Result<usize,
         step.done("network matches the topology");
     }
     Ok(todo.changes() + sysctl_changes + gro_changes)
+}
+
+/// A link whose carrier just came up drops what it sends, and a bridge port drops what it receives,
+/// until the kernel's link watcher has acted on the carrier, which it does asynchronously and
+/// postpones by up to a second when many links change at once. `up` returns a lab whose first
+/// packet is delivered, so it waits for this (while etcd starts).
+pub fn wait_until_links_forward(topology: &Topology, progress: &Progress) -> Result<(), LabError> {
+    const PATIENCE: Duration = Duration::from_secs(5);
+    let step = progress.step("carrier");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let waiting: Vec<String> = observe(topology)?
+            .iter()
+            .filter_map(|(ns, presence)| match presence {
+                Presence::Present(observed) => Some((ns, observed.links_not_forwarding())),
+                _ => None,
+            })
+            .flat_map(|(ns, links)| links.into_iter().map(move |l| format!("{ns}/{l}")))
+            .collect();
+        if waiting.is_empty() {
+            step.done("every link forwards");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LabError::NotConverged {
+                lab: topology.lab().to_string(),
+                remaining: format!("links not forwarding after {PATIENCE:?}: {}", waiting.join(", ")),
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Deletes namespaces (or their stale files). Links inside disappear with them.

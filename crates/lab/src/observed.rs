@@ -17,7 +17,12 @@ pub struct ObservedLink {
     /// Administratively up (the `UP` flag), regardless of carrier.
     pub up: bool,
     pub operstate: String,
+    /// The root qdisc; `noop` until the kernel's link watcher has activated a link whose carrier
+    /// came up, and a link drops every packet it is asked to send until then.
+    pub qdisc: Option<String>,
     pub master: Option<String>,
+    /// For a bridge port: `forwarding`, `disabled`, `learning`, ...
+    pub bridge_port_state: Option<String>,
     /// For a veth: the ifindex of its peer (in the peer's namespace).
     pub peer_ifindex: Option<u32>,
     pub mac: Option<String>,
@@ -47,6 +52,22 @@ impl ObservedNamespace {
     pub fn link(&self, name: &str) -> Option<&ObservedLink> {
         self.links.iter().find(|l| l.name == name)
     }
+
+    /// Veths that are administratively up but cannot pass packets yet: no carrier, a carrier the
+    /// kernel has not acted on (root qdisc still `noop`), or a bridge port not yet forwarding.
+    /// Bridges themselves are left out: their state follows their ports'.
+    pub fn links_not_forwarding(&self) -> Vec<&str> {
+        self.links
+            .iter()
+            .filter(|l| l.up && l.kind.as_deref() == Some("veth"))
+            .filter(|l| {
+                l.operstate != "UP"
+                    || l.qdisc.as_deref() == Some("noop")
+                    || l.bridge_port_state.as_deref().is_some_and(|s| s != "forwarding")
+            })
+            .map(|l| l.name.as_str())
+            .collect()
+    }
 }
 
 /// Whether the namespace file `/run/netns/<name>` is there and is a namespace.
@@ -69,6 +90,7 @@ struct RawLink {
     flags: Vec<String>,
     #[serde(default)]
     operstate: String,
+    qdisc: Option<String>,
     master: Option<String>,
     link_index: Option<u32>,
     address: Option<String>,
@@ -80,6 +102,12 @@ struct RawLink {
 #[derive(Deserialize)]
 struct RawLinkInfo {
     info_kind: Option<String>,
+    info_slave_data: Option<RawSlaveData>,
+}
+
+#[derive(Deserialize)]
+struct RawSlaveData {
+    state: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -115,8 +143,10 @@ pub fn parse_links(json: &str) -> Result<Vec<ObservedLink>, String> {
                 ifindex: l.ifindex,
                 up: l.flags.iter().any(|f| f == "UP"),
                 name: l.ifname,
+                bridge_port_state: l.linkinfo.as_ref().and_then(|i| i.info_slave_data.as_ref()?.state.clone()),
                 kind: l.linkinfo.and_then(|i| i.info_kind),
                 operstate: l.operstate,
+                qdisc: l.qdisc,
                 master: l.master,
                 peer_ifindex: l.link_index,
                 mac: l.address,
@@ -177,6 +207,37 @@ mod tests {
         assert_eq!(links[0].kind, None);
         assert!(!links[2].up);
         assert_eq!(links[3].master.as_deref(), Some("seg10"));
+    }
+
+    #[test]
+    fn a_link_forwards_once_its_carrier_is_up_and_acted_on() {
+        let link = |name: &str, state: &str, qdisc: &str| {
+            format!(
+                r#"{{"ifindex":1,"ifname":"{name}","flags":["UP"],"operstate":"{state}","qdisc":"{qdisc}",
+                    "linkinfo":{{"info_kind":"veth"}},"addr_info":[]}}"#
+            )
+        };
+        let port = |name: &str, state: &str| {
+            format!(
+                r#"{{"ifindex":1,"ifname":"{name}","flags":["UP"],"operstate":"UP","qdisc":"noqueue","master":"br",
+                    "linkinfo":{{"info_kind":"veth","info_slave_kind":"bridge",
+                                 "info_slave_data":{{"state":"{state}"}}}},"addr_info":[]}}"#
+            )
+        };
+        let json = format!(
+            "[{},{},{},{},{},{}]",
+            link("ready", "UP", "noqueue"),
+            link("no-carrier", "LOWERLAYERDOWN", "noqueue"),
+            link("not-activated", "UP", "noop"),
+            port("forwarding-port", "forwarding"),
+            port("disabled-port", "disabled"),
+            r#"{"ifindex":9,"ifname":"lo","flags":["UP"],"operstate":"UNKNOWN","qdisc":"noqueue","addr_info":[]}"#
+        );
+        let ns = ObservedNamespace { links: parse_links(&json).unwrap(), routes: vec![] };
+        assert_eq!(ns.links_not_forwarding(), ["no-carrier", "not-activated", "disabled-port"]);
+        // Administratively down links are not waited for; the captured lab output has one.
+        let captured = ObservedNamespace { links: parse_links(LINKS).unwrap(), routes: vec![] };
+        assert!(!captured.links_not_forwarding().contains(&"seg10"));
     }
 
     #[test]

@@ -287,6 +287,8 @@ mod tests {
             kind: kind.map(Into::into),
             up: true,
             operstate: "UP".into(),
+            qdisc: Some("noqueue".into()),
+            bridge_port_state: None,
             master: None,
             peer_ifindex: peer,
             mac: None,

@@ -114,6 +114,9 @@ pub(crate) fn up(lab: &Lab, opts: &UpOptions) -> Result<UpReport, LabError> {
         wait_for_etcd(lab, opts.etcd_timeout)?;
         step.done(format!("healthy at {}", paths.datastore_url()));
     }
+    if network.changes > 0 {
+        network::wait_until_links_forward(lab.topology(), &progress)?;
+    }
     progress.finish(format!("lab {} is up", lab.name()));
     Ok(UpReport {
         datastore_url: paths.datastore_url(),
