@@ -5,10 +5,14 @@
  *   - replies of service flows whose backend is this pod: source back to the frontend;
  *   - pod -> service frontend: pick a backend, conntrack, DNAT; no backend: reject; a pod that
  *     is its own backend (hairpin) is also SNATed to LB_HAIRPIN_ADDR;
- *   - ping to a VIP: answered here.
+ *   - ping to a VIP: answered here;
+ *   - in tunnel mode, packets to a pod behind the overlay (also after DNAT to a remote backend)
+ *     are encapsulated here and redirected to the VXLAN device, when they fit the tunnel MTU
+ *     (lib/encap.h); larger ones go through the stack and the host device's to_overlay.
  * to_container (egress of lxc*, packets to the pod): reverse NAT of replies that reached the
  * node through a device without from_netdev (the remote-backend case of pod -> ClusterIP). */
 #include "lib/common.h"
+#include "lib/encap.h"
 #include "lib/fib.h"
 #include "lib/nat.h"
 #include "lib/service.h"
@@ -32,6 +36,9 @@ int from_container(struct __sk_buff *skb)
 
 	if (p.proto == IPPROTO_ICMP) {
 		int rc = lb4_icmp_echo(skb, &p, 0);
+		if (rc >= 0)
+			return rc;
+		rc = encap_from_pod(skb, &p);
 		return rc < 0 ? TC_ACT_OK : rc;
 	}
 
@@ -41,20 +48,28 @@ int from_container(struct __sk_buff *skb)
 	int rev = lb4_rev_nat(skb, &p);
 	if (rev < 0)
 		return TC_ACT_SHOT;
-	if (rev > 0)
-		return fib_redirect(skb, &p);
+	int rc;
+	if (rev > 0) {
+		rc = encap_from_pod(skb, &p);
+		return rc < 0 ? fib_redirect(skb, &p) : rc;
+	}
 
 	switch (lb4_service_xlate(skb, &p, 0, &be)) {
 	case SVC_XLATED:
-		if (p.saddr == p.daddr && snat_fwd(skb, &p, LB_HAIRPIN_ADDR_BE) < 0)
-			return TC_ACT_SHOT;
-		return fib_redirect(skb, &p);
+		if (p.saddr == p.daddr) {
+			if (snat_fwd(skb, &p, LB_HAIRPIN_ADDR_BE) < 0)
+				return TC_ACT_SHOT;
+			return fib_redirect(skb, &p);
+		}
+		rc = encap_from_pod(skb, &p);
+		return rc < 0 ? fib_redirect(skb, &p) : rc;
 	case SVC_REJECT:
 		return lb4_reject(skb, &p);
 	case SVC_DROP:
 		return TC_ACT_SHOT;
 	default:
-		return TC_ACT_OK;
+		rc = encap_from_pod(skb, &p);
+		return rc < 0 ? TC_ACT_OK : rc;
 	}
 }
 

@@ -6,6 +6,7 @@
 #ifndef CILIA_ENCAP_H
 #define CILIA_ENCAP_H
 
+#include <stddef.h>
 #include "common.h"
 #include "../include/tunnel_abi.h"
 
@@ -47,17 +48,24 @@ static __always_inline __u32 source_identity(__be32 saddr, const struct overlay_
 	return cfg->host_identity;
 }
 
-/* Sets the tunnel metadata and redirects to the VXLAN device. Returns -1 when the destination is
- * not behind the overlay (the caller lets the packet go on unchanged). */
-static __always_inline int encap_and_redirect(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
+/* Outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14: what encapsulation adds to an inner IP
+ * packet. The routes through the overlay carry the VXLAN device's MTU minus this. */
+#define VXLAN_OVERHEAD 50
+
+/* The remote entry of daddr when it is behind the overlay, else NULL. */
+static __always_inline struct tunnel_info *tunnel_remote(__be32 daddr)
 {
 	struct tunnel_info *dst = tunnel_lookup(daddr);
 	if (!dst || !(dst->flags & TUNNEL_F_ENCAP) || !dst->endpoint)
-		return -1;
-	struct overlay_config *cfg = overlay_config();
-	if (!cfg || !cfg->encap_ifindex)
-		return -1;
+		return 0;
+	return dst;
+}
 
+/* Sets the tunnel key (outer destination, VNI = source identity) and redirects to the VXLAN
+ * device. */
+static __always_inline int set_tunnel_and_redirect(struct __sk_buff *skb, const struct tunnel_info *dst,
+						   __be32 saddr, const struct overlay_config *cfg)
+{
 	struct bpf_tunnel_key key;
 	__builtin_memset(&key, 0, sizeof(key));
 	key.remote_ipv4 = bpf_ntohl(dst->endpoint);
@@ -67,6 +75,79 @@ static __always_inline int encap_and_redirect(struct __sk_buff *skb, __be32 sadd
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
 		return TC_ACT_SHOT;
 	return bpf_redirect(cfg->encap_ifindex, 0);
+}
+
+/* Sets the tunnel metadata and redirects to the VXLAN device. Returns -1 when the destination is
+ * not behind the overlay (the caller lets the packet go on unchanged). */
+static __always_inline int encap_and_redirect(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
+{
+	struct overlay_config *cfg = overlay_config();
+	if (!cfg || !cfg->encap_ifindex)
+		return -1;
+	struct tunnel_info *dst = tunnel_remote(daddr);
+	if (!dst)
+		return -1;
+	return set_tunnel_and_redirect(skb, dst, saddr, cfg);
+}
+
+/* Length of the IP packets the VXLAN device will carry for this skb: each segment's for a GSO
+ * packet (TCP or UDP; resegmented after encapsulation), the packet's own otherwise. 0 when it
+ * cannot be told (another GSO type, unreadable header): the caller leaves it to the stack. */
+static __always_inline __u32 inner_ip_len(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	__u32 gso_size = skb->gso_size;
+	if (!gso_size)
+		return skb->len - p->l3_off;
+	__u32 l3_len = p->l4_off - p->l3_off;
+	if (p->proto == IPPROTO_UDP)
+		return l3_len + sizeof(struct udphdr) + gso_size;
+	if (p->proto != IPPROTO_TCP)
+		return 0;
+	__u8 doff;
+	if (bpf_skb_load_bytes(skb, p->l4_off + 12, &doff, 1) < 0)
+		return 0;
+	return l3_len + (doff >> 4) * 4 + gso_size;
+}
+
+/* A pod's packet to a pod behind the overlay, encapsulated on the pod's veth (Cilium's
+ * encap_and_redirect_lxc) instead of after a forwarding pass through the host device: the same
+ * tunnel key as to_overlay, and the TTL decremented as the node's forwarding would. Only packets
+ * that fit the tunnel (inner IP length, per segment for GSO, at most the VXLAN device's MTU minus
+ * VXLAN_OVERHEAD, the overlay routes' MTU) take this path; larger ones, TTL 1 and anything else
+ * return -1 and go to the stack, whose route MTU answers with ICMP fragmentation needed (or
+ * fragments) and which sends them on through to_overlay. Also -1 when the overlay is off, so
+ * native routing pays one array lookup. */
+static __always_inline int encap_from_pod(struct __sk_buff *skb, struct pkt4 *p)
+{
+	struct overlay_config *cfg = overlay_config();
+	if (!cfg || !cfg->encap_ifindex)
+		return -1;
+	struct tunnel_info *dst = tunnel_remote(p->daddr);
+	if (!dst || p->ttl <= 1)
+		return -1;
+
+	__u32 mtu = 0;
+	if (bpf_check_mtu(skb, cfg->encap_ifindex, &mtu, 0, 0) < 0 || mtu <= VXLAN_OVERHEAD)
+		return -1;
+	__u32 len = inner_ip_len(skb, p);
+	if (!len || len > mtu - VXLAN_OVERHEAD)
+		return -1;
+
+	/* TTL - 1 with helpers, not direct writes: a direct write anywhere in the program would
+	 * unclone every packet at entry, native mode's included */
+	__u32 ttl_off = p->l3_off + offsetof(struct iphdr, ttl);
+	__be16 old_word, new_word;
+	__u8 new_ttl = p->ttl - 1;
+	if (bpf_skb_load_bytes(skb, ttl_off, &old_word, sizeof(old_word)) < 0)
+		return -1;
+	new_word = old_word;
+	((__u8 *)&new_word)[0] = new_ttl;
+	if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), old_word, new_word, 2) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, ttl_off, &new_ttl, 1, 0) < 0)
+		return TC_ACT_SHOT;
+	p->ttl = new_ttl;
+	return set_tunnel_and_redirect(skb, dst, p->saddr, cfg);
 }
 
 #endif /* CILIA_ENCAP_H */

@@ -2,7 +2,8 @@
 //!
 //! `to_overlay` runs on the egress of the host device (`cilia_host`), through which the node
 //! routes other nodes' pod CIDRs in tunnel mode; `from_overlay` runs on the ingress of the
-//! flow-based VXLAN device. The tunnel map (an LPM trie, like Cilium 1.18's ipcache prefixes)
+//! flow-based VXLAN device. Pods' packets are encapsulated earlier, by `from_container` on their
+//! veths (`bpf_lxc.o`), which shares the two maps by their pins. The tunnel map (an LPM trie, like Cilium 1.18's ipcache prefixes)
 //! says which prefixes are behind which node; [`Overlay::sync`] makes it equal to a desired list,
 //! writing only differences, so a node joining or leaving changes one entry.
 //!
@@ -142,6 +143,22 @@ impl Overlay {
         attach(&mut self.ebpf, &self.pin_dir, PROG_FROM_OVERLAY, tunnel_dev, TcAttachType::Ingress)
     }
 
+    /// Points the encapsulation (`to_overlay`, and `from_container` on pod veths) at the VXLAN
+    /// device `tunnel_ifindex` without attaching anything; 0 turns it off.
+    pub fn set_encap_device(&mut self, tunnel_ifindex: u32) -> Result<()> {
+        self.set_config(OverlayConfig { encap_ifindex: tunnel_ifindex, host_identity: tunnel_abi::IDENTITY_HOST })
+    }
+
+    /// A loaded program of the overlay object, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn classifier(&self, name: &'static str) -> Result<&SchedClassifier> {
+        let prog = self.ebpf.program(name).ok_or_else(|| Error::Program {
+            program: name,
+            op: "find in object".into(),
+            source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
+        })?;
+        prog.try_into().map_err(Error::program(name, "as tc classifier"))
+    }
+
     fn set_config(&mut self, config: OverlayConfig) -> Result<()> {
         let map = self
             .ebpf
@@ -204,14 +221,79 @@ pub fn tunnel_list_pinned(pin_dir: &Path) -> Result<Vec<TunnelEntry>> {
     read_entries(&trie)
 }
 
+/// The tunnel map of a node as a table, like `cilium-dbg bpf tunnel list` with the identity and
+/// flags of Cilium 1.18's ipcache entries: one row per prefix, sorted by prefix; remote prefixes
+/// have their node's IP as endpoint and `hastunnel`, the node's own ones `0.0.0.0` and `local`.
+/// Empty when the node has no tunnel map (native mode).
+pub fn tunnel_table_pinned(pin_dir: &Path) -> Result<String> {
+    Ok(tunnel_table(&tunnel_list_pinned(pin_dir)?))
+}
+
+/// The table of [`tunnel_table_pinned`].
+pub fn tunnel_table(entries: &[TunnelEntry]) -> String {
+    use std::fmt::Write as _;
+    if entries.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("{:<20} {:<17} {:<9} {}\n", "PREFIX", "ENDPOINT", "IDENTITY", "FLAGS");
+    for e in entries {
+        let endpoint = e.endpoint.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let mut flags = Vec::new();
+        if e.endpoint.is_some() {
+            flags.push("hastunnel");
+        }
+        if e.local {
+            flags.push("local");
+        }
+        let _ = writeln!(
+            out,
+            "{:<20} {:<17} {:<9} {}",
+            e.prefix.to_string(),
+            endpoint.to_string(),
+            e.identity,
+            flags.join(",")
+        );
+    }
+    out
+}
+
 /// Leaving tunnel mode: detaches both programs and removes the overlay's map pins, so nothing of
 /// the mode stays behind. Safe when nothing is there.
+///
+/// The pod veths' `from_container` (bpf_lxc.o) shares the two maps and keeps them after the pins
+/// are gone, so the encapsulation is switched off in them first: the config's device is zeroed
+/// and the tunnel map emptied.
 pub fn remove_overlay(pin_dir: &Path, host_dev: &str, tunnel_dev: &str) -> Result<()> {
+    disable_pinned(pin_dir)?;
     for (dev, dir) in [(host_dev, TcAttachType::Egress), (tunnel_dev, TcAttachType::Ingress)] {
         let pin = link_pin(pin_dir, dev, dir);
         sys::detach_pinned_link(&pin).map_err(|source| Error::Link { path: pin.clone(), op: "detach", source })?;
     }
     remove_map_pins(pin_dir)
+}
+
+/// Zeroes the pinned overlay config and empties the pinned tunnel map (whichever exists).
+fn disable_pinned(pin_dir: &Path) -> Result<()> {
+    let path = pin_dir.join(tunnel_abi::MAP_OVERLAY_CONFIG);
+    if path.exists() {
+        let name = tunnel_abi::MAP_OVERLAY_CONFIG;
+        let data = MapData::from_pin(&path).map_err(Error::map(name, "open pin"))?;
+        let map = Map::from_map_data(data).map_err(Error::map(name, "inspect"))?;
+        let mut array: Array<MapData, OverlayConfig> = Array::try_from(map).map_err(Error::map(name, "open"))?;
+        array.set(0, OverlayConfig::default(), 0).map_err(Error::map(name, "write"))?;
+    }
+    let path = pin_dir.join(tunnel_abi::MAP_TUNNEL);
+    if path.exists() {
+        let name = tunnel_abi::MAP_TUNNEL;
+        let data = MapData::from_pin(&path).map_err(Error::map(name, "open pin"))?;
+        let map = Map::from_map_data(data).map_err(Error::map(name, "inspect"))?;
+        let mut trie: LpmTrie<MapData, TunnelAddr, TunnelInfo> =
+            LpmTrie::try_from(map).map_err(Error::map(name, "open as LPM trie"))?;
+        for e in read_entries(&trie)? {
+            trie.remove(&key(e.prefix)).map_err(Error::map(name, format!("delete {}", e.prefix)))?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the overlay's map pins (part of [`crate::remove_pins`]).
@@ -307,5 +389,19 @@ mod tests {
         let l = TunnelEntry::local(p("172.20.0.1/32"), 1);
         assert_eq!(TunnelEntry::from_map(l.prefix, &l.value()), l);
         assert_eq!(e.to_string(), "172.20.2.0/24 identity=258 tunnelendpoint=192.168.20.100 flags=hastunnel");
+    }
+
+    #[test]
+    fn table_lists_prefix_endpoint_identity_and_flags() {
+        let entries = [
+            TunnelEntry::local(p("172.20.0.0/24"), 256),
+            TunnelEntry::remote(p("172.20.2.0/24"), "192.168.20.100".parse().unwrap(), 258),
+        ];
+        let table = tunnel_table(&entries);
+        let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(lines[0], ["PREFIX", "ENDPOINT", "IDENTITY", "FLAGS"]);
+        assert_eq!(lines[1], ["172.20.0.0/24", "0.0.0.0", "256", "local"]);
+        assert_eq!(lines[2], ["172.20.2.0/24", "192.168.20.100", "258", "hastunnel"]);
+        assert_eq!(tunnel_table(&[]), "");
     }
 }

@@ -1,0 +1,232 @@
+//! The encapsulation programs run with BPF_PROG_TEST_RUN: `from_container` (pod veths, with the
+//! tunnel map shared from the overlay object) and `to_overlay` (host device). A packet to a
+//! remote pod CIDR that fits the tunnel gets its tunnel key and is redirected (TC_ACT_REDIRECT,
+//! TTL decremented by `from_container` as the node's forwarding would); everything else passes
+//! unchanged (TC_ACT_OK). Test-run cannot read the tunnel key back, so the verdict and the frame
+//! are what is checked. Needs root; each test gets its own bpffs and an empty network namespace
+//! in which a veth (MTU 1500) stands in for the VXLAN device.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use aya::programs::{TestRun, TestRunOptions};
+use common::packet;
+use common::{Bpffs, enter_empty_netns};
+use datapath::objects::PROG_FROM_CONTAINER;
+use datapath::tunnel::{PROG_FROM_OVERLAY, PROG_TO_OVERLAY};
+use datapath::{Backend, Datapath, LbDatapath, Overlay, Protocol, ServiceEntry, ServiceKind, TunnelEntry};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
+
+const POD: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 2);
+const LOCAL_POD: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 9);
+const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 1);
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(172, 20, 1, 6);
+const REMOTE_NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 101);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 50);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+/// The overlay route MTU for a 1500 VXLAN device.
+const TUNNEL_MTU: usize = 1450;
+
+struct Env {
+    dp: Datapath,
+    overlay: Overlay,
+    fs: Bpffs,
+    /// The veth standing in for cilium_vxlan.
+    encap_ifindex: u32,
+}
+
+fn ip(args: &[&str]) -> String {
+    // A child forked from this thread lives in the thread's (test) network namespace.
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn setup(tag: &str) -> Env {
+    enter_empty_netns();
+    ip(&["link", "add", "tvxlan0", "mtu", "1500", "type", "veth", "peer", "name", "tvxlan1"]);
+    let show = ip(&["-o", "link", "show", "tvxlan0"]);
+    let encap_ifindex = show.split(':').next().unwrap().trim().parse().expect("ifindex");
+
+    let fs = Bpffs::new(tag);
+    let dir = fs.node_dir("n1");
+    let dp = Datapath::open(&dir).expect("load datapath");
+    let mut overlay = Overlay::open(&dir).expect("load overlay");
+    overlay
+        .sync(&[
+            TunnelEntry::local("172.20.0.0/24".parse().unwrap(), 256),
+            TunnelEntry::local("172.20.0.1/32".parse().unwrap(), 1),
+            TunnelEntry::remote("172.20.1.0/24".parse().unwrap(), REMOTE_NODE, 257),
+        ])
+        .unwrap();
+    overlay.set_encap_device(encap_ifindex).unwrap();
+    Env { dp, overlay, fs, encap_ifindex }
+}
+
+fn test_run(prog: &aya::programs::SchedClassifier, frame: &[u8], gso_size: u32) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 512];
+    // struct __sk_buff (192 bytes); test-run takes gso_segs (offset 164) and gso_size (176).
+    let mut ctx = [0u8; 192];
+    let segs = if gso_size > 0 { frame.len().div_ceil(gso_size as usize) as u32 } else { 0 };
+    ctx[164..168].copy_from_slice(&segs.to_ne_bytes());
+    ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: (gso_size > 0).then_some(&ctx[..]),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
+
+fn from_container(env: &Env, frame: &[u8]) -> (u32, Vec<u8>) {
+    test_run(env.dp.classifier(PROG_FROM_CONTAINER).unwrap(), frame, 0)
+}
+
+/// A TCP frame whose IP packet is `ip_len` bytes long.
+fn tcp_of_len(dst: Ipv4Addr, ip_len: usize) -> Vec<u8> {
+    packet::tcp((POD, 40000), (dst, 5201), "A", 1, &vec![0x5a; ip_len - 40])
+}
+
+/// The frame with the TTL one lower, its IP checksum recomputed (what a forwarding hop makes).
+fn ttl_decremented(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 8] -= 1;
+    f[14 + 10] = 0;
+    f[14 + 11] = 0;
+    let mut sum: u32 = f[14..34].chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f
+}
+
+#[test]
+fn pod_packet_to_a_remote_pod_cidr_is_encapsulated_on_the_veth() {
+    require_root!();
+    let env = setup("encap");
+
+    let syn = packet::tcp((POD, 40000), (REMOTE_POD, 80), "S", 1000, b"");
+    let (verdict, out) = from_container(&env, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "to the VXLAN device");
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src, seen.dst), ((POD, 40000), (REMOTE_POD, 80)), "the inner packet keeps its addresses");
+    assert_eq!(seen.ttl, 63, "forwarded by the node: TTL - 1");
+    assert_eq!(out, ttl_decremented(&syn), "nothing but the TTL and the IP checksum changes");
+
+    let udp = packet::udp((POD, 33333), (REMOTE_POD, 53), b"query");
+    assert_eq!(from_container(&env, &udp).0, TC_ACT_REDIRECT);
+    let ping = packet::icmp_echo(POD, REMOTE_POD, 7, 1);
+    let (verdict, out) = from_container(&env, &ping);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "ping to a remote pod");
+    assert_eq!(packet::parse_checked(&out).ttl, 63);
+}
+
+#[test]
+fn packets_that_are_not_for_the_tunnel_pass_unchanged() {
+    require_root!();
+    let env = setup("pass");
+    for dst in [LOCAL_POD, ROUTER_IP, OUTSIDE] {
+        let syn = packet::tcp((POD, 40000), (dst, 80), "S", 1000, b"");
+        let (verdict, out) = from_container(&env, &syn);
+        assert_eq!(verdict, TC_ACT_OK, "{dst} is no tunnel destination");
+        assert_eq!(out, syn, "{dst}: unchanged");
+    }
+    // TTL 1: the stack answers with time exceeded.
+    let mut last_hop = packet::tcp((POD, 40000), (REMOTE_POD, 80), "S", 1000, b"");
+    last_hop[14 + 8] = 2;
+    let last_hop = ttl_decremented(&last_hop);
+    let (verdict, out) = from_container(&env, &last_hop);
+    assert_eq!((verdict, out), (TC_ACT_OK, last_hop));
+}
+
+#[test]
+fn packets_larger_than_the_tunnel_mtu_are_left_to_the_stack() {
+    require_root!();
+    let env = setup("mtu");
+    let fits = tcp_of_len(REMOTE_POD, TUNNEL_MTU);
+    assert_eq!(from_container(&env, &fits).0, TC_ACT_REDIRECT, "1450 bytes fit");
+    let big = tcp_of_len(REMOTE_POD, TUNNEL_MTU + 1);
+    let (verdict, out) = from_container(&env, &big);
+    assert_eq!(verdict, TC_ACT_OK, "1451 bytes: the route MTU answers (ICMP fragmentation needed)");
+    assert_eq!(out, big, "unchanged");
+
+    // GSO: what counts is each segment's length after resegmentation.
+    let prog = env.dp.classifier(PROG_FROM_CONTAINER).unwrap();
+    let aggregate = tcp_of_len(REMOTE_POD, 2840);
+    let (verdict, out) = test_run(prog, &aggregate, (TUNNEL_MTU - 40) as u32);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "segments of MSS 1410 fit");
+    assert_eq!(out, ttl_decremented(&aggregate));
+    let (verdict, out) = test_run(prog, &aggregate, 1448);
+    assert_eq!(verdict, TC_ACT_OK, "segments of MSS 1448 (1488 bytes) do not fit");
+    assert_eq!(out, aggregate);
+}
+
+#[test]
+fn service_traffic_to_a_backend_behind_the_tunnel_is_encapsulated_after_dnat() {
+    require_root!();
+    let mut env = setup("svc");
+    let svc = ServiceEntry::new(
+        ServiceKind::ClusterIp,
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![Backend::active(REMOTE_POD, 8080, false)],
+    );
+    env.dp.sync_services(&[svc]).unwrap();
+    let syn = packet::tcp((POD, 40000), (VIP, 80), "S", 1000, b"");
+    let (verdict, out) = from_container(&env, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src, seen.dst, seen.ttl), ((POD, 40000), (REMOTE_POD, 8080), 63));
+}
+
+#[test]
+fn nothing_is_encapsulated_when_the_overlay_is_off() {
+    require_root!();
+    let mut env = setup("off");
+    let syn = packet::tcp((POD, 40000), (REMOTE_POD, 80), "S", 1000, b"");
+    env.overlay.set_encap_device(0).unwrap();
+    let (verdict, out) = from_container(&env, &syn);
+    assert_eq!((verdict, out), (TC_ACT_OK, syn.clone()), "native routing: the stack routes it");
+
+    // Leaving tunnel mode switches the veths' encapsulation off before the pins go.
+    env.overlay.set_encap_device(env.encap_ifindex).unwrap();
+    assert_eq!(from_container(&env, &syn).0, TC_ACT_REDIRECT);
+    datapath::remove_overlay(&env.fs.node_dir("n1"), "cilia_host", "cilium_vxlan").unwrap();
+    let (verdict, out) = from_container(&env, &syn);
+    assert_eq!((verdict, out), (TC_ACT_OK, syn));
+    assert!(datapath::tunnel_list_pinned(&env.fs.node_dir("n1")).unwrap().is_empty());
+}
+
+#[test]
+fn to_overlay_encapsulates_the_nodes_own_traffic_and_passes_the_rest() {
+    require_root!();
+    let env = setup("host");
+    let to_overlay = env.overlay.classifier(PROG_TO_OVERLAY).unwrap();
+    let from_node = packet::tcp((ROUTER_IP, 40000), (REMOTE_POD, 80), "S", 1000, b"");
+    let (verdict, out) = test_run(to_overlay, &from_node, 0);
+    assert_eq!((verdict, &out), (TC_ACT_REDIRECT, &from_node), "redirected, the frame itself untouched");
+    // to_overlay runs after the stack's routing: the route MTU already applied, no check here.
+    let big = tcp_of_len(REMOTE_POD, 1500);
+    assert_eq!(test_run(to_overlay, &big, 0).0, TC_ACT_REDIRECT);
+    let local = packet::tcp((ROUTER_IP, 40000), (LOCAL_POD, 80), "S", 1000, b"");
+    let (verdict, out) = test_run(to_overlay, &local, 0);
+    assert_eq!((verdict, out), (TC_ACT_OK, local));
+
+    // from_overlay in an empty namespace: no FIB answer, so the decapsulated packet goes to the
+    // stack unchanged.
+    let from_overlay = env.overlay.classifier(PROG_FROM_OVERLAY).unwrap();
+    let inner = packet::tcp((REMOTE_POD, 80), (POD, 40000), "SA", 1, b"");
+    let (verdict, out) = test_run(from_overlay, &inner, 0);
+    assert_eq!((verdict, out), (TC_ACT_OK, inner));
+}
