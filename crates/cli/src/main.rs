@@ -88,7 +88,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Inspect a node's datapath: `cilia dbg k8s-ctr bpf lb list`, `bpf ct list global`, `bpf nat list`.
+    /// Inspect a node's datapath: `cilia dbg k8s-ctr bpf lb list`, `bpf ct list global`, `bpf nat list`,
+    /// `bpf tunnel list`.
     Dbg {
         node: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]

@@ -128,6 +128,32 @@ fn tunnel_mode_reaches_every_pod_and_handles_mtu_node_removal_and_bad_config() {
     assert!(err.contains("valid values: native, tunnel, hybrid") && err.contains("nothing was changed"), "{err}");
     assert_eq!(lab.ok(&["config", "view"]), before);
 
+    // Pod traffic to another node's pod is encapsulated on the pod's veth: k8s-ctr's stack does
+    // not forward it (a local pod's is forwarded, both ways).
+    let forwarded = || {
+        host(&lab, "k8s-ctr", &["nstat", "-az", "IpForwDatagrams"])
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("IpForwDatagrams").and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .expect("IpForwDatagrams")
+    };
+    let before = forwarded();
+    exec_ok(&lab, "curl-pod", &["ping", "-c", "5", "-i", "0.2", &w0]).expect("ping k8s-w0's pod");
+    let through_stack = forwarded() - before;
+    assert!(through_stack < 5, "{through_stack} of 10 packets to and from k8s-w0's pod went through k8s-ctr's stack");
+
+    // `cilia dbg NODE bpf tunnel list` prints the other nodes' pod CIDRs behind their node IPs.
+    let table = lab.ok(&["dbg", "k8s-ctr", "bpf", "tunnel", "list"]);
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.first().map(Vec::as_slice), Some(&["PREFIX", "ENDPOINT", "IDENTITY", "FLAGS"][..]), "{table}");
+    for (cidr, node_ip, identity) in
+        [("172.20.1.0/24", "192.168.10.101", "257"), ("172.20.2.0/24", "192.168.20.100", "258")]
+    {
+        assert!(rows.iter().any(|r| r[..] == [cidr, node_ip, identity, "hastunnel"]), "{cidr} → {node_ip}:\n{table}");
+    }
+    assert!(rows.iter().any(|r| r[..] == ["172.20.0.0/24", "0.0.0.0", "256", "local"]), "own pod CIDR:\n{table}");
+
     // A node that leaves is gone from every tunnel map within a second.
     let has_w0 = |node: &str| {
         datapath::tunnel_list_pinned(&pin_dir(&lab, node))

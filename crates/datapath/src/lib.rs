@@ -40,4 +40,4 @@ pub use lbstate::SyncStats;
 pub use loader::{DatapathConfig, remove_pins};
 pub use service::{Backend, BackendState, Frontend, LbAlgorithm, Protocol, ServiceEntry, ServiceKind};
 pub use sys::{current_netns_cookie, ensure_bpffs, is_bpffs};
-pub use tunnel::{Overlay, TunnelEntry, TunnelSyncStats, remove_overlay, tunnel_list_pinned};
+pub use tunnel::{Overlay, TunnelEntry, TunnelSyncStats, remove_overlay, tunnel_list_pinned, tunnel_table_pinned};

@@ -1,12 +1,13 @@
-//! `cilia dbg NODE bpf lb list | bpf ct list [global] | bpf nat list`: a node's datapath state,
-//! printed like `cilium-dbg`, read straight from the maps pinned under the node's bpffs directory
-//! (`/sys/fs/bpf/cilia/<lab>/<node>/`). Nothing is loaded or attached, and the agent need not run.
+//! `cilia dbg NODE bpf lb list | bpf ct list [global] | bpf nat list | bpf tunnel list`: a node's
+//! datapath state, printed like `cilium-dbg`, read straight from the maps pinned under the node's
+//! bpffs directory (`/sys/fs/bpf/cilia/<lab>/<node>/`). Nothing is loaded or attached, and the
+//! agent need not run.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cilia dbg NODE bpf lb list | bpf ct list [global] | bpf nat list";
+const USAGE: &str = "usage: cilia dbg NODE bpf lb list | bpf ct list [global] | bpf nat list | bpf tunnel list";
 
 /// The pin directory of `node`: the lab's when the lab has one for it, else the agent's default.
 fn pin_dir(lab: &str, node: &str) -> Result<PathBuf> {
@@ -33,6 +34,7 @@ pub fn run(lab: &str, node: &str, args: &[String]) -> Result<ExitCode> {
         ["bpf", "lb", "list"] => datapath::lb_list_pinned(&dir),
         ["bpf", "ct", "list"] | ["bpf", "ct", "list", "global"] => datapath::ct_list_pinned(&dir),
         ["bpf", "nat", "list"] => datapath::nat_list_pinned(&dir),
+        ["bpf", "tunnel", "list"] => datapath::tunnel_table_pinned(&dir),
         _ => bail!("{USAGE}"),
     }
     .with_context(|| format!("reading the maps under {}", dir.display()))?;
