@@ -2,11 +2,12 @@
 /* Program on the node's network devices (tcx ingress), like Cilium's bpf_host from-netdev: the
  * north-south path for NodePort, LoadBalancer and external IPs.
  *
- *   reply to an SNATed flow (backend -> node:natport): undo SNAT, then reverse NAT to the frontend;
- *   reply of a flow through this node (backend -> client): reverse NAT;
  *   client -> routable frontend: backend selection (random or Maglev), DNAT, and SNAT to the
  *   egress device's node address when the backend runs on another node;
- *   everything else goes to the stack untouched. */
+ *   reply to an SNATed flow (backend -> node:natport): undo SNAT, then reverse NAT to the frontend;
+ *   reply of a flow through this node (backend -> client): reverse NAT;
+ *   everything else goes to the stack untouched. Translated packets leave by FIB lookup and
+ *   redirect, to a local pod through its veth peer. */
 #include "lib/common.h"
 #include "lib/fib.h"
 #include "lib/nat.h"
@@ -14,10 +15,18 @@
 
 char _license[] SEC("license") = "GPL";
 
+/* Replies to SNATed flows come back to a port of the SNAT range; nothing else needs the lookup. */
+static __always_inline int is_snat_port(__be16 port)
+{
+	__u16 p = bpf_ntohs(port);
+	return p >= NAT_PORT_MIN && p <= NAT_PORT_MAX;
+}
+
 SEC("classifier")
 int from_netdev(struct __sk_buff *skb)
 {
 	struct pkt4 p;
+	struct lb4_key key;
 	struct lb4_backend be;
 
 	switch (parse_pkt4(skb, &p)) {
@@ -35,16 +44,22 @@ int from_netdev(struct __sk_buff *skb)
 		return rc < 0 ? TC_ACT_OK : rc;
 	}
 
-	int snat = snat_rev(skb, &p);
-	if (snat < 0)
-		return TC_ACT_SHOT;
-	int rev = lb4_rev_nat(skb, &p);
-	if (rev < 0)
-		return TC_ACT_SHOT;
-	if (snat > 0 || rev > 0)
-		return fib_redirect(skb, &p);
+	/* The frontend lookup (a small, hot map) comes first: a packet to a frontend is never a reply,
+	 * so it skips the two conntrack lookups replies need, which miss the cache on a busy node. */
+	struct lb4_service *svc = lb4_frontend_of(&key, &p, 1);
+	if (!svc) {
+		int snat = is_snat_port(p.dport) ? snat_rev(skb, &p) : 0;
+		if (snat < 0)
+			return TC_ACT_SHOT;
+		int rev = lb4_rev_nat(skb, &p);
+		if (rev < 0)
+			return TC_ACT_SHOT;
+		if (snat > 0 || rev > 0)
+			return fib_redirect_translated(skb, &p);
+		return TC_ACT_OK;
+	}
 
-	switch (lb4_service_xlate(skb, &p, 1, &be)) {
+	switch (lb4_xlate(skb, &p, 1, &key, svc, &be)) {
 	case SVC_XLATED:
 		break;
 	case SVC_REJECT:
@@ -64,5 +79,5 @@ int from_netdev(struct __sk_buff *skb)
 		if (snat_addr && snat_fwd(skb, &p, snat_addr) < 0)
 			return TC_ACT_SHOT;
 	}
-	return fib_forward(skb, &p, &fib, rc);
+	return fib_forward(skb, &p, &fib, rc, 1);
 }

@@ -117,7 +117,7 @@ struct lb4_affinity_key {
 _Static_assert(sizeof(struct lb4_affinity_key) == 16, "lb4_affinity_key size");
 
 struct lb_affinity_val {
-	__u64 last_used_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last use */
+	__u64 last_used_ns; /* CLOCK_MONOTONIC (coarse, see now_ns) of the last use */
 	__u32 backend_id;
 	__u32 pad;
 };
@@ -159,7 +159,7 @@ struct ct4_key {
 _Static_assert(sizeof(struct ct4_key) == 16, "ct4_key size");
 
 struct ct_entry {
-	__u64 expires_ns; /* bpf_ktime_get_ns() after which the entry is stale */
+	__u64 expires_ns; /* CLOCK_MONOTONIC (coarse, see now_ns) after which the entry is stale */
 	__u64 packets;
 	__u64 bytes;
 	__u32 backend_id;
@@ -207,7 +207,9 @@ struct sock_rev_val {
 };
 _Static_assert(sizeof(struct sock_rev_val) == 8, "sock_rev_val size");
 
-/* ---- node devices ---- */
+/* ---- node devices and pod veths ---- */
+#define NETDEV_F_POD 0x01 /* a pod's host-side veth: deliver to its peer with bpf_redirect_peer */
+
 struct netdev_info {
 	__be32 snat_addr; /* source address for north-south flows leaving through this device */
 	__u32 flags;

@@ -165,9 +165,12 @@ static __always_inline enum parse_result parse_pkt4(struct __sk_buff *skb, struc
 	}
 }
 
+/* CLOCK_MONOTONIC at tick resolution: lifetimes and timeouts are seconds long, and reading the
+ * coarse clock costs no clock-source read (a TSC read, or worse, on a VM) per packet. Userspace
+ * compares with CLOCK_MONOTONIC, which is never behind it. */
 static __always_inline __u64 now_ns(void)
 {
-	return bpf_ktime_get_ns();
+	return bpf_ktime_get_coarse_ns();
 }
 
 #endif /* CILIA_COMMON_H */

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include "common.h"
+#include "devices.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -36,8 +37,14 @@ static __always_inline int fib_ok(int rc)
 
 /* Sends the packet out of the device the FIB chose, decrementing the TTL as a router does. Falls
  * back to the stack (which also handles TTL expiry and local delivery) when the FIB has no
- * forwarding answer. */
-static __always_inline int fib_forward(struct __sk_buff *skb, struct pkt4 *p, struct bpf_fib_lookup *fib, int rc)
+ * forwarding answer.
+ *
+ * With to_pod_peer (callers on tc ingress whose packet is fully translated), a packet for a local
+ * pod is handed to the pod's eth0 directly (bpf_redirect_peer): no veth transmit, no second pass
+ * through the node's receive backlog, and no to_container on the way, which is why the packet
+ * must need no reverse NAT any more. */
+static __always_inline int fib_forward(struct __sk_buff *skb, struct pkt4 *p, struct bpf_fib_lookup *fib, int rc,
+				       int to_pod_peer)
 {
 	if (!fib_ok(rc) || p->ttl <= 1)
 		return TC_ACT_OK;
@@ -59,6 +66,8 @@ static __always_inline int fib_forward(struct __sk_buff *skb, struct pkt4 *p, st
 		if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib->dmac, ETH_ALEN, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib->smac, ETH_ALEN, 0) < 0)
 			return TC_ACT_SHOT;
+		if (to_pod_peer && netdev_is_pod(fib->ifindex))
+			return bpf_redirect_peer(fib->ifindex, 0);
 		return bpf_redirect(fib->ifindex, 0);
 	}
 	/* no neighbour entry yet: let the kernel resolve it and queue the packet meanwhile */
@@ -69,7 +78,16 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, struct pkt4 *p)
 {
 	struct bpf_fib_lookup fib;
 	int rc = fib_lookup4(skb, p, &fib);
-	return fib_forward(skb, p, &fib, rc);
+	return fib_forward(skb, p, &fib, rc, 0);
+}
+
+/* fib_redirect for a packet the service datapath has finished with (DNATed, or reverse-NATed back
+ * to its frontend), on tc ingress: local pods get it through their veth peer. */
+static __always_inline int fib_redirect_translated(struct __sk_buff *skb, struct pkt4 *p)
+{
+	struct bpf_fib_lookup fib;
+	int rc = fib_lookup4(skb, p, &fib);
+	return fib_forward(skb, p, &fib, rc, 1);
 }
 
 #endif /* CILIA_FIB_H */

@@ -136,7 +136,9 @@ static __always_inline __u32 lb4_affinity_backend(const struct lb4_service *svc,
 		return 0;
 	/* frontend rows keep the timeout in backend_id (a union in spirit) */
 	__u64 timeout_ns = (__u64)svc->backend_id * 1000000000ULL;
-	if (now_ns() - val->last_used_ns > timeout_ns) {
+	__u64 now = now_ns();
+	/* last_used_ns may be a little ahead of the coarse clock when userspace wrote it */
+	if (now > val->last_used_ns && now - val->last_used_ns > timeout_ns) {
 		bpf_map_delete_elem(&cilia_lb4_affinity, &k);
 		return 0;
 	}

@@ -12,6 +12,7 @@
 #include "common.h"
 #include "csum.h"
 #include "conntrack.h"
+#include "devices.h"
 #include "lb.h"
 
 struct {
@@ -21,14 +22,6 @@ struct {
 	__uint(max_entries, SNAT_MAP_SIZE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cilia_snat_v4 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u32);
-	__type(value, struct netdev_info);
-	__uint(max_entries, NETDEV_MAP_SIZE);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} cilia_netdevs SEC(".maps");
 
 /* Rewrites the destination to the backend. */
 static __always_inline int lb4_dnat(struct __sk_buff *skb, struct pkt4 *p, const struct lb4_backend *be)
@@ -72,13 +65,6 @@ static __always_inline int snat_rev(struct __sk_buff *skb, struct pkt4 *p)
 	if (rewrite_port(skb, p, 0, n->to_port) < 0)
 		return -1;
 	return 1;
-}
-
-/* The node address north-south flows leave with through a device, if userspace configured one. */
-static __always_inline __be32 netdev_snat_addr(__u32 ifindex)
-{
-	struct netdev_info *nd = bpf_map_lookup_elem(&cilia_netdevs, &ifindex);
-	return nd ? nd->snat_addr : 0;
 }
 
 /* Source-NATs a (post-DNAT) flow to snat_addr, reusing the port of an existing mapping or

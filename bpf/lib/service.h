@@ -24,16 +24,23 @@ static __always_inline int is_new_syn(const struct pkt4 *p)
 	return p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
 }
 
-static __always_inline enum svc_verdict lb4_service_xlate(struct __sk_buff *skb, struct pkt4 *p, int north_south,
-							  struct lb4_backend *be_out)
+/* The frontend a packet is addressed to, if this hook serves it: north-south hooks only serve
+ * routable frontends (NodePort, LoadBalancer, external IPs), not ClusterIPs. key is left holding
+ * the frontend key for lb4_xlate. */
+static __always_inline struct lb4_service *lb4_frontend_of(struct lb4_key *key, const struct pkt4 *p,
+							   int north_south)
 {
-	struct lb4_key key;
-	struct lb4_service *svc = lb4_lookup_frontend(&key, p->daddr, p->dport, p->proto, north_south);
-	if (!svc)
-		return SVC_NONE;
-	if (north_south && !(svc->flags & SVC_F_ROUTABLE))
-		return SVC_NONE;
+	struct lb4_service *svc = lb4_lookup_frontend(key, p->daddr, p->dport, p->proto, north_south);
+	if (svc && north_south && !(svc->flags & SVC_F_ROUTABLE))
+		return 0;
+	return svc;
+}
 
+/* Conntrack, backend selection and DNAT of a packet to frontend svc (found by lb4_frontend_of). */
+static __always_inline enum svc_verdict lb4_xlate(struct __sk_buff *skb, struct pkt4 *p, int north_south,
+						  struct lb4_key *key, const struct lb4_service *svc,
+						  struct lb4_backend *be_out)
+{
 	__u8 ct_flags = north_south ? CT_F_NODEPORT : 0;
 	struct ct4_key sk = ct4_key_of(p->saddr, p->daddr, p->sport, p->dport, p->proto, CT_SERVICE);
 	struct ct_entry *ce = ct_lookup(&sk);
@@ -55,7 +62,7 @@ static __always_inline enum svc_verdict lb4_service_xlate(struct __sk_buff *skb,
 		struct lb_client client = { .id = p->saddr, .is_netns_cookie = 0 };
 		__be16 hash_sport = (svc->flags & SVC_F_AFFINITY) ? 0 : p->sport;
 		__u32 hash = flow_hash(p->saddr, p->daddr, hash_sport, p->dport, p->proto);
-		backend_id = lb4_select_backend(&key, svc, &client, north_south, hash);
+		backend_id = lb4_select_backend(key, svc, &client, north_south, hash);
 		be = lb4_lookup_backend(backend_id);
 		if (!be)
 			return SVC_REJECT;
@@ -73,6 +80,16 @@ static __always_inline enum svc_verdict lb4_service_xlate(struct __sk_buff *skb,
 	if (lb4_dnat(skb, p, be) < 0)
 		return SVC_DROP;
 	return SVC_XLATED;
+}
+
+static __always_inline enum svc_verdict lb4_service_xlate(struct __sk_buff *skb, struct pkt4 *p, int north_south,
+							  struct lb4_backend *be_out)
+{
+	struct lb4_key key;
+	struct lb4_service *svc = lb4_frontend_of(&key, p, north_south);
+	if (!svc)
+		return SVC_NONE;
+	return lb4_xlate(skb, p, north_south, &key, svc, be_out);
 }
 
 /* The reject matching the protocol. */

@@ -2,7 +2,8 @@
 //! `from_netdev` on the node's devices, `from_container`/`to_container` on every pod veth
 //! (`lxc*`). A link watcher looks at the node's links every few hundred milliseconds and attaches
 //! to whatever is new, or was recreated under the same name (a new ifindex); the CNI path needs
-//! no hook. Links of deleted pods die with their device, so nothing is detached here.
+//! no hook. Links of deleted pods die with their device, so nothing is detached here; the
+//! datapath only forgets the device (it hands packets for pods straight to their veth peer).
 //!
 //! Attaching is idempotent: at start every device is attached again, which swaps the new
 //! programs in behind the pinned links of the previous run.
@@ -87,11 +88,13 @@ pub struct Attacher {
     internal_ip: Option<Ipv4Addr>,
     /// Device name → ifindex it was attached under.
     attached: BTreeMap<String, u32>,
+    /// Devices went away (or may have, while no agent ran) since the datapath last forgot them.
+    forget_pending: bool,
 }
 
 impl Attacher {
     pub fn new(datapath: SharedDatapath, devices: Vec<String>, internal_ip: Option<Ipv4Addr>) -> Self {
-        Attacher { datapath, devices, internal_ip, attached: BTreeMap::new() }
+        Attacher { datapath, devices, internal_ip, attached: BTreeMap::new(), forget_pending: true }
     }
 
     /// Looks at the links once and attaches what needs it. Returns how many attaches failed.
@@ -107,8 +110,21 @@ impl Attacher {
             };
             links.push(Link { name: info.name, index: info.index, up: info.up, addresses });
         }
+        let before = self.attached.len();
         self.attached.retain(|name, _| links.iter().any(|l| &l.name == name));
+        self.forget_pending |= self.attached.len() < before;
         let mut failed = 0;
+        if self.forget_pending {
+            let result =
+                self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).forget_missing_devices();
+            match result {
+                Ok(_) => self.forget_pending = false,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(error = %e, "forgetting deleted devices failed; retrying");
+                }
+            }
+        }
         for action in plan(&links, &self.devices, self.internal_ip, &self.attached) {
             let result = {
                 let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -252,6 +252,9 @@ mod tests {
         fn attach_pod_device(&mut self, ifname: &str) -> datapath::Result<()> {
             self.0.lock().unwrap().attach_pod_device(ifname)
         }
+        fn forget_missing_devices(&mut self) -> datapath::Result<usize> {
+            self.0.lock().unwrap().forget_missing_devices()
+        }
         fn attach_netdev(&mut self, ifname: &str, a: Option<std::net::Ipv4Addr>) -> datapath::Result<()> {
             self.0.lock().unwrap().attach_netdev(ifname, a)
         }

@@ -76,6 +76,9 @@ pub const CT_F_SEEN_REPLY: u8 = 0x08;
 
 pub const CFG_F_SOCKET_LB: u32 = 0x01;
 
+/// `netdev_info.flags`: the device is a pod's host-side veth (see bpf/lib/devices.h).
+pub const NETDEV_F_POD: u32 = 0x01;
+
 /// Source address of hairpin flows (a pod reaching itself through a service).
 pub const LB_HAIRPIN_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 42, 1);
 /// `LB_HAIRPIN_ADDR_BE` of abi.h: the address's bytes read as a little-endian u32 (BPF is

@@ -26,8 +26,13 @@ pub trait LbDatapath: Send {
     fn sync_services(&mut self, services: &[ServiceEntry]) -> Result<SyncStats>;
 
     /// Attaches `from_container` (tcx ingress) and `to_container` (tcx egress) to the host side
-    /// of a pod veth, in the calling thread's network namespace.
+    /// of a pod veth, in the calling thread's network namespace, and marks it as a pod device so
+    /// translated packets for the pod are handed to its peer directly.
     fn attach_pod_device(&mut self, ifname: &str) -> Result<()>;
+
+    /// Forgets devices the datapath was told about that no longer exist (veths of deleted
+    /// pods). Returns how many were forgotten.
+    fn forget_missing_devices(&mut self) -> Result<usize>;
 
     /// Attaches `from_netdev` (tcx ingress) to a node device such as eth1. North-south flows to
     /// remote backends leaving through it are SNATed to `snat_addr` (the device's node address).
@@ -142,6 +147,9 @@ impl LbDatapath for Datapath {
     }
 
     fn attach_pod_device(&mut self, ifname: &str) -> Result<()> {
+        let ifindex = ifindex_of(ifname)?;
+        let info = NetdevInfo { snat_addr: [0; 4], flags: abi::NETDEV_F_POD };
+        self.maps.netdevs.insert(ifindex, info, 0).map_err(Error::map(abi::MAP_NETDEVS, format!("set {ifname}")))?;
         attach::attach_tcx(
             &mut self.programs,
             &self.pin_dir,
@@ -152,9 +160,29 @@ impl LbDatapath for Datapath {
         attach::attach_tcx(&mut self.programs, &self.pin_dir, objects::PROG_TO_CONTAINER, ifname, Direction::Egress)
     }
 
+    fn forget_missing_devices(&mut self) -> Result<usize> {
+        let known: Vec<u32> = self.maps.netdevs.keys().filter_map(std::result::Result::ok).collect();
+        let mut forgotten = 0;
+        for ifindex in known {
+            if sys::ifindex_exists(ifindex) {
+                continue;
+            }
+            match self.maps.netdevs.remove(&ifindex) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => forgotten += 1,
+                Err(e) => {
+                    return Err(Error::Map {
+                        map: abi::MAP_NETDEVS,
+                        op: format!("remove {ifindex}"),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        Ok(forgotten)
+    }
+
     fn attach_netdev(&mut self, ifname: &str, snat_addr: Option<Ipv4Addr>) -> Result<()> {
-        let ifindex = nix::net::if_::if_nametoindex(ifname)
-            .map_err(|e| Error::Interface { ifname: ifname.into(), reason: format!("no such device: {e}") })?;
+        let ifindex = ifindex_of(ifname)?;
         match snat_addr {
             Some(a) => {
                 let info = NetdevInfo { snat_addr: a.octets(), flags: 0 };
@@ -219,4 +247,9 @@ pub fn ct_list_pinned(pin_dir: &Path) -> Result<String> {
 /// `bpf nat list` straight from the pins.
 pub fn nat_list_pinned(pin_dir: &Path) -> Result<String> {
     Ok(dump::nat_list(&PinnedMaps::open(pin_dir)?.snat_entries()?))
+}
+
+fn ifindex_of(ifname: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(ifname)
+        .map_err(|e| Error::Interface { ifname: ifname.into(), reason: format!("no such device: {e}") })
 }

@@ -63,6 +63,11 @@ impl LbDatapath for FakeDatapath {
         Ok(())
     }
 
+    fn forget_missing_devices(&mut self) -> Result<usize> {
+        self.check_failure()?;
+        Ok(0)
+    }
+
     fn attach_netdev(&mut self, ifname: &str, snat_addr: Option<Ipv4Addr>) -> Result<()> {
         self.check_failure()?;
         self.devices.insert(ifname.into(), Attachment::Netdev { snat_addr });

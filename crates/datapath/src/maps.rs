@@ -148,7 +148,8 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>, map: &'static str) -> Resu
     }
 }
 
-/// `bpf_ktime_get_ns()` as seen from userspace: CLOCK_MONOTONIC.
+/// The datapath's clock (`now_ns` in bpf/lib/common.h) as seen from userspace: CLOCK_MONOTONIC,
+/// never behind the coarse clock the programs read.
 pub fn monotonic_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always readable");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64

@@ -166,3 +166,11 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
         Error::Io { op: "mount bpffs", path: dir.into(), source: std::io::Error::from_raw_os_error(e as i32) }
     })
 }
+
+/// Whether a device with this ifindex exists in the calling thread's network namespace.
+#[allow(unsafe_code)]
+pub fn ifindex_exists(ifindex: u32) -> bool {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
+    !unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null()
+}

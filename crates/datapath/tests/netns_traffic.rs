@@ -15,7 +15,7 @@ use common::topo::{
     BIG_BODY, CLIENT, LB_IP, NODE1, POD_A, POD_B, POD_C, SERVER_PORT, Server, TestCgroup, Topology, http_get,
     http_get_from, http_get_path, in_netns, wait_until,
 };
-use datapath::{Backend, Datapath, LbDatapath, Protocol, ServiceEntry, ServiceKind};
+use datapath::{Backend, Datapath, LbDatapath, Protocol, ServiceEntry, ServiceKind, abi};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
@@ -272,7 +272,16 @@ fn attaching_again_after_a_device_was_recreated_replaces_the_stale_link() {
     // links of the old device are defunct.
     topo.recreate_pod_veth("node1", "podC", "lxcc", POD_C, "172.30.1.1");
     assert!(http_get_from(&topo.ns("podC"), sa(VIP, 80)).is_err(), "no program on the new device yet");
+    // The old veth's ifindex is forgotten, so nothing is ever handed to a device that took it over.
+    let pod_devices = |dp: &Datapath| {
+        dp.maps().netdevs.iter().filter_map(Result::ok).filter(|(_, i)| i.flags & abi::NETDEV_F_POD != 0).count()
+    };
+    assert_eq!(pod_devices(&dp), 2);
+    assert_eq!(in_netns(&topo.ns("node1"), || dp.forget_missing_devices()).unwrap(), 1);
+    assert_eq!(in_netns(&topo.ns("node1"), || dp.forget_missing_devices()).unwrap(), 0);
+    assert_eq!(pod_devices(&dp), 1);
     in_netns(&topo.ns("node1"), || dp.attach_pod_device("lxcc")).expect("attach again");
+    assert_eq!(pod_devices(&dp), 2);
     let (body, _) = http_get_from(&topo.ns("podC"), sa(VIP, 80)).expect("translated on the new device");
     assert_eq!(body, format!("podA {POD_C}"));
 
