@@ -183,11 +183,25 @@ _Static_assert(sizeof(struct ct_entry) == 32, "ct_entry size");
  * Cilium does with its IPV4_LOOPBACK, so its reply leaves the pod and comes back translated. */
 #define LB_HAIRPIN_ADDR_BE 0x012afea9 /* 169.254.42.1, network order read as a little-endian u32 */
 
+/* nat_entry.flags, kept on the NAT_INGRESS entry (the one that owns the port) */
+#define NAT_F_SEEN_REPLY 0x1 /* the backend answered */
+#define NAT_F_FIN_FWD 0x2    /* the client sent FIN */
+#define NAT_F_FIN_REV 0x4    /* the backend sent FIN */
+#define NAT_F_RST 0x8        /* either side reset the connection */
+/* A port whose flow has been idle this long may be taken by a new flow: an unanswered or non-TCP
+ * flow after a minute, an answered TCP flow after the established-TCP lifetime. */
+#define NAT_IDLE_NS (60ULL * 1000000000ULL)
+#define NAT_IDLE_TCP_NS CT_LIFETIME_TCP_NS
+/* A closed flow's port is preferably not taken within this time after its last packet. */
+#define NAT_CLOSED_GRACE_NS (1000000000ULL)
+/* The forward direction refreshes the port owner's last_seen_ns at most this often. */
+#define NAT_REFRESH_NS (1000000000ULL)
+
 struct nat_entry {
-	__u64 created_ns;
+	__u64 last_seen_ns; /* CLOCK_MONOTONIC (coarse) of the flow's last packet, as far as seen */
 	__be32 to_addr;
 	__be16 to_port;
-	__u16 pad;
+	__u16 flags; /* NAT_F_* */
 };
 _Static_assert(sizeof(struct nat_entry) == 16, "nat_entry size");
 

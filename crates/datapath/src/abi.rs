@@ -69,6 +69,11 @@ pub const CT_EGRESS: u8 = 2;
 pub const NAT_EGRESS: u8 = 3;
 pub const NAT_INGRESS: u8 = 4;
 
+pub const NAT_F_SEEN_REPLY: u16 = 0x1;
+pub const NAT_F_FIN_FWD: u16 = 0x2;
+pub const NAT_F_FIN_REV: u16 = 0x4;
+pub const NAT_F_RST: u16 = 0x8;
+
 pub const CT_F_NODEPORT: u8 = 0x01;
 pub const CT_F_SNAT: u8 = 0x02;
 pub const CT_F_CLOSING: u8 = 0x04;
@@ -192,10 +197,10 @@ pub struct CtEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NatEntry {
-    pub created_ns: u64,
+    pub last_seen_ns: u64,
     pub to_addr: [u8; 4],
     pub to_port: u16,
-    pub pad: u16,
+    pub flags: u16,
 }
 
 #[repr(C)]

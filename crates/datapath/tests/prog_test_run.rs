@@ -272,6 +272,49 @@ fn nodeport_to_remote_backend_is_snated_and_reply_reversed() {
 }
 
 #[test]
+fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
+    require_root!();
+    let mut env = setup("snatreuse");
+    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0).unwrap();
+    let np =
+        ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE2, 8080, false)]);
+    env.dp.sync_services(&[np]).unwrap();
+    let owner_of = |port: u16| abi::Ct4Key::new(BE2, 8080, NODE, port, abi::IPPROTO_TCP, abi::NAT_INGRESS);
+    let other = Ipv4Addr::new(10, 9, 9, 9);
+    let fill = |env: &mut Env, flags: u16, last_seen_ns: u64| {
+        for port in abi::NAT_PORT_MIN..=abi::NAT_PORT_MAX {
+            let e = abi::NatEntry { last_seen_ns, to_addr: other.octets(), to_port: abi::port_be(port), flags };
+            env.dp.maps_mut().snat.insert(owner_of(port), e, 0).unwrap();
+        }
+    };
+
+    // Every port of the range belongs to an open connection: a new flow gets none and is dropped
+    // rather than sent out with a port that would take another connection's replies.
+    let now = datapath::maps::monotonic_ns();
+    fill(&mut env, abi::NAT_F_SEEN_REPLY, now);
+    let syn = packet::tcp((CLIENT, 5000), (NODE, 30080), "S", 1, b"");
+    assert_eq!(run(&env.dp, PROG_FROM_NETDEV, &syn).0, TC_ACT_SHOT);
+
+    // The same connections closed (FIN both ways) two seconds ago: their ports are free again.
+    let closed = abi::NAT_F_SEEN_REPLY | abi::NAT_F_FIN_FWD | abi::NAT_F_FIN_REV;
+    fill(&mut env, closed, now - 2_000_000_000);
+    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    let fwd = packet::parse_checked(&out);
+    let port = fwd.src.1;
+    assert_eq!(fwd.src.0, NODE);
+    let owner = env.dp.maps().snat.get(&owner_of(port), 0).unwrap();
+    assert_eq!((abi::addr(owner.to_addr), abi::port_host(owner.to_port)), (CLIENT, 5000), "the port changed hands");
+    assert_eq!(owner.flags, 0, "a new connection starts open");
+
+    // The new connection's close is tracked in both directions, which frees its port in turn.
+    run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5000), (NODE, 30080), "FA", 2, b""));
+    run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((BE2, 8080), (NODE, port), "FA", 9, b""));
+    let owner = env.dp.maps().snat.get(&owner_of(port), 0).unwrap();
+    assert_eq!(owner.flags, closed);
+}
+
+#[test]
 fn nodeport_to_local_backend_keeps_client_address() {
     require_root!();
     let mut env = setup("local");
