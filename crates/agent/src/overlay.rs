@@ -1,6 +1,8 @@
 //! The overlay's kernel side: the flow-based VXLAN device `cilium_vxlan`, the BPF programs on
 //! `cilia_host` (egress, encapsulation) and on `cilium_vxlan` (ingress, delivery), and the tunnel
-//! map. Brought up in tunnel and hybrid mode and removed completely in native mode, so switching
+//! map. Pods' own packets are encapsulated by the service datapath's `from_container`, which
+//! shares the map; the datapath is opened before the overlay, so that the overlay can also deliver
+//! decapsulated packets straight into pods (`overlay_deliver`). Brought up in tunnel and hybrid mode and removed completely in native mode, so switching
 //! modes leaves no device, program or map behind.
 
 use std::path::PathBuf;
@@ -41,11 +43,16 @@ impl OverlayManager {
         let stats = overlay.sync(entries)?;
         if self.attached_to != Some(vxlan.index) {
             overlay.attach(HOST_DEVICE, VXLAN_DEVICE, vxlan.index)?;
+            let ingress = if overlay.delivers_to_pods() {
+                datapath::tunnel::PROG_OVERLAY_DELIVER
+            } else {
+                datapath::tunnel::PROG_FROM_OVERLAY
+            };
             tracing::info!(
                 device = VXLAN_DEVICE,
                 ifindex = vxlan.index,
                 port = self.port,
-                "overlay attached: to_overlay on {HOST_DEVICE} egress, from_overlay on {VXLAN_DEVICE} ingress"
+                "overlay attached: to_overlay on {HOST_DEVICE} egress, {ingress} on {VXLAN_DEVICE} ingress"
             );
             self.attached_to = Some(vxlan.index);
         }

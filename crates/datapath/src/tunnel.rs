@@ -29,6 +29,9 @@ use crate::tunnel_abi::{self, OverlayConfig, TunnelAddr, TunnelInfo};
 
 pub const PROG_TO_OVERLAY: &str = "to_overlay";
 pub const PROG_FROM_OVERLAY: &str = "from_overlay";
+/// `bpf_lxc.o`'s delivery of decapsulated packets into local pods (reverse NAT, then
+/// `bpf_redirect_peer`), attached instead of `from_overlay` when the service datapath is there.
+pub const PROG_OVERLAY_DELIVER: &str = "overlay_deliver";
 
 /// One tunnel map entry: a prefix and what packets to or from it get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,6 +108,8 @@ pub fn tunnel_changes(current: &[TunnelEntry], desired: &[TunnelEntry]) -> (Vec<
 /// The overlay programs of one node, loaded with their maps pinned in `pin_dir`.
 pub struct Overlay {
     ebpf: Ebpf,
+    /// `bpf_lxc.o` with only [`PROG_OVERLAY_DELIVER`] loaded, on the service datapath's pins.
+    deliver: Option<Ebpf>,
     pin_dir: PathBuf,
 }
 
@@ -131,7 +136,14 @@ impl Overlay {
         for name in [PROG_TO_OVERLAY, PROG_FROM_OVERLAY] {
             classifier(&mut ebpf, name)?.load().map_err(Error::program(name, "load (verifier)"))?;
         }
-        Ok(Overlay { ebpf, pin_dir: pin_dir.into() })
+        let deliver = load_deliver(pin_dir)?;
+        Ok(Overlay { ebpf, deliver, pin_dir: pin_dir.into() })
+    }
+
+    /// Whether decapsulated packets for local pods go straight into the pod
+    /// ([`PROG_OVERLAY_DELIVER`]) rather than through the pod's veth (`from_overlay`).
+    pub fn delivers_to_pods(&self) -> bool {
+        self.deliver.is_some()
     }
 
     /// Attaches `to_overlay` to `host_dev` (egress) and `from_overlay` to `tunnel_dev` (ingress),
@@ -140,7 +152,10 @@ impl Overlay {
     pub fn attach(&mut self, host_dev: &str, tunnel_dev: &str, tunnel_ifindex: u32) -> Result<()> {
         self.set_config(OverlayConfig { encap_ifindex: tunnel_ifindex, host_identity: tunnel_abi::IDENTITY_HOST })?;
         attach(&mut self.ebpf, &self.pin_dir, PROG_TO_OVERLAY, host_dev, TcAttachType::Egress)?;
-        attach(&mut self.ebpf, &self.pin_dir, PROG_FROM_OVERLAY, tunnel_dev, TcAttachType::Ingress)
+        match &mut self.deliver {
+            Some(lxc) => attach(lxc, &self.pin_dir, PROG_OVERLAY_DELIVER, tunnel_dev, TcAttachType::Ingress),
+            None => attach(&mut self.ebpf, &self.pin_dir, PROG_FROM_OVERLAY, tunnel_dev, TcAttachType::Ingress),
+        }
     }
 
     /// Points the encapsulation (`to_overlay`, and `from_container` on pod veths) at the VXLAN
@@ -149,9 +164,13 @@ impl Overlay {
         self.set_config(OverlayConfig { encap_ifindex: tunnel_ifindex, host_identity: tunnel_abi::IDENTITY_HOST })
     }
 
-    /// A loaded program of the overlay object, e.g. for `BPF_PROG_TEST_RUN`.
+    /// A loaded program of the overlay, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn classifier(&self, name: &'static str) -> Result<&SchedClassifier> {
-        let prog = self.ebpf.program(name).ok_or_else(|| Error::Program {
+        let ebpf = match (&self.deliver, name) {
+            (Some(lxc), PROG_OVERLAY_DELIVER) => lxc,
+            _ => &self.ebpf,
+        };
+        let prog = ebpf.program(name).ok_or_else(|| Error::Program {
             program: name,
             op: "find in object".into(),
             source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
@@ -186,6 +205,24 @@ impl Overlay {
         }
         Ok(TunnelSyncStats { written: write.len(), deleted: delete.len() })
     }
+}
+
+/// Loads [`PROG_OVERLAY_DELIVER`] from `bpf_lxc.o` when every map it shares with the service
+/// datapath is pinned already (the agent opens the datapath first), so that loading it creates no
+/// map, in particular none of the service datapath's with a size other than the datapath's.
+/// Without the service datapath, `from_overlay` delivers through the pods' veths.
+fn load_deliver(pin_dir: &Path) -> Result<Option<Ebpf>> {
+    if !crate::abi::ALL_MAPS.iter().chain(tunnel_abi::TUNNEL_MAPS.iter()).all(|m| pin_dir.join(m).exists()) {
+        return Ok(None);
+    }
+    let mut lxc = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(objects::BPF_LXC)
+        .map_err(|source| Error::Load { object: "bpf_lxc.o", pin_dir: pin_dir.into(), source: Box::new(source) })?;
+    classifier(&mut lxc, PROG_OVERLAY_DELIVER)?
+        .load()
+        .map_err(Error::program(PROG_OVERLAY_DELIVER, "load (verifier)"))?;
+    Ok(Some(lxc))
 }
 
 fn key(prefix: Prefix) -> Key<TunnelAddr> {

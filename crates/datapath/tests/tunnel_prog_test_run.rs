@@ -230,3 +230,65 @@ fn to_overlay_encapsulates_the_nodes_own_traffic_and_passes_the_rest() {
     let (verdict, out) = test_run(from_overlay, &inner, 0);
     assert_eq!((verdict, out), (TC_ACT_OK, inner));
 }
+
+fn mac_of(dev: &str) -> [u8; 6] {
+    let show = ip(&["-o", "link", "show", dev]);
+    let hex = show.split("link/ether ").nth(1).and_then(|s| s.split_whitespace().next()).expect("link/ether");
+    let mut mac = [0u8; 6];
+    for (b, h) in mac.iter_mut().zip(hex.split(':')) {
+        *b = u8::from_str_radix(h, 16).unwrap();
+    }
+    mac
+}
+
+#[test]
+fn decapsulated_packets_for_local_pods_are_reverse_nated_and_handed_to_the_pod() {
+    require_root!();
+    let mut env = setup("deliver");
+    assert!(env.overlay.delivers_to_pods(), "the service datapath's pins are there");
+    // A pod of this node behind its veth, as the CNI sets it up: a /32 route and a neighbour.
+    let pod_mac = [0x02, 0, 0, 0, 0, 0x09];
+    ip(&["link", "add", "tlxc0", "type", "veth", "peer", "name", "tlxc1"]);
+    for dev in ["lo", "tlxc0", "tlxc1"] {
+        ip(&["link", "set", dev, "up"]);
+    }
+    ip(&["route", "add", "172.20.0.9/32", "dev", "tlxc0"]);
+    ip(&["neigh", "add", "172.20.0.9", "lladdr", "02:00:00:00:00:09", "dev", "tlxc0", "nud", "permanent"]);
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
+    let lxc_mac = mac_of("tlxc0");
+    let deliver = env.overlay.classifier(datapath::tunnel::PROG_OVERLAY_DELIVER).unwrap();
+
+    let inner = packet::tcp((REMOTE_POD, 80), (LOCAL_POD, 40000), "SA", 1, b"");
+    let (verdict, out) = test_run(deliver, &inner, 0);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "into the pod (bpf_redirect_peer)");
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src, seen.dst, seen.ttl), ((REMOTE_POD, 80), (LOCAL_POD, 40000), 63));
+    assert_eq!((seen.eth_src, seen.eth_dst), (lxc_mac, pod_mac), "from the pod's veth to its eth0");
+
+    // The pod's connection to a ClusterIP with a backend behind the tunnel: the backend's reply
+    // gets the frontend back as source here, as to_container would have done.
+    let svc = ServiceEntry::new(
+        ServiceKind::ClusterIp,
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![Backend::active(REMOTE_POD, 8080, false)],
+    );
+    env.dp.sync_services(&[svc]).unwrap();
+    let syn = packet::tcp((LOCAL_POD, 40001), (VIP, 80), "S", 1000, b"");
+    assert_eq!(from_container(&env, &syn).0, TC_ACT_REDIRECT, "DNATed and encapsulated");
+    let deliver = env.overlay.classifier(datapath::tunnel::PROG_OVERLAY_DELIVER).unwrap();
+    let synack = packet::tcp((REMOTE_POD, 8080), (LOCAL_POD, 40001), "SA", 5000, b"");
+    let (verdict, out) = test_run(deliver, &synack, 0);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src, seen.dst), ((VIP, 80), (LOCAL_POD, 40001)), "reverse NAT before delivery");
+
+    // Not a pod of this node (a node address, the router IP, another network): FIB forwarding as
+    // from_overlay does, here without a route, so to the stack unchanged.
+    for dst in [OUTSIDE, ROUTER_IP] {
+        let frame = packet::tcp((REMOTE_POD, 80), (dst, 40000), "SA", 1, b"");
+        let (verdict, out) = test_run(deliver, &frame, 0);
+        assert_eq!((verdict, out), (TC_ACT_OK, frame), "{dst}");
+    }
+}
