@@ -115,7 +115,9 @@ wrk_rate() { # wrk_rate URL [close]
   fi | awk '/Requests\/sec/ {print $2}'
 }
 
-declare -A conn req
+# Ratios are taken within a round (each path against the direct run just before it) and their
+# median reported: the machine's speed drifts between rounds far more than within one.
+declare -A conn req conn_ratio req_ratio
 for count in 1 1000 10000; do
   target=$(vip_of "$count")
   for r in $(seq "$rounds"); do
@@ -124,7 +126,9 @@ for count in 1 1000 10000; do
       url="http://$target/"; [ "$mode" = direct ] && url="http://10.97.2.10/"
       c=$(wrk_rate "$url" close); q=$(wrk_rate "$url")
       teardown "$mode"
+      [ "$mode" = direct ] && { dc=$c; dq=$q; }
       conn[$mode-$count]+="$c "; req[$mode-$count]+="$q "
+      conn_ratio[$mode-$count]+="$(echo "$c/$dc" | bc -l) "; req_ratio[$mode-$count]+="$(echo "$q/$dq" | bc -l) "
       echo "services $count round $r $mode: $c conn/s, $q req/s" >&2
     done
   done
@@ -134,9 +138,10 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[i
 echo
 printf "%-9s %9s | %-34s | %-34s\n" "" services "new connections/s (ratio to direct)" "keep-alive requests/s (ratio)"
 for count in 1 1000 10000; do
-  dc=$(echo ${conn[direct-$count]} | median); dq=$(echo ${req[direct-$count]} | median)
   for mode in direct iptables nftables cilia; do
     c=$(echo ${conn[$mode-$count]} | median); q=$(echo ${req[$mode-$count]} | median)
-    printf "%-9s %9s | %12.0f  %6.2fx                | %12.0f  %6.2fx\n" "$mode" "$count" "$c" "$(echo "$c/$dc" | bc -l)" "$q" "$(echo "$q/$dq" | bc -l)"
+    cr=$(echo ${conn_ratio[$mode-$count]} | median); qr=$(echo ${req_ratio[$mode-$count]} | median)
+    printf "%-9s %9s | %12.0f  %6.2fx                | %12.0f  %6.2fx\n" "$mode" "$count" "$c" "$cr" "$q" "$qr"
   done
 done
+echo "(medians of $rounds interleaved rounds of ${secs}s; ratios: median of the per-round ratios to direct)"
