@@ -6,7 +6,10 @@
 # curl-pod's ping again; the first native round starts from native and measures no switch).
 #
 # One lab; rounds alternate native and tunnel (switching with `cilia config set`, each switch
-# timed), medians reported, since the machine is shared. Run as root from the repository root:
+# timed), medians reported, since the machine is shared. Besides the ratio of the two medians, the
+# median of each round's own tunnel/native ratio is printed: a round's two measurements are taken
+# seconds apart, so a change of the machine's load during the run moves both. Run as root from
+# the repository root:
 #   scripts/bench/tunnel.sh [ROUNDS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,6 +47,7 @@ switch() {
 }
 
 declare -A gbps rps conv
+pg=""; pq=""
 for r in $(seq "$rounds"); do
   for mode in native tunnel; do
     c=$(switch $mode)
@@ -52,7 +56,9 @@ for r in $(seq "$rounds"); do
     q=$($cilia exec curl-pod -- wrk -t1 -c16 -d"${secs}s" "http://$w1/" | awk '/Requests\/sec/ {print $2}')
     gbps[$mode]+="$g "; rps[$mode]+="$q "
     printf "round %s %-6s: %s Gbit/s, %s req/s, switch converged in %.2f s\n" "$r" "$mode" "$g" "$q" "$c" >&2
+    if [ "$mode" = native ]; then ng_r=$g; nq_r=$q; fi
   done
+  pg+="$(echo "$g/$ng_r" | bc -l) "; pq+="$(echo "$q/$nq_r" | bc -l) "
 done
 echo
 printf "%-8s %14s %8s %14s %8s %22s\n" mode throughput ratio "requests/s" ratio "switch to it (median)"
@@ -61,4 +67,6 @@ for mode in native tunnel; do
   g=$(echo ${gbps[$mode]} | median); q=$(echo ${rps[$mode]} | median); c=$(echo ${conv[$mode]} | median)
   printf "%-8s %9s Gb/s %7.2fx %14s %7.2fx %20.2f s\n" "$mode" "$g" "$(echo "$g/$ng" | bc -l)" "$q" "$(echo "$q/$nq" | bc -l)" "$c"
 done
-echo "(k8s-ctr → k8s-w1, same segment; a switch includes the rollout restart of the operator and three agents)"
+printf "%-8s %9s      %7.2fx %14s %7.2fx\n" "paired" "" "$(echo $pg | median)" "" "$(echo $pq | median)"
+echo "(k8s-ctr → k8s-w1, same segment; a switch includes the rollout restart of the operator and three agents;"
+echo " paired: the median of each round's tunnel/native ratio)"
