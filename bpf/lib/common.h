@@ -75,48 +75,66 @@ enum parse_result {
 	PARSE_MALFORMED, /* truncated or inconsistent headers: never rewritten */
 };
 
-/* Headers the datapath reads directly: Ethernet, the longest IPv4 header, a TCP header without
- * options (ICMP and UDP headers are shorter). */
-#define PULL_LEN (sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr))
+/* Makes the first len bytes of the frame readable by direct access. Headers are usually in the
+ * linear area already; packets from veths may carry part of them in page fragments. Pulling more
+ * than needed is not free: a TCP packet is a clone (its socket keeps the original for
+ * retransmission), so pulling into it copies its head. Fails when the frame is shorter. */
+static __always_inline int linear_upto(struct __sk_buff *skb, __u32 len)
+{
+	if ((void *)(long)skb->data + len <= (void *)(long)skb->data_end)
+		return 0;
+	if (skb->len < len)
+		return -1;
+	return bpf_skb_pull_data(skb, len) < 0 ? -1 : 0;
+}
+
+/* The fixed part of the L4 headers the datapath reads (TCP without options). */
+static __always_inline __u32 l4_header_len(__u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		return sizeof(struct tcphdr);
+	case IPPROTO_UDP:
+		return sizeof(struct udphdr);
+	case IPPROTO_ICMP:
+		return sizeof(struct icmphdr);
+	default:
+		return 0;
+	}
+}
 
 /* Parses Ethernet, IPv4 and the TCP/UDP/ICMP header. Never trusts a length field without checking
  * it against the real length of the packet, so truncated and malformed packets fail here and are
- * never rewritten.
- *
- * Packets from veths often carry their payload in page fragments, with only part of the headers
- * in the linear area that direct access sees; the headers are pulled in first, and lengths are
- * checked against skb->len, not against the linear area. */
+ * never rewritten. Lengths are checked against skb->len, not against the linear area, and only
+ * the headers read are pulled into the linear area. */
 static __always_inline enum parse_result parse_pkt4(struct __sk_buff *skb, struct pkt4 *p)
 {
+	if (linear_upto(skb, sizeof(struct ethhdr)) < 0)
+		return PARSE_MALFORMED;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-
-	if (data + PULL_LEN > data_end && skb->len > data_end - data) {
-		__u32 want = skb->len < PULL_LEN ? skb->len : PULL_LEN;
-		if (bpf_skb_pull_data(skb, want) < 0)
-			return PARSE_MALFORMED;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-	}
-
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return PARSE_MALFORMED;
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return PARSE_NOT_IPV4;
 
-	struct iphdr *ip = (void *)(eth + 1);
+	if (linear_upto(skb, sizeof(struct ethhdr) + sizeof(struct iphdr)) < 0)
+		return PARSE_MALFORMED;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > data_end)
 		return PARSE_MALFORMED;
 	if (ip->version != 4 || ip->ihl < 5)
 		return PARSE_MALFORMED;
 	__u32 ihl = ip->ihl * 4;
 	__u16 tot_len = bpf_ntohs(ip->tot_len);
-	if (tot_len < ihl || sizeof(*eth) + tot_len > skb->len)
+	if (tot_len < ihl || sizeof(struct ethhdr) + tot_len > skb->len)
 		return PARSE_MALFORMED;
 
-	p->l3_off = sizeof(*eth);
-	p->l4_off = sizeof(*eth) + ihl;
+	p->l3_off = sizeof(struct ethhdr);
+	p->l4_off = sizeof(struct ethhdr) + ihl;
 	p->saddr = ip->saddr;
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
@@ -129,12 +147,21 @@ static __always_inline enum parse_result parse_pkt4(struct __sk_buff *skb, struc
 
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return PARSE_FRAGMENT;
+	__u32 l4_len = l4_header_len(p->proto);
+	if (!l4_len)
+		return PARSE_OTHER_L4;
+	if (ihl + l4_len > tot_len)
+		return PARSE_MALFORMED;
+	if (linear_upto(skb, sizeof(struct ethhdr) + ihl + l4_len) < 0)
+		return PARSE_MALFORMED;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	void *l4 = data + sizeof(struct ethhdr) + ihl;
 
-	void *l4 = (void *)ip + ihl;
-	switch (ip->protocol) {
+	switch (p->proto) {
 	case IPPROTO_TCP: {
 		struct tcphdr *th = l4;
-		if ((void *)(th + 1) > data_end || ihl + sizeof(*th) > tot_len)
+		if ((void *)(th + 1) > data_end)
 			return PARSE_MALFORMED;
 		if (th->doff < 5)
 			return PARSE_MALFORMED;
@@ -145,29 +172,24 @@ static __always_inline enum parse_result parse_pkt4(struct __sk_buff *skb, struc
 	}
 	case IPPROTO_UDP: {
 		struct udphdr *uh = l4;
-		if ((void *)(uh + 1) > data_end || ihl + sizeof(*uh) > tot_len)
+		if ((void *)(uh + 1) > data_end)
 			return PARSE_MALFORMED;
 		p->sport = uh->source;
 		p->dport = uh->dest;
 		return PARSE_OK;
 	}
-	case IPPROTO_ICMP: {
+	default: {
 		struct icmphdr *ih = l4;
-		if ((void *)(ih + 1) > data_end || ihl + sizeof(*ih) > tot_len)
+		if ((void *)(ih + 1) > data_end)
 			return PARSE_MALFORMED;
 		p->icmp_type = ih->type;
 		if (ih->type == ICMP_ECHO || ih->type == ICMP_ECHOREPLY)
 			p->sport = ih->un.echo.id;
 		return PARSE_OK;
 	}
-	default:
-		return PARSE_OTHER_L4;
 	}
 }
 
-/* CLOCK_MONOTONIC at tick resolution: lifetimes and timeouts are seconds long, and reading the
- * coarse clock costs no clock-source read (a TSC read, or worse, on a VM) per packet. Userspace
- * compares with CLOCK_MONOTONIC, which is never behind it. */
 static __always_inline __u64 now_ns(void)
 {
 	return bpf_ktime_get_coarse_ns();

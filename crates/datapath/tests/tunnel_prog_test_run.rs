@@ -255,6 +255,8 @@ fn decapsulated_packets_for_local_pods_are_reverse_nated_and_handed_to_the_pod()
     ip(&["route", "add", "172.20.0.9/32", "dev", "tlxc0"]);
     ip(&["neigh", "add", "172.20.0.9", "lladdr", "02:00:00:00:00:09", "dev", "tlxc0", "nud", "permanent"]);
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
+    // The agent marks every pod veth it attaches to; packets for them go to the peer.
+    env.dp.attach_pod_device("tlxc0").expect("attach the pod programs");
     let lxc_mac = mac_of("tlxc0");
     let deliver = env.overlay.classifier(datapath::tunnel::PROG_OVERLAY_DELIVER).unwrap();
 
