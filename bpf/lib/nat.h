@@ -154,17 +154,20 @@ static __always_inline int snat_fwd(struct __sk_buff *skb, struct pkt4 *p, __be3
 		for (int i = 0; i < NAT_PORT_RETRIES; i++) {
 			struct ct4_key ik = ct4_key_of(p->daddr, snat_addr, p->dport, bpf_htons(port), p->proto,
 						       NAT_INGRESS);
-			if (bpf_map_update_elem(&cilia_snat_v4, &ik, &rev, BPF_NOEXIST) == 0) {
-				nat_port = bpf_htons(port);
-				break;
-			}
-			/* The first probes only take ports closed a while ago, so that a late
-			 * retransmission of the old flow cannot meet the new one; the rest take any
-			 * closed port rather than fail the connection. */
-			__u64 grace = i < NAT_PORT_RETRIES / 2 ? NAT_CLOSED_GRACE_NS : 0;
+			/* Looked up before any update: a failed update of an LRU map still takes and
+			 * returns a free element under the LRU's lock. The first probes only take
+			 * ports closed a while ago, so that a late retransmission of the old flow
+			 * cannot meet the new one; the rest take any closed port rather than fail the
+			 * connection. */
 			struct nat_entry *owner = bpf_map_lookup_elem(&cilia_snat_v4, &ik);
-			if (owner && nat_port_reclaimable(owner, p->proto, now, grace) &&
-			    bpf_map_update_elem(&cilia_snat_v4, &ik, &rev, BPF_EXIST) == 0) {
+			__u64 grace = i < NAT_PORT_RETRIES / 2 ? NAT_CLOSED_GRACE_NS : 0;
+			int taken;
+			if (!owner)
+				taken = bpf_map_update_elem(&cilia_snat_v4, &ik, &rev, BPF_NOEXIST) == 0;
+			else
+				taken = nat_port_reclaimable(owner, p->proto, now, grace) &&
+					bpf_map_update_elem(&cilia_snat_v4, &ik, &rev, BPF_EXIST) == 0;
+			if (taken) {
 				nat_port = bpf_htons(port);
 				break;
 			}

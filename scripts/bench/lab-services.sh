@@ -65,7 +65,7 @@ run() {
 }
 rate() { awk '/Requests\/sec/ {r=int($2)} END {print r+0}'; }
 errors() { awk '/Socket errors|Non-2xx/ {print}'; }
-declare -A conn req
+declare -A conn req conn_pair req_pair
 # Pair by pair, rounds interleaved within a pair. The router pair runs last: the SNAT entries it
 # leaves on k8s-ctr use ports from the node's own ephemeral range (see docs/service-lb.md), which
 # would take replies away from k8s-ctr's own connections to the same backend.
@@ -79,6 +79,12 @@ for pair in "clusterip-pod direct-pod" "clusterip-node direct-node" "lbip-router
       req[$p]+="$(echo "$out" | rate) "
       e=$(echo "$out" | errors); [ -z "$e" ] || echo "round $r $p (keep-alive): $e" >&2
     done
+    # This round's ratio of the service path to its direct twin, measured seconds apart.
+    set -- $pair
+    c1=$(echo "${conn[$1]}" | awk '{print $NF}'); c2=$(echo "${conn[$2]}" | awk '{print $NF}')
+    q1=$(echo "${req[$1]}" | awk '{print $NF}'); q2=$(echo "${req[$2]}" | awk '{print $NF}')
+    conn_pair[$1]+="$(awk "BEGIN {print ($c2 > 0) ? $c1/$c2 : 0}") "
+    req_pair[$1]+="$(awk "BEGIN {print ($q2 > 0) ? $q1/$q2 : 0}") "
   done
 done
 printf '%-16s %14s %8s %14s %8s\n' path "new conn/s" ratio "requests/s" ratio
@@ -91,4 +97,10 @@ for pair in "clusterip-pod direct-pod" "clusterip-node direct-node" "lbip-router
       "$q" "$(awk "BEGIN {printf \"%.2f\", $q/$qb}")"
   done
 done
-echo "($rounds rounds of ${secs}s each, medians; wrk -t1 -c32; backend: $pod on k8s-w1)"
+for pair in "clusterip-pod direct-pod" "clusterip-node direct-node" "lbip-router direct-router"; do
+  set -- $pair
+  printf '%-16s %14s %8s %14s %8s\n' "$1 (paired)" "" "$(echo "${conn_pair[$1]}" | median | awk '{printf "%.2f", $1}')" \
+    "" "$(echo "${req_pair[$1]}" | median | awk '{printf "%.2f", $1}')"
+done
+echo "($rounds rounds of ${secs}s each, medians; paired: the median of each round's ratio to its direct twin;"
+echo " wrk -t1 -c32; backend: $pod on k8s-w1)"
