@@ -4,7 +4,12 @@
  *     "connection refused" instead of retrying SYNs until it times out);
  *   - ICMP port unreachable for UDP to such a service (ECONNREFUSED on a connected socket);
  *   - ICMP echo reply for a ping to a service VIP, and host unreachable when it has no backends.
- * Each rewrites the packet in place. Packets with IP options get no answer (dropped instead). */
+ * Each rewrites the packet in place. Packets with IP options get no answer (dropped instead).
+ *
+ * Only through helpers (bpf_skb_load_bytes/store_bytes), never by direct packet access: a program
+ * that writes packet data directly gets a prologue from the kernel that makes every packet it
+ * sees writable, copying the head of each cloned one (every TCP segment a local socket sends),
+ * while helpers copy only the packets they change. */
 #ifndef CILIA_REJECT_H
 #define CILIA_REJECT_H
 
@@ -47,52 +52,49 @@ static __always_inline void fill_ipv4(struct iphdr *ip, __be32 saddr, __be32 dad
 static __always_inline int reject_tcp(struct __sk_buff *skb)
 {
 	const __u32 len = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr);
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	struct tcphdr *th = (void *)(ip + 1);
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct tcphdr th;
 
-	if ((void *)(th + 1) > data_end || ip->ihl != 5)
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
+	    bpf_skb_load_bytes(skb, sizeof(eth), &ip, sizeof(ip)) < 0 || ip.ihl != 5 ||
+	    bpf_skb_load_bytes(skb, sizeof(eth) + sizeof(ip), &th, sizeof(th)) < 0)
 		return TC_ACT_SHOT;
-	__u8 flags = ((__u8 *)th)[13];
+	__u8 flags = ((__u8 *)&th)[13];
 	if (flags & TCP_FLAG_RST)
 		return TC_ACT_SHOT;
-	__be32 saddr = ip->saddr, daddr = ip->daddr;
-	__be16 sport = th->source, dport = th->dest;
-	__u32 seq = bpf_ntohl(th->seq);
-	__be32 ack_seq = th->ack_seq;
-	__u32 payload = bpf_ntohs(ip->tot_len) - sizeof(*ip) - th->doff * 4;
+	__be32 saddr = ip.saddr, daddr = ip.daddr;
+	__be16 sport = th.source, dport = th.dest;
+	__u32 seq = bpf_ntohl(th.seq);
+	__be32 ack_seq = th.ack_seq;
+	__u32 payload = bpf_ntohs(ip.tot_len) - sizeof(ip) - th.doff * 4;
+
+	swap_macs(&eth);
+	__builtin_memset(&ip, 0, sizeof(ip));
+	fill_ipv4(&ip, daddr, saddr, IPPROTO_TCP, sizeof(ip) + sizeof(th));
+	__builtin_memset(&th, 0, sizeof(th));
+	th.source = dport;
+	th.dest = sport;
+	th.doff = 5;
+	if (flags & TCP_FLAG_ACK) {
+		th.seq = ack_seq;
+		((__u8 *)&th)[13] = TCP_FLAG_RST;
+	} else {
+		__u32 consumed = payload + !!(flags & TCP_FLAG_SYN) + !!(flags & TCP_FLAG_FIN);
+		th.ack_seq = bpf_htonl(seq + consumed);
+		((__u8 *)&th)[13] = TCP_FLAG_RST | TCP_FLAG_ACK;
+	}
+	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&th, sizeof(th), pseudo_sum(daddr, saddr, IPPROTO_TCP, sizeof(th)));
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	th.check = csum_fold((__u32)sum);
 
 	if (bpf_skb_change_tail(skb, len, 0) < 0)
 		return TC_ACT_SHOT;
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	eth = data;
-	ip = (void *)(eth + 1);
-	th = (void *)(ip + 1);
-	if ((void *)(th + 1) > data_end)
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, sizeof(eth), &ip, sizeof(ip), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, sizeof(eth) + sizeof(ip), &th, sizeof(th), 0) < 0)
 		return TC_ACT_SHOT;
-
-	swap_macs(eth);
-	fill_ipv4(ip, daddr, saddr, IPPROTO_TCP, sizeof(*ip) + sizeof(*th));
-	__builtin_memset(th, 0, sizeof(*th));
-	th->source = dport;
-	th->dest = sport;
-	th->doff = 5;
-	if (flags & TCP_FLAG_ACK) {
-		th->seq = ack_seq;
-		((__u8 *)th)[13] = TCP_FLAG_RST;
-	} else {
-		__u32 consumed = payload + !!(flags & TCP_FLAG_SYN) + !!(flags & TCP_FLAG_FIN);
-		th->ack_seq = bpf_htonl(seq + consumed);
-		((__u8 *)th)[13] = TCP_FLAG_RST | TCP_FLAG_ACK;
-	}
-	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)th, sizeof(*th),
-				  pseudo_sum(daddr, saddr, IPPROTO_TCP, sizeof(*th)));
-	if (sum < 0)
-		return TC_ACT_SHOT;
-	th->check = csum_fold((__u32)sum);
 	return bpf_redirect(skb->ifindex, 0);
 }
 
@@ -140,22 +142,26 @@ static __always_inline int reject_icmp_unreach(struct __sk_buff *skb, __u8 code)
 /* Turns an ICMP echo request into its reply, from the address it was sent to. */
 static __always_inline int icmp_echo_reply(struct __sk_buff *skb, const struct pkt4 *p)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
+	struct ethhdr eth;
+	__be32 addrs[2];
+	__u32 addrs_off = p->l3_off + offsetof(struct iphdr, saddr);
+	__u32 ttl_off = p->l3_off + offsetof(struct iphdr, ttl);
+	__be16 old_word, new_word;
 
-	if ((void *)(ip + 1) > data_end)
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
+	    bpf_skb_load_bytes(skb, addrs_off, addrs, sizeof(addrs)) < 0 ||
+	    bpf_skb_load_bytes(skb, ttl_off, &old_word, sizeof(old_word)) < 0)
 		return TC_ACT_SHOT;
-	swap_macs(eth);
+	swap_macs(&eth);
 	/* swapping the addresses leaves the IP checksum unchanged; the TTL does not */
-	__be32 tmp = ip->saddr;
-	ip->saddr = ip->daddr;
-	ip->daddr = tmp;
-	__be16 old_word = *(__be16 *)&ip->ttl;
-	ip->ttl = REJECT_TTL;
-	__be16 new_word = *(__be16 *)&ip->ttl;
-	if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), old_word, new_word, 2) < 0)
+	__be32 swapped[2] = { addrs[1], addrs[0] };
+	__u8 ttl = REJECT_TTL;
+	new_word = old_word;
+	((__u8 *)&new_word)[0] = ttl;
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, addrs_off, swapped, sizeof(swapped), 0) < 0 ||
+	    bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), old_word, new_word, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, ttl_off, &ttl, 1, 0) < 0)
 		return TC_ACT_SHOT;
 
 	__u32 type_off = p->l4_off + offsetof(struct icmphdr, type);
