@@ -68,6 +68,26 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, struct pkt4 *p, i
 	return 0;
 }
 
+/* Decrements the TTL as a router does, fixing the header checksum. Through helpers, never a direct
+ * write (see reject.h). */
+static __always_inline int ttl_decrement(struct __sk_buff *skb, struct pkt4 *p)
+{
+	__u32 ttl_off = p->l3_off + offsetof(struct iphdr, ttl);
+	__be16 old_word, new_word;
+	__u8 new_ttl = p->ttl - 1;
+
+	/* the TTL shares its 16-bit checksum word with the protocol byte */
+	if (bpf_skb_load_bytes(skb, ttl_off, &old_word, sizeof(old_word)) < 0)
+		return -1;
+	new_word = old_word;
+	((__u8 *)&new_word)[0] = new_ttl;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF(p), old_word, new_word, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, ttl_off, &new_ttl, 1, 0) < 0)
+		return -1;
+	p->ttl = new_ttl;
+	return 0;
+}
+
 /* Folds a 32-bit one's-complement sum into the 16-bit checksum field value. */
 static __always_inline __u16 csum_fold(__u32 sum)
 {

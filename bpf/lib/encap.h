@@ -6,8 +6,8 @@
 #ifndef CILIA_ENCAP_H
 #define CILIA_ENCAP_H
 
-#include <stddef.h>
 #include "common.h"
+#include "csum.h"
 #include "../include/tunnel_abi.h"
 
 struct {
@@ -133,20 +133,8 @@ static __always_inline int encap_from_pod(struct __sk_buff *skb, struct pkt4 *p)
 	if (!len || len > mtu - VXLAN_OVERHEAD)
 		return -1;
 
-	/* TTL - 1 with helpers, not direct writes: a direct write anywhere in the program would
-	 * unclone every packet at entry, native mode's included */
-	__u32 ttl_off = p->l3_off + offsetof(struct iphdr, ttl);
-	__be16 old_word, new_word;
-	__u8 new_ttl = p->ttl - 1;
-	if (bpf_skb_load_bytes(skb, ttl_off, &old_word, sizeof(old_word)) < 0)
-		return -1;
-	new_word = old_word;
-	((__u8 *)&new_word)[0] = new_ttl;
-	if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), old_word, new_word, 2) < 0)
+	if (ttl_decrement(skb, p) < 0)
 		return TC_ACT_SHOT;
-	if (bpf_skb_store_bytes(skb, ttl_off, &new_ttl, 1, 0) < 0)
-		return TC_ACT_SHOT;
-	p->ttl = new_ttl;
 	return set_tunnel_and_redirect(skb, dst, p->saddr, cfg);
 }
 

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include "common.h"
+#include "csum.h"
 #include "devices.h"
 
 #ifndef AF_INET
@@ -49,18 +50,8 @@ static __always_inline int fib_forward(struct __sk_buff *skb, struct pkt4 *p, st
 	if (!fib_ok(rc) || p->ttl <= 1)
 		return TC_ACT_OK;
 
-	__u32 ttl_off = p->l3_off + offsetof(struct iphdr, ttl);
-	__be16 old_word, new_word;
-	__u8 new_ttl = p->ttl - 1;
-	if (bpf_skb_load_bytes(skb, ttl_off, &old_word, sizeof(old_word)) < 0)
-		return TC_ACT_OK;
-	new_word = old_word;
-	((__u8 *)&new_word)[0] = new_ttl;
-	if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), old_word, new_word, 2) < 0)
+	if (ttl_decrement(skb, p) < 0)
 		return TC_ACT_SHOT;
-	if (bpf_skb_store_bytes(skb, ttl_off, &new_ttl, 1, 0) < 0)
-		return TC_ACT_SHOT;
-	p->ttl = new_ttl;
 
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib->dmac, ETH_ALEN, 0) < 0 ||
