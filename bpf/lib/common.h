@@ -190,6 +190,16 @@ static __always_inline enum parse_result parse_pkt4(struct __sk_buff *skb, struc
 	}
 }
 
+/* The first segment of a TCP connection (SYN without ACK): a new connection, even when it reuses
+ * the tuple of one that is closing. */
+static __always_inline int is_new_syn(const struct pkt4 *p)
+{
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
+/* CLOCK_MONOTONIC at tick resolution: lifetimes and timeouts are seconds long, and reading the
+ * coarse clock costs no clock-source read (a TSC read, or worse, on a VM) per packet. Userspace
+ * compares with CLOCK_MONOTONIC, which is never behind it. */
 static __always_inline __u64 now_ns(void)
 {
 	return bpf_ktime_get_coarse_ns();

@@ -114,7 +114,7 @@ static __always_inline __be16 snat_existing_port(const struct pkt4 *p, struct na
 	if (!n || n->to_addr != snat_addr)
 		return 0;
 	__u16 close = nat_close_flags(p, NAT_F_FIN_FWD);
-	int new_syn = p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	int new_syn = is_new_syn(p);
 	if (!new_syn && !close && now < n->last_seen_ns + NAT_REFRESH_NS)
 		return n->to_port;
 

@@ -18,12 +18,6 @@ enum svc_verdict {
 	SVC_DROP,     /* translation failed halfway: the packet must not leave */
 };
 
-/* A new TCP connection reusing the tuple of a closing one gets a fresh backend choice. */
-static __always_inline int is_new_syn(const struct pkt4 *p)
-{
-	return p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
-}
-
 /* The frontend a packet is addressed to, if this hook serves it: north-south hooks only serve
  * routable frontends (NodePort, LoadBalancer, external IPs), not ClusterIPs. key is left holding
  * the frontend key for lb4_xlate. */
