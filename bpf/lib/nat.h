@@ -156,9 +156,9 @@ static __always_inline int snat_fwd(struct __sk_buff *skb, struct pkt4 *p, __be3
 						       NAT_INGRESS);
 			/* Looked up before any update: a failed update of an LRU map still takes and
 			 * returns a free element under the LRU's lock. The first probes only take
-			 * ports closed a while ago, so that a late retransmission of the old flow
-			 * cannot meet the new one; the rest take any closed port rather than fail the
-			 * connection. */
+			 * ports closed NAT_CLOSED_GRACE_NS ago or more, so that the old connection's
+			 * last packets are through; the rest take any closed port rather than fail
+			 * the connection. */
 			struct nat_entry *owner = bpf_map_lookup_elem(&cilia_snat_v4, &ik);
 			__u64 grace = i < NAT_PORT_RETRIES / 2 ? NAT_CLOSED_GRACE_NS : 0;
 			int taken;
