@@ -59,8 +59,8 @@ impl ServiceController {
         slices: &[Object],
         nodes: &[Object],
     ) -> Result<Option<SyncStats>, datapath::Error> {
-        let services: Vec<Service> = typed(services);
-        let slices: Vec<EndpointSlice> = typed(slices);
+        let services: Vec<Service> = Object::typed_all(services);
+        let slices: Vec<EndpointSlice> = Object::typed_all(slices);
         let nodes: Vec<NodeView> = nodes.iter().map(NodeView::of).collect();
 
         let records = Records::from_services(&services);
@@ -96,21 +96,6 @@ impl ServiceController {
     pub fn frontends(&self) -> usize {
         self.applied.as_ref().map_or(0, Vec::len)
     }
-}
-
-/// Objects that do not read as their type are skipped (and said so): one odd object must not
-/// stop every other service.
-fn typed<T: serde::de::DeserializeOwned>(objects: &[Object]) -> Vec<T> {
-    objects
-        .iter()
-        .filter_map(|o| match o.to_typed() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!(kind = %o.kind, name = %o.name(), error = %e, "skipping an object that does not parse");
-                None
-            }
-        })
-        .collect()
 }
 
 /// Runs the controller until `shutdown`.

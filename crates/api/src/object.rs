@@ -99,6 +99,24 @@ impl Object {
         serde_json::from_value(self.to_value())
     }
 
+    /// The typed view, or None (logged) when the object does not read as `T`: controllers skip
+    /// such an object, so that one odd object does not stop everything else.
+    pub fn to_typed_or_skip<T: DeserializeOwned>(&self) -> Option<T> {
+        match self.to_typed() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let what = self.object_ref().map_or_else(|| self.name().to_string(), |r| r.to_string());
+                tracing::warn!(object = %what, error = %e, "skipping an object that does not parse");
+                None
+            }
+        }
+    }
+
+    /// The typed views of the objects that read as `T`; the others are skipped and logged.
+    pub fn typed_all<T: DeserializeOwned>(objects: &[Object]) -> Vec<T> {
+        objects.iter().filter_map(Object::to_typed_or_skip).collect()
+    }
+
     /// Converts a typed view back. Its apiVersion and kind must be set by the type's serializer.
     pub fn from_typed<T: Serialize>(typed: &T) -> Result<Self, serde_json::Error> {
         serde_json::from_value(serde_json::to_value(typed)?)

@@ -33,8 +33,8 @@ pub async fn run(
     else {
         return Ok(());
     };
-    let pools0: Vec<LbIpPool> = typed_all(&all_pools);
-    let services0: Vec<Service> = typed_all(&all_services);
+    let pools0: Vec<LbIpPool> = Object::typed_all(&all_pools);
+    let services0: Vec<Service> = Object::typed_all(&all_services);
     known_pools.extend(pools0.iter().map(|p| p.metadata.name.clone()));
     known_services.extend(services0.iter().map(service_key));
     // Writes that failed (datastore unreachable) are retried: the reconciler already counts them as
@@ -49,7 +49,7 @@ pub async fn run(
             change = pool_sub.recv() => match change {
                 None => return Ok(()),
                 Some(Change::Resync(all)) => {
-                    let pools: Vec<LbIpPool> = typed_all(&all);
+                    let pools: Vec<LbIpPool> = Object::typed_all(&all);
                     let now: BTreeSet<String> = pools.iter().map(|p| p.metadata.name.clone()).collect();
                     let mut updates = Vec::new();
                     for gone in known_pools.difference(&now) {
@@ -65,7 +65,7 @@ pub async fn run(
                     known_pools.remove(ev.object.name());
                     ipam.delete_pool(ev.object.name())
                 }
-                Some(Change::Event(ev)) => match typed::<LbIpPool>(&ev.object) {
+                Some(Change::Event(ev)) => match ev.object.to_typed_or_skip::<LbIpPool>() {
                     Some(p) => {
                         known_pools.insert(p.metadata.name.clone());
                         ipam.upsert_pool(&p)
@@ -76,7 +76,7 @@ pub async fn run(
             change = svc_sub.recv() => match change {
                 None => return Ok(()),
                 Some(Change::Resync(all)) => {
-                    let services: Vec<Service> = typed_all(&all);
+                    let services: Vec<Service> = Object::typed_all(&all);
                     let now: BTreeSet<(String, String)> = services.iter().map(service_key).collect();
                     let mut updates = Vec::new();
                     for (ns, name) in known_services.difference(&now) {
@@ -93,7 +93,7 @@ pub async fn run(
                     known_services.remove(&(ns.clone(), ev.object.name().to_string()));
                     ipam.delete_service(&ns, ev.object.name())
                 }
-                Some(Change::Event(ev)) => match typed::<Service>(&ev.object) {
+                Some(Change::Event(ev)) => match ev.object.to_typed_or_skip::<Service>() {
                     Some(s) => {
                         known_services.insert(service_key(&s));
                         ipam.upsert_service(&s)
@@ -108,21 +108,6 @@ pub async fn run(
 
 fn service_key(s: &Service) -> (String, String) {
     (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone())
-}
-
-fn typed<T: serde::de::DeserializeOwned>(obj: &Object) -> Option<T> {
-    match obj.to_typed() {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let what = obj.object_ref().map(|r| r.to_string()).unwrap_or_else(|| obj.name().to_string());
-            tracing::warn!(object = %what, error = %e, "skipping an object that does not parse");
-            None
-        }
-    }
-}
-
-fn typed_all<T: serde::de::DeserializeOwned>(objs: &[Object]) -> Vec<T> {
-    objs.iter().filter_map(typed).collect()
 }
 
 /// Writes the updates; returns those that failed.

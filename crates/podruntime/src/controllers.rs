@@ -57,9 +57,9 @@ pub async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<(
     let mut memory = Memory::default();
     loop {
         let snapshot = Snapshot {
-            deployments: typed(&deployments.snapshot()),
-            pods: typed(&pods.snapshot()),
-            nodes: typed(&nodes.snapshot()),
+            deployments: Object::typed_all(&deployments.snapshot()),
+            pods: Object::typed_all(&pods.snapshot()),
+            nodes: Object::typed_all(&nodes.snapshot()),
         };
         reconcile(store.as_ref(), &snapshot, &mut memory).await;
         let [a, b, c] = &mut subs;
@@ -82,19 +82,6 @@ pub struct Snapshot {
     pub deployments: Vec<Deployment>,
     pub pods: Vec<Pod>,
     pub nodes: Vec<Node>,
-}
-
-fn typed<T: serde::de::DeserializeOwned>(objects: &[Object]) -> Vec<T> {
-    objects
-        .iter()
-        .filter_map(|o| match o.to_typed() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!(object = %o.name(), error = %e, "skipping an object that does not parse");
-                None
-            }
-        })
-        .collect()
 }
 
 fn uid(meta: &api::ObjectMeta) -> &str {
@@ -339,7 +326,7 @@ mod tests {
 
     async fn pods(store: &dyn Store) -> Vec<Pod> {
         let list = store.list(&kinds::POD, Some("default"), &api::Selector::everything()).await.unwrap();
-        typed(&list.items)
+        Object::typed_all(&list.items)
     }
 
     async fn wait_for(what: &str, mut probe: impl AsyncFnMut() -> bool) {
