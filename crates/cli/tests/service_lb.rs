@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{TestLab, guide_manifest, text};
+use common::{TestLab, text};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -30,7 +30,7 @@ const NODES: [&str; 3] = ["k8s-ctr", "k8s-w1", "k8s-w0"];
 const ROUTER_ROUTES: [(&str, &str); 3] =
     [("172.20.0.0/24", "192.168.10.100"), ("172.20.1.0/24", "192.168.10.101"), ("172.20.2.0/24", "192.168.20.100")];
 /// The pool's first address, which webpod gets.
-const LB_IP: &str = "192.168.10.241";
+const LB_IP: &str = common::GUIDE_LB_IP;
 
 /// One client pod per node, pinned there like the guide's curl-pod.
 const CLIENTS: &str = "apiVersion: v1
@@ -80,14 +80,7 @@ impl Cluster {
         for (cidr, via) in ROUTER_ROUTES {
             lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", cidr, "via", via]);
         }
-        let out = lab.cilia_stdin(&["apply", "-f", "-"], &format!("{}\n---\n{CLIENTS}", guide_manifest("webpod.yaml")));
-        assert!(out.status.success(), "apply:\n{}", text(&out));
-        let out = lab.cilia_stdin(&["apply", "-f", "-"], &guide_manifest("lb-ippool.yaml"));
-        assert!(out.status.success(), "apply pool:\n{}", text(&out));
-        lab.ok(&["patch", "svc", "webpod", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
-        lab.eventually(&["get", "svc", "webpod", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"], WAIT, |o| {
-            o.trim() == LB_IP
-        });
+        lab.webpod_as_load_balancer(CLIENTS, WAIT);
         let cluster_ip = lab.ok(&["get", "svc", "webpod", "-o", "jsonpath={.spec.clusterIP}"]).trim().to_string();
         let node_port =
             lab.ok(&["get", "svc", "webpod", "-o", "jsonpath={.spec.ports[0].nodePort}"]).trim().to_string();

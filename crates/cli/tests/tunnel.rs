@@ -10,12 +10,12 @@ mod common;
 
 use std::{
     path::PathBuf,
-    process::{Command, Stdio},
+    process::Stdio,
     thread,
     time::{Duration, Instant},
 };
 
-use common::{TestLab, guide_manifest, text};
+use common::{TestLab, guide_manifest, start_tcpdump, text, wait_for_line};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -108,12 +108,12 @@ fn tunnel_mode_reaches_every_pod_and_handles_mtu_node_removal_and_bad_config() {
     }
     let w0_pod = pods.iter().find(|p| p.1 == w0).unwrap().0.clone();
     let mut server = lab
-        .command(&["exec", &w0_pod, "--", "timeout", "30", "iperf3", "-s", "-1", "-p", "5201"])
-        .stdout(Stdio::null())
+        .command(&["exec", &w0_pod, "--", "timeout", "30", "iperf3", "-s", "-1", "-p", "5201", "--forceflush"])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("iperf3 server");
-    thread::sleep(Duration::from_millis(500));
+    wait_for_line(server.stdout.take().expect("piped stdout"), "Server listening", "iperf3 -s");
     let bulk = exec_ok(&lab, "curl-pod", &["timeout", "25", "iperf3", "-c", &w0, "-p", "5201", "-n", "20M"]);
     let _ = server.kill();
     let _ = server.wait();
@@ -190,13 +190,7 @@ fn overlay_left(lab: &TestLab, node: &str) -> Vec<String> {
 /// UDP 8472 on k8s-ctr's eth1 while curl-pod pings `ip`: the (src, dst) node pairs seen.
 fn vxlan_pairs_during_ping(lab: &TestLab, ip: &str) -> String {
     let ns = lab.namespace("k8s-ctr");
-    let dump = Command::new("ip")
-        .args(["netns", "exec", &ns, "timeout", "4", "tcpdump", "-i", "eth1", "-nn", "-l", "udp", "port", "8472"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    thread::sleep(Duration::from_millis(700));
+    let dump = start_tcpdump(&ns, 4, &["-i", "eth1", "-nn", "udp", "port", "8472"]);
     exec_ok(lab, "curl-pod", &["ping", "-c", "3", "-W", "1", ip]).unwrap_or_else(|e| panic!("ping {ip}:\n{e}"));
     let out = dump.wait_with_output().expect("tcpdump output");
     String::from_utf8_lossy(&out.stdout).into_owned()

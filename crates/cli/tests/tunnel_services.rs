@@ -10,20 +10,15 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    process::{Command, Stdio},
-    thread,
-    time::Duration,
-};
+use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use common::{TestLab, guide_manifest, text};
+use common::{TestLab, guide_manifest, start_tcpdump, text};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 const NODES: [&str; 3] = ["k8s-ctr", "k8s-w1", "k8s-w0"];
 /// The pool's first address, which webpod gets.
-const LB_IP: &str = "192.168.10.241";
+const LB_IP: &str = common::GUIDE_LB_IP;
 const REQUESTS: usize = 30;
 
 fn tunnel_lab(prefix: &str) -> TestLab {
@@ -89,17 +84,7 @@ fn assert_every_backend(counts: &BTreeMap<String, usize>, webpods: &BTreeMap<Str
 #[test]
 fn services_reach_every_backend_over_the_tunnel_from_pods_and_from_outside() {
     let lab = tunnel_lab("tsvc");
-    let out = lab.cilia_stdin(
-        &["apply", "-f", "-"],
-        &format!("{}\n---\n{}", guide_manifest("webpod.yaml"), guide_manifest("curl-pod.yaml")),
-    );
-    assert!(out.status.success(), "apply:\n{}", text(&out));
-    let out = lab.cilia_stdin(&["apply", "-f", "-"], &guide_manifest("lb-ippool.yaml"));
-    assert!(out.status.success(), "apply pool:\n{}", text(&out));
-    lab.ok(&["patch", "svc", "webpod", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
-    lab.eventually(&["get", "svc", "webpod", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"], WAIT, |o| {
-        o.trim() == LB_IP
-    });
+    lab.webpod_as_load_balancer(&guide_manifest("curl-pod.yaml"), WAIT);
     let webpods = webpods(&lab);
     assert_eq!(
         webpods.values().cloned().collect::<std::collections::BTreeSet<_>>().len(),
@@ -128,14 +113,7 @@ fn services_reach_every_backend_over_the_tunnel_from_pods_and_from_outside() {
     // announcement; the router still has no pod route. Capture the underlay meanwhile.
     lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", LB_IP, "via", "192.168.10.100"]);
     let ns = lab.namespace("k8s-ctr");
-    let dump = Command::new("ip")
-        .args(["netns", "exec", &ns, "timeout", "20", "tcpdump", "-i", "eth1", "-nn", "-l"])
-        .args(["udp", "port", "8472"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    thread::sleep(Duration::from_millis(700));
+    let dump = start_tcpdump(&ns, 20, &["-i", "eth1", "-nn", "udp", "port", "8472"]);
     let counts = distribution(&lab, &["lab", "exec", "router", "--"], LB_IP);
     // `ip netns exec` became `timeout`, which passes SIGTERM on to tcpdump (line-buffered).
     let _ = Command::new("kill").args(["-TERM", &dump.id().to_string()]).status();

@@ -3,7 +3,8 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::{
-    process::{Command, Output},
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -100,6 +101,57 @@ pub fn text(out: &Output) -> String {
 pub fn guide_manifest(file: &str) -> String {
     let path = format!("{}/../../examples/guide/{file}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The address the guide's pool gives the first LoadBalancer Service.
+pub const GUIDE_LB_IP: &str = "192.168.10.241";
+
+impl TestLab {
+    /// Applies the guide's webpod with `clients` (more manifests), the guide's pool, and patches
+    /// webpod to type LoadBalancer, as the guide does; waits until it has the pool's first address.
+    pub fn webpod_as_load_balancer(&self, clients: &str, timeout: Duration) {
+        let out =
+            self.cilia_stdin(&["apply", "-f", "-"], &format!("{}\n---\n{clients}", guide_manifest("webpod.yaml")));
+        assert!(out.status.success(), "apply:\n{}", text(&out));
+        let out = self.cilia_stdin(&["apply", "-f", "-"], &guide_manifest("lb-ippool.yaml"));
+        assert!(out.status.success(), "apply pool:\n{}", text(&out));
+        self.ok(&["patch", "svc", "webpod", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
+        self.eventually(
+            &["get", "svc", "webpod", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"],
+            timeout,
+            |o| o.trim() == GUIDE_LB_IP,
+        );
+    }
+}
+
+/// Reads `from` until a line containing `needle`, then keeps draining it in the background (so
+/// the writer never blocks or dies on a closed pipe). Panics if `from` ends first.
+pub fn wait_for_line(from: impl Read + Send + 'static, needle: &str, what: &str) {
+    let mut reader = BufReader::new(from);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(n > 0, "{what} exited before printing {needle:?}");
+        if line.contains(needle) {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+}
+
+/// Starts tcpdump (line-buffered, stopped after `secs`) in network namespace `ns` and returns once
+/// it captures; its stdout is piped.
+pub fn start_tcpdump(ns: &str, secs: u32, args: &[&str]) -> Child {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", &secs.to_string(), "tcpdump", "-l"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    wait_for_line(child.stderr.take().expect("piped stderr"), "listening on", "tcpdump");
+    child
 }
 
 /// Network namespaces whose name starts with `prefix`.
