@@ -167,7 +167,8 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     })
 }
 
-/// Whether a device with this ifindex exists in the calling thread's network namespace.
+/// Whether a device with this ifindex exists in the calling thread's network namespace. (Not
+/// through nix: its if_indextoname 0.31 reports success for an index that does not exist.)
 #[allow(unsafe_code)]
 pub fn ifindex_exists(ifindex: u32) -> bool {
     let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
