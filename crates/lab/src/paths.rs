@@ -70,6 +70,12 @@ impl LabPaths {
         self.state_dir.join("supervisor.lock")
     }
 
+    /// Left by a rollout restart of `process` for the supervisor: the exit it causes was asked
+    /// for, so the process starts again at once and its crash backoff does not grow.
+    pub fn restart_request(&self, process: &str) -> PathBuf {
+        self.state_dir.join(format!("{process}.restart"))
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
     }

@@ -1,6 +1,8 @@
 //! Restarting one supervised process, as `kubectl rollout restart` replaces a pod: SIGTERM to its
-//! process group (it exits cleanly), and the supervisor starts it again after its restart delay.
+//! process group (it exits cleanly), and the supervisor starts it again at once: the request is
+//! marked with a file, so the exit does not count as a crash and adds no backoff.
 
+use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,10 +33,15 @@ fn current(lab: &Lab, name: &str) -> Result<Option<ProcessId>, LabError> {
 pub fn restart_process(lab: &Lab, name: &str, timeout: Duration) -> Result<ProcessId, LabError> {
     let old = current(lab, name)?;
     if let Some(old) = old {
+        let request = lab.paths().restart_request(name);
+        fs::write(&request, b"").map_err(|e| LabError::io("write restart request", &request, e))?;
         // Processes are started as process-group leaders: their children go too.
         match killpg(Pid::from_raw(old.pid), Signal::SIGTERM) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => return Err(LabError::sys("signal the process group", e)),
+            Err(e) => {
+                let _ = fs::remove_file(&request);
+                return Err(LabError::sys("signal the process group", e));
+            }
         }
     }
     let deadline = Instant::now() + timeout;

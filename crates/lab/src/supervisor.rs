@@ -295,6 +295,12 @@ impl Supervisor {
                 say(format_args!("{}: {status}", c.spec.name));
                 continue;
             }
+            let request = self.lab.paths().restart_request(&c.spec.name);
+            if fs::remove_file(&request).is_ok() {
+                say(format_args!("{}: {status}; restart requested, starting again", c.spec.name));
+                c.next_start = Some(Instant::now());
+                continue;
+            }
             if c.started.is_some_and(|t| t.elapsed() >= HEALTHY_RUN) {
                 c.backoff = BACKOFF_INITIAL;
             }

@@ -277,6 +277,18 @@ fn supervisor_restarts_etcd_and_down_leaves_nothing() {
     wait_until("etcd healthy again", Duration::from_secs(15), || {
         lab::etcd::healthy(&socket, Duration::from_millis(500))
     });
+
+    // Rollout restarts are asked for: each starts the process again at once, not after a crash
+    // backoff that grows with every restart.
+    for _ in 0..3 {
+        t.lab.restart_process("etcd", Duration::from_secs(15)).unwrap();
+    }
+    assert!(!t.lab.paths().restart_request("etcd").exists(), "restart request not consumed");
+    let log = std::fs::read_to_string(t.lab.paths().supervisor_log()).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("etcd: ") && l.contains("restart requested")).count(), 3, "{log}");
+    wait_until("etcd healthy after the rollout restarts", Duration::from_secs(15), || {
+        lab::etcd::healthy(&socket, Duration::from_millis(500))
+    });
     let etcd = ProcessId::of(t.etcd().pid.unwrap()).unwrap();
 
     // Something started by hand inside the lab must not survive `down` either.
