@@ -9,6 +9,7 @@
  *   everything else goes to the stack untouched. Translated packets leave by FIB lookup and
  *   redirect, to a local pod through its veth peer. */
 #include "lib/common.h"
+#include "lib/encap.h"
 #include "lib/fib.h"
 #include "lib/nat.h"
 #include "lib/service.h"
@@ -20,6 +21,21 @@ static __always_inline int is_snat_port(__be16 port)
 {
 	__u16 p = bpf_ntohs(port);
 	return p >= NAT_PORT_MIN && p <= NAT_PORT_MAX;
+}
+
+/* Tunnel traffic for a local pod, decapsulated here and handed to the pod's eth0 (with the reverse
+ * NAT overlay_deliver would apply); the rest of the tunnel traffic goes on to the VXLAN driver. */
+static __always_inline int overlay_to_pod(struct __sk_buff *skb, struct pkt4 *outer)
+{
+	struct bpf_fib_lookup fib;
+	struct pkt4 p;
+	if (vxlan_decap_for_pod(skb, outer, &fib) < 0)
+		return TC_ACT_OK;
+	if (parse_pkt4(skb, &p) != PARSE_OK)
+		return TC_ACT_SHOT;
+	if (p.proto != IPPROTO_ICMP && lb4_rev_nat(skb, &p) < 0)
+		return TC_ACT_SHOT;
+	return fib_forward(skb, &p, &fib, BPF_FIB_LKUP_RET_SUCCESS, 1);
 }
 
 SEC("classifier")
@@ -38,6 +54,9 @@ int from_netdev(struct __sk_buff *skb)
 	default:
 		return TC_ACT_OK;
 	}
+
+	if (p.proto == IPPROTO_UDP && p.dport == bpf_htons(VXLAN_PORT))
+		return overlay_to_pod(skb, &p);
 
 	if (p.proto == IPPROTO_ICMP) {
 		int rc = lb4_icmp_echo(skb, &p, 1);

@@ -6,8 +6,10 @@
 #ifndef CILIA_ENCAP_H
 #define CILIA_ENCAP_H
 
+#include <stddef.h>
 #include "common.h"
 #include "csum.h"
+#include "devices.h"
 #include "../include/tunnel_abi.h"
 
 struct {
@@ -109,6 +111,89 @@ static __always_inline __u32 inner_ip_len(struct __sk_buff *skb, const struct pk
 	return l3_len + (doff >> 4) * 4 + gso_size;
 }
 
+/* Not in older UAPI headers: strip tunnel GSO state on decapsulation (kernels after 6.18). */
+#ifndef BPF_F_ADJ_ROOM_DECAP_L4_UDP
+#define BPF_F_ADJ_ROOM_DECAP_L4_UDP (1ULL << 10)
+#endif
+
+#define VXLAN_PORT 8472
+#define VXLAN_FLAG_VNI 0x08000000 /* the I flag: the VNI is valid */
+
+/* The outer headers in front of the inner Ethernet frame, as the VXLAN driver writes them. */
+struct vxlan_outer4 {
+	struct iphdr ip;
+	struct udphdr udp;
+	__be32 flags;
+	__be32 vni;
+};
+_Static_assert(sizeof(struct vxlan_outer4) + sizeof(struct ethhdr) == VXLAN_OVERHEAD, "VXLAN overhead");
+
+/* The outer UDP source port, from the inner flow's hash as the VXLAN driver picks it (within the
+ * ephemeral range): receivers spread flows over queues and ECMP paths by it. */
+static __always_inline __be16 vxlan_source_port(struct __sk_buff *skb)
+{
+	__u32 hash = bpf_get_hash_recalc(skb);
+	return bpf_htons(32768 + (__u16)(((__u64)hash * (61000 - 32768)) >> 32));
+}
+
+/* Encapsulates in BPF and sends the packet out of the underlay device, without the VXLAN driver:
+ * outer headers pushed with bpf_skb_adjust_room (which marks the skb as UDP-tunnel GSO, so a TCP
+ * super-packet is still segmented once, by the device or the stack, only where needed), outer
+ * source the egress device's node address, Ethernet addresses from the FIB. Returns -1 when the
+ * path is not a plain one (no FIB answer, no node address on the egress device, packet too long),
+ * for the caller to use the VXLAN device instead. */
+static __always_inline int encap_direct(struct __sk_buff *skb, const struct tunnel_info *dst, __u32 vni)
+{
+	struct bpf_fib_lookup fib;
+	__builtin_memset(&fib, 0, sizeof(fib));
+	fib.family = 2; /* AF_INET */
+	fib.ipv4_dst = dst->endpoint;
+	fib.ifindex = skb->ifindex;
+	/* tot_len 0: the MTU was checked against the tunnel already */
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	__be32 saddr = netdev_snat_addr(fib.ifindex);
+	__u32 inner_len = skb->len - sizeof(struct ethhdr);
+	if (!saddr || inner_len + VXLAN_OVERHEAD > 0xffff)
+		return -1;
+
+	struct ethhdr inner_eth;
+	if (bpf_skb_load_bytes(skb, 0, &inner_eth, sizeof(inner_eth)) < 0)
+		return -1;
+	__be16 sport = vxlan_source_port(skb);
+
+	/* the MTU already allows for the outer headers: keep gso_size */
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+		      BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr));
+	if (bpf_skb_adjust_room(skb, VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, flags) < 0)
+		return -1;
+
+	struct vxlan_outer4 o;
+	__builtin_memset(&o, 0, sizeof(o));
+	o.ip.version = 4;
+	o.ip.ihl = 5;
+	o.ip.tot_len = bpf_htons(inner_len + VXLAN_OVERHEAD);
+	o.ip.ttl = 64;
+	o.ip.protocol = IPPROTO_UDP;
+	o.ip.saddr = saddr;
+	o.ip.daddr = dst->endpoint;
+	o.ip.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&o.ip, sizeof(o.ip), 0));
+	o.udp.source = sport;
+	o.udp.dest = bpf_htons(VXLAN_PORT);
+	/* zero UDP checksum, as with BPF_F_ZERO_CSUM_TX: the inner packet carries its own */
+	o.udp.len = bpf_htons(inner_len + VXLAN_OVERHEAD - sizeof(struct iphdr));
+	o.flags = bpf_htonl(VXLAN_FLAG_VNI);
+	o.vni = bpf_htonl(vni << 8);
+
+	__u32 off = sizeof(struct ethhdr);
+	if (bpf_skb_store_bytes(skb, off, &o, sizeof(o), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, off + sizeof(o), &inner_eth, sizeof(inner_eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(fib.ifindex, 0);
+}
+
 /* A pod's packet to a pod behind the overlay, encapsulated on the pod's veth (Cilium's
  * encap_and_redirect_lxc) instead of after a forwarding pass through the host device: the same
  * tunnel key as to_overlay, and the TTL decremented as the node's forwarding would. Only packets
@@ -135,7 +220,66 @@ static __always_inline int encap_from_pod(struct __sk_buff *skb, struct pkt4 *p)
 
 	if (ttl_decrement(skb, p) < 0)
 		return TC_ACT_SHOT;
+	int rc = encap_direct(skb, dst, source_identity(p->saddr, cfg));
+	if (rc >= 0)
+		return rc;
 	return set_tunnel_and_redirect(skb, dst, p->saddr, cfg);
+}
+
+#ifndef PACKET_HOST
+#define PACKET_HOST 0
+#endif
+
+/* A VXLAN packet to this node (outer headers parsed into p) whose inner packet is for a local pod:
+ * strips the outer headers in BPF and returns the FIB's answer for the inner packet in fib, for
+ * the caller to hand it to the pod. -1 when it is not such a packet, or one this path leaves to
+ * the VXLAN driver; the packet is then unchanged. */
+static __always_inline int vxlan_decap_for_pod(struct __sk_buff *skb, const struct pkt4 *p, struct bpf_fib_lookup *fib)
+{
+	struct overlay_config *cfg = overlay_config();
+	if (!cfg || !cfg->encap_ifindex || p->daddr != netdev_snat_addr(skb->ifindex))
+		return -1;
+	__u32 off = p->l4_off + sizeof(struct udphdr);
+	__be32 vxlan_flags;
+	struct ethhdr eth;
+	struct iphdr ip;
+	if (bpf_skb_load_bytes(skb, off, &vxlan_flags, sizeof(vxlan_flags)) < 0 ||
+	    !(vxlan_flags & bpf_htonl(VXLAN_FLAG_VNI)) ||
+	    bpf_skb_load_bytes(skb, off + 8, &eth, sizeof(eth)) < 0 || eth.h_proto != bpf_htons(ETH_P_IP) ||
+	    bpf_skb_load_bytes(skb, off + 8 + sizeof(eth), &ip, sizeof(ip)) < 0 || ip.version != 4 || ip.ihl < 5 ||
+	    ip.ttl <= 1)
+		return -1;
+	/* only what the service datapath parses (fragments and other protocols keep the driver's way,
+	 * since a stripped packet can no longer go there) */
+	if ((ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) ||
+	    (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP && ip.protocol != IPPROTO_ICMP))
+		return -1;
+
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = 2; /* AF_INET */
+	fib->ipv4_src = ip.saddr;
+	fib->ipv4_dst = ip.daddr;
+	fib->ifindex = skb->ifindex;
+	if (bpf_fib_lookup(skb, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || !netdev_is_pod(fib->ifindex))
+		return -1;
+
+	/* A super-packet keeps its UDP-tunnel GSO marks through the strip unless the kernel has
+	 * BPF_F_ADJ_ROOM_DECAP_L4_UDP (newer than 6.18; without it the flag is refused and the strip
+	 * is retried without). A stale mark is harmless for TCP the pod receives (its socket takes the
+	 * packet whole), but would make the stack segment an inner UDP super-packet as a tunnel
+	 * packet: those stay with the VXLAN driver, which clears the marks. */
+	if (skb->gso_size && ip.protocol != IPPROTO_TCP)
+		return -1;
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET;
+	if (bpf_skb_adjust_room(skb, -VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, flags | BPF_F_ADJ_ROOM_DECAP_L4_UDP) < 0 &&
+	    bpf_skb_adjust_room(skb, -VXLAN_OVERHEAD, BPF_ADJ_ROOM_MAC, flags) < 0)
+		return -1;
+	/* A checksum the NIC or GRO verified counted the outer UDP one as the first: one level less
+	 * now, as the kernel's UDP receive does for a tunnel packet (no-op unless "unnecessary"). */
+	bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
+	/* the inner frame's destination MAC belongs to the sender's side */
+	bpf_skb_change_type(skb, PACKET_HOST);
+	return 0;
 }
 
 #endif /* CILIA_ENCAP_H */

@@ -3,7 +3,9 @@
 //! remote pod CIDR that fits the tunnel gets its tunnel key and is redirected (TC_ACT_REDIRECT,
 //! TTL decremented by `from_container` as the node's forwarding would); everything else passes
 //! unchanged (TC_ACT_OK). Test-run cannot read the tunnel key back, so the verdict and the frame
-//! are what is checked. Needs root; each test gets its own bpffs and an empty network namespace
+//! are what is checked. Super-packets are not covered here (test-run gives an skb a GSO size but
+//! no GSO type, which bpf_skb_adjust_room refuses): bulk TCP across the tunnel is an end-to-end
+//! test (crates/cli/tests/tunnel.rs). Needs root; each test gets its own bpffs and an empty network namespace
 //! in which a veth (MTU 1500) stands in for the VXLAN device.
 
 mod common;
@@ -69,20 +71,29 @@ fn setup(tag: &str) -> Env {
 }
 
 fn test_run(prog: &aya::programs::SchedClassifier, frame: &[u8], gso_size: u32) -> (u32, Vec<u8>) {
+    test_run_on(prog, frame, gso_size, 0)
+}
+
+/// test_run as if the frame arrived on device `ifindex` (0: the namespace's loopback).
+fn test_run_on(prog: &aya::programs::SchedClassifier, frame: &[u8], gso_size: u32, ifindex: u32) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 512];
-    // struct __sk_buff (192 bytes); test-run takes gso_segs (offset 164) and gso_size (176).
+    // struct __sk_buff (192 bytes); test-run takes ifindex (offset 40), gso_segs (164) and
+    // gso_size (176).
     let mut ctx = [0u8; 192];
     let segs = if gso_size > 0 { frame.len().div_ceil(gso_size as usize) as u32 } else { 0 };
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
     ctx[164..168].copy_from_slice(&segs.to_ne_bytes());
     ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
     let res = prog
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
-            ctx_in: (gso_size > 0).then_some(&ctx[..]),
+            ctx_in: (gso_size > 0 || ifindex > 0).then_some(&ctx[..]),
             ..TestRunOptions::default()
         })
-        .expect("BPF_PROG_TEST_RUN");
+        .unwrap_or_else(|e| {
+            panic!("BPF_PROG_TEST_RUN ({} bytes, gso {gso_size}, ifindex {ifindex}): {e:?}", frame.len())
+        });
     out.truncate(res.data_size_out as usize);
     (res.return_value, out)
 }
@@ -292,5 +303,162 @@ fn decapsulated_packets_for_local_pods_are_reverse_nated_and_handed_to_the_pod()
         let frame = packet::tcp((REMOTE_POD, 80), (dst, 40000), "SA", 1, b"");
         let (verdict, out) = test_run(deliver, &frame, 0);
         assert_eq!((verdict, out), (TC_ACT_OK, frame), "{dst}");
+    }
+}
+
+/// This node's address on the underlay, and the remote node's MAC there.
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 100);
+const REMOTE_NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x65];
+const VXLAN_HEADERS: usize = 50;
+
+/// The node's underlay device (tund0, with the node address, known to the datapath as a node
+/// device) and the remote node as its neighbour: the FIB knows the way to the tunnel endpoint.
+/// Returns tund0's ifindex.
+fn underlay(env: &mut Env) -> u32 {
+    ip(&["link", "add", "tund0", "type", "veth", "peer", "name", "tund1"]);
+    for dev in ["lo", "tund0", "tund1"] {
+        ip(&["link", "set", dev, "up"]);
+    }
+    ip(&["addr", "add", "192.168.10.100/24", "dev", "tund0"]);
+    ip(&["neigh", "add", "192.168.10.101", "lladdr", "02:00:00:00:00:65", "dev", "tund0", "nud", "permanent"]);
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
+    env.dp.attach_netdev("tund0", Some(NODE_IP)).expect("attach from_netdev");
+    let show = ip(&["-o", "link", "show", "tund0"]);
+    show.split(':').next().unwrap().trim().parse().expect("ifindex")
+}
+
+/// The one's-complement sum of 16-bit words, folded: 0xffff over a header with a valid checksum.
+fn ones_complement_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Checks the outer headers of a frame encapsulated by this node towards REMOTE_NODE and returns
+/// (UDP source port, VNI).
+fn check_outer(out: &[u8], tund_mac: [u8; 6]) -> (u16, u32) {
+    let be16 = |o: usize| u16::from_be_bytes([out[o], out[o + 1]]);
+    assert_eq!(&out[0..6], &REMOTE_NODE_MAC, "to the next hop's MAC");
+    assert_eq!(&out[6..12], &tund_mac, "from the underlay device's MAC");
+    assert_eq!(be16(12), 0x0800);
+    let ip = &out[14..34];
+    assert_eq!(ip[0], 0x45);
+    assert_eq!(usize::from(be16(16)), out.len() - 14, "outer total length");
+    assert_eq!((ip[8], ip[9]), (64, 17), "TTL 64, UDP");
+    assert_eq!(&ip[12..16], &NODE_IP.octets(), "from this node's address");
+    assert_eq!(&ip[16..20], &REMOTE_NODE.octets(), "to the tunnel endpoint");
+    assert_eq!(ones_complement_sum(ip), 0xffff, "valid outer IP checksum");
+    let sport = be16(34);
+    assert!((32768..61000).contains(&sport), "source port {sport} from the flow hash");
+    assert_eq!(be16(36), 8472);
+    assert_eq!(usize::from(be16(38)), out.len() - 34, "UDP length");
+    assert_eq!(be16(40), 0, "no outer UDP checksum");
+    assert_eq!(&out[42..46], &[0x08, 0, 0, 0], "VXLAN flags: VNI valid");
+    (sport, u32::from_be_bytes([out[46], out[47], out[48], out[49]]) >> 8)
+}
+
+#[test]
+fn pod_packets_are_encapsulated_in_bpf_when_the_fib_knows_the_underlay() {
+    require_root!();
+    let mut env = setup("bpfencap");
+    underlay(&mut env);
+    let tund_mac = mac_of("tund0");
+
+    let syn = packet::tcp((POD, 40000), (REMOTE_POD, 80), "S", 1000, b"");
+    let (verdict, out) = from_container(&env, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "out of the underlay device");
+    assert_eq!(out.len(), syn.len() + VXLAN_HEADERS);
+    let (sport, vni) = check_outer(&out, tund_mac);
+    assert_eq!(vni, 256, "the VNI carries the source pod CIDR's identity");
+    assert_eq!(&out[VXLAN_HEADERS..], &ttl_decremented(&syn)[..], "the inner frame, forwarded (TTL - 1)");
+    assert_eq!(from_container(&env, &syn).1[34..36], sport.to_be_bytes(), "one flow, one source port");
+
+    // No path to the endpoint in the FIB: the VXLAN device's way (frame unchanged but the TTL).
+    ip(&["neigh", "del", "192.168.10.101", "dev", "tund0"]);
+    ip(&["link", "set", "tund0", "down"]);
+    let (verdict, out) = from_container(&env, &syn);
+    assert_eq!((verdict, out), (TC_ACT_REDIRECT, ttl_decremented(&syn)), "to the VXLAN device");
+}
+
+/// A VXLAN frame from REMOTE_NODE to `outer_dst`, arriving on a device with MAC `dev_mac`.
+fn vxlan_frame(dev_mac: [u8; 6], outer_dst: Ipv4Addr, vxlan_flags: u8, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![vxlan_flags, 0, 0, 0, 0, 1, 1, 0];
+    payload.extend_from_slice(inner);
+    let b = etherparse::PacketBuilder::ethernet2(REMOTE_NODE_MAC, dev_mac)
+        .ipv4(REMOTE_NODE.octets(), outer_dst.octets(), 64)
+        .udp(45000, 8472);
+    let mut out = Vec::new();
+    b.write(&mut out, &payload).unwrap();
+    out
+}
+
+#[test]
+fn vxlan_packets_for_local_pods_are_decapsulated_on_the_node_device() {
+    require_root!();
+    let mut env = setup("bpfdecap");
+    let tund = underlay(&mut env);
+    let tund_mac = mac_of("tund0");
+    // A pod of this node behind its veth, as the CNI sets it up.
+    let pod_mac = [0x02, 0, 0, 0, 0, 0x09];
+    ip(&["link", "add", "tlxc0", "type", "veth", "peer", "name", "tlxc1"]);
+    for dev in ["tlxc0", "tlxc1"] {
+        ip(&["link", "set", dev, "up"]);
+    }
+    ip(&["route", "add", "172.20.0.9/32", "dev", "tlxc0"]);
+    ip(&["neigh", "add", "172.20.0.9", "lladdr", "02:00:00:00:00:09", "dev", "tlxc0", "nud", "permanent"]);
+    env.dp.attach_pod_device("tlxc0").expect("attach the pod programs");
+    let lxc_mac = mac_of("tlxc0");
+    let from_netdev = |env: &Env, frame: &[u8], gso_size: u32| {
+        test_run_on(env.dp.classifier(datapath::objects::PROG_FROM_NETDEV).unwrap(), frame, gso_size, tund)
+    };
+
+    let inner = packet::tcp((REMOTE_POD, 80), (LOCAL_POD, 40000), "SA", 1, b"hello");
+    let (verdict, out) = from_netdev(&env, &vxlan_frame(tund_mac, NODE_IP, 0x08, &inner), 0);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "into the pod (bpf_redirect_peer)");
+    assert_eq!(out.len(), inner.len(), "outer headers gone");
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src, seen.dst, seen.ttl), ((REMOTE_POD, 80), (LOCAL_POD, 40000), 63));
+    assert_eq!((seen.eth_src, seen.eth_dst), (lxc_mac, pod_mac), "from the pod's veth to its eth0");
+    assert_eq!(seen.payload, b"hello");
+
+    // The reply of a remote backend to this pod's ClusterIP connection: reverse NAT first.
+    let svc = ServiceEntry::new(
+        ServiceKind::ClusterIp,
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![Backend::active(REMOTE_POD, 8080, false)],
+    );
+    env.dp.sync_services(&[svc]).unwrap();
+    let syn = packet::tcp((LOCAL_POD, 40001), (VIP, 80), "S", 1000, b"");
+    assert_eq!(from_container(&env, &syn).0, TC_ACT_REDIRECT, "DNATed and encapsulated");
+    let synack = packet::tcp((REMOTE_POD, 8080), (LOCAL_POD, 40001), "SA", 5000, b"");
+    let (verdict, out) = from_netdev(&env, &vxlan_frame(tund_mac, NODE_IP, 0x08, &synack), 0);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src, seen.dst), ((VIP, 80), (LOCAL_POD, 40001)), "reverse NAT before delivery");
+
+    // Everything else is left to the VXLAN driver, untouched.
+    let to_outside = packet::tcp((REMOTE_POD, 80), (OUTSIDE, 40000), "SA", 1, b"");
+    let to_router = packet::tcp((REMOTE_POD, 80), (ROUTER_IP, 40000), "SA", 1, b"");
+    let full = vxlan_frame(tund_mac, NODE_IP, 0x08, &inner);
+    let mut fragment = inner.clone();
+    fragment[14 + 6] = 0x20; // more fragments
+    fragment[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = ones_complement_sum(&fragment[14..34]);
+    fragment[14 + 10..14 + 12].copy_from_slice(&(!sum).to_be_bytes());
+    let cases: [(&str, Vec<u8>, u32); 6] = [
+        ("not a pod of this node", vxlan_frame(tund_mac, NODE_IP, 0x08, &to_outside), 0),
+        ("the node's router IP", vxlan_frame(tund_mac, NODE_IP, 0x08, &to_router), 0),
+        ("another outer destination", vxlan_frame(tund_mac, OUTSIDE, 0x08, &inner), 0),
+        ("no valid VNI", vxlan_frame(tund_mac, NODE_IP, 0x00, &inner), 0),
+        ("an inner fragment", vxlan_frame(tund_mac, NODE_IP, 0x08, &fragment), 0),
+        ("truncated inner header", full[..14 + 20 + 8 + 8 + 14 + 10].to_vec(), 0),
+    ];
+    for (what, frame, gso_size) in cases {
+        let (verdict, out) = from_netdev(&env, &frame, gso_size);
+        assert_eq!((verdict, out), (TC_ACT_OK, frame), "{what}");
     }
 }
