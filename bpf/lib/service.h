@@ -50,7 +50,8 @@ static __always_inline enum svc_verdict lb4_xlate(struct __sk_buff *skb, struct 
 			ct_touch(ce, p, 0);
 		}
 	}
-	if (!backend_id) {
+	int new_flow = !backend_id;
+	if (new_flow) {
 		if (!svc->count)
 			return SVC_REJECT;
 		struct lb_client client = { .id = p->saddr, .is_netns_cookie = 0 };
@@ -63,8 +64,9 @@ static __always_inline enum svc_verdict lb4_xlate(struct __sk_buff *skb, struct 
 		ct_create(&sk, p, backend_id, svc->rev_nat_index, ct_flags);
 	}
 
+	/* A new flow's reply entry is written fresh (whatever an earlier flow on the tuple left). */
 	struct ct4_key ek = ct4_key_of(p->saddr, be->address, p->sport, be->port, p->proto, CT_EGRESS);
-	struct ct_entry *ee = ct_lookup(&ek);
+	struct ct_entry *ee = new_flow ? 0 : ct_lookup(&ek);
 	if (ee && ee->rev_nat_index == svc->rev_nat_index)
 		ct_touch(ee, p, 0);
 	else
