@@ -6,6 +6,7 @@
  *   egress device's node address when the backend runs on another node;
  *   reply to an SNATed flow (backend -> node:natport): undo SNAT, then reverse NAT to the frontend;
  *   reply of a flow through this node (backend -> client): reverse NAT;
+ *   tunnel mode: VXLAN to this node for a local pod: outer headers stripped, handed to the pod;
  *   everything else goes to the stack untouched. Translated packets leave by FIB lookup and
  *   redirect, to a local pod through its veth peer. */
 #include "lib/common.h"
@@ -24,13 +25,14 @@ static __always_inline int is_snat_port(__be16 port)
 }
 
 /* Tunnel traffic for a local pod, decapsulated here and handed to the pod's eth0 (with the reverse
- * NAT overlay_deliver would apply); the rest of the tunnel traffic goes on to the VXLAN driver. */
+ * NAT overlay_deliver would apply). -1 for anything else, which goes on unchanged: the rest of the
+ * tunnel traffic to the VXLAN driver, other UDP on the port (a service's) to the service path. */
 static __always_inline int overlay_to_pod(struct __sk_buff *skb, struct pkt4 *outer)
 {
 	struct bpf_fib_lookup fib;
 	struct pkt4 p;
 	if (vxlan_decap_for_pod(skb, outer, &fib) < 0)
-		return TC_ACT_OK;
+		return -1;
 	if (parse_pkt4(skb, &p) != PARSE_OK)
 		return TC_ACT_SHOT;
 	if (p.proto != IPPROTO_ICMP && lb4_rev_nat(skb, &p) < 0)
@@ -55,8 +57,11 @@ int from_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 
-	if (p.proto == IPPROTO_UDP && p.dport == bpf_htons(VXLAN_PORT))
-		return overlay_to_pod(skb, &p);
+	if (p.proto == IPPROTO_UDP && p.dport == bpf_htons(VXLAN_PORT)) {
+		int rc = overlay_to_pod(skb, &p);
+		if (rc >= 0)
+			return rc;
+	}
 
 	if (p.proto == IPPROTO_ICMP) {
 		int rc = lb4_icmp_echo(skb, &p, 1);

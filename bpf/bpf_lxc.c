@@ -7,8 +7,9 @@
  *     is its own backend (hairpin) is also SNATed to LB_HAIRPIN_ADDR;
  *   - ping to a VIP: answered here;
  *   - in tunnel mode, packets to a pod behind the overlay (also after DNAT to a remote backend)
- *     are encapsulated here and redirected to the VXLAN device, when they fit the tunnel MTU
- *     (lib/encap.h); larger ones go through the stack and the host device's to_overlay.
+ *     are encapsulated here, when they fit the tunnel MTU, and sent out of the underlay device
+ *     (or through the VXLAN device without a FIB answer; lib/encap.h); larger ones go through
+ *     the stack and the host device's to_overlay.
  * to_container (egress of lxc*, packets to the pod): reverse NAT of replies that reached the
  * node through a device without from_netdev (the remote-backend case of pod -> ClusterIP). */
 #include "lib/common.h"

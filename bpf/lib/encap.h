@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Encapsulation towards other nodes through the flow-based VXLAN device, like Cilium's encap.h:
- * the outer destination and the VNI are set per packet with bpf_skb_set_tunnel_key, and the
- * kernel's VXLAN driver builds the outer headers. The tunnel endpoint of a destination comes from
- * an LPM map of remote pod CIDRs (Cilium 1.18 keeps these in its ipcache). */
+/* Encapsulation towards other nodes, and stripping on arrival. The tunnel endpoint of a destination
+ * comes from an LPM map of remote pod CIDRs (Cilium 1.18 keeps these in its ipcache). Pods' packets
+ * get their outer headers here in BPF and leave by the underlay device (encap_direct), and VXLAN
+ * packets for local pods are stripped here too (vxlan_decap_for_pod): the kernel's VXLAN driver
+ * costs a route lookup, a socket lookup and a queue per packet. Everything else goes through the
+ * flow-based VXLAN device, like Cilium's encap.h: the outer destination and the VNI set per packet
+ * with bpf_skb_set_tunnel_key, the driver building the outer headers. */
 #ifndef CILIA_ENCAP_H
 #define CILIA_ENCAP_H
 
