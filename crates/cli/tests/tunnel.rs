@@ -138,10 +138,21 @@ fn tunnel_mode_reaches_every_pod_and_handles_mtu_node_removal_and_bad_config() {
             })
             .expect("IpForwDatagrams")
     };
+    // Nor does the VXLAN driver see it: it is encapsulated and stripped in BPF, so cilium_vxlan's
+    // counters on both ends stay still.
+    let vxlan_packets = |node: &str| {
+        let out = host(&lab, node, &["ip", "-s", "-j", "link", "show", "dev", "cilium_vxlan"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
+        let stats = &v[0]["stats64"];
+        stats["tx"]["packets"].as_u64().expect("tx packets") + stats["rx"]["packets"].as_u64().expect("rx packets")
+    };
     let before = forwarded();
+    let vxlan_before = [vxlan_packets("k8s-ctr"), vxlan_packets("k8s-w0")];
     exec_ok(&lab, "curl-pod", &["ping", "-c", "5", "-i", "0.2", &w0]).expect("ping k8s-w0's pod");
     let through_stack = forwarded() - before;
     assert!(through_stack < 5, "{through_stack} of 10 packets to and from k8s-w0's pod went through k8s-ctr's stack");
+    let through_driver = vxlan_packets("k8s-ctr") - vxlan_before[0] + vxlan_packets("k8s-w0") - vxlan_before[1];
+    assert!(through_driver < 5, "{through_driver} of 20 packet passes went through cilium_vxlan");
 
     // `cilia dbg NODE bpf tunnel list` prints the other nodes' pod CIDRs behind their node IPs.
     let table = lab.ok(&["dbg", "k8s-ctr", "bpf", "tunnel", "list"]);
