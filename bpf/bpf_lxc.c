@@ -89,10 +89,6 @@ int to_container(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-#ifndef PACKET_HOST
-#define PACKET_HOST 0
-#endif
-
 /* Delivery of decapsulated packets, attached instead of bpf_overlay's from_overlay (tcx ingress
  * of cilium_vxlan) when the node runs the service datapath, whose maps it needs. It lives with the
  * pod programs because it does their work: the reply of a remote backend to a pod -> ClusterIP

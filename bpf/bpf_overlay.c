@@ -16,10 +16,6 @@
 
 char _license[] SEC("license") = "GPL";
 
-#ifndef PACKET_HOST
-#define PACKET_HOST 0
-#endif
-
 SEC("classifier")
 int to_overlay(struct __sk_buff *skb)
 {

@@ -67,6 +67,11 @@ struct pkt4 {
 #define TCP_FLAG_RST 0x04
 #define TCP_FLAG_ACK 0x10
 
+/* skb->pkt_type of a frame for this host (linux/if_packet.h, not included by the BPF headers). */
+#ifndef PACKET_HOST
+#define PACKET_HOST 0
+#endif
+
 enum parse_result {
 	PARSE_OK = 0,
 	PARSE_NOT_IPV4,  /* not for us: pass untouched */

@@ -13,6 +13,7 @@
 #include "common.h"
 #include "csum.h"
 #include "devices.h"
+#include "fib.h"
 #include "../include/tunnel_abi.h"
 
 struct {
@@ -148,12 +149,7 @@ static __always_inline __be16 vxlan_source_port(struct __sk_buff *skb)
 static __always_inline int encap_direct(struct __sk_buff *skb, const struct tunnel_info *dst, __u32 vni)
 {
 	struct bpf_fib_lookup fib;
-	__builtin_memset(&fib, 0, sizeof(fib));
-	fib.family = 2; /* AF_INET */
-	fib.ipv4_dst = dst->endpoint;
-	fib.ifindex = skb->ifindex;
-	/* tot_len 0: the MTU was checked against the tunnel already */
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+	if (fib_lookup_flow(skb, 0, dst->endpoint, 0, 0, 0, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
 		return -1;
 	__be32 saddr = netdev_snat_addr(fib.ifindex);
 	__u32 inner_len = skb->len - sizeof(struct ethhdr);
@@ -229,10 +225,6 @@ static __always_inline int encap_from_pod(struct __sk_buff *skb, struct pkt4 *p)
 	return set_tunnel_and_redirect(skb, dst, p->saddr, cfg);
 }
 
-#ifndef PACKET_HOST
-#define PACKET_HOST 0
-#endif
-
 /* A VXLAN packet to this node (outer headers parsed into p) whose inner packet is for a local pod:
  * strips the outer headers in BPF and returns the FIB's answer for the inner packet in fib, for
  * the caller to hand it to the pod. -1 when it is not such a packet, or one this path leaves to
@@ -258,12 +250,8 @@ static __always_inline int vxlan_decap_for_pod(struct __sk_buff *skb, const stru
 	    (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP && ip.protocol != IPPROTO_ICMP))
 		return -1;
 
-	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = 2; /* AF_INET */
-	fib->ipv4_src = ip.saddr;
-	fib->ipv4_dst = ip.daddr;
-	fib->ifindex = skb->ifindex;
-	if (bpf_fib_lookup(skb, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || !netdev_is_pod(fib->ifindex))
+	if (fib_lookup_flow(skb, ip.saddr, ip.daddr, 0, 0, 0, fib) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    !netdev_is_pod(fib->ifindex))
 		return -1;
 
 	/* A super-packet keeps its UDP-tunnel GSO marks through the strip unless the kernel has

@@ -15,20 +15,28 @@
 #define AF_INET 2
 #endif
 
-static __always_inline int fib_lookup4(struct __sk_buff *skb, const struct pkt4 *p, struct bpf_fib_lookup *fib)
+/* The FIB's answer for a packet from saddr to daddr arriving on the skb's device. The L4 fields
+ * only choose among multipath routes: 0 where they are not known. */
+static __always_inline int fib_lookup_flow(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __u8 proto,
+					   __be16 sport, __be16 dport, struct bpf_fib_lookup *fib)
 {
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = AF_INET;
-	fib->l4_protocol = p->proto;
-	fib->sport = p->sport;
-	fib->dport = p->dport;
+	fib->l4_protocol = proto;
+	fib->sport = sport;
+	fib->dport = dport;
 	/* tot_len 0: the helper checks the skb itself against the egress MTU, which, unlike a
 	 * length, accounts for GSO/GRO packets that are resegmented on the way out */
 	fib->tot_len = 0;
-	fib->ipv4_src = p->saddr;
-	fib->ipv4_dst = p->daddr;
+	fib->ipv4_src = saddr;
+	fib->ipv4_dst = daddr;
 	fib->ifindex = skb->ifindex;
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+static __always_inline int fib_lookup4(struct __sk_buff *skb, const struct pkt4 *p, struct bpf_fib_lookup *fib)
+{
+	return fib_lookup_flow(skb, p->saddr, p->daddr, p->proto, p->sport, p->dport, fib);
 }
 
 static __always_inline int fib_ok(int rc)

@@ -175,7 +175,8 @@ pub(crate) const SOCK_PROGRAMS: [&str; 4] = [
     objects::PROG_SOCK_GETPEERNAME,
 ];
 
-fn missing(name: &'static str) -> Error {
+/// A program the object does not have.
+pub(crate) fn missing(name: &'static str) -> Error {
     Error::Program {
         program: name,
         op: "find in object".into(),

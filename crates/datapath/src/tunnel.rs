@@ -23,6 +23,7 @@ use aya::{Ebpf, EbpfLoader};
 use ipnet::Ipv4Net as Prefix;
 
 use crate::error::{Error, Result};
+use crate::loader;
 use crate::objects;
 use crate::sys;
 use crate::tunnel_abi::{self, OverlayConfig, TunnelAddr, TunnelInfo};
@@ -170,11 +171,7 @@ impl Overlay {
             (Some(lxc), PROG_OVERLAY_DELIVER) => lxc,
             _ => &self.ebpf,
         };
-        let prog = ebpf.program(name).ok_or_else(|| Error::Program {
-            program: name,
-            op: "find in object".into(),
-            source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
-        })?;
+        let prog = ebpf.program(name).ok_or_else(|| loader::missing(name))?;
         prog.try_into().map_err(Error::program(name, "as tc classifier"))
     }
 
@@ -353,11 +350,7 @@ fn link_pin(pin_dir: &Path, ifname: &str, dir: TcAttachType) -> PathBuf {
 }
 
 fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {
-    let prog = ebpf.program_mut(name).ok_or_else(|| Error::Program {
-        program: name,
-        op: "find in object".into(),
-        source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
-    })?;
+    let prog = ebpf.program_mut(name).ok_or_else(|| loader::missing(name))?;
     prog.try_into().map_err(Error::program(name, "as tc classifier"))
 }
 

@@ -49,11 +49,15 @@ fn ip(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+fn ifindex_of(dev: &str) -> u32 {
+    let show = ip(&["-o", "link", "show", dev]);
+    show.split(':').next().unwrap().trim().parse().expect("ifindex")
+}
+
 fn setup(tag: &str) -> Env {
     enter_empty_netns();
     ip(&["link", "add", "tvxlan0", "mtu", "1500", "type", "veth", "peer", "name", "tvxlan1"]);
-    let show = ip(&["-o", "link", "show", "tvxlan0"]);
-    let encap_ifindex = show.split(':').next().unwrap().trim().parse().expect("ifindex");
+    let encap_ifindex = ifindex_of("tvxlan0");
 
     let fs = Bpffs::new(tag);
     let dir = fs.node_dir("n1");
@@ -111,14 +115,24 @@ fn tcp_of_len(dst: Ipv4Addr, ip_len: usize) -> Vec<u8> {
 fn ttl_decremented(frame: &[u8]) -> Vec<u8> {
     let mut f = frame.to_vec();
     f[14 + 8] -= 1;
-    f[14 + 10] = 0;
-    f[14 + 11] = 0;
-    let mut sum: u32 = f[14..34].chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    fix_ip_checksum(&mut f);
+    f
+}
+
+/// The one's-complement sum of 16-bit words, folded: 0xffff over a header with a valid checksum.
+fn ones_complement_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f
+    sum as u16
+}
+
+/// Recomputes the IPv4 header checksum of an Ethernet frame after a test changed the header.
+fn fix_ip_checksum(frame: &mut [u8]) {
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let sum = ones_complement_sum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&(!sum).to_be_bytes());
 }
 
 #[test]
@@ -242,6 +256,36 @@ fn to_overlay_encapsulates_the_nodes_own_traffic_and_passes_the_rest() {
     assert_eq!((verdict, out), (TC_ACT_OK, inner));
 }
 
+/// A pod of this node behind its veth tlxc0, as the CNI sets it up (a /32 route and a neighbour)
+/// and the agent marks it (packets for it go to the peer). Returns the veth's and the pod's MAC.
+fn add_local_pod(env: &mut Env) -> ([u8; 6], [u8; 6]) {
+    ip(&["link", "add", "tlxc0", "type", "veth", "peer", "name", "tlxc1"]);
+    for dev in ["lo", "tlxc0", "tlxc1"] {
+        ip(&["link", "set", dev, "up"]);
+    }
+    ip(&["route", "add", "172.20.0.9/32", "dev", "tlxc0"]);
+    ip(&["neigh", "add", "172.20.0.9", "lladdr", "02:00:00:00:00:09", "dev", "tlxc0", "nud", "permanent"]);
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
+    env.dp.attach_pod_device("tlxc0").expect("attach the pod programs");
+    (mac_of("tlxc0"), [0x02, 0, 0, 0, 0, 0x09])
+}
+
+/// The local pod's connection to a ClusterIP whose backend is behind the tunnel, opened (its SYN
+/// DNATed and encapsulated). Returns the backend's SYN-ACK, before reverse NAT.
+fn clusterip_flow_to_remote_backend(env: &mut Env) -> Vec<u8> {
+    let svc = ServiceEntry::new(
+        ServiceKind::ClusterIp,
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![Backend::active(REMOTE_POD, 8080, false)],
+    );
+    env.dp.sync_services(&[svc]).unwrap();
+    let syn = packet::tcp((LOCAL_POD, 40001), (VIP, 80), "S", 1000, b"");
+    assert_eq!(from_container(env, &syn).0, TC_ACT_REDIRECT, "DNATed and encapsulated");
+    packet::tcp((REMOTE_POD, 8080), (LOCAL_POD, 40001), "SA", 5000, b"")
+}
+
 fn mac_of(dev: &str) -> [u8; 6] {
     let show = ip(&["-o", "link", "show", dev]);
     let hex = show.split("link/ether ").nth(1).and_then(|s| s.split_whitespace().next()).expect("link/ether");
@@ -257,18 +301,7 @@ fn decapsulated_packets_for_local_pods_are_reverse_nated_and_handed_to_the_pod()
     require_root!();
     let mut env = setup("deliver");
     assert!(env.overlay.delivers_to_pods(), "the service datapath's pins are there");
-    // A pod of this node behind its veth, as the CNI sets it up: a /32 route and a neighbour.
-    let pod_mac = [0x02, 0, 0, 0, 0, 0x09];
-    ip(&["link", "add", "tlxc0", "type", "veth", "peer", "name", "tlxc1"]);
-    for dev in ["lo", "tlxc0", "tlxc1"] {
-        ip(&["link", "set", dev, "up"]);
-    }
-    ip(&["route", "add", "172.20.0.9/32", "dev", "tlxc0"]);
-    ip(&["neigh", "add", "172.20.0.9", "lladdr", "02:00:00:00:00:09", "dev", "tlxc0", "nud", "permanent"]);
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
-    // The agent marks every pod veth it attaches to; packets for them go to the peer.
-    env.dp.attach_pod_device("tlxc0").expect("attach the pod programs");
-    let lxc_mac = mac_of("tlxc0");
+    let (lxc_mac, pod_mac) = add_local_pod(&mut env);
     let deliver = env.overlay.classifier(datapath::tunnel::PROG_OVERLAY_DELIVER).unwrap();
 
     let inner = packet::tcp((REMOTE_POD, 80), (LOCAL_POD, 40000), "SA", 1, b"");
@@ -280,18 +313,8 @@ fn decapsulated_packets_for_local_pods_are_reverse_nated_and_handed_to_the_pod()
 
     // The pod's connection to a ClusterIP with a backend behind the tunnel: the backend's reply
     // gets the frontend back as source here, as to_container would have done.
-    let svc = ServiceEntry::new(
-        ServiceKind::ClusterIp,
-        VIP,
-        80,
-        Protocol::Tcp,
-        vec![Backend::active(REMOTE_POD, 8080, false)],
-    );
-    env.dp.sync_services(&[svc]).unwrap();
-    let syn = packet::tcp((LOCAL_POD, 40001), (VIP, 80), "S", 1000, b"");
-    assert_eq!(from_container(&env, &syn).0, TC_ACT_REDIRECT, "DNATed and encapsulated");
+    let synack = clusterip_flow_to_remote_backend(&mut env);
     let deliver = env.overlay.classifier(datapath::tunnel::PROG_OVERLAY_DELIVER).unwrap();
-    let synack = packet::tcp((REMOTE_POD, 8080), (LOCAL_POD, 40001), "SA", 5000, b"");
     let (verdict, out) = test_run(deliver, &synack, 0);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = packet::parse_checked(&out);
@@ -323,17 +346,7 @@ fn underlay(env: &mut Env) -> u32 {
     ip(&["neigh", "add", "192.168.10.101", "lladdr", "02:00:00:00:00:65", "dev", "tund0", "nud", "permanent"]);
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
     env.dp.attach_netdev("tund0", Some(NODE_IP)).expect("attach from_netdev");
-    let show = ip(&["-o", "link", "show", "tund0"]);
-    show.split(':').next().unwrap().trim().parse().expect("ifindex")
-}
-
-/// The one's-complement sum of 16-bit words, folded: 0xffff over a header with a valid checksum.
-fn ones_complement_sum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+    ifindex_of("tund0")
 }
 
 /// Checks the outer headers of a frame encapsulated by this node towards REMOTE_NODE and returns
@@ -400,22 +413,13 @@ fn vxlan_packets_for_local_pods_are_decapsulated_on_the_node_device() {
     let mut env = setup("bpfdecap");
     let tund = underlay(&mut env);
     let tund_mac = mac_of("tund0");
-    // A pod of this node behind its veth, as the CNI sets it up.
-    let pod_mac = [0x02, 0, 0, 0, 0, 0x09];
-    ip(&["link", "add", "tlxc0", "type", "veth", "peer", "name", "tlxc1"]);
-    for dev in ["tlxc0", "tlxc1"] {
-        ip(&["link", "set", dev, "up"]);
-    }
-    ip(&["route", "add", "172.20.0.9/32", "dev", "tlxc0"]);
-    ip(&["neigh", "add", "172.20.0.9", "lladdr", "02:00:00:00:00:09", "dev", "tlxc0", "nud", "permanent"]);
-    env.dp.attach_pod_device("tlxc0").expect("attach the pod programs");
-    let lxc_mac = mac_of("tlxc0");
-    let from_netdev = |env: &Env, frame: &[u8], gso_size: u32| {
-        test_run_on(env.dp.classifier(datapath::objects::PROG_FROM_NETDEV).unwrap(), frame, gso_size, tund)
+    let (lxc_mac, pod_mac) = add_local_pod(&mut env);
+    let from_netdev = |env: &Env, frame: &[u8]| {
+        test_run_on(env.dp.classifier(datapath::objects::PROG_FROM_NETDEV).unwrap(), frame, 0, tund)
     };
 
     let inner = packet::tcp((REMOTE_POD, 80), (LOCAL_POD, 40000), "SA", 1, b"hello");
-    let (verdict, out) = from_netdev(&env, &vxlan_frame(tund_mac, NODE_IP, 0x08, &inner), 0);
+    let (verdict, out) = from_netdev(&env, &vxlan_frame(tund_mac, NODE_IP, 0x08, &inner));
     assert_eq!(verdict, TC_ACT_REDIRECT, "into the pod (bpf_redirect_peer)");
     assert_eq!(out.len(), inner.len(), "outer headers gone");
     let seen = packet::parse_checked(&out);
@@ -424,18 +428,8 @@ fn vxlan_packets_for_local_pods_are_decapsulated_on_the_node_device() {
     assert_eq!(seen.payload, b"hello");
 
     // The reply of a remote backend to this pod's ClusterIP connection: reverse NAT first.
-    let svc = ServiceEntry::new(
-        ServiceKind::ClusterIp,
-        VIP,
-        80,
-        Protocol::Tcp,
-        vec![Backend::active(REMOTE_POD, 8080, false)],
-    );
-    env.dp.sync_services(&[svc]).unwrap();
-    let syn = packet::tcp((LOCAL_POD, 40001), (VIP, 80), "S", 1000, b"");
-    assert_eq!(from_container(&env, &syn).0, TC_ACT_REDIRECT, "DNATed and encapsulated");
-    let synack = packet::tcp((REMOTE_POD, 8080), (LOCAL_POD, 40001), "SA", 5000, b"");
-    let (verdict, out) = from_netdev(&env, &vxlan_frame(tund_mac, NODE_IP, 0x08, &synack), 0);
+    let synack = clusterip_flow_to_remote_backend(&mut env);
+    let (verdict, out) = from_netdev(&env, &vxlan_frame(tund_mac, NODE_IP, 0x08, &synack));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src, seen.dst), ((VIP, 80), (LOCAL_POD, 40001)), "reverse NAT before delivery");
@@ -446,19 +440,17 @@ fn vxlan_packets_for_local_pods_are_decapsulated_on_the_node_device() {
     let full = vxlan_frame(tund_mac, NODE_IP, 0x08, &inner);
     let mut fragment = inner.clone();
     fragment[14 + 6] = 0x20; // more fragments
-    fragment[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-    let sum = ones_complement_sum(&fragment[14..34]);
-    fragment[14 + 10..14 + 12].copy_from_slice(&(!sum).to_be_bytes());
-    let cases: [(&str, Vec<u8>, u32); 6] = [
-        ("not a pod of this node", vxlan_frame(tund_mac, NODE_IP, 0x08, &to_outside), 0),
-        ("the node's router IP", vxlan_frame(tund_mac, NODE_IP, 0x08, &to_router), 0),
-        ("another outer destination", vxlan_frame(tund_mac, OUTSIDE, 0x08, &inner), 0),
-        ("no valid VNI", vxlan_frame(tund_mac, NODE_IP, 0x00, &inner), 0),
-        ("an inner fragment", vxlan_frame(tund_mac, NODE_IP, 0x08, &fragment), 0),
-        ("truncated inner header", full[..14 + 20 + 8 + 8 + 14 + 10].to_vec(), 0),
+    fix_ip_checksum(&mut fragment);
+    let cases: [(&str, Vec<u8>); 6] = [
+        ("not a pod of this node", vxlan_frame(tund_mac, NODE_IP, 0x08, &to_outside)),
+        ("the node's router IP", vxlan_frame(tund_mac, NODE_IP, 0x08, &to_router)),
+        ("another outer destination", vxlan_frame(tund_mac, OUTSIDE, 0x08, &inner)),
+        ("no valid VNI", vxlan_frame(tund_mac, NODE_IP, 0x00, &inner)),
+        ("an inner fragment", vxlan_frame(tund_mac, NODE_IP, 0x08, &fragment)),
+        ("truncated inner header", full[..14 + 20 + 8 + 8 + 14 + 10].to_vec()),
     ];
-    for (what, frame, gso_size) in cases {
-        let (verdict, out) = from_netdev(&env, &frame, gso_size);
+    for (what, frame) in cases {
+        let (verdict, out) = from_netdev(&env, &frame);
         assert_eq!((verdict, out), (TC_ACT_OK, frame), "{what}");
     }
 }
