@@ -208,13 +208,20 @@ fn north_south_node_port_and_load_balancer_ip_reach_other_nodes_through_snat() {
     c.lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", LB_IP, "via", "192.168.10.100"]);
     let webpod_on = |node: &str| c.webpods.iter().find(|(_, (n, _))| n == node).map(|(name, _)| name.clone()).unwrap();
     let (local, remote_w1, remote_w0) = (webpod_on("k8s-ctr"), webpod_on("k8s-w1"), webpod_on("k8s-w0"));
+    // The strict checks below are about the settled path: first every backend answers once
+    // through the node port. Requests that fail meanwhile are printed (shown if the test fails).
+    let warm_up = format!("for i in $(seq 1 12); do curl -sS -m 2 192.168.10.100:{} 2>&1; done", c.node_port);
+    c.lab.eventually(&["lab", "exec", "router", "--", "bash", "-c", &warm_up], WAIT, |o| {
+        o.lines().filter(|l| l.starts_with("curl:")).for_each(|l| eprintln!("warm-up: {l}"));
+        [&local, &remote_w1, &remote_w0].iter().all(|who| o.contains(&format!("Hostname: {who}")))
+    });
 
     for target in [format!("192.168.10.100:{}", c.node_port), LB_IP.to_string()] {
         // Every backend answers, each request a fresh connection; the answer comes from the
         // address curl connected to (`remote_ip`), and the backend saw the router itself when
         // it runs on k8s-ctr, k8s-ctr's address (SNAT) when it runs elsewhere.
         let script = format!(
-            "for i in $(seq 1 40); do curl -sS -m 3 -w 'Peer: %{{remote_ip}}\\n' {target} | grep -E '^(Hostname|RemoteAddr|Peer):' | tr '\\n' ' '; echo; done"
+            "for i in $(seq 1 40); do {{ curl -sS -m 3 -w 'Peer: %{{remote_ip}}\\n' {target} 2>&1; }} | grep -E '^(Hostname|RemoteAddr|Peer|curl):' | tr '\\n' ' '; echo; done"
         );
         let out = c.lab.ok(&["lab", "exec", "router", "--", "bash", "-c", &script]);
         let mut seen = BTreeMap::new();
