@@ -146,6 +146,10 @@ _Static_assert(sizeof(struct lb_affinity_match) == 8, "lb_affinity_match size");
 #define CT_LIFETIME_SYN_NS (60ULL * 1000000000ULL)
 #define CT_LIFETIME_CLOSE_NS (10ULL * 1000000000ULL)
 #define CT_LIFETIME_NONTCP_NS (60ULL * 1000000000ULL)
+/* when an established flow's forward packets also refresh its reply entry: after this much idle
+ * time, and every this many packets (see ct_reply_sync_due) */
+#define CT_REPLY_SYNC_NS (1ULL * 1000000000ULL)
+#define CT_REPLY_SYNC_PACKETS 64
 
 struct ct4_key {
 	__be32 saddr;

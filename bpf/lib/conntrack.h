@@ -36,18 +36,23 @@ static __always_inline __u64 ct_lifetime(__u8 proto, __u8 flags, __u8 tcp_flags_
 		return CT_LIFETIME_NONTCP_NS;
 	if (flags & CT_F_CLOSING)
 		return CT_LIFETIME_CLOSE_NS;
-	if (!(flags & CT_F_SEEN_REPLY))
+	/* established once the other side answered, or (for the service entry, which only sees the
+	 * client's side) once the client acknowledged something */
+	if (!(flags & CT_F_SEEN_REPLY) && !(tcp_flags_seen & TCP_FLAG_ACK))
 		return CT_LIFETIME_SYN_NS;
 	return CT_LIFETIME_TCP_NS;
+}
+
+static __always_inline int ct_live(const struct ct_entry *e)
+{
+	return e && e->expires_ns >= now_ns();
 }
 
 /* Returns the live entry for key, or 0 if there is none or it expired. */
 static __always_inline struct ct_entry *ct_lookup(const struct ct4_key *key)
 {
 	struct ct_entry *e = bpf_map_lookup_elem(&cilia_ct4_global, key);
-	if (!e || e->expires_ns < now_ns())
-		return 0;
-	return e;
+	return ct_live(e) ? e : 0;
 }
 
 /* Accounts one packet on an entry and extends its lifetime. A TCP FIN or RST shortens it, so a
@@ -72,8 +77,32 @@ static __always_inline void ct_touch(struct ct_entry *e, const struct pkt4 *p, i
 	e->bytes += p->tot_len;
 }
 
-static __always_inline int ct_create(const struct ct4_key *key, const struct pkt4 *p, __u32 backend_id,
-				     __u16 rev_nat_index, __u8 flags)
+/* The entry for key whatever its state (expired, closing), or 0: for a new flow on a tuple an
+ * earlier flow used, which then starts over in that entry. */
+static __always_inline struct ct_entry *ct_lookup_any(const struct ct4_key *key)
+{
+	return bpf_map_lookup_elem(&cilia_ct4_global, key);
+}
+
+/* Starts a flow's entry: in place over an earlier flow's entry on the same tuple when there is one
+ * (old, from ct_lookup_any), else inserted. A client that opens many connections cycles through its
+ * ports within seconds, so most new flows find one, and rewriting it costs no allocation from and
+ * return to the LRU map's free lists. Nothing else uses an old flow's entry once its tuple starts a
+ * new flow. */
+/* Whether a forward packet of an established flow, which just moved its service entry (e) on from
+ * expiry `was`, should also refresh the flow's reply entry. Replies keep the reply entry alive;
+ * the forward side refreshes it on packets that open or close the flow, after an idle second or
+ * more (or when the lifetime grew), and every CT_REPLY_SYNC_PACKETS packets, so a flow whose
+ * replies stop (one-way UDP) keeps it, and one that lost it (evicted) gets it back soon. */
+static __always_inline int ct_reply_sync_due(const struct pkt4 *p, const struct ct_entry *e, __u64 was)
+{
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)))
+		return 1;
+	return e->expires_ns > was + CT_REPLY_SYNC_NS || (e->packets % CT_REPLY_SYNC_PACKETS) == 0;
+}
+
+static __always_inline int ct_create(const struct ct4_key *key, struct ct_entry *old, const struct pkt4 *p,
+				     __u32 backend_id, __u16 rev_nat_index, __u8 flags)
 {
 	struct ct_entry e = {};
 	e.backend_id = backend_id;
@@ -83,6 +112,10 @@ static __always_inline int ct_create(const struct ct4_key *key, const struct pkt
 	e.packets = 1;
 	e.bytes = p->tot_len;
 	e.expires_ns = now_ns() + ct_lifetime(p->proto, flags, p->tcp_flags);
+	if (old) {
+		*old = e;
+		return 0;
+	}
 	return bpf_map_update_elem(&cilia_ct4_global, key, &e, BPF_ANY);
 }
 

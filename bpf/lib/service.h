@@ -37,17 +37,20 @@ static __always_inline enum svc_verdict lb4_xlate(struct __sk_buff *skb, struct 
 {
 	__u8 ct_flags = north_south ? CT_F_NODEPORT : 0;
 	struct ct4_key sk = ct4_key_of(p->saddr, p->daddr, p->sport, p->dport, p->proto, CT_SERVICE);
-	struct ct_entry *ce = ct_lookup(&sk);
+	struct ct_entry *ce = ct_lookup_any(&sk);
 	struct lb4_backend *be = 0;
 	__u32 backend_id = 0;
 
 	/* An existing flow keeps its backend, even a terminating one, for as long as the backend
 	 * exists; only a deleted backend makes it choose again. */
-	if (ce && !(is_new_syn(p) && (ce->flags & CT_F_CLOSING)) && ce->rev_nat_index == svc->rev_nat_index) {
+	int sync_reply_entry = 1;
+	if (ct_live(ce) && !(is_new_syn(p) && (ce->flags & CT_F_CLOSING)) && ce->rev_nat_index == svc->rev_nat_index) {
 		be = lb4_lookup_backend(ce->backend_id);
 		if (be) {
 			backend_id = ce->backend_id;
+			__u64 was = ce->expires_ns;
 			ct_touch(ce, p, 0);
+			sync_reply_entry = ct_reply_sync_due(p, ce, was);
 		}
 	}
 	int new_flow = !backend_id;
@@ -61,16 +64,21 @@ static __always_inline enum svc_verdict lb4_xlate(struct __sk_buff *skb, struct 
 		be = lb4_lookup_backend(backend_id);
 		if (!be)
 			return SVC_REJECT;
-		ct_create(&sk, p, backend_id, svc->rev_nat_index, ct_flags);
+		ct_create(&sk, ce, p, backend_id, svc->rev_nat_index, ct_flags);
 	}
 
-	/* A new flow's reply entry is written fresh (whatever an earlier flow on the tuple left). */
-	struct ct4_key ek = ct4_key_of(p->saddr, be->address, p->sport, be->port, p->proto, CT_EGRESS);
-	struct ct_entry *ee = new_flow ? 0 : ct_lookup(&ek);
-	if (ee && ee->rev_nat_index == svc->rev_nat_index)
-		ct_touch(ee, p, 0);
-	else
-		ct_create(&ek, p, backend_id, svc->rev_nat_index, ct_flags);
+	/* The reply entry: a new flow's starts over, whatever an earlier flow on the tuple left (a
+	 * tuple without a service entry has none either, so it is inserted without looking); an
+	 * established flow's is kept alive by its replies and refreshed from here only now and then
+	 * (ct_reply_sync_due), which saves a conntrack lookup on nearly every forward packet. */
+	if (sync_reply_entry) {
+		struct ct4_key ek = ct4_key_of(p->saddr, be->address, p->sport, be->port, p->proto, CT_EGRESS);
+		struct ct_entry *ee = ce ? ct_lookup_any(&ek) : 0;
+		if (!new_flow && ct_live(ee) && ee->rev_nat_index == svc->rev_nat_index)
+			ct_touch(ee, p, 0);
+		else
+			ct_create(&ek, ee, p, backend_id, svc->rev_nat_index, ct_flags);
+	}
 
 	*be_out = *be;
 	if (lb4_dnat(skb, p, be) < 0)

@@ -9,10 +9,15 @@
 #   cilia     cilia's eBPF datapath (tc on the node's devices), programmed with the same services
 # Load: wrk -t1 -c32, new connection per request (`Connection: close`) and keep-alive requests.
 # Rounds are interleaved and medians reported. Run as root: scripts/bench/service-lb.sh [ROUNDS] [SECONDS]
+# COUNTS="1 1000 10000" and PATHS="direct iptables nftables cilia" choose a subset (direct must
+# come first: the other paths' ratios are to it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-2}
 secs=${2:-3}
+counts=${COUNTS:-1 1000 10000}
+paths=${PATHS:-direct iptables nftables cilia}
+[ "${paths%% *}" = direct ] || { echo "PATHS must start with direct" >&2; exit 2; }
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --bins -q
 cargo build --release -q -p datapath --example lb-program
 cilia=$PWD/target/release/cilia
@@ -115,13 +120,17 @@ wrk_rate() { # wrk_rate URL [close]
   fi | awk '/Requests\/sec/ {print $2}'
 }
 
+# The machine's first seconds of load run slower (caches, frequency, the backend's first
+# connections): an untimed warm-up keeps that out of the first measured path.
+wrk_rate "http://10.97.2.10/" close >/dev/null
+
 # Ratios are taken within a round (each path against the direct run just before it) and their
 # median reported: the machine's speed drifts between rounds far more than within one.
 declare -A conn req conn_ratio req_ratio
-for count in 1 1000 10000; do
+for count in $counts; do
   target=$(vip_of "$count")
   for r in $(seq "$rounds"); do
-    for mode in direct iptables nftables cilia; do
+    for mode in $paths; do
       setup "$mode" "$count"
       url="http://$target/"; [ "$mode" = direct ] && url="http://10.97.2.10/"
       c=$(wrk_rate "$url" close); q=$(wrk_rate "$url")
@@ -137,8 +146,8 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 printf "%-9s %9s | %-34s | %-34s\n" "" services "new connections/s (ratio to direct)" "keep-alive requests/s (ratio)"
-for count in 1 1000 10000; do
-  for mode in direct iptables nftables cilia; do
+for count in $counts; do
+  for mode in $paths; do
     c=$(echo ${conn[$mode-$count]} | median); q=$(echo ${req[$mode-$count]} | median)
     cr=$(echo ${conn_ratio[$mode-$count]} | median); qr=$(echo ${req_ratio[$mode-$count]} | median)
     printf "%-9s %9s | %12.0f  %6.2fx                | %12.0f  %6.2fx\n" "$mode" "$count" "$c" "$cr" "$q" "$qr"

@@ -78,6 +78,9 @@ pub const CT_F_NODEPORT: u8 = 0x01;
 pub const CT_F_SNAT: u8 = 0x02;
 pub const CT_F_CLOSING: u8 = 0x04;
 pub const CT_F_SEEN_REPLY: u8 = 0x08;
+/// Every this many forward packets an established flow also refreshes its reply entry
+/// (`CT_REPLY_SYNC_PACKETS`, bpf/lib/conntrack.h `ct_reply_sync_due`).
+pub const CT_REPLY_SYNC_PACKETS: u64 = 64;
 
 pub const CFG_F_SOCKET_LB: u32 = 0x01;
 

@@ -519,3 +519,90 @@ fn conntrack_gc_removes_expired_entries_only() {
     assert_eq!(env.dp.gc_conntrack().unwrap(), 1);
     assert_eq!(env.dp.maps().ct_entries().unwrap().len(), 3);
 }
+
+/// The conntrack entry of one flow (by client port and direction) and its seconds to live.
+fn ct_entry(dp: &Datapath, client_port: u16, dir: u8) -> (abi::CtEntry, i64) {
+    let (_, e) = dp
+        .maps()
+        .ct_entries()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k.sport == abi::port_be(client_port) && k.dir == dir)
+        .unwrap_or_else(|| panic!("no entry for port {client_port} dir {dir}"));
+    let left = (e.expires_ns as i64 - datapath::maps::monotonic_ns() as i64) / 1_000_000_000;
+    (e, left)
+}
+
+#[test]
+fn an_established_flow_outlives_the_syn_timeout_on_the_client_side_alone() {
+    require_root!();
+    let mut env = setup("ctlife");
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
+    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47000), (VIP, 80), "S", 1, b""));
+    let (_, left) = ct_entry(&env.dp, 47000, abi::CT_SERVICE);
+    assert!(left <= 60, "a lone SYN is kept for the SYN timeout, not {left}s");
+
+    // The service entry only sees the client's side: its ACK establishes the flow, so an idle
+    // keep-alive connection keeps its backend past the SYN timeout.
+    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47000), (VIP, 80), "A", 2, b""));
+    let (_, left) = ct_entry(&env.dp, 47000, abi::CT_SERVICE);
+    assert!(left > 3600, "established service entry lives {left}s");
+}
+
+#[test]
+fn the_reply_entry_is_refreshed_now_and_then_and_rebuilt_when_lost() {
+    require_root!();
+    let mut env = setup("ctsync");
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
+    let fwd = |flags: &str| packet::tcp((POD, 47100), (VIP, 80), flags, 2, b"x");
+    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47100), (VIP, 80), "S", 1, b""));
+    // The first ACK establishes the flow (a longer lifetime), which reaches the reply entry too;
+    // the packets after it leave the reply entry alone.
+    run(&env.dp, PROG_FROM_CONTAINER, &fwd("A"));
+    let (out, left) = ct_entry(&env.dp, 47100, abi::CT_EGRESS);
+    assert!(out.packets == 2 && left > 3600, "{out:?} {left}s");
+    run(&env.dp, PROG_FROM_CONTAINER, &fwd("A"));
+    run(&env.dp, PROG_FROM_CONTAINER, &fwd("A"));
+    assert_eq!(ct_entry(&env.dp, 47100, abi::CT_EGRESS).0.packets, 2);
+
+    // The reply entry disappears (as under LRU pressure): a forward packet stream restores it
+    // within CT_REPLY_SYNC_PACKETS packets, and the replies are translated again.
+    let (k, _) = env.dp.maps().ct_entries().unwrap().into_iter().find(|(k, _)| k.dir == abi::CT_EGRESS).unwrap();
+    env.dp.maps_mut().ct.remove(&k).unwrap();
+    let reply = packet::tcp((BE1, 8080), (POD, 47100), "A", 9, b"");
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &reply);
+    assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "no reply entry: left untranslated");
+    for _ in 0..abi::CT_REPLY_SYNC_PACKETS {
+        run(&env.dp, PROG_FROM_CONTAINER, &fwd("A"));
+    }
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &reply);
+    assert_eq!(packet::parse_checked(&out).src, (VIP, 80));
+
+    // A FIN always reaches the reply entry, so it closes with the flow.
+    run(&env.dp, PROG_FROM_CONTAINER, &fwd("FA"));
+    let (out, left) = ct_entry(&env.dp, 47100, abi::CT_EGRESS);
+    assert!(out.flags & abi::CT_F_CLOSING != 0 && left <= 10, "{out:?} {left}s");
+}
+
+#[test]
+fn a_new_connection_on_a_closed_flows_tuple_starts_over_in_its_entries() {
+    require_root!();
+    let mut env = setup("ctreuse");
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
+    for flags in ["S", "A", "FA", "A"] {
+        run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47200), (VIP, 80), flags, 1, b""));
+    }
+    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (POD, 47200), "FA", 9, b""));
+    let (old, _) = ct_entry(&env.dp, 47200, abi::CT_SERVICE);
+    assert!(old.flags & abi::CT_F_CLOSING != 0 && old.packets == 4, "{old:?}");
+
+    // The client reuses its port: both entries start over, counted from this SYN.
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47200), (VIP, 80), "S", 7, b""));
+    assert_eq!(packet::parse_checked(&out).dst, (BE1, 8080));
+    for dir in [abi::CT_SERVICE, abi::CT_EGRESS] {
+        let (e, left) = ct_entry(&env.dp, 47200, dir);
+        assert_eq!((e.packets, e.flags & (abi::CT_F_CLOSING | abi::CT_F_SEEN_REPLY)), (1, 0), "dir {dir}: {e:?}");
+        assert!(left > 10, "dir {dir}: a new flow gets the SYN timeout, not the closing one ({left}s)");
+    }
+    assert_eq!(env.dp.maps().ct_entries().unwrap().len(), 2, "still two entries for the tuple");
+}
