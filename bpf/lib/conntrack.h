@@ -84,11 +84,6 @@ static __always_inline struct ct_entry *ct_lookup_any(const struct ct4_key *key)
 	return bpf_map_lookup_elem(&cilia_ct4_global, key);
 }
 
-/* Starts a flow's entry: in place over an earlier flow's entry on the same tuple when there is one
- * (old, from ct_lookup_any), else inserted. A client that opens many connections cycles through its
- * ports within seconds, so most new flows find one, and rewriting it costs no allocation from and
- * return to the LRU map's free lists. Nothing else uses an old flow's entry once its tuple starts a
- * new flow. */
 /* Whether a forward packet of an established flow, which just moved its service entry (e) on from
  * expiry `was`, should also refresh the flow's reply entry. Replies keep the reply entry alive;
  * the forward side refreshes it on packets that open or close the flow, after an idle second or
@@ -101,6 +96,11 @@ static __always_inline int ct_reply_sync_due(const struct pkt4 *p, const struct 
 	return e->expires_ns > was + CT_REPLY_SYNC_NS || (e->packets % CT_REPLY_SYNC_PACKETS) == 0;
 }
 
+/* Starts a flow's entry: in place over an earlier flow's entry on the same tuple when there is one
+ * (old, from ct_lookup_any), else inserted. A client that opens many connections cycles through its
+ * ports within seconds, so most new flows find one, and rewriting it costs no allocation from and
+ * return to the LRU map's free lists. Nothing else uses an old flow's entry once its tuple starts a
+ * new flow. */
 static __always_inline int ct_create(const struct ct4_key *key, struct ct_entry *old, const struct pkt4 *p,
 				     __u32 backend_id, __u16 rev_nat_index, __u8 flags)
 {

@@ -10,13 +10,15 @@
 # Load: wrk -t1 -c32, new connection per request (`Connection: close`) and keep-alive requests.
 # Rounds are interleaved and medians reported. Run as root: scripts/bench/service-lb.sh [ROUNDS] [SECONDS]
 # COUNTS="1 1000 10000" and PATHS="direct iptables nftables cilia" choose a subset (direct must
-# come first: the other paths' ratios are to it).
+# come first: the other paths' ratios are to it). BASE_PROGRAM=path/to/another/build's/lb-program
+# adds the path `cilia-base`, that build's datapath, to compare two builds side by side.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-2}
 secs=${2:-3}
 counts=${COUNTS:-1 1000 10000}
 paths=${PATHS:-direct iptables nftables cilia}
+[ -z "${BASE_PROGRAM:-}" ] || paths="$paths cilia-base"
 [ "${paths%% *}" = direct ] || { echo "PATHS must start with direct" >&2; exit 2; }
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --bins -q
 cargo build --release -q -p datapath --example lb-program
@@ -101,13 +103,14 @@ setup() { # setup MODE COUNT
     iptables) iptables_rules "$2" >"$work/ipt"; ip netns exec "$p-n" iptables-restore <"$work/ipt" ;;
     nftables) nft_rules "$2" >"$work/nft"; ip netns exec "$p-n" nft -f "$work/nft" ;;
     cilia) nsenter --net="/run/netns/$p-n" "$program" "$pin" eth1 lxcs "$2" "$first_vip" 10.97.2.10 2>/dev/null ;;
+    cilia-base) nsenter --net="/run/netns/$p-n" "$BASE_PROGRAM" "$pin" eth1 lxcs "$2" "$first_vip" 10.97.2.10 2>/dev/null ;;
   esac
 }
 teardown() {
   case $1 in
     iptables) ip netns exec "$p-n" iptables -t nat -F; ip netns exec "$p-n" iptables -t nat -X ;;
     nftables) ip netns exec "$p-n" nft delete table ip kube-proxy ;;
-    cilia) rm -rf "$pin" ;;
+    cilia|cilia-base) rm -rf "$pin" ;;
   esac
   # Connection tracking entries of one path must not meet the next path's connections.
   ip netns exec "$p-n" conntrack -F >/dev/null 2>&1 || true
@@ -145,12 +148,12 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
-printf "%-9s %9s | %-34s | %-34s\n" "" services "new connections/s (ratio to direct)" "keep-alive requests/s (ratio)"
+printf "%-10s %9s | %-34s | %-34s\n" "" services "new connections/s (ratio to direct)" "keep-alive requests/s (ratio)"
 for count in $counts; do
   for mode in $paths; do
     c=$(echo ${conn[$mode-$count]} | median); q=$(echo ${req[$mode-$count]} | median)
     cr=$(echo ${conn_ratio[$mode-$count]} | median); qr=$(echo ${req_ratio[$mode-$count]} | median)
-    printf "%-9s %9s | %12.0f  %6.2fx                | %12.0f  %6.2fx\n" "$mode" "$count" "$c" "$cr" "$q" "$qr"
+    printf "%-10s %9s | %12.0f  %6.2fx                | %12.0f  %6.2fx\n" "$mode" "$count" "$c" "$cr" "$q" "$qr"
   done
 done
 echo "(medians of $rounds interleaved rounds of ${secs}s; ratios: median of the per-round ratios to direct)"
