@@ -201,6 +201,19 @@ fn cluster_ip_by_name_from_pods_and_frontends_from_every_node() {
     assert!(lb.contains(&format!("{LB_IP}:80/TCP (0)")) && lb.contains("[LoadBalancer"), "{lb}");
 }
 
+/// What a failed north-south request leaves to look at: k8s-ctr's conntrack, SNAT and service
+/// maps and the neighbour tables on the way (only gathered when an assertion fails).
+fn north_south_state(c: &Cluster) -> String {
+    let dumps: [&[&str]; 5] = [
+        &["dbg", "k8s-ctr", "bpf", "ct", "list"],
+        &["dbg", "k8s-ctr", "bpf", "nat", "list"],
+        &["dbg", "k8s-ctr", "bpf", "lb", "list"],
+        &["lab", "exec", "router", "--", "ip", "neigh"],
+        &["lab", "exec", "k8s-ctr", "--", "ip", "neigh"],
+    ];
+    dumps.iter().map(|args| format!("$ cilia {}\n{}", args.join(" "), text(&c.lab.cilia(args)))).collect()
+}
+
 #[test]
 fn north_south_node_port_and_load_balancer_ip_reach_other_nodes_through_snat() {
     let c = Cluster::up("svcns");
@@ -230,7 +243,7 @@ fn north_south_node_port_and_load_balancer_ip_reach_other_nodes_through_snat() {
                 |k: &str| line.split_whitespace().skip_while(|w| *w != k).nth(1).unwrap_or_default().to_string();
             let (who, client, peer) = (field("Hostname:"), field("RemoteAddr:"), field("Peer:"));
             let want_peer = target.split(':').next().unwrap();
-            assert_eq!(peer, want_peer, "{target}: reply not from the frontend: {line}");
+            assert_eq!(peer, want_peer, "{target}: reply not from the frontend: {line}\n{}", north_south_state(&c));
             let client_ip = client.split(':').next().unwrap_or_default().to_string();
             let expected = if who == local { "192.168.10.200" } else { "192.168.10.100" };
             assert_eq!(client_ip, expected, "{target} via {who}: {line}");
