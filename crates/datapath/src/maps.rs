@@ -130,12 +130,31 @@ impl PinnedMaps {
     /// Removes expired conntrack entries (the LRU evicts too, but only under pressure). Returns
     /// how many it removed.
     pub fn gc_conntrack(&mut self, now_ns: u64) -> Result<usize> {
-        let expired: Vec<Ct4Key> =
+        let listed: Vec<Ct4Key> =
             self.ct_entries()?.into_iter().filter(|(_, e)| e.expires_ns < now_ns).map(|(k, _)| k).collect();
-        for k in &expired {
-            ignore_missing(self.ct.remove(k), abi::MAP_CT)?;
+        let mut removed = 0;
+        for k in &listed {
+            if self.remove_ct_if_expired(k, now_ns)? {
+                removed += 1;
+            }
         }
-        Ok(expired.len())
+        Ok(removed)
+    }
+
+    /// Deletes the entry for `k` if it is still expired at `now_ns`. The datapath starts a new
+    /// flow on an old flow's tuple in that flow's entry, and a pass over a large map takes long
+    /// enough for that to happen to an entry it listed as expired: reading it again right before
+    /// the delete keeps the new flow's entry (the window left is two system calls).
+    pub fn remove_ct_if_expired(&mut self, k: &Ct4Key, now_ns: u64) -> Result<bool> {
+        match self.ct.get(k, 0) {
+            Ok(e) if e.expires_ns < now_ns => {
+                ignore_missing(self.ct.remove(k), abi::MAP_CT)?;
+                Ok(true)
+            }
+            Ok(_) | Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(Error::Map { map: abi::MAP_CT, op: "lookup".into(), source: Box::new(e) }),
+        }
     }
 }
 

@@ -518,6 +518,17 @@ fn conntrack_gc_removes_expired_entries_only() {
     env.dp.maps_mut().ct.insert(k, e, 0).unwrap();
     assert_eq!(env.dp.gc_conntrack().unwrap(), 1);
     assert_eq!(env.dp.maps().ct_entries().unwrap().len(), 3);
+
+    // An entry a pass listed as expired, in which a new flow has started since, is kept.
+    let (k, _) = env.dp.maps().ct_entries().unwrap().into_iter().find(|(k, _)| k.sport == abi::port_be(46001)).unwrap();
+    let now = datapath::maps::monotonic_ns();
+    assert!(!env.dp.maps_mut().remove_ct_if_expired(&k, now).unwrap());
+    let (_, mut e) = env.dp.maps().ct_entries().unwrap().into_iter().find(|(key, _)| *key == k).unwrap();
+    e.expires_ns = 1;
+    env.dp.maps_mut().ct.insert(k, e, 0).unwrap();
+    assert!(env.dp.maps_mut().remove_ct_if_expired(&k, now).unwrap());
+    assert!(!env.dp.maps_mut().remove_ct_if_expired(&k, now).unwrap(), "already gone");
+    assert_eq!(env.dp.maps().ct_entries().unwrap().len(), 2);
 }
 
 /// The conntrack entry of one flow (by client port and direction) and its seconds to live.
