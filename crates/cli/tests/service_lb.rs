@@ -120,11 +120,11 @@ impl Cluster {
     }
 
     /// Sends `n` requests from `host` in one shell loop (fast) and counts the answers by
-    /// hostname; failed requests count under "FAILED <curl exit code>".
+    /// hostname; failed requests count under "FAILED <curl exit code> <curl's message>".
     fn distribution(&self, host: &str, target: &str, n: usize) -> BTreeMap<String, usize> {
         let script = format!(
             "for i in $(seq 1 {n}); do out=$(curl -sS -m 3 {target} 2>&1); rc=$?; \
-             if [ $rc -eq 0 ]; then echo \"$out\" | grep '^Hostname:'; else echo \"FAILED $rc\"; fi; done"
+             if [ $rc -eq 0 ]; then echo \"$out\" | grep '^Hostname:'; else echo \"FAILED $rc $(echo \"$out\" | head -1)\"; fi; done"
         );
         let out = self.lab.cilia(&["lab", "exec", host, "--", "bash", "-c", &script]);
         assert!(out.status.success(), "request loop in {host}:\n{}", text(&out));
@@ -381,4 +381,53 @@ fn agent_killed_under_load_loses_no_request() {
     }
     let counts = c.distribution("router", LB_IP, 10);
     assert_all_answer(&counts, &c.webpods, "after the restart");
+}
+
+/// Three keep-alive connections from `host` (a pod or a lab host) to `target`:80, each asked
+/// once, left idle for `idle`, then asked again. Returns per connection the two `Hostname:`
+/// answers ("none" when the connection gave no answer: reset or closed).
+fn keep_alive_across_idle(lab: &TestLab, exec: &[&str], target: &str, idle: Duration) -> Vec<(String, String)> {
+    let script = format!(
+        r#"trap '' PIPE
+req=$'GET / HTTP/1.1\r\nHost: webpod\r\n\r\n'
+answer() {{ while IFS= read -r -t 5 -u "$1" line; do case $line in Hostname:*) echo "${{line#Hostname: }}"; return;; esac; done; echo none; }}
+exec 3<>/dev/tcp/{target}/80 4<>/dev/tcp/{target}/80 5<>/dev/tcp/{target}/80
+for fd in 3 4 5; do printf '%s' "$req" >&"$fd"; echo "before $fd $(answer $fd)"; done
+sleep {}
+for fd in 3 4 5; do printf '%s' "$req" >&"$fd" 2>/dev/null; echo "after $fd $(answer $fd)"; done"#,
+        idle.as_secs()
+    );
+    let mut args = exec.to_vec();
+    args.extend(["bash", "-c", &script]);
+    let out = lab.cilia(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answer = |phase: &str, fd: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{phase} {fd} ")))
+            .unwrap_or_else(|| panic!("no {phase} line for connection {fd}:\n{}", text(&out)))
+            .to_string()
+    };
+    ["3", "4", "5"].iter().map(|fd| (answer("before", fd), answer("after", fd))).collect()
+}
+
+#[test]
+fn idle_keep_alive_connections_keep_their_backend_past_the_syn_timeout() {
+    // Longer than a lone SYN's conntrack lifetime (60 s) and than two conntrack GC passes (30 s).
+    const IDLE: Duration = Duration::from_secs(65);
+    let c = Cluster::up("svcidle");
+    c.lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", LB_IP, "via", "192.168.10.100"]);
+    // A pod through the ClusterIP (from_container) and the router through the LB IP (from_netdev,
+    // SNAT for backends on other nodes), side by side.
+    let results = std::thread::scope(|s| {
+        let pod = s.spawn(|| keep_alive_across_idle(&c.lab, &["exec", "curl-k8s-w1", "--"], &c.cluster_ip, IDLE));
+        let router = s.spawn(|| keep_alive_across_idle(&c.lab, &["lab", "exec", "router", "--"], LB_IP, IDLE));
+        [("ClusterIP from curl-k8s-w1", pod.join().unwrap()), ("LB IP from the router", router.join().unwrap())]
+    });
+    for (path, conns) in results {
+        for (before, after) in conns {
+            assert!(c.webpods.contains_key(&before), "{path}: first request answered by {before:?}");
+            assert_eq!(after, before, "{path}: after {IDLE:?} idle the connection went elsewhere (none: reset)");
+        }
+    }
 }
