@@ -69,9 +69,9 @@ static __always_inline enum svc_verdict lb4_xlate(struct __sk_buff *skb, struct 
 
 	/* The reply entry: a new flow's starts over, whatever an earlier flow on the tuple left (a
 	 * tuple without a service entry rarely has one, so it is inserted without looking, which
-	 * also replaces one); an
-	 * established flow's is kept alive by its replies and refreshed from here only now and then
-	 * (ct_reply_sync_due), which saves a conntrack lookup on nearly every forward packet. */
+	 * also replaces one); an established flow's is kept alive by its replies and refreshed from
+	 * here only now and then (ct_reply_sync_due), which saves a conntrack lookup on nearly every
+	 * forward packet. */
 	if (sync_reply_entry) {
 		struct ct4_key ek = ct4_key_of(p->saddr, be->address, p->sport, be->port, p->proto, CT_EGRESS);
 		struct ct_entry *ee = ce ? ct_lookup_any(&ek) : 0;

@@ -16,8 +16,9 @@
 #   direct-masq     the same with the kernel masquerading the router on k8s-ctr (nftables), so
 #                   that replies take SNAT's way back: the same hops, NAT by the kernel
 #
-# Each Service selects one pod, so the paths of a group reach the same backend. Rounds are interleaved and medians reported, since the machine is shared. Run
-# as root from the repository root: scripts/bench/lab-services.sh [ROUNDS] [SECONDS]
+# Each Service selects one pod, so the paths of a group reach the same backend. Rounds are
+# interleaved and medians reported, since the machine is shared. Run as root from the repository
+# root: scripts/bench/lab-services.sh [ROUNDS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
@@ -99,10 +100,7 @@ run() {
 rate() { awk '/Requests\/sec/ {r=int($2)} END {print r+0}'; }
 errors() { awk '/Socket errors|Non-2xx/ {print}'; }
 declare -A conn req conn_pair req_pair
-# Group by group, rounds interleaved within a group: a service path, then its direct twins. The
-# router groups run last: the SNAT entries they leave on k8s-ctr use ports from the node's own
-# ephemeral range (see docs/service-lb.md), which would take replies away from k8s-ctr's own
-# connections to the same backend.
+# Group by group, rounds interleaved within a group: a service path, then its direct twins.
 groups=("clusterip-pod direct-pod" "clusterip-node direct-node" "lbip-local direct-local"
   "lbip-router direct-router direct-masq")
 for group in "${groups[@]}"; do

@@ -151,18 +151,27 @@ impl PinnedMaps {
                 ignore_missing(self.ct.remove(k), abi::MAP_CT)?;
                 Ok(true)
             }
-            Ok(_) | Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Ok(_) => Ok(false),
+            Err(e) if is_missing(&e) => Ok(false),
             Err(e) => Err(Error::Map { map: abi::MAP_CT, op: "lookup".into(), source: Box::new(e) }),
         }
+    }
+}
+
+/// Whether a map operation failed only because the key is not there.
+fn is_missing(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 
 /// Deleting what is already gone (an LRU eviction, a concurrent cleanup) is success.
 fn ignore_missing(r: Result<(), aya::maps::MapError>, map: &'static str) -> Result<()> {
     match r {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Ok(()) => Ok(()),
+        Err(e) if is_missing(&e) => Ok(()),
         Err(e) => Err(Error::Map { map, op: "delete".into(), source: Box::new(e) }),
     }
 }

@@ -5,8 +5,8 @@
 //! unchanged (TC_ACT_OK). Test-run cannot read the tunnel key back, so the verdict and the frame
 //! are what is checked. Super-packets are not covered here (test-run gives an skb a GSO size but
 //! no GSO type, which bpf_skb_adjust_room refuses): bulk TCP across the tunnel is an end-to-end
-//! test (crates/cli/tests/tunnel.rs). Needs root; each test gets its own bpffs and an empty network namespace
-//! in which a veth (MTU 1500) stands in for the VXLAN device.
+//! test (crates/cli/tests/tunnel.rs). Needs root; each test gets its own bpffs and an empty
+//! network namespace in which a veth (MTU 1500) stands in for the VXLAN device.
 
 mod common;
 
@@ -196,18 +196,16 @@ fn packets_larger_than_the_tunnel_mtu_are_left_to_the_stack() {
     assert_eq!(out, aggregate);
 }
 
+/// A ClusterIP (VIP:80) whose one backend is a pod behind the tunnel.
+fn remote_backend_service() -> ServiceEntry {
+    ServiceEntry::new(ServiceKind::ClusterIp, VIP, 80, Protocol::Tcp, vec![Backend::active(REMOTE_POD, 8080, false)])
+}
+
 #[test]
 fn service_traffic_to_a_backend_behind_the_tunnel_is_encapsulated_after_dnat() {
     require_root!();
     let mut env = setup("svc");
-    let svc = ServiceEntry::new(
-        ServiceKind::ClusterIp,
-        VIP,
-        80,
-        Protocol::Tcp,
-        vec![Backend::active(REMOTE_POD, 8080, false)],
-    );
-    env.dp.sync_services(&[svc]).unwrap();
+    env.dp.sync_services(&[remote_backend_service()]).unwrap();
     let syn = packet::tcp((POD, 40000), (VIP, 80), "S", 1000, b"");
     let (verdict, out) = from_container(&env, &syn);
     assert_eq!(verdict, TC_ACT_REDIRECT);
@@ -256,16 +254,21 @@ fn to_overlay_encapsulates_the_nodes_own_traffic_and_passes_the_rest() {
     assert_eq!((verdict, out), (TC_ACT_OK, inner));
 }
 
+/// A veth pair, up (with loopback), in the test namespace, which forwards.
+fn forwarding_veth(dev: &str, peer: &str) {
+    ip(&["link", "add", dev, "type", "veth", "peer", "name", peer]);
+    for d in ["lo", dev, peer] {
+        ip(&["link", "set", d, "up"]);
+    }
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
+}
+
 /// A pod of this node behind its veth tlxc0, as the CNI sets it up (a /32 route and a neighbour)
 /// and the agent marks it (packets for it go to the peer). Returns the veth's and the pod's MAC.
 fn add_local_pod(env: &mut Env) -> ([u8; 6], [u8; 6]) {
-    ip(&["link", "add", "tlxc0", "type", "veth", "peer", "name", "tlxc1"]);
-    for dev in ["lo", "tlxc0", "tlxc1"] {
-        ip(&["link", "set", dev, "up"]);
-    }
+    forwarding_veth("tlxc0", "tlxc1");
     ip(&["route", "add", "172.20.0.9/32", "dev", "tlxc0"]);
     ip(&["neigh", "add", "172.20.0.9", "lladdr", "02:00:00:00:00:09", "dev", "tlxc0", "nud", "permanent"]);
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
     env.dp.attach_pod_device("tlxc0").expect("attach the pod programs");
     (mac_of("tlxc0"), [0x02, 0, 0, 0, 0, 0x09])
 }
@@ -273,14 +276,7 @@ fn add_local_pod(env: &mut Env) -> ([u8; 6], [u8; 6]) {
 /// The local pod's connection to a ClusterIP whose backend is behind the tunnel, opened (its SYN
 /// DNATed and encapsulated). Returns the backend's SYN-ACK, before reverse NAT.
 fn clusterip_flow_to_remote_backend(env: &mut Env) -> Vec<u8> {
-    let svc = ServiceEntry::new(
-        ServiceKind::ClusterIp,
-        VIP,
-        80,
-        Protocol::Tcp,
-        vec![Backend::active(REMOTE_POD, 8080, false)],
-    );
-    env.dp.sync_services(&[svc]).unwrap();
+    env.dp.sync_services(&[remote_backend_service()]).unwrap();
     let syn = packet::tcp((LOCAL_POD, 40001), (VIP, 80), "S", 1000, b"");
     assert_eq!(from_container(env, &syn).0, TC_ACT_REDIRECT, "DNATed and encapsulated");
     packet::tcp((REMOTE_POD, 8080), (LOCAL_POD, 40001), "SA", 5000, b"")
@@ -338,13 +334,9 @@ const VXLAN_HEADERS: usize = 50;
 /// device) and the remote node as its neighbour: the FIB knows the way to the tunnel endpoint.
 /// Returns tund0's ifindex.
 fn underlay(env: &mut Env) -> u32 {
-    ip(&["link", "add", "tund0", "type", "veth", "peer", "name", "tund1"]);
-    for dev in ["lo", "tund0", "tund1"] {
-        ip(&["link", "set", dev, "up"]);
-    }
+    forwarding_veth("tund0", "tund1");
     ip(&["addr", "add", "192.168.10.100/24", "dev", "tund0"]);
     ip(&["neigh", "add", "192.168.10.101", "lladdr", "02:00:00:00:00:65", "dev", "tund0", "nud", "permanent"]);
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
     env.dp.attach_netdev("tund0", Some(NODE_IP)).expect("attach from_netdev");
     ifindex_of("tund0")
 }
