@@ -72,6 +72,7 @@ int from_netdev(struct __sk_buff *skb)
 	 * so it skips the two conntrack lookups replies need, which miss the cache on a busy node. */
 	struct lb4_service *svc = lb4_frontend_of(&key, &p, 1);
 	if (!svc) {
+		ct_forget_closed_flow_on_direct_syn(&p);
 		int snat = is_snat_port(p.dport) ? snat_rev(skb, &p) : 0;
 		if (snat < 0)
 			return TC_ACT_SHOT;

@@ -65,6 +65,7 @@ int from_container(struct __sk_buff *skb)
 		}
 	}
 
+	ct_forget_closed_flow_on_direct_syn(&p);
 	/* A reply of a service flow whose backend is this pod; a hairpin reply undoes its SNAT first. */
 	if (p.daddr == LB_HAIRPIN_ADDR_BE && snat_rev(skb, &p) < 0)
 		return TC_ACT_SHOT;

@@ -119,4 +119,19 @@ static __always_inline int ct_create(const struct ct4_key *key, struct ct_entry 
 	return bpf_map_update_elem(&cilia_ct4_global, key, &e, BPF_ANY);
 }
 
+/* A SYN that is no service flow's (sent to the address itself) on the tuple a closed service flow
+ * was translated to: that flow's reply entry would turn the new connection's replies into the
+ * frontend's, for as long as the entry lasts. A client may dial a backend directly from a port it
+ * just used for the service (its kernel picks ports per destination), so the leftover goes. A live
+ * flow keeps its entry: two connections on one tuple clash at the backend whatever is done here. */
+static __always_inline void ct_forget_closed_flow_on_direct_syn(const struct pkt4 *p)
+{
+	if (!is_new_syn(p))
+		return;
+	struct ct4_key k = ct4_key_of(p->saddr, p->daddr, p->sport, p->dport, p->proto, CT_EGRESS);
+	struct ct_entry *e = ct_lookup_any(&k);
+	if (e && (!ct_live(e) || (e->flags & CT_F_CLOSING)))
+		bpf_map_delete_elem(&cilia_ct4_global, &k);
+}
+
 #endif /* CILIA_CONNTRACK_H */

@@ -617,3 +617,50 @@ fn a_new_connection_on_a_closed_flows_tuple_starts_over_in_its_entries() {
     }
     assert_eq!(env.dp.maps().ct_entries().unwrap().len(), 2, "still two entries for the tuple");
 }
+
+#[test]
+fn a_direct_connection_on_a_service_flows_tuple_gets_its_replies_untranslated() {
+    require_root!();
+    let mut env = setup("ctdirect");
+    env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
+    // A service flow, then the client dials the backend itself from the same port: its kernel
+    // allows that (another destination), and after the DNAT it is the service flow's tuple.
+    for (flags, reply) in [("S", false), ("A", false), ("FA", false), ("FA", true), ("A", false)] {
+        let frame = if reply {
+            packet::tcp((BE1, 8080), (POD, 47300), flags, 9, b"")
+        } else {
+            packet::tcp((POD, 47300), (VIP, 80), flags, 1, b"")
+        };
+        run(&env.dp, PROG_FROM_CONTAINER, &frame);
+    }
+    let direct_syn = packet::tcp((POD, 47300), (BE1, 8080), "S", 50, b"");
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &direct_syn);
+    assert_eq!(packet::parse_checked(&out).dst, (BE1, 8080));
+    let synack = packet::tcp((BE1, 8080), (POD, 47300), "SA", 90, b"");
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &synack);
+    assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "the direct connection's reply keeps its source");
+    let (_, out) = run(&env.dp, PROG_TO_CONTAINER, &synack);
+    assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "also on the client's veth");
+
+    // A live service flow keeps its entry: the two would clash at the backend anyway.
+    for flags in ["S", "A"] {
+        run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47301), (VIP, 80), flags, 1, b""));
+    }
+    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47301), (BE1, 8080), "S", 50, b""));
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (POD, 47301), "A", 90, b""));
+    assert_eq!(packet::parse_checked(&out).src, (VIP, 80));
+
+    // The same from outside the node, through the device program, to a NodePort's backend.
+    let np = ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE1, 8080, true)]);
+    env.dp.sync_services(&[np]).unwrap();
+    for (flags, reply) in [("S", false), ("A", false), ("FA", false), ("FA", true), ("A", false)] {
+        if reply {
+            run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (CLIENT, 47400), flags, 9, b""));
+        } else {
+            run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 47400), (NODE, 30080), flags, 1, b""));
+        }
+    }
+    run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 47400), (BE1, 8080), "S", 50, b""));
+    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (CLIENT, 47400), "SA", 90, b""));
+    assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "a NodePort flow's leftover does not capture it");
+}
