@@ -11,10 +11,12 @@
  *     (or through the VXLAN device without a FIB answer; lib/encap.h); larger ones go through
  *     the stack and the host device's to_overlay.
  * to_container (egress of lxc*, packets to the pod): reverse NAT of replies that reached the
- * node through a device without from_netdev (the remote-backend case of pod -> ClusterIP). */
+ * node through a device without from_netdev (the remote-backend case of pod -> ClusterIP).
+ * Both also translate ICMP errors about service flows back to the frontend (lib/icmp_error.h). */
 #include "lib/common.h"
 #include "lib/encap.h"
 #include "lib/fib.h"
+#include "lib/icmp_error.h"
 #include "lib/nat.h"
 #include "lib/service.h"
 
@@ -39,8 +41,14 @@ int from_container(struct __sk_buff *skb)
 		int rc = lb4_icmp_echo(skb, &p, 0);
 		if (rc >= 0)
 			return rc;
+		/* this pod, a backend, answering a client's packet with an error */
+		int rev = lb4_rev_nat_icmp_error(skb, &p);
+		if (rev < 0)
+			return TC_ACT_SHOT;
 		rc = encap_from_pod(skb, &p);
-		return rc < 0 ? TC_ACT_OK : rc;
+		if (rc >= 0)
+			return rc;
+		return rev > 0 ? fib_redirect_translated(skb, &p) : TC_ACT_OK;
 	}
 
 	/* The frontend lookup (a small, hot map) comes first: a packet to a frontend is never a reply,
@@ -83,11 +91,12 @@ int to_container(struct __sk_buff *skb)
 {
 	struct pkt4 p;
 
-	if (parse_pkt4(skb, &p) != PARSE_OK || p.proto == IPPROTO_ICMP)
+	if (parse_pkt4(skb, &p) != PARSE_OK)
 		return TC_ACT_OK;
-	if (lb4_rev_nat(skb, &p) < 0)
-		return TC_ACT_SHOT;
-	return TC_ACT_OK;
+	/* errors the node's stack (or a remote backend's, through it) sends about this pod's packets,
+	 * such as "fragmentation needed" for a service flow over the tunnel route */
+	int rev = p.proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, &p) : lb4_rev_nat(skb, &p);
+	return rev < 0 ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
 /* Delivery of decapsulated packets, attached instead of bpf_overlay's from_overlay (tcx ingress
@@ -107,7 +116,8 @@ int overlay_deliver(struct __sk_buff *skb)
 	bpf_skb_change_type(skb, PACKET_HOST);
 	if (parse_pkt4(skb, &p) != PARSE_OK)
 		return TC_ACT_OK;
-	if (p.proto != IPPROTO_ICMP && lb4_rev_nat(skb, &p) < 0)
+	int rev = p.proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, &p) : lb4_rev_nat(skb, &p);
+	if (rev < 0)
 		return TC_ACT_SHOT;
 	return fib_redirect_translated(skb, &p);
 }

@@ -21,6 +21,7 @@ packages=(
   iptables         # kube-proxy iptables-mode baseline in benchmarks
   conntrack        # flushes connection tracking between benchmark runs
   bc               # ratios in the benchmark scripts
+  python3          # address arithmetic in benchmarks; a UDP client in the service tests
 )
 
 missing=()

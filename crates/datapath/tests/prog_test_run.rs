@@ -651,7 +651,8 @@ fn a_direct_connection_on_a_service_flows_tuple_gets_its_replies_untranslated() 
     assert_eq!(packet::parse_checked(&out).src, (VIP, 80));
 
     // The same from outside the node, through the device program, to a NodePort's backend.
-    let np = ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE1, 8080, true)]);
+    let np =
+        ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE1, 8080, true)]);
     env.dp.sync_services(&[np]).unwrap();
     for (flags, reply) in [("S", false), ("A", false), ("FA", false), ("FA", true), ("A", false)] {
         if reply {
@@ -663,4 +664,56 @@ fn a_direct_connection_on_a_service_flows_tuple_gets_its_replies_untranslated() 
     run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 47400), (BE1, 8080), "S", 50, b""));
     let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (CLIENT, 47400), "SA", 90, b""));
     assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "a NodePort flow's leftover does not capture it");
+}
+
+/// The quoted header of an ICMP error in an output frame: its destination, checked for a right
+/// header checksum.
+fn quoted_destination(seen: &packet::Seen) -> (Ipv4Addr, u16) {
+    let (ip, rest) = etherparse::Ipv4Header::from_slice(&seen.payload).expect("quoted IPv4 header");
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "quoted header checksum");
+    (Ipv4Addr::from(ip.destination), u16::from_be_bytes([rest[2], rest[3]]))
+}
+
+#[test]
+fn icmp_errors_about_service_flows_name_the_frontend() {
+    use etherparse::Icmpv4Type::{DestinationUnreachable, TimeExceeded};
+    use etherparse::icmpv4::{DestUnreachableHeader, TimeExceededCode};
+    require_root!();
+    let mut env = setup("icmperr");
+    let dns = ServiceEntry::new(ServiceKind::ClusterIp, VIP, 53, Protocol::Udp, vec![Backend::active(BE1, 5353, true)]);
+    env.dp.sync_services(&[dns]).unwrap();
+    let (_, sent) = run(&env.dp, PROG_FROM_CONTAINER, &packet::udp((POD, 40000), (VIP, 53), b"query"));
+    assert_eq!(packet::parse_checked(&sent).dst, (BE1, 5353));
+
+    // The backend has no socket on the port: its "port unreachable" reaches the client from the
+    // frontend, quoting the packet as the client sent it.
+    let unreachable = DestinationUnreachable(DestUnreachableHeader::Port);
+    let error = packet::icmp_error(BE1, POD, unreachable.clone(), packet::ip_part(&sent));
+    for prog in [PROG_FROM_CONTAINER, PROG_TO_CONTAINER] {
+        let (verdict, out) = run(&env.dp, prog, &error);
+        assert_eq!(verdict, TC_ACT_OK, "{prog}");
+        let seen = packet::parse_checked(&out);
+        assert_eq!((seen.src.0, seen.dst.0, seen.icmp), (VIP, POD, Some((3, 3))), "{prog}");
+        assert_eq!(quoted_destination(&seen), (VIP, 53), "{prog}");
+    }
+
+    // An error from a router on the way (here: time exceeded) keeps its source; only the quote
+    // changes.
+    let router = Ipv4Addr::new(192, 168, 10, 200);
+    let expired = TimeExceeded(TimeExceededCode::TtlExceededInTransit);
+    let (_, out) = run(&env.dp, PROG_TO_CONTAINER, &packet::icmp_error(router, POD, expired, packet::ip_part(&sent)));
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src.0, quoted_destination(&seen)), (router, (VIP, 53)));
+
+    // Errors that are not about a service flow, or quote too little to tell, pass unchanged.
+    let direct = packet::udp((POD, 40001), (BE1, 5353), b"query");
+    let truncated = &packet::ip_part(&sent)[..22]; // the ports cut in half
+    for error in [
+        packet::icmp_error(BE1, POD, unreachable.clone(), packet::ip_part(&direct)),
+        packet::icmp_error(BE1, POD, unreachable.clone(), truncated),
+        packet::icmp_error(BE1, NODE, unreachable, packet::ip_part(&sent)),
+    ] {
+        let (verdict, out) = run(&env.dp, PROG_TO_CONTAINER, &error);
+        assert_eq!((verdict, &out), (TC_ACT_OK, &error));
+    }
 }

@@ -37,6 +37,20 @@ pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
     out
 }
 
+/// An ICMP error from `src` to `dst` quoting `quoted` (an IPv4 packet without Ethernet header),
+/// as a host sends it about a packet it could not take.
+pub fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: etherparse::Icmpv4Type, quoted: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC).ipv4(src.octets(), dst.octets(), 64).icmpv4(kind);
+    let mut out = Vec::with_capacity(b.size(quoted.len()));
+    b.write(&mut out, quoted).expect("build icmp error");
+    out
+}
+
+/// The IPv4 packet inside an Ethernet frame (what an ICMP error quotes).
+pub fn ip_part(frame: &[u8]) -> &[u8] {
+    &frame[14..]
+}
+
 /// What the tests look at in an output packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
