@@ -12,6 +12,7 @@
 #include "lib/common.h"
 #include "lib/encap.h"
 #include "lib/fib.h"
+#include "lib/icmp_error.h"
 #include "lib/nat.h"
 #include "lib/service.h"
 
@@ -35,7 +36,7 @@ static __always_inline int overlay_to_pod(struct __sk_buff *skb, struct pkt4 *ou
 		return -1;
 	if (parse_pkt4(skb, &p) != PARSE_OK)
 		return TC_ACT_SHOT;
-	if (p.proto != IPPROTO_ICMP && lb4_rev_nat(skb, &p) < 0)
+	if ((p.proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, &p) : lb4_rev_nat(skb, &p)) < 0)
 		return TC_ACT_SHOT;
 	return fib_forward(skb, &p, &fib, BPF_FIB_LKUP_RET_SUCCESS, 1);
 }

@@ -261,53 +261,16 @@ fn north_south_node_port_and_load_balancer_ip_reach_other_nodes_through_snat() {
     assert!(nat.contains("SNAT"), "{nat}");
 }
 
-/// A UDP client that connects, sends one datagram and waits up to 3 s for an answer: prints
-/// `refused` when an ICMP port unreachable reached its socket, `timeout` when nothing did.
-const UDP_PROBE: &str = "import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.connect((sys.argv[1], int(sys.argv[2])))
-try:
-    s.send(b'x')
-    s.recv(100)
-    print('answered')
-except ConnectionRefusedError:
-    print('refused')
-except socket.timeout:
-    print('timeout')
-";
-
 #[test]
 fn udp_to_a_service_port_without_a_listener_is_refused_at_once() {
     let c = Cluster::up("svcudp");
-    // whoami listens on TCP 80 only: every backend answers UDP 9 with "port unreachable", which
-    // quotes the packet after DNAT (to the pod), and reaches a connected socket only when the
-    // datapath turns the quote back into the ClusterIP.
-    let svc = "apiVersion: v1
-kind: Service
-metadata: {name: udp-closed}
-spec:
-  selector: {app: webpod}
-  ports: [{port: 9, targetPort: 9, protocol: UDP}]
-";
-    let out = c.lab.cilia_stdin(&["apply", "-f", "-"], svc);
-    assert!(out.status.success(), "{}", text(&out));
-    let ip = c
-        .lab
-        .eventually(&["get", "svc", "udp-closed", "-o", "jsonpath={.spec.clusterIP}"], WAIT, |o| !o.trim().is_empty());
-    let frontend = format!("{}:9/UDP (0)", ip.trim());
-    for node in NODES {
-        c.lab.eventually(&["dbg", node, "bpf", "lb", "list"], WAIT, |o| {
-            o.lines().any(|l| l.starts_with(&frontend) && l.ends_with("count=3"))
-        });
-    }
+    let ip = c.lab.udp_service_without_listener(&NODES, 3, WAIT);
     // Backends on the client's node, on the other node of its segment and across the router: 12
     // probes from each client reach all three with near certainty.
     for node in NODES {
         let pod = format!("curl-{node}");
-        let probes = format!("for i in $(seq 12); do python3 -c \"$0\" {} 9; done", ip.trim());
-        let out = c.lab.ok(&["exec", &pod, "--", "bash", "-c", &probes, UDP_PROBE]);
-        assert_eq!(out.lines().filter(|l| *l == "refused").count(), 12, "from {pod}:\n{out}");
+        let (refused, out) = c.lab.udp_probes_refused(&pod, &ip, 12);
+        assert_eq!(refused, 12, "from {pod}:\n{out}");
     }
 }
 

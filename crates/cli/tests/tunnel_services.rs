@@ -2,7 +2,8 @@
 //! (torn down even on panic): the guide's webpod as a LoadBalancer Service with curl-pod, and the
 //! router with no pod routes at all.
 //!
-//! - curl-pod reaches every backend by the Service's name, k8s-w0's across the router;
+//! - curl-pod reaches every backend by the Service's name, k8s-w0's across the router, and UDP to
+//!   a port nobody listens on is refused at once (ICMP errors come back through the tunnel);
 //! - the router reaches the LoadBalancer IP through k8s-ctr, which DNATs, SNATs to itself and
 //!   encapsulates towards backends on the other nodes: UDP 8472 on k8s-ctr's eth1.
 //!
@@ -108,6 +109,12 @@ fn services_reach_every_backend_over_the_tunnel_from_pods_and_from_outside() {
     // East-west: by name from curl-pod, every backend, k8s-w0's through the router.
     let counts = distribution(&lab, &["exec", "curl-pod", "--"], "webpod");
     assert_every_backend(&counts, &webpods, "curl-pod → webpod");
+
+    // A UDP port nobody listens on: the backends' "port unreachable" comes back through the
+    // tunnel too (k8s-w0's across the router) and reaches curl-pod's socket as the ClusterIP's.
+    let ip = lab.udp_service_without_listener(&NODES, 3, WAIT);
+    let (refused, out) = lab.udp_probes_refused("curl-pod", &ip, 12);
+    assert_eq!(refused, 12, "{out}");
 
     // North-south: the LB IP routed to k8s-ctr inside the router, standing in for an L2
     // announcement; the router still has no pod route. Capture the underlay meanwhile.

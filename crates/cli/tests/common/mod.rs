@@ -124,6 +124,59 @@ impl TestLab {
     }
 }
 
+/// A UDP client that connects, sends one datagram and waits up to 3 s for an answer: prints
+/// `refused` when an ICMP port unreachable reached its socket, `timeout` when nothing did.
+const UDP_PROBE: &str = "import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+try:
+    s.send(b'x')
+    s.recv(100)
+    print('answered')
+except ConnectionRefusedError:
+    print('refused')
+except socket.timeout:
+    print('timeout')
+";
+
+impl TestLab {
+    /// A ClusterIP Service on UDP 9 of the webpods, where nobody listens (whoami serves TCP 80):
+    /// every backend answers with "port unreachable", which quotes the packet after DNAT (to the
+    /// pod) and reaches the client's connected socket only when the datapath turns the quote back
+    /// into the ClusterIP. Returns the ClusterIP once every node has the `backends`.
+    pub fn udp_service_without_listener(&self, nodes: &[&str], backends: usize, timeout: Duration) -> String {
+        let svc = "apiVersion: v1
+kind: Service
+metadata: {name: udp-closed}
+spec:
+  selector: {app: webpod}
+  ports: [{port: 9, targetPort: 9, protocol: UDP}]
+";
+        let out = self.cilia_stdin(&["apply", "-f", "-"], svc);
+        assert!(out.status.success(), "{}", text(&out));
+        let ip = self.eventually(&["get", "svc", "udp-closed", "-o", "jsonpath={.spec.clusterIP}"], timeout, |o| {
+            !o.trim().is_empty()
+        });
+        let ip = ip.trim().to_string();
+        let (frontend, count) = (format!("{ip}:9/UDP (0)"), format!("count={backends}"));
+        for node in nodes {
+            self.eventually(&["dbg", node, "bpf", "lb", "list"], timeout, |o| {
+                o.lines().any(|l| l.starts_with(&frontend) && l.ends_with(&count))
+            });
+        }
+        ip
+    }
+
+    /// Sends `n` UDP probes from `pod` to `ip`:9 (one connected socket each) and returns how many
+    /// were refused, with everything they printed.
+    pub fn udp_probes_refused(&self, pod: &str, ip: &str, n: usize) -> (usize, String) {
+        let probes = format!("for i in $(seq {n}); do python3 -c \"$0\" {ip} 9; done");
+        let out = self.ok(&["exec", pod, "--", "bash", "-c", &probes, UDP_PROBE]);
+        (out.lines().filter(|l| *l == "refused").count(), out)
+    }
+}
+
 /// Reads `from` until a line containing `needle`, then keeps draining it in the background (so
 /// the writer never blocks or dies on a closed pipe). Panics if `from` ends first.
 pub fn wait_for_line(from: impl Read + Send + 'static, needle: &str, what: &str) {
