@@ -83,8 +83,13 @@ impl Cluster {
         }
         lab.webpod_as_load_balancer(CLIENTS, WAIT);
         let cluster_ip = lab.ok(&["get", "svc", "webpod", "-o", "jsonpath={.spec.clusterIP}"]).trim().to_string();
-        let node_port =
-            lab.ok(&["get", "svc", "webpod", "-o", "jsonpath={.spec.ports[0].nodePort}"]).trim().to_string();
+        // The operator allocates the node port on its own, not with the LB IP the wait above saw.
+        let node_port = lab
+            .eventually(&["get", "svc", "webpod", "-o", "jsonpath={.spec.ports[0].nodePort}"], WAIT, |o| {
+                !o.trim().is_empty()
+            })
+            .trim()
+            .to_string();
         let mut cluster = Cluster { lab, cluster_ip, node_port, webpods: BTreeMap::new() };
         cluster.wait_webpods(3);
         cluster.lab.eventually(&["get", "pods", "-l", "app=curl", "-o", "json"], WAIT, |o| ready_count(o) == 3);
