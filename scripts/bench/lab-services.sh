@@ -63,7 +63,13 @@ lb_ip() {
 }
 lbip=$(lb_ip bench-remote)
 lbip_local=$(lb_ip bench-local)
-cip=$($cilia get svc bench-remote -o jsonpath='{.spec.clusterIP}')
+# The operator allocates cluster IPs on its own, not with the LB IP seen above.
+for _ in $(seq 120); do
+  cip=$($cilia get svc bench-remote -o jsonpath='{.spec.clusterIP}')
+  [ -n "$cip" ] && $cilia dbg k8s-ctr bpf lb list | grep -q "^$cip:80/TCP (0).*count=1" && break
+  sleep 0.5
+done
+[ -n "$cip" ] || { echo "bench-remote got no cluster IP" >&2; exit 1; }
 # Every router path goes through k8s-ctr: the LB IPs as an L2 announcement would bring them, the
 # pods' addresses by host routes.
 for dst in "$lbip" "$lbip_local" "$pod_ip/32" "$local_ip/32"; do

@@ -82,14 +82,15 @@ impl Cluster {
             lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", cidr, "via", via]);
         }
         lab.webpod_as_load_balancer(CLIENTS, WAIT);
-        let cluster_ip = lab.ok(&["get", "svc", "webpod", "-o", "jsonpath={.spec.clusterIP}"]).trim().to_string();
-        // The operator allocates the node port on its own, not with the LB IP the wait above saw.
-        let node_port = lab
-            .eventually(&["get", "svc", "webpod", "-o", "jsonpath={.spec.ports[0].nodePort}"], WAIT, |o| {
-                !o.trim().is_empty()
-            })
-            .trim()
-            .to_string();
+        // The operator allocates the cluster IP and the node port on its own, not with the LB IP
+        // the wait above saw.
+        let allocated = |path: &str| {
+            let jsonpath = format!("jsonpath={{.spec.{path}}}");
+            lab.eventually(&["get", "svc", "webpod", "-o", &jsonpath], WAIT, |o| !o.trim().is_empty())
+                .trim()
+                .to_string()
+        };
+        let (cluster_ip, node_port) = (allocated("clusterIP"), allocated("ports[0].nodePort"));
         let mut cluster = Cluster { lab, cluster_ip, node_port, webpods: BTreeMap::new() };
         cluster.wait_webpods(3);
         cluster.lab.eventually(&["get", "pods", "-l", "app=curl", "-o", "json"], WAIT, |o| ready_count(o) == 3);
