@@ -6,6 +6,7 @@
  *   egress device's node address when the backend runs on another node;
  *   reply to an SNATed flow (backend -> node:natport): undo SNAT, then reverse NAT to the frontend;
  *   reply of a flow through this node (backend -> client): reverse NAT;
+ *   ICMP error about an SNATed packet: turned into the client's error about its own packet;
  *   tunnel mode: VXLAN to this node for a local pod: outer headers stripped, handed to the pod;
  *   everything else goes to the stack untouched. Translated packets leave by FIB lookup and
  *   redirect, to a local pod through its veth peer. */
@@ -66,7 +67,13 @@ int from_netdev(struct __sk_buff *skb)
 
 	if (p.proto == IPPROTO_ICMP) {
 		int rc = lb4_icmp_echo(skb, &p, 1);
-		return rc < 0 ? TC_ACT_OK : rc;
+		if (rc >= 0)
+			return rc;
+		/* a remote backend's (or a router's) error about a packet this node SNATed */
+		rc = snat_rev_icmp_error(skb, &p);
+		if (rc < 0)
+			return TC_ACT_SHOT;
+		return rc > 0 ? fib_redirect_translated(skb, &p) : TC_ACT_OK;
 	}
 
 	/* The frontend lookup (a small, hot map) comes first: a packet to a frontend is never a reply,

@@ -116,7 +116,15 @@ int overlay_deliver(struct __sk_buff *skb)
 	bpf_skb_change_type(skb, PACKET_HOST);
 	if (parse_pkt4(skb, &p) != PARSE_OK)
 		return TC_ACT_OK;
-	int rev = p.proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, &p) : lb4_rev_nat(skb, &p);
+	int rev;
+	if (p.proto == IPPROTO_ICMP) {
+		/* an error about a pod's service flow, or about a north-south packet this node SNATed */
+		rev = lb4_rev_nat_icmp_error(skb, &p);
+		if (!rev)
+			rev = snat_rev_icmp_error(skb, &p);
+	} else {
+		rev = lb4_rev_nat(skb, &p);
+	}
 	if (rev < 0)
 		return TC_ACT_SHOT;
 	return fib_redirect_translated(skb, &p);

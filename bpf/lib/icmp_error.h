@@ -7,6 +7,8 @@
  * client never hears "port unreachable" (it times out instead) and a TCP or UDP flow never learns a
  * smaller path MTU ("fragmentation needed"). Here the quoted destination goes back to the
  * frontend, as replies' sources do, and an error the backend sent itself comes from the frontend.
+ * An error about a north-south packet SNATed to a remote backend comes to the node, and is turned
+ * into the one the client would get from the frontend.
  * The quoted TCP/UDP checksum is left as it is: it covers a datagram the quote truncates, and
  * receivers do not check it. */
 #ifndef CILIA_ICMP_ERROR_H
@@ -17,6 +19,7 @@
 #include "conntrack.h"
 #include "csum.h"
 #include "lb.h"
+#include "nat.h"
 
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_HDR_LEN 8
@@ -42,25 +45,56 @@ static __always_inline int icmp_rewrite(struct __sk_buff *skb, const struct pkt4
 	return bpf_skb_store_bytes(skb, off, &new, len, 0);
 }
 
-/* If p is an ICMP error to a client about its packet of a service flow, rewrites the quoted
- * destination (address, header checksum, port) to the frontend, and the error's source too when
- * the backend sent it. Returns 1 if it did, 0 if p is no such error, -1 on error. */
+/* Loads the header an ICMP error quotes: the IPv4 header (at *in_off) and the TCP/UDP ports.
+ * Returns 1 when p is an error (destination unreachable, time exceeded) quoting a TCP or UDP
+ * packet whole enough to name its flow, 0 otherwise. */
+static __always_inline int icmp_quote(struct __sk_buff *skb, const struct pkt4 *p, struct iphdr *in, __be16 ports[2],
+				      __u32 *in_off)
+{
+	if (p->proto != IPPROTO_ICMP || (p->icmp_type != ICMP_DEST_UNREACH && p->icmp_type != ICMP_TIME_EXCEEDED))
+		return 0;
+	*in_off = p->l4_off + ICMP_HDR_LEN;
+	if (bpf_skb_load_bytes(skb, *in_off, in, sizeof(*in)) < 0 ||
+	    bpf_skb_load_bytes(skb, *in_off + sizeof(*in), ports, 2 * sizeof(__be16)) < 0)
+		return 0;
+	/* options would move the ports; the kernel sends none on these flows */
+	return in->version == 4 && in->ihl == 5 && (in->protocol == IPPROTO_TCP || in->protocol == IPPROTO_UDP);
+}
+
+/* Rewrites the quoted addresses and ports to the given ones, keeping the quoted header's checksum
+ * and the ICMP checksum right. */
+static __always_inline int icmp_quote_rewrite(struct __sk_buff *skb, const struct pkt4 *p, __u32 in_off,
+					      const struct iphdr *in, const __be16 ports[2], __be32 saddr,
+					      __be32 daddr, __be16 sport, __be16 dport)
+{
+	__be32 old_addrs[2] = { in->saddr, in->daddr };
+	__be32 new_addrs[2] = { saddr, daddr };
+	__u16 check = csum_after(in->check, bpf_csum_diff(old_addrs, sizeof(old_addrs), new_addrs, sizeof(new_addrs), 0));
+	__u32 ports_off = in_off + sizeof(*in);
+
+	if ((saddr != in->saddr &&
+	     icmp_rewrite(skb, p, in_off + offsetof(struct iphdr, saddr), in->saddr, saddr, 4) < 0) ||
+	    (daddr != in->daddr &&
+	     icmp_rewrite(skb, p, in_off + offsetof(struct iphdr, daddr), in->daddr, daddr, 4) < 0) ||
+	    (check != in->check &&
+	     icmp_rewrite(skb, p, in_off + offsetof(struct iphdr, check), in->check, check, 2) < 0) ||
+	    (sport != ports[0] && icmp_rewrite(skb, p, ports_off, ports[0], sport, 2) < 0) ||
+	    (dport != ports[1] && icmp_rewrite(skb, p, ports_off + 2, ports[1], dport, 2) < 0))
+		return -1;
+	return 0;
+}
+
+/* If p is an ICMP error to a client about its packet of a service flow (quoted: client ->
+ * backend), rewrites the quoted destination to the frontend, and the error's source too when the
+ * backend sent it. Returns 1 if it did, 0 if p is no such error, -1 on error. */
 static __always_inline int lb4_rev_nat_icmp_error(struct __sk_buff *skb, struct pkt4 *p)
 {
 	struct iphdr in;
 	__be16 ports[2];
+	__u32 in_off;
 
-	if (p->proto != IPPROTO_ICMP || (p->icmp_type != ICMP_DEST_UNREACH && p->icmp_type != ICMP_TIME_EXCEEDED))
+	if (!icmp_quote(skb, p, &in, ports, &in_off) || in.saddr != p->daddr)
 		return 0;
-	__u32 in_off = p->l4_off + ICMP_HDR_LEN;
-	if (bpf_skb_load_bytes(skb, in_off, &in, sizeof(in)) < 0 ||
-	    bpf_skb_load_bytes(skb, in_off + sizeof(in), ports, sizeof(ports)) < 0)
-		return 0;
-	/* options would move the ports; the kernel sends none on these flows */
-	if (in.version != 4 || in.ihl != 5 || in.saddr != p->daddr ||
-	    (in.protocol != IPPROTO_TCP && in.protocol != IPPROTO_UDP))
-		return 0;
-
 	struct ct4_key k = ct4_key_of(in.saddr, in.daddr, ports[0], ports[1], in.protocol, CT_EGRESS);
 	struct ct_entry *e = ct_lookup(&k);
 	if (!e)
@@ -68,14 +102,43 @@ static __always_inline int lb4_rev_nat_icmp_error(struct __sk_buff *skb, struct 
 	struct lb4_reverse_nat *rn = lb4_lookup_rev_nat(e->rev_nat_index);
 	if (!rn)
 		return 0;
-
-	__be32 backend = in.daddr;
-	__u16 check = csum_after(in.check, bpf_csum_diff(&backend, 4, &rn->address, 4, 0));
-	if (icmp_rewrite(skb, p, in_off + offsetof(struct iphdr, daddr), backend, rn->address, 4) < 0 ||
-	    icmp_rewrite(skb, p, in_off + offsetof(struct iphdr, check), in.check, check, 2) < 0 ||
-	    icmp_rewrite(skb, p, in_off + sizeof(in) + 2, ports[1], rn->port, 2) < 0)
+	if (icmp_quote_rewrite(skb, p, in_off, &in, ports, in.saddr, rn->address, ports[0], rn->port) < 0)
 		return -1;
-	if (p->saddr == backend && rewrite_addr(skb, p, 1, rn->address) < 0)
+	if (p->saddr == in.daddr && rewrite_addr(skb, p, 1, rn->address) < 0)
+		return -1;
+	return 1;
+}
+
+/* If p is an ICMP error to this node about a north-south packet it SNATed (quoted: node:natport
+ * -> backend), turns it into the error the client would get without the node in between: quoted
+ * client -> frontend, sent to the client, from the frontend when the backend sent it. Returns 1 if
+ * it did, 0 if p is no such error, -1 on error. */
+static __always_inline int snat_rev_icmp_error(struct __sk_buff *skb, struct pkt4 *p)
+{
+	struct iphdr in;
+	__be16 ports[2];
+	__u32 in_off;
+
+	if (!icmp_quote(skb, p, &in, ports, &in_off) || in.saddr != p->daddr)
+		return 0;
+	struct ct4_key nk = ct4_key_of(in.daddr, in.saddr, ports[1], ports[0], in.protocol, NAT_INGRESS);
+	struct nat_entry *n = bpf_map_lookup_elem(&cilia_snat_v4, &nk);
+	if (!n)
+		return 0;
+	__be32 client = n->to_addr;
+	__be16 client_port = n->to_port;
+	struct ct4_key k = ct4_key_of(client, in.daddr, client_port, ports[1], in.protocol, CT_EGRESS);
+	struct ct_entry *e = ct_lookup(&k);
+	if (!e)
+		return 0;
+	struct lb4_reverse_nat *rn = lb4_lookup_rev_nat(e->rev_nat_index);
+	if (!rn)
+		return 0;
+	if (icmp_quote_rewrite(skb, p, in_off, &in, ports, client, rn->address, client_port, rn->port) < 0)
+		return -1;
+	if (p->saddr == in.daddr && rewrite_addr(skb, p, 1, rn->address) < 0)
+		return -1;
+	if (rewrite_addr(skb, p, 0, client) < 0)
 		return -1;
 	return 1;
 }

@@ -270,14 +270,18 @@ fn north_south_node_port_and_load_balancer_ip_reach_other_nodes_through_snat() {
 #[test]
 fn udp_to_a_service_port_without_a_listener_is_refused_at_once() {
     let c = Cluster::up("svcudp");
-    let ip = c.lab.udp_service_without_listener(&NODES, 3, WAIT);
+    let (ip, node_port) = c.lab.udp_service_without_listener(&NODES, 3, WAIT);
     // Backends on the client's node, on the other node of its segment and across the router: 12
     // probes from each client reach all three with near certainty.
     for node in NODES {
         let pod = format!("curl-{node}");
-        let (refused, out) = c.lab.udp_probes_refused(&pod, &ip, 12);
+        let (refused, out) = c.lab.udp_probes_refused(&["exec", &pod, "--"], (&ip, "9"), 12);
         assert_eq!(refused, 12, "from {pod}:\n{out}");
     }
+    // From outside through k8s-ctr's node port: the remote backends' errors come to k8s-ctr,
+    // about the packets it SNATed.
+    let (refused, out) = c.lab.udp_probes_refused(&["lab", "exec", "router", "--"], ("192.168.10.100", &node_port), 12);
+    assert_eq!(refused, 12, "from the router:\n{out}");
 }
 
 #[test]

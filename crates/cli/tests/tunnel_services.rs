@@ -2,8 +2,9 @@
 //! (torn down even on panic): the guide's webpod as a LoadBalancer Service with curl-pod, and the
 //! router with no pod routes at all.
 //!
-//! - curl-pod reaches every backend by the Service's name, k8s-w0's across the router, and UDP to
-//!   a port nobody listens on is refused at once (ICMP errors come back through the tunnel);
+//! - curl-pod reaches every backend by the Service's name, k8s-w0's across the router;
+//! - UDP to a port nobody listens on is refused at once, from curl-pod and from the router through
+//!   a node port (the backends' ICMP errors come back through the tunnel);
 //! - the router reaches the LoadBalancer IP through k8s-ctr, which DNATs, SNATs to itself and
 //!   encapsulates towards backends on the other nodes: UDP 8472 on k8s-ctr's eth1.
 //!
@@ -112,9 +113,13 @@ fn services_reach_every_backend_over_the_tunnel_from_pods_and_from_outside() {
 
     // A UDP port nobody listens on: the backends' "port unreachable" comes back through the
     // tunnel too (k8s-w0's across the router) and reaches curl-pod's socket as the ClusterIP's.
-    let ip = lab.udp_service_without_listener(&NODES, 3, WAIT);
-    let (refused, out) = lab.udp_probes_refused("curl-pod", &ip, 12);
-    assert_eq!(refused, 12, "{out}");
+    // From the router through k8s-ctr's node port too: the errors about the packets k8s-ctr
+    // SNATed come back to it through the tunnel.
+    let (ip, node_port) = lab.udp_service_without_listener(&NODES, 3, WAIT);
+    let (refused, out) = lab.udp_probes_refused(&["exec", "curl-pod", "--"], (&ip, "9"), 12);
+    assert_eq!(refused, 12, "from curl-pod:\n{out}");
+    let (refused, out) = lab.udp_probes_refused(&["lab", "exec", "router", "--"], ("192.168.10.100", &node_port), 12);
+    assert_eq!(refused, 12, "from the router:\n{out}");
 
     // North-south: the LB IP routed to k8s-ctr inside the router, standing in for an L2
     // announcement; the router still has no pod route. Capture the underlay meanwhile.

@@ -717,3 +717,42 @@ fn icmp_errors_about_service_flows_name_the_frontend() {
         assert_eq!((verdict, &out), (TC_ACT_OK, &error));
     }
 }
+
+#[test]
+fn icmp_errors_about_snated_north_south_flows_go_back_to_the_client() {
+    use etherparse::Icmpv4Type::DestinationUnreachable;
+    use etherparse::icmpv4::DestUnreachableHeader;
+    require_root!();
+    let mut env = setup("icmpsnat");
+    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0).unwrap();
+    let np =
+        ServiceEntry::new(ServiceKind::NodePort, NODE, 30053, Protocol::Udp, vec![Backend::active(BE2, 5353, false)]);
+    env.dp.sync_services(&[np]).unwrap();
+    let (_, sent) = run(&env.dp, PROG_FROM_NETDEV, &packet::udp((CLIENT, 5000), (NODE, 30053), b"query"));
+    let fwd = packet::parse_checked(&sent);
+    assert_eq!((fwd.src.0, fwd.dst), (NODE, (BE2, 5353)), "DNATed and SNATed to the node");
+
+    // The remote backend's "port unreachable" comes to the node about node:natport -> backend.
+    let unreachable = DestinationUnreachable(DestUnreachableHeader::Port);
+    let error = packet::icmp_error(BE2, NODE, unreachable.clone(), packet::ip_part(&sent));
+    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &error);
+    assert_eq!(verdict, TC_ACT_OK, "no route in the empty netns: handed to the stack");
+    let seen = packet::parse_checked(&out);
+    assert_eq!((seen.src.0, seen.dst.0, seen.icmp), (NODE, CLIENT, Some((3, 3))));
+    let (ip, rest) = etherparse::Ipv4Header::from_slice(&seen.payload).expect("quoted IPv4 header");
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "quoted header checksum");
+    let quoted_ports = (u16::from_be_bytes([rest[0], rest[1]]), u16::from_be_bytes([rest[2], rest[3]]));
+    assert_eq!(
+        ((Ipv4Addr::from(ip.source), quoted_ports.0), (Ipv4Addr::from(ip.destination), quoted_ports.1)),
+        ((CLIENT, 5000), (NODE, 30053)),
+        "the quote is the client's own packet"
+    );
+
+    // An error about a port no flow holds is the node's own business.
+    let mut stray = packet::ip_part(&sent).to_vec();
+    let other_port = if fwd.src.1 == 61999 { 62000u16 } else { 61999 };
+    stray[20..22].copy_from_slice(&other_port.to_be_bytes());
+    let error = packet::icmp_error(BE2, NODE, unreachable, &stray);
+    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &error);
+    assert_eq!((verdict, &out), (TC_ACT_OK, &error));
+}

@@ -141,38 +141,50 @@ except socket.timeout:
 ";
 
 impl TestLab {
-    /// A ClusterIP Service on UDP 9 of the webpods, where nobody listens (whoami serves TCP 80):
+    /// A NodePort Service on UDP 9 of the webpods, where nobody listens (whoami serves TCP 80):
     /// every backend answers with "port unreachable", which quotes the packet after DNAT (to the
-    /// pod) and reaches the client's connected socket only when the datapath turns the quote back
-    /// into the ClusterIP. Returns the ClusterIP once every node has the `backends`.
-    pub fn udp_service_without_listener(&self, nodes: &[&str], backends: usize, timeout: Duration) -> String {
+    /// pod, and from the node for SNATed north-south packets) and reaches the client's connected
+    /// socket only when the datapath turns the quote back into the client's own packet. Returns the
+    /// ClusterIP and the node port once every node has the `backends`.
+    pub fn udp_service_without_listener(&self, nodes: &[&str], backends: usize, timeout: Duration) -> (String, String) {
         let svc = "apiVersion: v1
 kind: Service
 metadata: {name: udp-closed}
 spec:
+  type: NodePort
   selector: {app: webpod}
   ports: [{port: 9, targetPort: 9, protocol: UDP}]
 ";
         let out = self.cilia_stdin(&["apply", "-f", "-"], svc);
         assert!(out.status.success(), "{}", text(&out));
-        let ip = self.eventually(&["get", "svc", "udp-closed", "-o", "jsonpath={.spec.clusterIP}"], timeout, |o| {
-            !o.trim().is_empty()
-        });
-        let ip = ip.trim().to_string();
-        let (frontend, count) = (format!("{ip}:9/UDP (0)"), format!("count={backends}"));
-        for node in nodes {
-            self.eventually(&["dbg", node, "bpf", "lb", "list"], timeout, |o| {
-                o.lines().any(|l| l.starts_with(&frontend) && l.ends_with(&count))
-            });
+        let allocated = |path: &str| {
+            let jsonpath = format!("jsonpath={{.spec.{path}}}");
+            self.eventually(&["get", "svc", "udp-closed", "-o", &jsonpath], timeout, |o| !o.trim().is_empty())
+                .trim()
+                .to_string()
+        };
+        let (ip, node_port) = (allocated("clusterIP"), allocated("ports[0].nodePort"));
+        let count = format!("count={backends}");
+        for frontend in [format!("{ip}:9/UDP (0)"), format!("192.168.10.100:{node_port}/UDP (0)")] {
+            for node in nodes {
+                self.eventually(&["dbg", node, "bpf", "lb", "list"], timeout, |o| {
+                    o.lines().any(|l| l.starts_with(&frontend) && l.ends_with(&count))
+                });
+            }
         }
-        ip
+        (ip, node_port)
     }
 
-    /// Sends `n` UDP probes from `pod` to `ip`:9 (one connected socket each) and returns how many
-    /// were refused, with everything they printed.
-    pub fn udp_probes_refused(&self, pod: &str, ip: &str, n: usize) -> (usize, String) {
-        let probes = format!("for i in $(seq {n}); do python3 -c \"$0\" {ip} 9; done");
-        let out = self.ok(&["exec", pod, "--", "bash", "-c", &probes, UDP_PROBE]);
+    /// Sends `n` UDP probes from `host` (a pod, or a lab host with `lab exec`) to `target`
+    /// (address and port), one connected socket each, and returns how many were refused, with
+    /// everything they printed.
+    pub fn udp_probes_refused(&self, exec: &[&str], target: (&str, &str), n: usize) -> (usize, String) {
+        // Half a second apart: a host sends one peer a burst of 6 ICMP errors, then 1 a second
+        // (net.ipv4.icmp_ratelimit), and a backend may draw more than 6 of the probes.
+        let probes = format!("for i in $(seq {n}); do python3 -c \"$0\" {} {}; sleep 0.5; done", target.0, target.1);
+        let mut args = exec.to_vec();
+        args.extend(["bash", "-c", &probes, UDP_PROBE]);
+        let out = self.ok(&args);
         (out.lines().filter(|l| *l == "refused").count(), out)
     }
 }
