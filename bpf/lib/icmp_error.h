@@ -84,9 +84,34 @@ static __always_inline int icmp_quote_rewrite(struct __sk_buff *skb, const struc
 	return 0;
 }
 
+/* The frontend of the service flow client:cport -> backend:bport, from its reply entry, or 0. */
+static __always_inline struct lb4_reverse_nat *flow_frontend(__be32 client, __be32 backend, __be16 cport,
+							     __be16 bport, __u8 proto)
+{
+	struct ct4_key k = ct4_key_of(client, backend, cport, bport, proto, CT_EGRESS);
+	struct ct_entry *e = ct_lookup(&k);
+	return e ? lb4_lookup_rev_nat(e->rev_nat_index) : 0;
+}
+
+/* Makes p the error the client would get from the frontend itself: quoting client:cport ->
+ * frontend, addressed to the client, and from the frontend when the backend sent it. */
+static __always_inline int icmp_error_to_client(struct __sk_buff *skb, struct pkt4 *p, __u32 in_off,
+						const struct iphdr *in, const __be16 ports[2], __be32 client,
+						__be16 cport, const struct lb4_reverse_nat *frontend)
+{
+	__be32 backend = in->daddr;
+	if (icmp_quote_rewrite(skb, p, in_off, in, ports, client, frontend->address, cport, frontend->port) < 0)
+		return -1;
+	if (p->saddr == backend && rewrite_addr(skb, p, 1, frontend->address) < 0)
+		return -1;
+	if (rewrite_addr(skb, p, 0, client) < 0)
+		return -1;
+	return 1;
+}
+
 /* If p is an ICMP error to a client about its packet of a service flow (quoted: client ->
- * backend), rewrites the quoted destination to the frontend, and the error's source too when the
- * backend sent it. Returns 1 if it did, 0 if p is no such error, -1 on error. */
+ * backend), turns it into the error about the packet the client sent to the frontend. Returns 1
+ * if it did, 0 if p is no such error, -1 on error. */
 static __always_inline int lb4_rev_nat_icmp_error(struct __sk_buff *skb, struct pkt4 *p)
 {
 	struct iphdr in;
@@ -95,24 +120,15 @@ static __always_inline int lb4_rev_nat_icmp_error(struct __sk_buff *skb, struct 
 
 	if (!icmp_quote(skb, p, &in, ports, &in_off) || in.saddr != p->daddr)
 		return 0;
-	struct ct4_key k = ct4_key_of(in.saddr, in.daddr, ports[0], ports[1], in.protocol, CT_EGRESS);
-	struct ct_entry *e = ct_lookup(&k);
-	if (!e)
+	struct lb4_reverse_nat *frontend = flow_frontend(in.saddr, in.daddr, ports[0], ports[1], in.protocol);
+	if (!frontend)
 		return 0;
-	struct lb4_reverse_nat *rn = lb4_lookup_rev_nat(e->rev_nat_index);
-	if (!rn)
-		return 0;
-	if (icmp_quote_rewrite(skb, p, in_off, &in, ports, in.saddr, rn->address, ports[0], rn->port) < 0)
-		return -1;
-	if (p->saddr == in.daddr && rewrite_addr(skb, p, 1, rn->address) < 0)
-		return -1;
-	return 1;
+	return icmp_error_to_client(skb, p, in_off, &in, ports, in.saddr, ports[0], frontend);
 }
 
 /* If p is an ICMP error to this node about a north-south packet it SNATed (quoted: node:natport
- * -> backend), turns it into the error the client would get without the node in between: quoted
- * client -> frontend, sent to the client, from the frontend when the backend sent it. Returns 1 if
- * it did, 0 if p is no such error, -1 on error. */
+ * -> backend), turns it into the error the client would get without the node in between, sent to
+ * the client. Returns 1 if it did, 0 if p is no such error, -1 on error. */
 static __always_inline int snat_rev_icmp_error(struct __sk_buff *skb, struct pkt4 *p)
 {
 	struct iphdr in;
@@ -126,21 +142,11 @@ static __always_inline int snat_rev_icmp_error(struct __sk_buff *skb, struct pkt
 	if (!n)
 		return 0;
 	__be32 client = n->to_addr;
-	__be16 client_port = n->to_port;
-	struct ct4_key k = ct4_key_of(client, in.daddr, client_port, ports[1], in.protocol, CT_EGRESS);
-	struct ct_entry *e = ct_lookup(&k);
-	if (!e)
+	__be16 cport = n->to_port;
+	struct lb4_reverse_nat *frontend = flow_frontend(client, in.daddr, cport, ports[1], in.protocol);
+	if (!frontend)
 		return 0;
-	struct lb4_reverse_nat *rn = lb4_lookup_rev_nat(e->rev_nat_index);
-	if (!rn)
-		return 0;
-	if (icmp_quote_rewrite(skb, p, in_off, &in, ports, client, rn->address, client_port, rn->port) < 0)
-		return -1;
-	if (p->saddr == in.daddr && rewrite_addr(skb, p, 1, rn->address) < 0)
-		return -1;
-	if (rewrite_addr(skb, p, 0, client) < 0)
-		return -1;
-	return 1;
+	return icmp_error_to_client(skb, p, in_off, &in, ports, client, cport, frontend);
 }
 
 #endif /* CILIA_ICMP_ERROR_H */

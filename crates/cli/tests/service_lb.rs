@@ -82,15 +82,8 @@ impl Cluster {
             lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", cidr, "via", via]);
         }
         lab.webpod_as_load_balancer(CLIENTS, WAIT);
-        // The operator allocates the cluster IP and the node port on its own, not with the LB IP
-        // the wait above saw.
-        let allocated = |path: &str| {
-            let jsonpath = format!("jsonpath={{.spec.{path}}}");
-            lab.eventually(&["get", "svc", "webpod", "-o", &jsonpath], WAIT, |o| !o.trim().is_empty())
-                .trim()
-                .to_string()
-        };
-        let (cluster_ip, node_port) = (allocated("clusterIP"), allocated("ports[0].nodePort"));
+        let cluster_ip = lab.allocated("webpod", "clusterIP", WAIT);
+        let node_port = lab.allocated("webpod", "ports[0].nodePort", WAIT);
         let mut cluster = Cluster { lab, cluster_ip, node_port, webpods: BTreeMap::new() };
         cluster.wait_webpods(3);
         cluster.lab.eventually(&["get", "pods", "-l", "app=curl", "-o", "json"], WAIT, |o| ready_count(o) == 3);

@@ -141,6 +141,14 @@ except socket.timeout:
 ";
 
 impl TestLab {
+    /// A field of Service `svc`'s spec that the operator allocates on its own (`clusterIP`,
+    /// `ports[0].nodePort`), once it is there: not within the write that created the Service, nor
+    /// with its LB IP.
+    pub fn allocated(&self, svc: &str, path: &str, timeout: Duration) -> String {
+        let jsonpath = format!("jsonpath={{.spec.{path}}}");
+        self.eventually(&["get", "svc", svc, "-o", &jsonpath], timeout, |o| !o.trim().is_empty()).trim().to_string()
+    }
+
     /// A NodePort Service on UDP 9 of the webpods, where nobody listens (whoami serves TCP 80):
     /// every backend answers with "port unreachable", which quotes the packet after DNAT (to the
     /// pod, and from the node for SNATed north-south packets) and reaches the client's connected
@@ -157,13 +165,8 @@ spec:
 ";
         let out = self.cilia_stdin(&["apply", "-f", "-"], svc);
         assert!(out.status.success(), "{}", text(&out));
-        let allocated = |path: &str| {
-            let jsonpath = format!("jsonpath={{.spec.{path}}}");
-            self.eventually(&["get", "svc", "udp-closed", "-o", &jsonpath], timeout, |o| !o.trim().is_empty())
-                .trim()
-                .to_string()
-        };
-        let (ip, node_port) = (allocated("clusterIP"), allocated("ports[0].nodePort"));
+        let ip = self.allocated("udp-closed", "clusterIP", timeout);
+        let node_port = self.allocated("udp-closed", "ports[0].nodePort", timeout);
         let count = format!("count={backends}");
         for frontend in [format!("{ip}:9/UDP (0)"), format!("192.168.10.100:{node_port}/UDP (0)")] {
             for node in nodes {
