@@ -2,7 +2,8 @@
 /* Socket-LB (cgroup v2 sock_addr hooks), like Cilium's bpf_sock: processes of the node's own
  * namespace that connect to or send to a service frontend get the backend's address at
  * connect()/sendmsg() time, so their packets need no per-packet NAT at all. recvmsg() and
- * getpeername() translate back, so the application only ever sees the frontend.
+ * getpeername() translate back, so the application only ever sees the frontend. A node port is
+ * also served on the node's loopback addresses (127.0.0.0/8).
  *
  * cgroup hooks see every network namespace whose processes live in the cgroup; several cilia
  * nodes may share one kernel (the lab), so each datapath translates only in the namespace named
@@ -52,6 +53,9 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	if (!sock_in_scope(ctx))
 		return SYS_PROCEED;
 	struct lb4_service *svc = lb4_lookup_frontend(&key, vip, vport, proto, 0);
+	/* a node port on the node's loopback: the port's surrogate frontend (0.0.0.0), as in Cilium */
+	if (!svc && (bpf_ntohl(vip) >> 24) == 127)
+		svc = lb4_lookup_frontend(&key, 0, vport, proto, 0);
 	if (!svc)
 		return SYS_PROCEED;
 	if (!svc->count) {

@@ -4,7 +4,9 @@
 //! - ClusterIP: one frontend per cluster IP and port.
 //! - NodePort (and LoadBalancer with node ports): one frontend per node InternalIP and node port.
 //!   Every node's address is listed, not only this node's: a pod or a process of this node that
-//!   connects to another node's NodePort is balanced right here, as Cilium's socket-LB does.
+//!   connects to another node's NodePort is balanced right here, as Cilium's socket-LB does. One
+//!   more per node port has the address 0.0.0.0 (Cilium's surrogate frontend): socket-LB uses it
+//!   for the node's loopback addresses, so `curl 127.0.0.1:<nodePort>` on a node works.
 //! - LoadBalancer: one frontend per `status.loadBalancer.ingress[].ip` and port.
 //! - externalIPs: one frontend per address and port, whatever the type.
 //!
@@ -150,7 +152,7 @@ fn service_entries(
         }
         let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0);
         if let (true, Some(node_port)) = (with_node_ports, node_port) {
-            for ip in node_ips {
+            for ip in node_ips.iter().chain([&Ipv4Addr::UNSPECIFIED]) {
                 entries.push(entry(ServiceKind::NodePort, *ip, node_port));
             }
         }

@@ -12,7 +12,7 @@ fn frontend_label(k: &Lb4Key) -> String {
     format!("{}:{}/{}{}", abi::addr(k.address), k.port(), abi::proto_name(k.proto), scope)
 }
 
-fn kind_labels(v: &Lb4Service) -> String {
+fn kind_labels(k: &Lb4Key, v: &Lb4Service) -> String {
     let mut labels = Vec::new();
     if v.flags & abi::SVC_F_ICMP_ECHO != 0 {
         labels.push("ICMP echo");
@@ -24,6 +24,9 @@ fn kind_labels(v: &Lb4Service) -> String {
         labels.push("ExternalIPs");
     } else {
         labels.push("ClusterIP");
+    }
+    if k.address == [0; 4] {
+        labels.push("surrogate");
     }
     if v.flags & abi::SVC_F_ROUTABLE == 0 {
         labels.push("non-routable");
@@ -59,7 +62,7 @@ pub fn lb_list(state: &LbState) -> String {
                 "0.0.0.0:0 ({}) ({}) [{}]{extra} count={}",
                 v.rev_nat_index,
                 k.backend_slot,
-                kind_labels(v),
+                kind_labels(k, v),
                 v.count
             )
         } else {

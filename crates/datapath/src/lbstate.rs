@@ -153,8 +153,9 @@ fn validate(services: &[ServiceEntry]) -> Result<()> {
         if s.frontend.port == 0 {
             return Err(invalid("port 0".into()));
         }
-        if s.frontend.address.is_unspecified() {
-            return Err(invalid("address 0.0.0.0: list one NodePort entry per node address".into()));
+        // 0.0.0.0 is a node port's surrogate frontend, which socket-LB uses for the loopback
+        if s.frontend.address.is_unspecified() && s.kind != ServiceKind::NodePort {
+            return Err(invalid(format!("address 0.0.0.0 is for node ports only, not {:?}", s.kind)));
         }
         if let Some(b) = s.backends.iter().find(|b| b.port == 0 || b.address.is_unspecified()) {
             return Err(invalid(format!("backend {}:{} has no address or port", b.address, b.port)));

@@ -148,6 +148,13 @@ fn invalid_services_are_rejected_whole() {
     let mut aff = cluster_ip(vec![]);
     aff.affinity_timeout = Some(0);
     assert!(desired(&[aff], &LbState::default()).is_err());
+    // 0.0.0.0 is a node port's surrogate (socket-LB's loopback frontend), nothing else's.
+    let mut unspecified = cluster_ip(vec![]);
+    unspecified.frontend.address = Ipv4Addr::UNSPECIFIED;
+    assert!(desired(&[unspecified], &LbState::default()).is_err());
+    let surrogate =
+        ServiceEntry::new(ServiceKind::NodePort, Ipv4Addr::UNSPECIFIED, 30080, Protocol::Tcp, vec![be(1, false)]);
+    assert!(desired(&[surrogate], &LbState::default()).is_ok());
 }
 
 #[test]
