@@ -96,6 +96,17 @@ static __always_inline __u16 csum_fold(__u32 sum)
 	return (__u16)~sum;
 }
 
+/* The checksum field value after words summing to `diff` (from bpf_csum_diff) replaced others
+ * (RFC 1624: HC' = ~(~HC + ~m + m')). */
+static __always_inline __u16 csum_after(__u16 check, __s64 diff)
+{
+	__u64 sum = (__u16)~check + (__u64)(__u32)diff;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
 /* Full IPv4 header checksum of a 20-byte header (no options), for headers the datapath builds. */
 static __always_inline __u16 ipv4_csum(struct iphdr *ip)
 {

@@ -25,17 +25,6 @@
 #define ICMP_HDR_LEN 8
 #define ICMP_CSUM_OFF(p) ((p)->l4_off + 2)
 
-/* The checksum field value after words summing to `diff` (from bpf_csum_diff) replaced others
- * (RFC 1624: HC' = ~(~HC + ~m + m')). */
-static __always_inline __u16 csum_after(__u16 check, __s64 diff)
-{
-	__u64 sum = (__u16)~check + (__u64)(__u32)diff;
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
 /* Replaces `len` (2 or 4) bytes at off inside the ICMP message, keeping the ICMP checksum right. */
 static __always_inline int icmp_rewrite(struct __sk_buff *skb, const struct pkt4 *p, __u32 off, __u32 old,
 					__u32 new, __u32 len)

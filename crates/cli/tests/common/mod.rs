@@ -178,9 +178,9 @@ spec:
         (ip, node_port)
     }
 
-    /// Sends `n` UDP probes from `host` (a pod, or a lab host with `lab exec`) to `target`
-    /// (address and port), one connected socket each, and returns how many were refused, with
-    /// everything they printed.
+    /// Sends `n` UDP probes to `target` (address and port), one connected socket each, from where
+    /// the command prefix `exec` runs them (`exec POD --` or `lab exec HOST --`), and returns how
+    /// many were refused, with everything they printed.
     pub fn udp_probes_refused(&self, exec: &[&str], target: (&str, &str), n: usize) -> (usize, String) {
         // Half a second apart: a host sends one peer a burst of 6 ICMP errors, then 1 a second
         // (net.ipv4.icmp_ratelimit), and a backend may draw more than 6 of the probes.
