@@ -104,11 +104,14 @@ fn service_entries(
     if kind == "ExternalName" {
         return Vec::new();
     }
+    // 0.0.0.0 is no frontend (the API refuses it; this skips what was stored before or around it),
+    // and one such entry would make the datapath refuse every Service's.
+    let frontend_ip = |ip: &str| ip.parse::<Ipv4Addr>().ok().filter(|a| !a.is_unspecified());
     let cluster_ips: BTreeSet<Ipv4Addr> =
-        spec.cluster_ip.iter().chain(spec.cluster_ips.iter()).filter_map(|ip| ip.parse().ok()).collect();
-    let external_ips: BTreeSet<Ipv4Addr> = spec.external_ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+        spec.cluster_ip.iter().chain(spec.cluster_ips.iter()).filter_map(|ip| frontend_ip(ip)).collect();
+    let external_ips: BTreeSet<Ipv4Addr> = spec.external_ips.iter().filter_map(|ip| frontend_ip(ip)).collect();
     let lb_ips: BTreeSet<Ipv4Addr> = if kind == "LoadBalancer" {
-        svc.status.load_balancer.ingress.iter().filter_map(|i| i.ip.as_deref()?.parse().ok()).collect()
+        svc.status.load_balancer.ingress.iter().filter_map(|i| frontend_ip(i.ip.as_deref()?)).collect()
     } else {
         BTreeSet::new()
     };
@@ -197,7 +200,8 @@ fn backends_for(node_name: &str, port: &ServicePort, slices: &[&EndpointSlice]) 
                 (false, false) => continue,
             };
             let node_local = endpoint.node_name.as_deref() == Some(node_name);
-            for address in endpoint.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
+            let addresses = endpoint.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok());
+            for address in addresses.filter(|a| !a.is_unspecified()) {
                 let backend = Backend { address, port: target, state, node_local };
                 found
                     .entry((address, target))

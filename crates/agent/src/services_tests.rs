@@ -252,3 +252,25 @@ fn the_fake_datapath_takes_the_entries_and_a_second_sync_writes_nothing() {
     dp.sync_services(&empty.entries).unwrap();
     assert!(dp.lb_list().unwrap().contains("count=0"), "{}", dp.lb_list().unwrap());
 }
+
+#[test]
+fn unspecified_addresses_stored_around_the_api_are_skipped_not_fatal() {
+    // Written straight to the datastore, past the API's validation: an external IP and an
+    // endpoint of 0.0.0.0. The datapath refuses a sync holding either, which would stop every
+    // Service from being programmed; they are skipped instead.
+    let svc = service(
+        json!({"clusterIP": "10.96.0.10", "externalIPs": ["0.0.0.0", "192.168.10.50"], "ports": [{"port": 80}]}),
+        json!({}),
+        json!({}),
+    );
+    let s = slice(
+        "webpod-x",
+        json!([{"name": "", "port": 80, "protocol": "TCP"}]),
+        &[("0.0.0.0", "k8s-w1", true, false), ("172.20.1.3", "k8s-w1", true, false)],
+    );
+    let d = desired(&options(), &[svc], &[s], &nodes());
+    assert_eq!(frontends(&d).len(), 2, "the cluster IP and 192.168.10.50: {:?}", frontends(&d));
+    let external = d.entries.iter().find(|e| e.kind == ServiceKind::ExternalIp).expect("192.168.10.50 kept");
+    assert_eq!(external.backends.iter().map(|b| b.address.to_string()).collect::<Vec<_>>(), ["172.20.1.3"]);
+    FakeDatapath::new().sync_services(&d.entries).expect("the datapath takes every entry");
+}

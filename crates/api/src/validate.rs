@@ -201,10 +201,14 @@ fn service(svc: &types::Service) -> Result<(), ValidationError> {
         return Err(ValidationError::field("spec.clusterIP", format!("{ip:?} is not an IP address")));
     }
     for (i, ip) in spec.external_ips.iter().enumerate() {
-        if ip.parse::<IpAddr>().is_err() {
+        let field = || format!("spec.externalIPs[{i}]");
+        let Ok(addr) = ip.parse::<IpAddr>() else {
+            return Err(ValidationError::field(field(), format!("{ip:?} is not an IP address")));
+        };
+        if let Some(why) = special_address(addr) {
             return Err(ValidationError::field(
-                format!("spec.externalIPs[{i}]"),
-                format!("{ip:?} is not an IP address"),
+                field(),
+                format!("{ip} is {why}, which no node can serve as a frontend"),
             ));
         }
     }
@@ -462,5 +466,21 @@ mod tests {
         for bad in ["10.0.0.0/+8", "10.0.0.0/08", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0", "fd00::/129", "x/8"] {
             assert!(parse_cidr(bad).is_err(), "{bad} accepted");
         }
+    }
+}
+
+/// Why an address cannot be a Service's external IP, as Kubernetes refuses them: unspecified,
+/// loopback, link-local or link-local multicast.
+fn special_address(addr: IpAddr) -> Option<&'static str> {
+    match addr {
+        IpAddr::V4(a) if a.is_unspecified() => Some("unspecified"),
+        IpAddr::V4(a) if a.is_loopback() => Some("a loopback address"),
+        IpAddr::V4(a) if a.is_link_local() => Some("link-local"),
+        IpAddr::V4(a) if a.octets()[..3] == [224, 0, 0] => Some("link-local multicast"),
+        IpAddr::V6(a) if a.is_unspecified() => Some("unspecified"),
+        IpAddr::V6(a) if a.is_loopback() => Some("a loopback address"),
+        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => Some("link-local"),
+        IpAddr::V6(a) if a.segments()[0] & 0xff0f == 0xff02 => Some("link-local multicast"),
+        _ => None,
     }
 }

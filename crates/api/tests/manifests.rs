@@ -113,6 +113,21 @@ fn bad_field_values_name_the_field() {
         "apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: p}\nspec: {blocks: [{cidr: 10.0.0.0/33}]}\n",
     );
     assert_eq!(err.field.as_deref(), Some("spec.blocks[0].cidr"));
+    let svc = |ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{ports: [{{port: 80}}], externalIPs: [192.168.10.50, '{ip}']}}\n"
+        )
+    };
+    for (ip, why) in [
+        ("0.0.0.0", "unspecified"),
+        ("127.0.0.1", "loopback"),
+        ("169.254.1.1", "link-local"),
+        ("fe80::1", "link-local"),
+    ] {
+        let err = error_of(&svc(ip));
+        assert_eq!(err.field.as_deref(), Some("spec.externalIPs[1]"), "{ip}");
+        assert!(err.reason.contains(why), "{ip}: {err}");
+    }
 }
 
 #[test]
