@@ -454,21 +454,6 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_cidr;
-
-    #[test]
-    fn cidr_prefix_lengths_are_canonical() {
-        assert!(parse_cidr("10.0.0.0/8").is_ok());
-        assert!(parse_cidr("10.0.0.0/0").is_ok());
-        assert!(parse_cidr("fd00::/64").is_ok());
-        for bad in ["10.0.0.0/+8", "10.0.0.0/08", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0", "fd00::/129", "x/8"] {
-            assert!(parse_cidr(bad).is_err(), "{bad} accepted");
-        }
-    }
-}
-
 /// Why an address cannot be a Service's external IP, as Kubernetes refuses them: unspecified,
 /// loopback, link-local or link-local multicast.
 fn special_address(addr: IpAddr) -> Option<&'static str> {
@@ -482,5 +467,20 @@ fn special_address(addr: IpAddr) -> Option<&'static str> {
         IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => Some("link-local"),
         IpAddr::V6(a) if a.segments()[0] & 0xff0f == 0xff02 => Some("link-local multicast"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cidr;
+
+    #[test]
+    fn cidr_prefix_lengths_are_canonical() {
+        assert!(parse_cidr("10.0.0.0/8").is_ok());
+        assert!(parse_cidr("10.0.0.0/0").is_ok());
+        assert!(parse_cidr("fd00::/64").is_ok());
+        for bad in ["10.0.0.0/+8", "10.0.0.0/08", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0", "fd00::/129", "x/8"] {
+            assert!(parse_cidr(bad).is_err(), "{bad} accepted");
+        }
     }
 }
