@@ -136,6 +136,19 @@ impl Datapath {
 impl LbDatapath for Datapath {
     fn sync_services(&mut self, services: &[ServiceEntry]) -> Result<SyncStats> {
         let desired = lbstate::desired(services, &self.applied)?;
+        // Refused before any write, with the numbers, rather than failing part way with E2BIG.
+        let rows = desired.services.len();
+        if rows > self.maps.services_capacity as usize {
+            return Err(Error::Exhausted {
+                what: abi::MAP_SERVICES,
+                detail: format!(
+                    "{} frontends need {rows} rows (one per frontend, backend slot and ICMP echo), the map holds {}; \
+                     raise services_max before the map is first created",
+                    services.len(),
+                    self.maps.services_capacity
+                ),
+            });
+        }
         let ops = lbstate::plan(&self.applied, &desired);
         for op in &ops {
             // On failure `applied` still matches the kernel up to the last successful write, so

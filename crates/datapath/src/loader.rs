@@ -19,7 +19,8 @@ use crate::sys;
 /// they were created with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatapathConfig {
-    /// Service rows: Σ over frontends of (active backends + 1), plus the local-scope rows.
+    /// Service rows: Σ over frontends of (active backends + 1), plus the local-scope rows and an
+    /// ICMP echo row per VIP. A sync that needs more is refused before it writes anything.
     pub services_max: u32,
     pub backends_max: u32,
     pub revnat_max: u32,

@@ -25,6 +25,8 @@ pub struct PinnedMaps {
     pub snat: HashMap<MapData, Ct4Key, NatEntry>,
     pub netdevs: HashMap<MapData, u32, NetdevInfo>,
     pub config: Array<MapData, DpConfig>,
+    /// The service map's size as created (a reused pin keeps the size it was made with).
+    pub services_capacity: u32,
 }
 
 fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
@@ -42,6 +44,10 @@ macro_rules! typed {
 impl PinnedMaps {
     /// Opens every map pinned in `pin_dir` (created by [`crate::Datapath::open`]).
     pub fn open(pin_dir: &Path) -> Result<Self> {
+        let services_capacity = MapData::from_pin(pin_dir.join(abi::MAP_SERVICES))
+            .and_then(|m| m.info())
+            .map_err(Error::map(abi::MAP_SERVICES, format!("read the size of the pin in {}", pin_dir.display())))?
+            .max_entries();
         Ok(PinnedMaps {
             pin_dir: pin_dir.to_path_buf(),
             services: typed!(pin_dir, abi::MAP_SERVICES, HashMap),
@@ -54,6 +60,7 @@ impl PinnedMaps {
             snat: typed!(pin_dir, abi::MAP_SNAT, HashMap),
             netdevs: typed!(pin_dir, abi::MAP_NETDEVS, HashMap),
             config: typed!(pin_dir, abi::MAP_CONFIG, Array),
+            services_capacity,
         })
     }
 

@@ -756,3 +756,20 @@ fn icmp_errors_about_snated_north_south_flows_go_back_to_the_client() {
     let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &error);
     assert_eq!((verdict, &out), (TC_ACT_OK, &error));
 }
+
+#[test]
+fn services_that_do_not_fit_the_map_are_refused_before_any_write() {
+    require_root!();
+    enter_empty_netns();
+    let fs = Bpffs::new("svcfull");
+    let config = datapath::DatapathConfig { services_max: 8, ..datapath::DatapathConfig::default() };
+    let mut dp = Datapath::open_with(fs.node_dir("n1"), &config).expect("load datapath");
+    // A ClusterIP with 3 backends takes 5 rows (frontend, 3 slots, ICMP echo): one fits, two do not.
+    let backends = || (5..8).map(|i| Backend::active(Ipv4Addr::new(172, 20, 0, i), 80, true)).collect::<Vec<_>>();
+    let first = ServiceEntry::new(ServiceKind::ClusterIp, VIP, 80, Protocol::Tcp, backends());
+    let second = ServiceEntry::new(ServiceKind::ClusterIp, Ipv4Addr::new(10, 96, 0, 11), 80, Protocol::Tcp, backends());
+    dp.sync_services(std::slice::from_ref(&first)).expect("5 rows fit in 8");
+    let err = dp.sync_services(&[first, second]).expect_err("10 rows do not fit in 8").to_string();
+    assert!(err.contains("2 frontends need 10 rows") && err.contains("the map holds 8"), "{err}");
+    assert_eq!(dp.maps().services.keys().count(), 5, "nothing of the second service was written");
+}
