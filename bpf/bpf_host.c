@@ -37,7 +37,7 @@ static __always_inline int overlay_to_pod(struct __sk_buff *skb, struct pkt4 *ou
 		return -1;
 	if (parse_pkt4(skb, &p) != PARSE_OK)
 		return TC_ACT_SHOT;
-	if ((p.proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, &p) : lb4_rev_nat(skb, &p)) < 0)
+	if ((p.proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, &p, ICMP_ERR_FLOWS) : lb4_rev_nat(skb, &p)) < 0)
 		return TC_ACT_SHOT;
 	return fib_forward(skb, &p, &fib, BPF_FIB_LKUP_RET_SUCCESS, 1);
 }
@@ -70,7 +70,7 @@ int from_netdev(struct __sk_buff *skb)
 		if (rc >= 0)
 			return rc;
 		/* a remote backend's (or a router's) error about a packet this node SNATed */
-		rc = snat_rev_icmp_error(skb, &p);
+		rc = lb4_rev_nat_icmp_error(skb, &p, ICMP_ERR_SNAT);
 		if (rc < 0)
 			return TC_ACT_SHOT;
 		return rc > 0 ? fib_redirect_translated(skb, &p) : TC_ACT_OK;

@@ -42,7 +42,7 @@ int from_container(struct __sk_buff *skb)
 		if (rc >= 0)
 			return rc;
 		/* this pod, a backend, answering a client's packet with an error */
-		int rev = lb4_rev_nat_icmp_error(skb, &p);
+		int rev = lb4_rev_nat_icmp_error(skb, &p, ICMP_ERR_FLOWS);
 		if (rev < 0)
 			return TC_ACT_SHOT;
 		rc = encap_from_pod(skb, &p);
@@ -95,7 +95,7 @@ int to_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	/* errors the node's stack (or a remote backend's, through it) sends about this pod's packets,
 	 * such as "fragmentation needed" for a service flow over the tunnel route */
-	int rev = p.proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, &p) : lb4_rev_nat(skb, &p);
+	int rev = p.proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, &p, ICMP_ERR_FLOWS) : lb4_rev_nat(skb, &p);
 	return rev < 0 ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
@@ -116,15 +116,9 @@ int overlay_deliver(struct __sk_buff *skb)
 	bpf_skb_change_type(skb, PACKET_HOST);
 	if (parse_pkt4(skb, &p) != PARSE_OK)
 		return TC_ACT_OK;
-	int rev;
-	if (p.proto == IPPROTO_ICMP) {
-		/* an error about a pod's service flow, or about a north-south packet this node SNATed */
-		rev = lb4_rev_nat_icmp_error(skb, &p);
-		if (!rev)
-			rev = snat_rev_icmp_error(skb, &p);
-	} else {
-		rev = lb4_rev_nat(skb, &p);
-	}
+	/* an ICMP error about a pod's service flow, or about a north-south packet this node SNATed */
+	int rev = p.proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, &p, ICMP_ERR_FLOWS | ICMP_ERR_SNAT)
+					  : lb4_rev_nat(skb, &p);
 	if (rev < 0)
 		return TC_ACT_SHOT;
 	return fib_redirect_translated(skb, &p);

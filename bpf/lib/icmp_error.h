@@ -82,60 +82,46 @@ static __always_inline struct lb4_reverse_nat *flow_frontend(__be32 client, __be
 	return e ? lb4_lookup_rev_nat(e->rev_nat_index) : 0;
 }
 
-/* Makes p the error the client would get from the frontend itself: quoting client:cport ->
- * frontend, addressed to the client, and from the frontend when the backend sent it. */
-static __always_inline int icmp_error_to_client(struct __sk_buff *skb, struct pkt4 *p, __u32 in_off,
-						const struct iphdr *in, const __be16 ports[2], __be32 client,
-						__be16 cport, const struct lb4_reverse_nat *frontend)
+/* Which ICMP errors a hook translates (lb4_rev_nat_icmp_error's `which`). */
+#define ICMP_ERR_FLOWS 0x1 /* to a client, about its packet of a service flow: quoted client -> backend */
+#define ICMP_ERR_SNAT 0x2  /* to this node, about a north-south packet it SNATed: quoted node:natport -> backend */
+
+/* If p is an ICMP error of a kind in `which`, turns it into the error the client would get from
+ * the frontend itself: quoting client:cport -> frontend, addressed to the client, and from the
+ * frontend when the backend sent it. Returns 1 if it did, 0 if p is no such error, -1 on error. */
+static __always_inline int lb4_rev_nat_icmp_error(struct __sk_buff *skb, struct pkt4 *p, int which)
 {
-	__be32 backend = in->daddr;
-	if (icmp_quote_rewrite(skb, p, in_off, in, ports, client, frontend->address, cport, frontend->port) < 0)
+	struct iphdr in;
+	__be16 ports[2];
+	__u32 in_off;
+
+	if (!icmp_quote(skb, p, &in, ports, &in_off) || in.saddr != p->daddr)
+		return 0;
+	__be32 client = in.saddr, backend = in.daddr;
+	__be16 cport = ports[0];
+	struct lb4_reverse_nat *frontend = 0;
+	if (which & ICMP_ERR_FLOWS)
+		frontend = flow_frontend(client, backend, cport, ports[1], in.protocol);
+	if (!frontend && (which & ICMP_ERR_SNAT)) {
+		/* the port's owner entry names the client the node stood in for */
+		struct ct4_key nk = ct4_key_of(backend, in.saddr, ports[1], ports[0], in.protocol, NAT_INGRESS);
+		struct nat_entry *n = bpf_map_lookup_elem(&cilia_snat_v4, &nk);
+		if (!n)
+			return 0;
+		client = n->to_addr;
+		cport = n->to_port;
+		frontend = flow_frontend(client, backend, cport, ports[1], in.protocol);
+	}
+	if (!frontend)
+		return 0;
+
+	if (icmp_quote_rewrite(skb, p, in_off, &in, ports, client, frontend->address, cport, frontend->port) < 0)
 		return -1;
 	if (p->saddr == backend && rewrite_addr(skb, p, 1, frontend->address) < 0)
 		return -1;
 	if (rewrite_addr(skb, p, 0, client) < 0)
 		return -1;
 	return 1;
-}
-
-/* If p is an ICMP error to a client about its packet of a service flow (quoted: client ->
- * backend), turns it into the error about the packet the client sent to the frontend. Returns 1
- * if it did, 0 if p is no such error, -1 on error. */
-static __always_inline int lb4_rev_nat_icmp_error(struct __sk_buff *skb, struct pkt4 *p)
-{
-	struct iphdr in;
-	__be16 ports[2];
-	__u32 in_off;
-
-	if (!icmp_quote(skb, p, &in, ports, &in_off) || in.saddr != p->daddr)
-		return 0;
-	struct lb4_reverse_nat *frontend = flow_frontend(in.saddr, in.daddr, ports[0], ports[1], in.protocol);
-	if (!frontend)
-		return 0;
-	return icmp_error_to_client(skb, p, in_off, &in, ports, in.saddr, ports[0], frontend);
-}
-
-/* If p is an ICMP error to this node about a north-south packet it SNATed (quoted: node:natport
- * -> backend), turns it into the error the client would get without the node in between, sent to
- * the client. Returns 1 if it did, 0 if p is no such error, -1 on error. */
-static __always_inline int snat_rev_icmp_error(struct __sk_buff *skb, struct pkt4 *p)
-{
-	struct iphdr in;
-	__be16 ports[2];
-	__u32 in_off;
-
-	if (!icmp_quote(skb, p, &in, ports, &in_off) || in.saddr != p->daddr)
-		return 0;
-	struct ct4_key nk = ct4_key_of(in.daddr, in.saddr, ports[1], ports[0], in.protocol, NAT_INGRESS);
-	struct nat_entry *n = bpf_map_lookup_elem(&cilia_snat_v4, &nk);
-	if (!n)
-		return 0;
-	__be32 client = n->to_addr;
-	__be16 cport = n->to_port;
-	struct lb4_reverse_nat *frontend = flow_frontend(client, in.daddr, cport, ports[1], in.protocol);
-	if (!frontend)
-		return 0;
-	return icmp_error_to_client(skb, p, in_off, &in, ports, client, cport, frontend);
 }
 
 #endif /* CILIA_ICMP_ERROR_H */

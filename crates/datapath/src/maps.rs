@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData};
 
 use crate::abi::{
     self, Ct4Key, CtEntry, DpConfig, Lb4AffinityKey, Lb4Backend, Lb4Key, Lb4ReverseNat, Lb4Service, LbAffinityMatch,
@@ -44,13 +44,12 @@ macro_rules! typed {
 impl PinnedMaps {
     /// Opens every map pinned in `pin_dir` (created by [`crate::Datapath::open`]).
     pub fn open(pin_dir: &Path) -> Result<Self> {
-        let services_capacity = MapData::from_pin(pin_dir.join(abi::MAP_SERVICES))
-            .and_then(|m| m.info())
-            .map_err(Error::map(abi::MAP_SERVICES, format!("read the size of the pin in {}", pin_dir.display())))?
-            .max_entries();
+        let services: HashMap<MapData, Lb4Key, Lb4Service> = typed!(pin_dir, abi::MAP_SERVICES, HashMap);
+        let services_capacity =
+            services.map().info().map_err(Error::map(abi::MAP_SERVICES, "read its size"))?.max_entries();
         Ok(PinnedMaps {
             pin_dir: pin_dir.to_path_buf(),
-            services: typed!(pin_dir, abi::MAP_SERVICES, HashMap),
+            services,
             backends: typed!(pin_dir, abi::MAP_BACKENDS, HashMap),
             revnat: typed!(pin_dir, abi::MAP_REVNAT, HashMap),
             maglev: typed!(pin_dir, abi::MAP_MAGLEV, HashMap),

@@ -54,6 +54,15 @@ fn cluster_ip(backends: Vec<Backend>) -> ServiceEntry {
     ServiceEntry::new(ServiceKind::ClusterIp, VIP, 80, Protocol::Tcp, backends)
 }
 
+/// A node port on NODE whose only backend (BE2:`backend_port`) runs on another node, so
+/// from_netdev SNATs to NODE: the address of the test netns' only device, lo (ifindex 1), where
+/// BPF_PROG_TEST_RUN runs.
+fn remote_node_port(env: &mut Env, node_port: u16, protocol: Protocol, backend_port: u16) {
+    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0).unwrap();
+    let backends = vec![Backend::active(BE2, backend_port, false)];
+    env.dp.sync_services(&[ServiceEntry::new(ServiceKind::NodePort, NODE, node_port, protocol, backends)]).unwrap();
+}
+
 #[test]
 fn pod_to_cluster_ip_is_dnated_and_reply_reverse_nated() {
     require_root!();
@@ -238,12 +247,7 @@ fn malformed_truncated_and_foreign_packets_are_never_rewritten() {
 fn nodeport_to_remote_backend_is_snated_and_reply_reversed() {
     require_root!();
     let mut env = setup("snat");
-    // The test netns' only device is lo (ifindex 1): BPF_PROG_TEST_RUN runs on it.
-    let info = NetdevInfo { snat_addr: NODE.octets(), flags: 0 };
-    env.dp.maps_mut().netdevs.insert(1, info, 0).unwrap();
-    let np =
-        ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE2, 8080, false)]);
-    env.dp.sync_services(&[np]).unwrap();
+    remote_node_port(&mut env, 30080, Protocol::Tcp, 8080);
 
     let syn = packet::tcp((CLIENT, 5000), (NODE, 30080), "S", 1, b"");
     let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &syn);
@@ -275,10 +279,7 @@ fn nodeport_to_remote_backend_is_snated_and_reply_reversed() {
 fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
     require_root!();
     let mut env = setup("snatreuse");
-    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0).unwrap();
-    let np =
-        ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE2, 8080, false)]);
-    env.dp.sync_services(&[np]).unwrap();
+    remote_node_port(&mut env, 30080, Protocol::Tcp, 8080);
     let owner_of = |port: u16| abi::Ct4Key::new(BE2, 8080, NODE, port, abi::IPPROTO_TCP, abi::NAT_INGRESS);
     let other = Ipv4Addr::new(10, 9, 9, 9);
     let fill = |env: &mut Env, flags: u16, last_seen_ns: u64| {
@@ -666,12 +667,13 @@ fn a_direct_connection_on_a_service_flows_tuple_gets_its_replies_untranslated() 
     assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "a NodePort flow's leftover does not capture it");
 }
 
-/// The quoted header of an ICMP error in an output frame: its destination, checked for a right
-/// header checksum.
-fn quoted_destination(seen: &packet::Seen) -> (Ipv4Addr, u16) {
+/// The flow an ICMP error in an output frame quotes, (source, destination), its header checked
+/// for a right checksum.
+fn quoted_flow(seen: &packet::Seen) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
     let (ip, rest) = etherparse::Ipv4Header::from_slice(&seen.payload).expect("quoted IPv4 header");
     assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "quoted header checksum");
-    (Ipv4Addr::from(ip.destination), u16::from_be_bytes([rest[2], rest[3]]))
+    let port = |at: usize| u16::from_be_bytes([rest[at], rest[at + 1]]);
+    ((Ipv4Addr::from(ip.source), port(0)), (Ipv4Addr::from(ip.destination), port(2)))
 }
 
 #[test]
@@ -694,7 +696,7 @@ fn icmp_errors_about_service_flows_name_the_frontend() {
         assert_eq!(verdict, TC_ACT_OK, "{prog}");
         let seen = packet::parse_checked(&out);
         assert_eq!((seen.src.0, seen.dst.0, seen.icmp), (VIP, POD, Some((3, 3))), "{prog}");
-        assert_eq!(quoted_destination(&seen), (VIP, 53), "{prog}");
+        assert_eq!(quoted_flow(&seen).1, (VIP, 53), "{prog}");
     }
 
     // An error from a router on the way (here: time exceeded) keeps its source; only the quote
@@ -703,7 +705,7 @@ fn icmp_errors_about_service_flows_name_the_frontend() {
     let expired = TimeExceeded(TimeExceededCode::TtlExceededInTransit);
     let (_, out) = run(&env.dp, PROG_TO_CONTAINER, &packet::icmp_error(router, POD, expired, packet::ip_part(&sent)));
     let seen = packet::parse_checked(&out);
-    assert_eq!((seen.src.0, quoted_destination(&seen)), (router, (VIP, 53)));
+    assert_eq!((seen.src.0, quoted_flow(&seen).1), (router, (VIP, 53)));
 
     // Errors that are not about a service flow, or quote too little to tell, pass unchanged.
     let direct = packet::udp((POD, 40001), (BE1, 5353), b"query");
@@ -724,10 +726,7 @@ fn icmp_errors_about_snated_north_south_flows_go_back_to_the_client() {
     use etherparse::icmpv4::DestUnreachableHeader;
     require_root!();
     let mut env = setup("icmpsnat");
-    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0).unwrap();
-    let np =
-        ServiceEntry::new(ServiceKind::NodePort, NODE, 30053, Protocol::Udp, vec![Backend::active(BE2, 5353, false)]);
-    env.dp.sync_services(&[np]).unwrap();
+    remote_node_port(&mut env, 30053, Protocol::Udp, 5353);
     let (_, sent) = run(&env.dp, PROG_FROM_NETDEV, &packet::udp((CLIENT, 5000), (NODE, 30053), b"query"));
     let fwd = packet::parse_checked(&sent);
     assert_eq!((fwd.src.0, fwd.dst), (NODE, (BE2, 5353)), "DNATed and SNATed to the node");
@@ -739,14 +738,7 @@ fn icmp_errors_about_snated_north_south_flows_go_back_to_the_client() {
     assert_eq!(verdict, TC_ACT_OK, "no route in the empty netns: handed to the stack");
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src.0, seen.dst.0, seen.icmp), (NODE, CLIENT, Some((3, 3))));
-    let (ip, rest) = etherparse::Ipv4Header::from_slice(&seen.payload).expect("quoted IPv4 header");
-    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "quoted header checksum");
-    let quoted_ports = (u16::from_be_bytes([rest[0], rest[1]]), u16::from_be_bytes([rest[2], rest[3]]));
-    assert_eq!(
-        ((Ipv4Addr::from(ip.source), quoted_ports.0), (Ipv4Addr::from(ip.destination), quoted_ports.1)),
-        ((CLIENT, 5000), (NODE, 30053)),
-        "the quote is the client's own packet"
-    );
+    assert_eq!(quoted_flow(&seen), ((CLIENT, 5000), (NODE, 30053)), "the quote is the client's own packet");
 
     // An error about a port no flow holds is the node's own business.
     let mut stray = packet::ip_part(&sent).to_vec();
