@@ -6,6 +6,7 @@ packages=(
   clang            # compiles the eBPF datapath (bpf/*.c)
   libbpf-dev       # bpf_helpers.h for the eBPF programs
   protobuf-compiler # protoc, for etcd-client's gRPC code
+  libprotobuf-dev  # google/protobuf/*.proto, which etcd-client's protos import
   etcd-server      # the datastore the lab runs
   etcd-client      # etcdctl, for inspecting the datastore by hand
   iproute2         # ip, for the lab's namespaces and links
