@@ -94,6 +94,15 @@ pub static CONFIG_MAP: ResourceKind = ResourceKind {
     short_names: &["cm"],
     namespaced: true,
 };
+pub static SECRET: ResourceKind = ResourceKind {
+    kind: "Secret",
+    group: "",
+    versions: &["v1"],
+    plural: "secrets",
+    singular: "secret",
+    short_names: &[],
+    namespaced: true,
+};
 pub static SERVICE: ResourceKind = ResourceKind {
     kind: "Service",
     group: "",
@@ -155,6 +164,7 @@ pub static ALL: &[&ResourceKind] = &[
     &NODE,
     &POD,
     &CONFIG_MAP,
+    &SECRET,
     &SERVICE,
     &DEPLOYMENT,
     &ENDPOINT_SLICE,
