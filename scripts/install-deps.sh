@@ -1,33 +1,45 @@
 #!/usr/bin/env bash
 # Installs the system packages cilia builds and runs with, if any is missing (Debian, as root).
+# Idempotent: when everything is installed it only asks dpkg (no apt-get update) and prints nothing.
+# Rust itself comes from rustup. scripts/check-fresh-install.sh checks this list on a fresh Debian.
 set -euo pipefail
 
 packages=(
-  clang            # compiles the eBPF datapath (bpf/*.c)
-  libbpf-dev       # bpf_helpers.h for the eBPF programs
+  # Building
+  ca-certificates   # cargo's HTTPS downloads from crates.io
+  gcc               # cargo's linker; ring's build script compiles C
+  libc6-dev         # crt1.o, libc and the Linux headers the binaries and bpf/*.c need
+  make              # the Makefile
+  clang             # compiles the eBPF datapath (bpf/*.c)
+  libbpf-dev        # bpf_helpers.h for the eBPF programs
   protobuf-compiler # protoc, for etcd-client's gRPC code
-  libprotobuf-dev  # google/protobuf/*.proto, which etcd-client's protos import
-  etcd-server      # the datastore the lab runs
-  etcd-client      # etcdctl, for inspecting the datastore by hand
-  iproute2         # ip, for the lab's namespaces and links
-  iputils-ping     # ping inside lab hosts and pods
-  tcpdump          # packet capture in the guide's steps
-  ethtool          # device offloads (GRO) checked by the tunnel tests
-  curl             # HTTP requests inside lab hosts and pods
-  arping           # ARP probes from the router (L2 announcements)
-  procps           # ps/pkill used by cleanup checks
-  iperf3           # throughput benchmarks between pods
-  wrk              # request-rate benchmarks
-  nftables         # kube-proxy nftables-mode baseline in benchmarks
-  iptables         # kube-proxy iptables-mode baseline in benchmarks
-  conntrack        # flushes connection tracking between benchmark runs
-  bc               # ratios in the benchmark scripts
-  python3          # address arithmetic in benchmarks; a UDP client in the service tests
+  libprotobuf-dev   # google/protobuf/*.proto, which etcd-client's protos import
+  # Running the lab, the guide and the tests
+  etcd-server       # etcd, the datastore the lab and the store tests run
+  etcd-client       # etcdctl, for inspecting the datastore by hand
+  iproute2          # ip: the lab's namespaces, links and routes; every kernel test
+  iputils-ping      # ping inside lab hosts and pods (guide, tests, tunnel benchmark)
+  tcpdump           # packet capture in the guide's steps and the tests
+  ethtool           # device offloads (GRO) checked by the tunnel tests
+  curl              # HTTP requests inside lab hosts and pods (guide, tests)
+  arping            # ARP probes from the router (L2 announcements)
+  procps            # ps, kill, sysctl: the pod runtime, the tests and the benchmarks
+  python3           # address arithmetic in benchmarks; a UDP client in the service tests
+  # Benchmarks (scripts/bench)
+  iperf3            # throughput between pods
+  wrk               # request and connection rates
+  nftables          # nft: kube-proxy's nftables-mode baseline, masquerading in lab-services.sh
+  iptables          # iptables-restore: kube-proxy's iptables-mode baseline
+  conntrack         # flushes connection tracking between benchmark runs
+  bc                # ratios in the benchmark scripts
+  keepalived        # the VRRP baseline a benchmark compares against
 )
 
+# One dpkg query for all of them; a package dpkg has never heard of is missing too.
+installed="$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${packages[@]}" 2>/dev/null || true)"
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  grep -qx "$p installed" <<<"$installed" || missing+=("$p")
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
