@@ -8,12 +8,15 @@
  *   reply of a flow through this node (backend -> client): reverse NAT;
  *   ICMP error about an SNATed packet: turned into the client's error about its own packet;
  *   tunnel mode: VXLAN to this node for a local pod: outer headers stripped, handed to the pod;
+ *   ARP request / IPv6 neighbour solicitation for an address this node announces (L2
+ *   announcements): answered from the device's MAC (lib/l2_responder.h);
  *   everything else goes to the stack untouched. Translated packets leave by FIB lookup and
  *   redirect, to a local pod through its veth peer. */
 #include "lib/common.h"
 #include "lib/encap.h"
 #include "lib/fib.h"
 #include "lib/icmp_error.h"
+#include "lib/l2_responder.h"
 #include "lib/nat.h"
 #include "lib/service.h"
 
@@ -48,6 +51,14 @@ int from_netdev(struct __sk_buff *skb)
 	struct pkt4 p;
 	struct lb4_key key;
 	struct lb4_backend be;
+
+	/* ARP and NDP for announced addresses. IPv4 pays one compare of skb->protocol (no packet
+	 * read); everything the responder does not answer goes on exactly as before. */
+	if (skb->protocol != bpf_htons(ETH_P_IP)) {
+		int rc = l2_respond(skb);
+		if (rc >= 0)
+			return rc;
+	}
 
 	switch (parse_pkt4(skb, &p)) {
 	case PARSE_OK:

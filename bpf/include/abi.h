@@ -24,6 +24,9 @@
 /* sock_rev:  struct sock_rev_key -> struct sock_rev_val */
 /* netdevs:   __u32 ifindex -> struct netdev_info */
 /* config:    __u32 0 -> struct dp_config */
+/* l2_resp4:  struct l2_responder_v4_key -> struct l2_responder_entry (cilia_l2_resp4) */
+/* l2_resp6:  struct l2_responder_v6_key -> struct l2_responder_entry (cilia_l2_resp6) */
+/* l2_live:   __u32 0 -> struct l2_liveness (cilia_l2_live) */
 
 /* ---- default sizes (userspace may override max_entries before the first load) ---- */
 #define LB_SERVICES_MAP_SIZE 65536
@@ -35,6 +38,7 @@
 #define SNAT_MAP_SIZE 131072
 #define SOCK_REV_MAP_SIZE 65536
 #define NETDEV_MAP_SIZE 256
+#define L2_RESPONDER_MAP_SIZE 65536 /* (VIP, interface) pairs per family */
 
 /* Maglev lookup table size M: a prime, Cilium's default. M >= 100 * backends keeps the share of
  * entries that move when one backend changes near the 1 % Maglev guarantees. */
@@ -245,5 +249,39 @@ struct dp_config {
 	__u32 pad;
 };
 _Static_assert(sizeof(struct dp_config) == 16, "dp_config size");
+
+/* ---- L2 announcements: ARP / NDP responder (bpf/lib/l2_responder.h) ---- */
+/* Key of cilia_l2_resp4: an announced IPv4 address on one device. */
+struct l2_responder_v4_key {
+	__be32 ip4;
+	__u32 ifindex; /* the device the request must arrive on (and the answer leaves by) */
+};
+_Static_assert(sizeof(struct l2_responder_v4_key) == 8, "l2_responder_v4_key size");
+
+/* Key of cilia_l2_resp6: an announced IPv6 address on one device. */
+struct l2_responder_v6_key {
+	__u8 ip6[16];
+	__u32 ifindex;
+	__u32 pad; /* always 0 */
+};
+_Static_assert(sizeof(struct l2_responder_v6_key) == 24, "l2_responder_v6_key size");
+
+/* Value of both responder maps. The device's MAC is in the entry, written by userspace, so one
+ * compiled program serves every device. */
+struct l2_responder_entry {
+	__u8 mac[6];
+	__u8 pad[2];
+	__u64 responses; /* answers sent; only the datapath adds to it */
+};
+_Static_assert(sizeof(struct l2_responder_entry) == 16, "l2_responder_entry size");
+
+/* cilia_l2_live[0]: the agent's heartbeat. The responder answers only while
+ * refreshed_ns != 0 && now - refreshed_ns <= max_age_ns (bpf_ktime_get_ns, CLOCK_MONOTONIC), so a
+ * node whose agent died stops claiming addresses another node may have taken over. */
+struct l2_liveness {
+	__u64 refreshed_ns;
+	__u64 max_age_ns;
+};
+_Static_assert(sizeof(struct l2_liveness) == 16, "l2_liveness size");
 
 #endif /* CILIA_ABI_H */

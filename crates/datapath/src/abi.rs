@@ -19,6 +19,12 @@ pub const MAP_CT: &str = "cilia_ct4_global";
 pub const MAP_SNAT: &str = "cilia_snat_v4";
 pub const MAP_SOCK_REV: &str = "cilia_lb4_reverse_sk";
 pub const MAP_NETDEVS: &str = "cilia_netdevs";
+/// L2 announcements: IPv4 responder, `{ip4, ifindex}` → [`L2ResponderEntry`].
+pub const MAP_L2_RESP4: &str = "cilia_l2_resp4";
+/// L2 announcements: IPv6 responder, `{ip6, ifindex}` → [`L2ResponderEntry`].
+pub const MAP_L2_RESP6: &str = "cilia_l2_resp6";
+/// L2 announcements: the agent's heartbeat ([`L2Liveness`], array of one).
+pub const MAP_L2_LIVENESS: &str = "cilia_l2_live";
 
 /// Ports north-south SNAT allocates (`NAT_PORT_MIN`/`NAT_PORT_MAX` in abi.h): above Linux's default
 /// ephemeral range, so the node's own connections never take a port the SNAT map holds.
@@ -27,7 +33,7 @@ pub const NAT_PORT_MAX: u16 = 65535;
 pub const MAP_CONFIG: &str = "cilia_config";
 
 /// Every pinned map, for listing and removal.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 14] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -39,7 +45,13 @@ pub const ALL_MAPS: [&str; 11] = [
     MAP_SOCK_REV,
     MAP_NETDEVS,
     MAP_CONFIG,
+    MAP_L2_RESP4,
+    MAP_L2_RESP6,
+    MAP_L2_LIVENESS,
 ];
+
+/// `L2_RESPONDER_MAP_SIZE`: default size of each responder map ((address, device) pairs).
+pub const L2_RESPONDER_MAP_SIZE: u32 = 65536;
 
 // ---- constants ----
 pub const LB_MAGLEV_LUT_SIZE: usize = 16381;
@@ -238,6 +250,44 @@ pub struct DpConfig {
     pub pad: u32,
 }
 
+/// Key of `cilia_l2_resp4`: an announced IPv4 address on one device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct L2ResponderV4Key {
+    /// Network order, as in the ARP packet.
+    pub ip4: [u8; 4],
+    pub ifindex: u32,
+}
+
+/// Key of `cilia_l2_resp6`: an announced IPv6 address on one device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct L2ResponderV6Key {
+    pub ip6: [u8; 16],
+    pub ifindex: u32,
+    /// Always 0 (the datapath looks up with 0).
+    pub pad: u32,
+}
+
+/// Value of both responder maps: the MAC answers carry, and how many were sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L2ResponderEntry {
+    pub mac: [u8; 6],
+    pub pad: [u8; 2],
+    /// Only the datapath adds to it.
+    pub responses: u64,
+}
+
+/// `cilia_l2_live[0]`: the responder answers only while `refreshed_ns != 0` and
+/// `now - refreshed_ns <= max_age_ns` (CLOCK_MONOTONIC).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L2Liveness {
+    pub refreshed_ns: u64,
+    pub max_age_ns: u64,
+}
+
 // Sizes and offsets must match the `_Static_assert`s of abi.h.
 const _: () = assert!(size_of::<Lb4Key>() == 12);
 const _: () = assert!(offset_of!(Lb4Key, dport) == 4);
@@ -272,6 +322,16 @@ const _: () = assert!(size_of::<SockRevKey>() == 16);
 const _: () = assert!(size_of::<SockRevVal>() == 8);
 const _: () = assert!(size_of::<NetdevInfo>() == 8);
 const _: () = assert!(size_of::<DpConfig>() == 16);
+const _: () = assert!(size_of::<L2ResponderV4Key>() == 8);
+const _: () = assert!(offset_of!(L2ResponderV4Key, ifindex) == 4);
+const _: () = assert!(size_of::<L2ResponderV6Key>() == 24);
+const _: () = assert!(offset_of!(L2ResponderV6Key, ifindex) == 16);
+const _: () = assert!(offset_of!(L2ResponderV6Key, pad) == 20);
+const _: () = assert!(size_of::<L2ResponderEntry>() == 16);
+const _: () = assert!(offset_of!(L2ResponderEntry, pad) == 6);
+const _: () = assert!(offset_of!(L2ResponderEntry, responses) == 8);
+const _: () = assert!(size_of::<L2Liveness>() == 16);
+const _: () = assert!(offset_of!(L2Liveness, max_age_ns) == 8);
 
 /// Marks the ABI structs as plain old data for aya's typed maps.
 macro_rules! impl_pod {
@@ -302,6 +362,10 @@ impl_pod!(
     SockRevVal,
     NetdevInfo,
     DpConfig,
+    L2ResponderV4Key,
+    L2ResponderV6Key,
+    L2ResponderEntry,
+    L2Liveness,
 );
 
 /// Network-order port as stored in maps, from a host-order port.

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aya::programs::SchedClassifier;
 
@@ -10,6 +11,7 @@ use crate::abi::{self, DpConfig, NetdevInfo};
 use crate::attach::{self, Direction};
 use crate::dump;
 use crate::error::{Error, Result};
+use crate::l2::{L2Entry, L2Maps, L2Row, L2SyncStats};
 use crate::lbstate::{self, LbState, SyncStats};
 use crate::loader::{self, DatapathConfig, Programs};
 use crate::maps::{self, PinnedMaps};
@@ -58,6 +60,37 @@ pub trait LbDatapath: Send {
 
     /// `cilia dbg NODE bpf ct list global`.
     fn ct_list(&self) -> Result<String>;
+
+    /// L2 announcements: makes the ARP/NDP responder maps hold exactly `entries` (one per
+    /// announced IP and device). Keys not listed are removed (also ones this agent never wrote),
+    /// missing ones added with a zero counter, a key whose MAC changed is rewritten keeping its
+    /// counter; deleting an absent key is no error. Nothing is written when `entries` is invalid
+    /// or does not fit the maps. The stats list the added keys: announce those
+    /// ([`crate::neigh_announce`]). The default implementation refuses (for test doubles that do
+    /// not model L2).
+    fn sync_l2(&mut self, entries: &[L2Entry]) -> Result<L2SyncStats> {
+        let _ = entries;
+        Err(Error::Unsupported { what: "L2 announcements (sync_l2)" })
+    }
+
+    /// The heartbeat of the L2 responder: it answers only while the last refresh is at most
+    /// `max_age` old (use the lease duration, and refresh well within it). An agent that dies
+    /// stops its node answering within `max_age`.
+    fn refresh_l2_liveness(&mut self, max_age: Duration) -> Result<()> {
+        let _ = max_age;
+        Err(Error::Unsupported { what: "L2 announcements (refresh_l2_liveness)" })
+    }
+
+    /// Stops the L2 responder at once (graceful shutdown, leadership given up) without touching
+    /// its entries; the next refresh turns it back on.
+    fn clear_l2_liveness(&mut self) -> Result<()> {
+        Err(Error::Unsupported { what: "L2 announcements (clear_l2_liveness)" })
+    }
+
+    /// The responder entries with their answer counters, ordered by IP then ifindex.
+    fn l2_entries(&self) -> Result<Vec<L2Row>> {
+        Err(Error::Unsupported { what: "L2 announcements (l2_entries)" })
+    }
 }
 
 /// One node's datapath: programs loaded, maps pinned under `pin_dir`
@@ -69,6 +102,7 @@ pub struct Datapath {
     pin_dir: PathBuf,
     programs: Programs,
     maps: PinnedMaps,
+    l2: L2Maps,
     applied: LbState,
 }
 
@@ -86,8 +120,9 @@ impl Datapath {
         loader::prepare_pin_dir(&pin_dir)?;
         let programs = Programs::load(&pin_dir, config)?;
         let maps = PinnedMaps::open(&pin_dir)?;
+        let l2 = L2Maps::open(&pin_dir)?;
         let applied = maps.read_lb_state()?;
-        Ok(Datapath { pin_dir, programs, maps, applied })
+        Ok(Datapath { pin_dir, programs, maps, l2, applied })
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -101,6 +136,21 @@ impl Datapath {
 
     pub fn maps_mut(&mut self) -> &mut PinnedMaps {
         &mut self.maps
+    }
+
+    /// The L2 responder maps, for inspection and tests.
+    pub fn l2_maps(&self) -> &L2Maps {
+        &self.l2
+    }
+
+    pub fn l2_maps_mut(&mut self) -> &mut L2Maps {
+        &mut self.l2
+    }
+
+    /// `cilia dbg NODE bpf l2 list`: the responder entries and the heartbeat's age. `ifname`
+    /// names devices by ifindex when given.
+    pub fn l2_list(&self, ifname: Option<&dyn Fn(u32) -> Option<String>>) -> Result<String> {
+        Ok(dump::l2_list(&self.l2.rows()?, Some(&self.l2.liveness()?), maps::monotonic_ns(), ifname))
     }
 
     /// The service maps' contents as last written.
@@ -244,6 +294,22 @@ impl LbDatapath for Datapath {
 
     fn ct_list(&self) -> Result<String> {
         Ok(dump::ct_list(&self.maps.ct_entries()?, maps::monotonic_ns()))
+    }
+
+    fn sync_l2(&mut self, entries: &[L2Entry]) -> Result<L2SyncStats> {
+        self.l2.sync(entries)
+    }
+
+    fn refresh_l2_liveness(&mut self, max_age: Duration) -> Result<()> {
+        self.l2.refresh_liveness(max_age)
+    }
+
+    fn clear_l2_liveness(&mut self) -> Result<()> {
+        self.l2.clear_liveness()
+    }
+
+    fn l2_entries(&self) -> Result<Vec<L2Row>> {
+        self.l2.rows()
     }
 }
 

@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::abi::{self, Ct4Key, CtEntry, Lb4Key, Lb4Service, NatEntry};
+use crate::abi::{self, Ct4Key, CtEntry, L2Liveness, Lb4Key, Lb4Service, NatEntry};
+use crate::l2::{L2Row, liveness_fresh};
 use crate::lbstate::LbState;
 
 fn frontend_label(k: &Lb4Key) -> String {
@@ -175,6 +176,74 @@ pub fn nat_list(entries: &[(Ct4Key, NatEntry)]) -> String {
     out
 }
 
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac(m: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+/// `cilia dbg NODE bpf l2 list`: one line per responder entry (columns IP, IFINDEX, MAC,
+/// RESPONSES; `ifname` adds the device's name to the ifindex when it knows it), then the
+/// heartbeat: its age against the max age, and whether the datapath answers at `now_ns`
+/// (CLOCK_MONOTONIC).
+pub fn l2_list(
+    rows: &[L2Row],
+    liveness: Option<&L2Liveness>,
+    now_ns: u64,
+    ifname: Option<&dyn Fn(u32) -> Option<String>>,
+) -> String {
+    let mut rows = rows.to_vec();
+    rows.sort();
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            let dev = match ifname.and_then(|f| f(r.ifindex)) {
+                Some(name) => format!("{} ({name})", r.ifindex),
+                None => r.ifindex.to_string(),
+            };
+            [r.ip.to_string(), dev, mac(&r.mac), r.responses.to_string()]
+        })
+        .collect();
+    let header = ["IP", "IFINDEX", "MAC", "RESPONSES"].map(String::from);
+    let mut widths = [0usize; 4];
+    for row in std::iter::once(&header).chain(&cells) {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&cells) {
+        let line = format!(
+            "{:w0$}   {:w1$}   {:w2$}   {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if let Some(l) = liveness {
+        let _ = writeln!(out, "{}", liveness_line(l, now_ns));
+    }
+    out
+}
+
+fn secs(ns: u64) -> String {
+    format!("{:.1}s", ns as f64 / 1e9)
+}
+
+/// The heartbeat as the inspection prints it.
+pub fn liveness_line(l: &L2Liveness, now_ns: u64) -> String {
+    if l.refreshed_ns == 0 {
+        return "liveness: never refreshed (or cleared): not answering".into();
+    }
+    let age = now_ns.saturating_sub(l.refreshed_ns);
+    let verdict = if liveness_fresh(l, now_ns) { "answering" } else { "stale, not answering" };
+    format!("liveness: refreshed {} ago, max age {}: {verdict}", secs(age), secs(l.max_age_ns))
+}
+
 fn table(header: (&str, &str), rows: Vec<(String, String)>) -> String {
     let width = rows.iter().map(|(a, _)| a.len()).chain([header.0.len()]).max().unwrap_or(0);
     let mut out = String::new();
@@ -211,6 +280,29 @@ mod tests {
         assert!(out.contains("10.96.48.145:80/TCP (0)   0.0.0.0:0 (1) (0) [ClusterIP, non-routable]"), "{out}");
         assert!(out.contains("10.96.48.145:80/TCP (1)   172.20.1.10:80/TCP (1) (1)"), "{out}");
         assert!(out.contains("10.96.48.145:0/ICMP (0)"), "{out}");
+    }
+
+    #[test]
+    fn l2_list_prints_entries_and_the_heartbeat() {
+        let rows = vec![
+            L2Row { ip: "fd00::211".parse().unwrap(), ifindex: 3, mac: [2, 0, 0, 0, 0, 0x11], responses: 0 },
+            L2Row { ip: "192.168.10.211".parse().unwrap(), ifindex: 3, mac: [2, 0, 0, 0, 0, 0x11], responses: 42 },
+        ];
+        let names = |i: u32| (i == 3).then(|| "eth1".to_string());
+        let live = L2Liveness { refreshed_ns: 9_600_000_000, max_age_ns: 15_000_000_000 };
+        let out = l2_list(&rows, Some(&live), 10_000_000_000, Some(&names));
+        assert_eq!(
+            out,
+            "IP               IFINDEX    MAC                 RESPONSES\n\
+             192.168.10.211   3 (eth1)   02:00:00:00:00:11   42\n\
+             fd00::211        3 (eth1)   02:00:00:00:00:11   0\n\
+             liveness: refreshed 0.4s ago, max age 15.0s: answering\n"
+        );
+        let stale = l2_list(&rows[..1], Some(&live), 30_000_000_000, None);
+        assert!(stale.contains("fd00::211   3         02:00:00:00:00:11   0"), "{stale}");
+        assert!(stale.ends_with("refreshed 20.4s ago, max age 15.0s: stale, not answering\n"), "{stale}");
+        let never = l2_list(&[], Some(&L2Liveness::default()), 1, None);
+        assert_eq!(never, "IP   IFINDEX   MAC   RESPONSES\nliveness: never refreshed (or cleared): not answering\n");
     }
 
     #[test]

@@ -11,6 +11,23 @@ pub enum Error {
     #[error("invalid service {frontend:?}: {reason}")]
     InvalidService { frontend: Frontend, reason: String },
 
+    /// An L2 announcement entry no responder could serve; nothing was written.
+    #[error("invalid L2 announcement {ip} on ifindex {ifindex}: {reason}")]
+    InvalidL2Entry { ip: std::net::IpAddr, ifindex: u32, reason: String },
+
+    /// This implementation of the datapath interface does not do this.
+    #[error("{what} is not supported by this datapath")]
+    Unsupported { what: &'static str },
+
+    /// Sending on a device failed (gratuitous ARP, unsolicited NA).
+    #[error("interface {ifname}: {call} failed: {source}")]
+    Send {
+        ifname: String,
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// An id space (rev-NAT indices, backend ids) or a map is full. Retryable after deletions.
     #[error("out of {what}: {detail}")]
     Exhausted { what: &'static str, detail: String },

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::datapath::LbDatapath;
 use crate::dump;
 use crate::error::Result;
+use crate::l2::{self, L2Entry, L2Row, L2SyncStats, L2Table};
 use crate::lbstate::{self, LbState, SyncStats};
 use crate::service::ServiceEntry;
 
@@ -29,6 +31,15 @@ pub struct FakeDatapath {
     pub socket_lb_cgroup: Option<PathBuf>,
     /// When set, the next call fails with this error message (then it is cleared).
     pub fail_next: Option<String>,
+    /// The L2 responder maps as the real datapath would hold them: (ip, ifindex) → (mac,
+    /// responses). Tests may bump a counter to play an answered request.
+    pub l2: L2Table,
+    /// The entries of the last successful `sync_l2`, as passed.
+    pub l2_desired: Vec<L2Entry>,
+    pub l2_syncs: usize,
+    /// The max age of the last heartbeat; None when never refreshed or cleared.
+    pub l2_liveness: Option<Duration>,
+    pub l2_refreshes: usize,
 }
 
 impl FakeDatapath {
@@ -104,6 +115,32 @@ impl LbDatapath for FakeDatapath {
     fn ct_list(&self) -> Result<String> {
         Ok(String::new())
     }
+
+    fn sync_l2(&mut self, entries: &[L2Entry]) -> Result<L2SyncStats> {
+        self.check_failure()?;
+        let p = l2::plan(&self.l2, &l2::desired(entries)?);
+        l2::apply_in_memory(&mut self.l2, &p);
+        self.l2_desired = entries.to_vec();
+        self.l2_syncs += 1;
+        Ok(p.stats)
+    }
+
+    fn refresh_l2_liveness(&mut self, max_age: Duration) -> Result<()> {
+        self.check_failure()?;
+        self.l2_liveness = Some(max_age);
+        self.l2_refreshes += 1;
+        Ok(())
+    }
+
+    fn clear_l2_liveness(&mut self) -> Result<()> {
+        self.check_failure()?;
+        self.l2_liveness = None;
+        Ok(())
+    }
+
+    fn l2_entries(&self) -> Result<Vec<L2Row>> {
+        Ok(l2::rows_of(&self.l2))
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +168,22 @@ mod tests {
         dp.fail_next = Some("boom".into());
         assert!(dp.sync_services(&[]).is_err());
         assert_eq!(dp.syncs, 2);
+    }
+
+    #[test]
+    fn fake_reconciles_l2_entries_like_the_maps() {
+        let mut dp = FakeDatapath::new();
+        let mac = [2, 0, 0, 0, 0, 1];
+        let vip = L2Entry { ip: "192.168.10.211".parse().unwrap(), ifindex: 3, mac };
+        let stats = dp.sync_l2(&[vip]).unwrap();
+        assert_eq!(stats.added_keys, vec![vip]);
+        assert_eq!(dp.sync_l2(&[vip]).unwrap(), L2SyncStats::default());
+        dp.refresh_l2_liveness(Duration::from_secs(15)).unwrap();
+        assert_eq!(dp.l2_liveness, Some(Duration::from_secs(15)));
+        assert_eq!(dp.l2_entries().unwrap(), vec![L2Row { ip: vip.ip, ifindex: 3, mac, responses: 0 }]);
+        assert_eq!(dp.sync_l2(&[]).unwrap().removed, 1);
+        assert!(dp.l2_entries().unwrap().is_empty());
+        dp.clear_l2_liveness().unwrap();
+        assert_eq!(dp.l2_liveness, None);
     }
 }

@@ -7,14 +7,15 @@
 //! |---|---|---|
 //! | `from_container` | tcx ingress of pod veths (`lxc*`) | pod → frontend: backend, conntrack, DNAT; replies of local backends: reverse NAT |
 //! | `to_container` | tcx egress of pod veths | reverse NAT of replies that reached the node elsewhere |
-//! | `from_netdev` | tcx ingress of node devices (`eth1`) | NodePort / LoadBalancer / external IP: DNAT, SNAT for remote backends, reverse of both |
+//! | `from_netdev` | tcx ingress of node devices (`eth1`) | NodePort / LoadBalancer / external IP: DNAT, SNAT for remote backends, reverse of both; ARP / NDP answers for announced addresses ([`l2`]) |
 //! | `to_overlay`, `from_overlay` | tcx egress of `cilia_host`, ingress of `cilium_vxlan` | tunnel mode: VXLAN encapsulation by tunnel map, delivery of decapsulated packets ([`tunnel`]) |
 //! | `sock4_*` | cgroup connect4, sendmsg4, recvmsg4, getpeername4 | socket-LB for the node's own processes |
 //!
 //! The agent opens a [`Datapath`] on a per-node bpffs directory and programs it through the
 //! [`LbDatapath`] trait with desired state ([`ServiceEntry`] per frontend); controllers are tested
 //! against [`FakeDatapath`]. Maps and links are pinned, so forwarding continues while the agent
-//! restarts. See `docs/datapath.md` for the packet walks and the inspection commands.
+//! restarts. L2 announcements program the ARP/NDP responder with [`LbDatapath::sync_l2`] and
+//! announce takeovers with [`neigh_announce`]. See `docs/datapath.md` for the packet walks and the inspection commands.
 
 pub mod abi;
 mod attach;
@@ -22,10 +23,12 @@ mod datapath;
 pub mod dump;
 mod error;
 mod fake;
+pub mod l2;
 pub mod lbstate;
 mod loader;
 pub mod maglev;
 pub mod maps;
+pub mod neigh_announce;
 pub mod objects;
 mod service;
 mod sys;
@@ -36,6 +39,7 @@ pub use attach::Direction;
 pub use datapath::{Datapath, LbDatapath, ct_list_pinned, lb_list_pinned, nat_list_pinned};
 pub use error::{Error, Result};
 pub use fake::{Attachment, FakeDatapath};
+pub use l2::{L2Entry, L2Row, L2SyncStats, l2_entries_pinned, l2_list_pinned, l2_liveness_pinned};
 pub use lbstate::SyncStats;
 pub use loader::{DatapathConfig, remove_pins};
 pub use service::{Backend, BackendState, Frontend, LbAlgorithm, Protocol, ServiceEntry, ServiceKind};

@@ -10,6 +10,7 @@ use aya::programs::{CgroupSockAddr, SchedClassifier};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::abi::{self, Ct4Key, CtEntry, DpConfig, Lb4AffinityKey, Lb4Backend, Lb4Key, Lb4ReverseNat, Lb4Service};
+use crate::abi::{L2Liveness, L2ResponderEntry, L2ResponderV4Key, L2ResponderV6Key};
 use crate::abi::{LbAffinityMatch, LbAffinityVal, LbMaglevTable, NatEntry, NetdevInfo, SockRevKey, SockRevVal};
 use crate::error::{Error, Result};
 use crate::objects;
@@ -30,6 +31,8 @@ pub struct DatapathConfig {
     pub conntrack_max: u32,
     pub snat_max: u32,
     pub sock_rev_max: u32,
+    /// L2 announcement responder entries per address family: (announced IP, device) pairs.
+    pub l2_responder_max: u32,
 }
 
 impl Default for DatapathConfig {
@@ -44,12 +47,13 @@ impl Default for DatapathConfig {
             conntrack_max: 262_144,
             snat_max: 131_072,
             sock_rev_max: 65536,
+            l2_responder_max: abi::L2_RESPONDER_MAP_SIZE,
         }
     }
 }
 
 /// (map, key size, value size): what a pinned map must look like to be reused.
-fn expected_layout() -> [(&'static str, usize, usize); 11] {
+fn expected_layout() -> [(&'static str, usize, usize); 14] {
     use std::mem::size_of;
     [
         (abi::MAP_SERVICES, size_of::<Lb4Key>(), size_of::<Lb4Service>()),
@@ -63,6 +67,9 @@ fn expected_layout() -> [(&'static str, usize, usize); 11] {
         (abi::MAP_SOCK_REV, size_of::<SockRevKey>(), size_of::<SockRevVal>()),
         (abi::MAP_NETDEVS, size_of::<u32>(), size_of::<NetdevInfo>()),
         (abi::MAP_CONFIG, size_of::<u32>(), size_of::<DpConfig>()),
+        (abi::MAP_L2_RESP4, size_of::<L2ResponderV4Key>(), size_of::<L2ResponderEntry>()),
+        (abi::MAP_L2_RESP6, size_of::<L2ResponderV6Key>(), size_of::<L2ResponderEntry>()),
+        (abi::MAP_L2_LIVENESS, size_of::<u32>(), size_of::<L2Liveness>()),
     ]
 }
 
@@ -107,7 +114,9 @@ fn load_object(bytes: &[u8], object: &'static str, pin_dir: &Path, config: &Data
         .map_max_entries(abi::MAP_AFFINITY, config.affinity_max)
         .map_max_entries(abi::MAP_CT, config.conntrack_max)
         .map_max_entries(abi::MAP_SNAT, config.snat_max)
-        .map_max_entries(abi::MAP_SOCK_REV, config.sock_rev_max);
+        .map_max_entries(abi::MAP_SOCK_REV, config.sock_rev_max)
+        .map_max_entries(abi::MAP_L2_RESP4, config.l2_responder_max)
+        .map_max_entries(abi::MAP_L2_RESP6, config.l2_responder_max);
     loader.load(bytes).map_err(|source| Error::Load { object, pin_dir: pin_dir.into(), source: Box::new(source) })
 }
 
