@@ -131,11 +131,17 @@ struct GetCmd {
 #[derive(Subcommand)]
 enum ConfigCmd {
     /// The effective settings, `key  value` per line (`cilium config view`).
-    View,
-    /// Set keys (`routing-mode=tunnel tunnel-protocol=vxlan auto-direct-node-routes=false`).
+    View {
+        /// Add each key's Helm name in a third column.
+        #[arg(long)]
+        helm: bool,
+    },
+    /// Set keys by ConfigMap key or Helm name (`routing-mode=tunnel`, `--set l2announcements.enabled=true`).
     Set {
-        #[arg(required = true)]
         pairs: Vec<String>,
+        /// `NAME=VALUE[,NAME=VALUE...]`, as `helm upgrade --set` takes them.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
         /// Store only; do not restart the lab's operator and agents.
         #[arg(long)]
         no_restart: bool,
@@ -250,8 +256,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec { pod, stdin, tty, command } => {
             return commands::exec::run(&ctx, &cli.lab, &pod, stdin, tty, &command).await;
         }
-        Command::Config(ConfigCmd::View) => commands::config::view(ctx.store.as_ref()).await?,
-        Command::Config(ConfigCmd::Set { pairs, no_restart }) => {
+        Command::Config(ConfigCmd::View { helm }) => commands::config::view(ctx.store.as_ref(), helm).await?,
+        Command::Config(ConfigCmd::Set { pairs, set, no_restart }) => {
+            let pairs = commands::config::assignment_args(&pairs, &set);
             // Restart the lab's processes only when the datastore is the lab's own.
             let lab = lab::Lab::new(&cli.lab)?;
             let restart = !no_restart && cli.datastore.is_none() && lab.datastore_url().is_some();
