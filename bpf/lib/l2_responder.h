@@ -204,8 +204,6 @@ static __always_inline int l2_arp_respond(struct __sk_buff *skb)
 	/* sender = target is another host announcing the address: answering would contest it */
 	if (l2_ip4_eq(f.spa, f.tpa) || l2_mac_is_group(f.eth.h_source))
 		return -1;
-	if (!l2_agent_alive())
-		return -1;
 
 	struct l2_responder_v4_key key = { .ifindex = skb->ifindex };
 	__builtin_memcpy(&key.ip4, f.tpa, sizeof(key.ip4));
@@ -217,6 +215,9 @@ static __always_inline int l2_arp_respond(struct __sk_buff *skb)
 		return -1;
 	/* our own request coming back (a bridge reflecting it, another node of the same host) */
 	if (l2_mac_eq(f.sha, e->mac) || l2_mac_eq(f.eth.h_source, e->mac))
+		return -1;
+	/* last: it reads the clock, which most ARP on a LAN (for other hosts) never gets to */
+	if (!l2_agent_alive())
 		return -1;
 
 	__u8 requester_ip[4];
@@ -280,8 +281,6 @@ static __always_inline int l2_ndisc_respond(struct __sk_buff *skb)
 		return -1;
 	if (bpf_skb_load_bytes(skb, 0, &f.nd, sizeof(f.nd)) < 0 || !l2_ns_valid(skb, &f.nd))
 		return -1;
-	if (!l2_agent_alive())
-		return -1;
 
 	struct l2_responder_v6_key key = { .ifindex = skb->ifindex, .pad = 0 };
 	__builtin_memcpy(key.ip6, f.nd.target, sizeof(key.ip6));
@@ -290,7 +289,7 @@ static __always_inline int l2_ndisc_respond(struct __sk_buff *skb)
 		return -1;
 	if (!l2_mac_eq(f.nd.eth.h_dest, e->mac) && !l2_is_solicited_node_mac(f.nd.eth.h_dest, f.nd.target))
 		return -1;
-	if (l2_mac_eq(f.nd.eth.h_source, e->mac))
+	if (l2_mac_eq(f.nd.eth.h_source, e->mac) || !l2_agent_alive())
 		return -1;
 
 	__builtin_memcpy(f.nd.eth.h_dest, f.nd.eth.h_source, ETH_ALEN);
