@@ -15,6 +15,15 @@ pub enum LabError {
     #[error("lab {lab} has no host {host:?}; hosts are: {valid}")]
     UnknownHost { lab: String, host: String, valid: String },
 
+    /// `kill`/`reboot` named a host the topology does not have. Not retryable.
+    #[error("lab {lab} has no node {node:?}; nodes are: {nodes}")]
+    UnknownNode { lab: String, node: String, nodes: String },
+
+    /// `kill`/`reboot` named a host that is not a Kubernetes node (the router, the uplink, the
+    /// fabric). Not retryable.
+    #[error("lab {lab}: {host} is not a node and cannot be killed or rebooted; nodes are: {nodes}")]
+    NotANode { lab: String, host: String, nodes: String },
+
     /// A process spec cannot be run. Not retryable.
     #[error("process spec {name:?}: {reason}")]
     InvalidSpec { name: String, reason: &'static str },

@@ -23,11 +23,13 @@ pub mod error;
 pub mod etcd;
 mod exec;
 mod iproute;
+mod links;
 mod lock;
 mod logs;
 pub mod name;
 pub mod netns;
 pub mod network;
+pub mod node;
 pub mod observed;
 pub mod paths;
 pub mod plan;
@@ -49,6 +51,7 @@ pub use cidr::Ipv4Cidr;
 pub use down::DownReport;
 pub use error::LabError;
 pub use name::{DEFAULT_LAB, LabName};
+pub use node::{BootReport, Hold, KillReport};
 pub use paths::LabPaths;
 pub use process::{ProcessSpec, default_processes};
 pub use status::LabStatus;
@@ -120,6 +123,38 @@ impl Lab {
     /// runs again; returns the new incarnation.
     pub fn restart_process(&self, name: &str, timeout: std::time::Duration) -> Result<procfs::ProcessId, LabError> {
         restart::restart_process(self, name, timeout)
+    }
+
+    /// Kills the node `node` as a power loss does: its links down (the moment of the failure,
+    /// [`KillReport::failed_at`]), its processes and pods killed and held down, its BPF state gone.
+    /// A killed node stays down until [`Lab::boot_node`], [`Lab::reboot_node`] or [`Lab::up`].
+    /// Killing a killed node does nothing ([`KillReport::killed`] is false). See [`node`].
+    pub fn kill_node(&self, node: &str) -> Result<KillReport, LabError> {
+        node::kill_node(self, node)
+    }
+
+    /// Boots a killed node: its links up again, its processes started at once; returns when they
+    /// all run (within `timeout`). Booting a node that is not killed does nothing.
+    pub fn boot_node(&self, node: &str, timeout: std::time::Duration) -> Result<BootReport, LabError> {
+        node::boot_node(self, node, timeout)
+    }
+
+    /// `sudo reboot` without a clean shutdown: [`Lab::kill_node`], `down_for`, [`Lab::boot_node`].
+    pub fn reboot_node(
+        &self,
+        node: &str,
+        down_for: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Result<(KillReport, BootReport), LabError> {
+        let killed = self.kill_node(node)?;
+        std::thread::sleep(down_for.saturating_sub(killed.failed_instant.elapsed()));
+        let booted = self.boot_node(node, timeout)?;
+        Ok((killed, booted))
+    }
+
+    /// The killed nodes, with when and which links they had up.
+    pub fn holds(&self) -> Vec<Hold> {
+        node::holds(self)
     }
 
     /// The datastore URL while the lab's supervisor runs.

@@ -167,6 +167,43 @@ pub fn wait_until_links_forward(topology: &Topology, progress: &Progress) -> Res
     }
 }
 
+/// [`wait_until_links_forward`] for one host: its own links and their peers (the fabric's bridge
+/// ports, the uplink's ends), as after a boot, while other hosts may still be down.
+pub fn wait_host_links_forward(topology: &Topology, host: &str, patience: Duration) -> Result<(), LabError> {
+    let mut ends: Vec<(String, String)> = Vec::new();
+    for v in topology.veths() {
+        if v.a.host == host || v.b.host == host {
+            for e in [&v.a, &v.b] {
+                if let Some(ns) = topology.namespace_of(&e.host) {
+                    ends.push((ns.to_string(), e.ifname.clone()));
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + patience;
+    loop {
+        let observed = observe(topology)?;
+        let waiting: Vec<String> = ends
+            .iter()
+            .filter(|(ns, ifname)| match observed.get(ns) {
+                Some(Presence::Present(o)) => o.links_not_forwarding().contains(&ifname.as_str()),
+                _ => false,
+            })
+            .map(|(ns, ifname)| format!("{ns}/{ifname}"))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LabError::NotConverged {
+                lab: topology.lab().to_string(),
+                remaining: format!("links of {host} not forwarding after {patience:?}: {}", waiting.join(", ")),
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Deletes namespaces (or their stale files). Links inside disappear with them.
 pub fn remove_namespaces<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<usize, LabError> {
     let mut removed = 0;

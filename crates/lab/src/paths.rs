@@ -76,6 +76,16 @@ impl LabPaths {
         self.state_dir.join(format!("{process}.restart"))
     }
 
+    /// Hold files of killed nodes (`<node>.json`): the supervisor starts none of their processes
+    /// while one exists.
+    pub fn held_dir(&self) -> PathBuf {
+        self.state_dir.join("held")
+    }
+
+    pub fn hold_file(&self, node: &str) -> PathBuf {
+        self.held_dir().join(format!("{node}.json"))
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
     }

@@ -92,6 +92,21 @@ pub fn with_env(key: &str, value: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Live processes whose environment contains every `key=value` of `pairs`, except this process.
+pub fn with_env_all(pairs: &[(&str, &str)]) -> Vec<i32> {
+    let needles: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let me = std::process::id() as i32;
+    pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| needles.iter().all(|n| env.split(|b| *b == 0).any(|kv| kv == n.as_bytes())))
+        })
+        .filter(|&pid| Stat::read(pid).is_some_and(|s| s.state != 'Z'))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,9 @@ pub struct LabState {
     /// The supervisor received SIGTERM and is stopping its processes.
     #[serde(default)]
     pub stopping: bool,
+    /// Nodes the supervisor holds (killed): it starts none of their processes.
+    #[serde(default)]
+    pub held: Vec<String>,
     pub processes: Vec<ProcessState>,
 }
 
@@ -86,6 +89,7 @@ mod tests {
             started_at: Utc::now(),
             supervisor: ProcessId { pid: 42, start_ticks: 7 },
             stopping: false,
+            held: vec!["k8s-w1".into()],
             processes: vec![ProcessState {
                 name: "etcd".into(),
                 host: "k8s-ctr".into(),

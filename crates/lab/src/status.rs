@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::Lab;
 use crate::error::LabError;
 use crate::network;
+use crate::node;
 use crate::observed::Presence;
 use crate::state::LabState;
 
@@ -20,6 +21,14 @@ pub struct LabStatus {
     /// Set while the supervisor runs.
     pub datastore_url: Option<String>,
     pub processes: Vec<ProcessStatus>,
+    /// Nodes killed by `lab kill` and not booted since.
+    pub killed: Vec<KilledNode>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KilledNode {
+    pub node: String,
+    pub killed_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +62,8 @@ pub struct ProcessStatus {
     pub namespace: String,
     pub pid: Option<i32>,
     pub running: bool,
+    /// Its host is a killed node: the supervisor does not start it.
+    pub held: bool,
     pub restarts: u32,
     pub last_exit: Option<String>,
     pub log: PathBuf,
@@ -62,6 +73,10 @@ impl LabStatus {
     /// Every namespace exists and the supervisor runs.
     pub fn is_up(&self) -> bool {
         self.hosts.iter().all(|h| h.present) && self.supervisor.as_ref().is_some_and(|s| s.running)
+    }
+
+    pub fn is_killed(&self, node: &str) -> bool {
+        self.killed.iter().any(|k| k.node == node)
     }
 
     /// Nothing of the lab exists.
@@ -98,6 +113,8 @@ pub(crate) fn status(lab: &Lab) -> Result<LabStatus, LabError> {
         })
         .collect();
 
+    let killed: Vec<KilledNode> =
+        node::holds(lab).into_iter().map(|h| KilledNode { node: h.node, killed_at: h.killed_at }).collect();
     let state = LabState::read(&lab.paths().state_file())?;
     let alive = state.as_ref().is_some_and(LabState::supervisor_alive);
     let supervisor =
@@ -113,6 +130,7 @@ pub(crate) fn status(lab: &Lab) -> Result<LabStatus, LabError> {
                     namespace: p.namespace.clone(),
                     pid: p.pid.map(|id| id.pid),
                     running: alive && p.running && p.pid.is_some_and(|id| id.is_alive()),
+                    held: killed.iter().any(|k| k.node == p.host),
                     restarts: p.restarts,
                     last_exit: p.last_exit.clone(),
                     log: p.log.clone(),
@@ -126,17 +144,21 @@ pub(crate) fn status(lab: &Lab) -> Result<LabStatus, LabError> {
         datastore_url: state.filter(|_| alive).map(|s| s.datastore_url),
         supervisor,
         processes,
+        killed,
     })
 }
 
 impl fmt::Display for LabStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let overall = if self.is_up() {
-            "up"
+        let killed: Vec<&str> = self.killed.iter().map(|k| k.node.as_str()).collect();
+        let overall = if self.is_up() && !killed.is_empty() {
+            format!("up, killed: {}", killed.join(", "))
+        } else if self.is_up() {
+            "up".to_string()
         } else if self.is_down() {
-            "down"
+            "down".to_string()
         } else {
-            "partial (run `cilia lab up` to repair)"
+            "partial (run `cilia lab up` to repair)".to_string()
         };
         write!(f, "lab {}: {overall}", self.lab)?;
         match &self.supervisor {
@@ -155,7 +177,17 @@ impl fmt::Display for LabStatus {
                 writeln!(f, "{} (netns {}): missing", h.name, h.namespace)?;
                 continue;
             }
-            writeln!(f, "{} (netns {})", h.name, h.namespace)?;
+            match self.killed.iter().find(|k| k.node == h.name) {
+                Some(k) => writeln!(
+                    f,
+                    "{} (netns {}): killed at {}; links down, processes held (`cilia lab reboot {}` or `cilia lab up` boots it)",
+                    h.name,
+                    h.namespace,
+                    k.killed_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                    h.name
+                )?,
+                None => writeln!(f, "{} (netns {})", h.name, h.namespace)?,
+            }
             for i in &h.interfaces {
                 writeln!(f, "  {:<16} {:<14} {}", i.name, i.state, i.addresses.join(" "))?;
             }
@@ -165,7 +197,13 @@ impl fmt::Display for LabStatus {
             writeln!(f, "{:<12} {:<8} {:>8}  {:<8} {:>8}  LOG", "PROCESS", "HOST", "PID", "STATE", "RESTARTS")?;
             for p in &self.processes {
                 let pid = p.pid.map_or_else(|| "-".to_string(), |p| p.to_string());
-                let state = if p.running { "running" } else { "stopped" };
+                let state = if p.running {
+                    "running"
+                } else if p.held {
+                    "held"
+                } else {
+                    "stopped"
+                };
                 writeln!(
                     f,
                     "{:<12} {:<8} {:>8}  {:<8} {:>8}  {}",
@@ -177,6 +215,7 @@ impl fmt::Display for LabStatus {
                     p.log.display()
                 )?;
                 if !p.running
+                    && !p.held
                     && let Some(exit) = &p.last_exit
                 {
                     writeln!(f, "{:<12} last exit: {exit}", "")?;
@@ -225,10 +264,12 @@ mod tests {
                 namespace: "t1-k8s-ctr".into(),
                 pid: Some(42),
                 running: true,
+                held: false,
                 restarts: 1,
                 last_exit: Some("signal: 9 (SIGKILL)".into()),
                 log: "/run/cilia/lab/t1/logs/etcd.log".into(),
             }],
+            killed: Vec::new(),
         };
         let text = status.to_string();
         assert!(text.starts_with("lab t1: partial"), "{text}");
@@ -239,5 +280,54 @@ mod tests {
             text.contains("etcd         k8s-ctr        42  running         1  /run/cilia/lab/t1/logs/etcd.log"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_killed_node_says_so_and_its_processes_are_held() {
+        let status = LabStatus {
+            lab: "t1".into(),
+            hosts: vec![HostStatus {
+                name: "k8s-w1".into(),
+                namespace: "t1-k8s-w1".into(),
+                present: true,
+                interfaces: vec![InterfaceStatus {
+                    name: "eth1@if9".into(),
+                    state: "DOWN".into(),
+                    addresses: vec!["192.168.10.101/24".into()],
+                }],
+            }],
+            supervisor: Some(SupervisorStatus {
+                pid: 10,
+                running: true,
+                started_at: DateTime::from_timestamp(0, 0).unwrap(),
+            }),
+            datastore_url: None,
+            processes: vec![ProcessStatus {
+                name: "agent-k8s-w1".into(),
+                host: "k8s-w1".into(),
+                namespace: "t1-k8s-w1".into(),
+                pid: Some(42),
+                running: false,
+                held: true,
+                restarts: 0,
+                last_exit: Some("signal: 9 (SIGKILL)".into()),
+                log: "/run/cilia/lab/t1/logs/agent-k8s-w1.log".into(),
+            }],
+            killed: vec![KilledNode {
+                node: "k8s-w1".into(),
+                killed_at: DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap(),
+            }],
+        };
+        assert!(status.is_killed("k8s-w1"));
+        let text = status.to_string();
+        assert!(text.starts_with("lab t1: up, killed: k8s-w1,"), "{text}");
+        assert!(
+            text.contains(
+                "k8s-w1 (netns t1-k8s-w1): killed at 2023-11-14T22:13:20.123456Z; links down, processes held"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("agent-k8s-w1 k8s-w1         42  held            0"), "{text}");
+        assert!(!text.contains("last exit"), "{text}");
     }
 }

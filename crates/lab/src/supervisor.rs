@@ -7,9 +7,12 @@
 //! marker also lets `down` find a supervisor whose state file is gone.
 //!
 //! It waits on a signalfd (SIGTERM, SIGINT, SIGHUP, SIGCHLD) with a timeout for the next restart:
-//! one loop, no code in signal handlers. Because the signals are blocked from exec on, this holds
+//! one loop, no code in signal handlers. Every turn of the loop reads the lab's hold files
+//! (`held/<node>.json`, left by `lab kill`): it starts no process of a held node, kills any that
+//! still runs, and starts them all at once when the hold goes. SIGHUP only wakes it for that. Because the signals are blocked from exec on, this holds
 //! even when the program that calls [`run_supervisor`] runs other threads (a tokio runtime).
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
@@ -32,6 +35,7 @@ use crate::error::LabError;
 use crate::lock::FileLock;
 use crate::logs;
 use crate::netns;
+use crate::node::held_nodes;
 use crate::process::{self, ENV_BPF_DIR, ENV_HOST, ENV_LAB, ProcessSpec};
 use crate::procfs::{self, ProcessId};
 use crate::state::{LabState, ProcessState};
@@ -96,6 +100,8 @@ struct Supervisor {
     started_at: DateTime<Utc>,
     signals: SignalFd,
     children: Vec<Supervised>,
+    /// Nodes held by `lab kill`: none of their processes runs.
+    held: BTreeSet<String>,
     stopping: bool,
     _lock: FileLock,
 }
@@ -147,7 +153,18 @@ impl Supervisor {
         let me = ProcessId::of(std::process::id() as i32).ok_or_else(|| {
             LabError::io("read", "/proc/self/stat", std::io::Error::from(std::io::ErrorKind::NotFound))
         })?;
-        Ok(Supervisor { lab, me, started_at: Utc::now(), signals, children, stopping: false, _lock: lock })
+        let mut supervisor = Supervisor {
+            lab,
+            me,
+            started_at: Utc::now(),
+            signals,
+            children,
+            held: BTreeSet::new(),
+            stopping: false,
+            _lock: lock,
+        };
+        supervisor.refresh_holds();
+        Ok(supervisor)
     }
 
     fn run(mut self) -> Result<(), LabError> {
@@ -159,7 +176,8 @@ impl Supervisor {
         ));
         self.write_state()?;
         loop {
-            let mut changed = self.reap(true);
+            let mut changed = self.refresh_holds();
+            changed |= self.reap(true);
             if self.stopping {
                 break;
             }
@@ -200,11 +218,43 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Reads the hold files: processes of newly held nodes are killed and not scheduled, those of
+    /// released nodes are started at once with a fresh backoff. Returns whether anything changed.
+    fn refresh_holds(&mut self) -> bool {
+        let now = held_nodes(&self.lab.paths().held_dir());
+        if now == self.held {
+            return false;
+        }
+        let now_instant = Instant::now();
+        for c in &mut self.children {
+            let was = self.held.contains(&c.spec.host);
+            let is = now.contains(&c.spec.host);
+            if is && !was {
+                c.next_start = None;
+                if let Some(child) = &c.child {
+                    let pgid = Pid::from_raw(child.id() as i32);
+                    let _ = killpg(pgid, Signal::SIGKILL).or_else(|_| kill(pgid, Signal::SIGKILL));
+                }
+                say(format_args!("{}: held (node {} is killed)", c.spec.name, c.spec.host));
+            } else if was && !is && c.child.is_none() {
+                c.next_start = Some(now_instant);
+                c.backoff = BACKOFF_INITIAL;
+                say(format_args!("{}: node {} booted; starting", c.spec.name, c.spec.host));
+            }
+        }
+        self.held = now;
+        true
+    }
+
     /// Starts every process whose time has come. Returns whether anything changed.
     fn start_due(&mut self) -> bool {
         let now = Instant::now();
         let mut changed = false;
         for i in 0..self.children.len() {
+            if self.held.contains(&self.children[i].spec.host) {
+                self.children[i].next_start = None;
+                continue;
+            }
             if self.children[i].next_start.is_some_and(|t| t <= now) {
                 changed = true;
                 if let Err(e) = self.spawn(i) {
@@ -295,6 +345,11 @@ impl Supervisor {
                 say(format_args!("{}: {status}", c.spec.name));
                 continue;
             }
+            if self.held.contains(&c.spec.host) {
+                say(format_args!("{}: {status}; held until node {} boots", c.spec.name, c.spec.host));
+                c.next_start = None;
+                continue;
+            }
             let request = self.lab.paths().restart_request(&c.spec.name);
             if fs::remove_file(&request).is_ok() {
                 say(format_args!("{}: {status}; restart requested, starting again", c.spec.name));
@@ -348,6 +403,7 @@ impl Supervisor {
             started_at: self.started_at,
             supervisor: self.me,
             stopping: self.stopping,
+            held: self.held.iter().cloned().collect(),
             processes: self
                 .children
                 .iter()

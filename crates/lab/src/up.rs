@@ -1,6 +1,7 @@
 //! `lab up`: network, then supervisor, then wait for etcd. Safe to run on a complete lab (nothing
 //! changes, the running supervisor is kept) and on a broken one (what is missing comes back, and
-//! processes whose namespace had to be recreated are restarted).
+//! processes whose namespace had to be recreated are restarted). Killed nodes boot: their links
+//! come up and their holds go, so the supervisor starts their processes.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -16,6 +17,7 @@ use crate::etcd::{self, ETCD_PROCESS};
 use crate::lock::FileLock;
 use crate::logs;
 use crate::network::{self, NetworkReport};
+use crate::node;
 use crate::paths::ETCD_SOCKET_TARGET;
 use crate::process::{ProcessSpec, default_processes};
 use crate::progress::Progress;
@@ -83,6 +85,11 @@ pub(crate) fn up(lab: &Lab, opts: &UpOptions) -> Result<UpReport, LabError> {
     }
 
     let network = network::ensure(lab.topology(), &progress)?;
+    if !node::holds(lab).is_empty() {
+        let step = progress.step("nodes");
+        let released = node::release_all(lab)?;
+        step.done(format!("booted {} (killed before)", released.join(", ")));
+    }
 
     let step = progress.step("supervisor");
     let specs_json = serde_json::to_string_pretty(&opts.processes)

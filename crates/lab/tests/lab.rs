@@ -345,3 +345,197 @@ fn unknown_hosts_are_named_with_the_valid_ones() {
     let err = Lab::new("tnotup").unwrap().exec("router", &["true"]).unwrap_err();
     assert!(matches!(err, lab::LabError::HostDown { .. }), "{err}");
 }
+
+/// Test processes on the nodes: one per node, the k8s-w1 one with a child in its own session
+/// (as a pod's process is, outside its runtime's process group).
+fn node_sleepers(t: &TestLab) -> UpOptions {
+    let mut opts = t.opts.clone();
+    for node in ["k8s-ctr", "k8s-w1", "k8s-w0"] {
+        let script = "setsid sleep 1000 & exec sleep 1000";
+        opts.processes.push(lab::ProcessSpec::new(&format!("sleeper-{node}"), node, &["sh", "-c", script]));
+    }
+    opts
+}
+
+impl TestLab {
+    fn process(&self, name: &str) -> lab::status::ProcessStatus {
+        let status = self.lab.status().unwrap();
+        status.processes.into_iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} in status"))
+    }
+
+    fn running_pid(&self, name: &str) -> Option<i32> {
+        let p = self.process(name);
+        p.running.then_some(p.pid).flatten()
+    }
+
+    /// Links of a host that are administratively up, lo excepted.
+    fn links_up(&self, host: &str) -> BTreeSet<String> {
+        let (code, json) = self.run(host, &["ip", "-j", "link", "show"]);
+        assert_eq!(code, 0);
+        let links: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        links
+            .iter()
+            .filter(|l| l["flags"].as_array().is_some_and(|f| f.iter().any(|f| f == "UP")))
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .filter(|n| n != "lo")
+            .collect()
+    }
+
+    fn wait_for_running(&self, name: &str, timeout: Duration) -> i32 {
+        let mut pid = None;
+        wait_until(&format!("{name} running"), timeout, || {
+            pid = self.running_pid(name);
+            pid.is_some()
+        });
+        pid.unwrap()
+    }
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn a_killed_worker_loses_links_processes_pods_and_bpf_state_until_up_repairs_it() {
+    let Some(t) = TestLab::new("kill") else { return };
+    let opts = node_sleepers(&t);
+    t.lab.up(&opts).expect("lab up");
+    let w1 = t.ns("k8s-w1");
+    // Links an agent makes (up) and one left down: exactly the up ones come back.
+    t.ip(&["-n", &w1, "link", "add", "cilia_host", "type", "veth", "peer", "name", "cilia_net"]);
+    t.ip(&["-n", &w1, "link", "set", "cilia_host", "up"]);
+    t.ip(&["-n", &w1, "link", "set", "cilia_net", "up"]);
+    t.ip(&["-n", &w1, "link", "add", "spare0", "type", "veth", "peer", "name", "spare1"]);
+    assert_eq!(t.links_up("k8s-w1"), set(&["eth0", "eth1", "cilia_host", "cilia_net"]));
+    // A pod of k8s-w1: its runtime's record, its namespace, a process inside started by someone
+    // else (no lab environment).
+    let pod_ns = format!("{}pod-default-web-0123abcd", t.lab.name_prefix());
+    let pods_dir = t.lab.paths().node_dir("k8s-w1").join("pods");
+    fs::create_dir_all(&pods_dir).unwrap();
+    fs::write(pods_dir.join("0123abcd.json"), format!(r#"{{"uid":"0123abcd","netns":"{pod_ns}"}}"#)).unwrap();
+    t.ip(&["netns", "add", &pod_ns]);
+    let mut pod_process = Command::new("ip").args(["netns", "exec", &pod_ns, "sleep", "1000"]).spawn().unwrap();
+    let pod_process_id = ProcessId::of(pod_process.id() as i32).unwrap();
+    // The node's BPF state.
+    let bpf = t.lab.paths().bpf_dir().join("k8s-w1");
+    fs::create_dir_all(bpf.join("links")).unwrap();
+
+    let sleeper = ProcessId::of(t.wait_for_running("sleeper-k8s-w1", Duration::from_secs(10))).unwrap();
+    let session_child = lab::procfs::with_env_all(&[("CILIA_LAB", t.lab.name()), ("CILIA_LAB_HOST", "k8s-w1")])
+        .into_iter()
+        .filter(|p| *p != sleeper.pid)
+        .filter_map(ProcessId::of)
+        .collect::<Vec<_>>();
+    assert_eq!(session_child.len(), 1, "the sleeper's setsid child");
+    let others: Vec<(&str, i32)> = ["etcd", "sleeper-k8s-ctr", "sleeper-k8s-w0"]
+        .into_iter()
+        .map(|n| (n, t.wait_for_running(n, Duration::from_secs(10))))
+        .collect();
+    assert!(t.ping("k8s-ctr", "192.168.10.101"));
+
+    let before = chrono::Utc::now();
+    let report = t.lab.kill_node("k8s-w1").expect("kill k8s-w1");
+    eprintln!("kill took {:?}, links down within {:?}", report.elapsed, report.links_down_took);
+    assert!(report.killed);
+    assert!(report.failed_at >= before && report.failed_at <= chrono::Utc::now());
+    assert_eq!(
+        report.links_down.iter().cloned().collect::<BTreeSet<_>>(),
+        set(&["eth0", "eth1", "cilia_host", "cilia_net"])
+    );
+    assert_eq!(report.processes_killed, ["sleeper-k8s-w1"]);
+    assert_eq!(report.pod_namespaces_removed, std::slice::from_ref(&pod_ns));
+    assert_eq!(report.bpf_dir_removed.as_deref(), Some(bpf.as_path()));
+    assert!(report.supervisor_confirmed);
+
+    assert!(t.links_up("k8s-w1").is_empty(), "{:?}", t.links_up("k8s-w1"));
+    assert!(!t.ping("k8s-ctr", "192.168.10.101"), "a killed node answers no ping");
+    let _ = pod_process.wait();
+    for (what, id) in [("sleeper", sleeper), ("its session child", session_child[0]), ("pod process", pod_process_id)] {
+        assert!(!id.is_alive(), "{what} survived the kill");
+    }
+    assert!(!lab::netns::path(&pod_ns).exists(), "pod namespace survived the kill");
+    assert!(!bpf.exists(), "BPF state survived the kill");
+
+    // It stays down; the rest of the lab does not notice.
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        let p = t.process("sleeper-k8s-w1");
+        assert!(!p.running && p.held, "the supervisor started a killed node's process: {p:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (name, pid) in &others {
+        assert_eq!(t.running_pid(name), Some(*pid), "{name} was disturbed by the kill of k8s-w1");
+    }
+    let status = t.lab.status().unwrap();
+    assert!(status.is_killed("k8s-w1"));
+    let printed = status.to_string();
+    assert!(printed.contains("killed: k8s-w1"), "{printed}");
+    assert!(printed.contains(&format!("k8s-w1 (netns {w1}): killed at")), "{printed}");
+
+    // A second kill is a no-op that names the first one's moment.
+    let again = t.lab.kill_node("k8s-w1").unwrap();
+    assert!(!again.killed);
+    assert_eq!(again.failed_at, report.failed_at);
+
+    // `up` boots it: the same links up, processes running again.
+    t.lab.up(&opts).expect("lab up after the kill");
+    assert_eq!(t.links_up("k8s-w1"), set(&["eth0", "eth1", "cilia_host", "cilia_net"]));
+    assert!(t.lab.holds().is_empty());
+    let pid = t.wait_for_running("sleeper-k8s-w1", Duration::from_secs(5));
+    assert_ne!(pid, sleeper.pid);
+    assert!(t.ping("k8s-ctr", "192.168.10.101"));
+    assert!(t.ping("k8s-w1", "192.168.20.100"), "k8s-w1's routes via the router are back");
+    assert!(!t.lab.status().unwrap().is_killed("k8s-w1"));
+}
+
+#[test]
+fn reboot_brings_a_node_back_by_itself_and_a_hold_survives_a_supervisor_restart() {
+    let Some(t) = TestLab::new("reboot") else { return };
+    let opts = node_sleepers(&t);
+    let report = t.lab.up(&opts).expect("lab up");
+    for node in ["k8s-ctr", "k8s-w1", "k8s-w0"] {
+        t.wait_for_running(&format!("sleeper-{node}"), Duration::from_secs(10));
+    }
+
+    // Only nodes can be killed.
+    let e = t.lab.kill_node("router").unwrap_err();
+    assert!(matches!(e, lab::LabError::NotANode { .. }), "{e}");
+    let e = t.lab.kill_node("k8s-w9").unwrap_err().to_string();
+    assert!(e.contains("nodes are: k8s-ctr, k8s-w1, k8s-w0"), "{e}");
+
+    // A held node stays held across a supervisor restart.
+    assert!(t.lab.kill_node("k8s-w0").unwrap().killed);
+    let old = ProcessId::of(report.supervisor_pid).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old.pid), nix::sys::signal::SIGTERM).unwrap();
+    wait_until("the supervisor stopped", Duration::from_secs(10), || !old.is_alive());
+    let started = Command::new(env!("CARGO_BIN_EXE_lab-supervise")).arg(t.lab.name()).status().unwrap();
+    assert!(started.success());
+    wait_until("a new supervisor", Duration::from_secs(10), || {
+        t.lab.status().unwrap().supervisor.is_some_and(|s| s.running && s.pid != old.pid)
+    });
+    t.wait_for_running("sleeper-k8s-ctr", Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(500));
+    let p = t.process("sleeper-k8s-w0");
+    assert!(!p.running && p.held, "{p:?}");
+
+    // Booting it starts its processes at once and restores its routes.
+    let boot = t.lab.boot_node("k8s-w0", Duration::from_secs(10)).unwrap();
+    assert!(boot.booted);
+    assert!(boot.processes.iter().any(|(n, _)| n == "sleeper-k8s-w0"), "{:?}", boot.processes);
+    assert!(boot.processes_took < Duration::from_secs(1), "started after {:?}", boot.processes_took);
+    assert!(t.ping("k8s-ctr", "192.168.20.100"));
+    assert!(t.ping("k8s-w0", "192.168.10.101"), "k8s-w0's route to the other segment is back");
+    assert!(!t.lab.boot_node("k8s-w0", Duration::from_secs(1)).unwrap().booted);
+
+    // A reboot: down for the time asked, then back without `up`.
+    let before = t.running_pid("sleeper-k8s-w1").unwrap();
+    let (killed, booted) = t.lab.reboot_node("k8s-w1", Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+    assert!(killed.killed && booted.booted);
+    let down = (booted.booted_at - killed.failed_at).to_std().unwrap();
+    assert!(down >= Duration::from_secs(2) && down < Duration::from_secs(4), "down for {down:?}");
+    let after = booted.processes.iter().find(|(n, _)| n == "sleeper-k8s-w1").unwrap().1;
+    assert_ne!(after, before);
+    assert_eq!(t.running_pid("sleeper-k8s-w1"), Some(after));
+    assert!(t.ping("k8s-ctr", "192.168.10.101"));
+    assert!(t.lab.holds().is_empty());
+}
