@@ -99,6 +99,15 @@ enum Command {
     /// (checked, then the operator and agents are restarted in a running lab).
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Health of the datastore, the operator, every agent, and the routing and L2 settings
+    /// (`cilium status`); exit code 1 when something is unhealthy.
+    Status {
+        /// Poll until everything is healthy, failing after --wait-duration.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = "5m", value_parser = commands::status::duration_arg)]
+        wait_duration: std::time::Duration,
+    },
     /// Run the node agent (one per node): pod networking, routes, the datapath.
     Agent(commands::agent::AgentArgs),
     /// Run the cluster-wide controllers (one leads; others stand by).
@@ -168,6 +177,30 @@ enum LabCmd {
     },
     /// Replay the guide's steps, checking each outcome (all sections, or the ones named).
     Guide { sections: Vec<String> },
+    /// Power loss of a node: its links down (the printed moment), its processes, pods and BPF
+    /// state gone, held down until `lab boot`, `lab reboot` or `lab up`.
+    Kill { node: String },
+    /// Power a killed node on again.
+    Boot {
+        node: String,
+        /// Also wait until its agent has joined again and its Node is Ready.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = "5m", value_parser = commands::status::duration_arg)]
+        wait_duration: std::time::Duration,
+    },
+    /// `sudo reboot` of a node: kill, --down-for, boot; returns once its processes run again.
+    Reboot {
+        node: String,
+        /// How long the node stays down.
+        #[arg(long, default_value = "2s", value_parser = commands::status::duration_arg)]
+        down_for: std::time::Duration,
+        /// Also wait until its agent has joined again and its Node is Ready.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = "5m", value_parser = commands::status::duration_arg)]
+        wait_duration: std::time::Duration,
+    },
     /// Runs the lab's process supervisor (started by `lab up`).
     #[command(hide = true)]
     Supervise,
@@ -230,6 +263,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return commands::operator::run(&url, identity.clone(), service_cidr).await;
     }
     let ctx = Ctx { store: context::connect(&url).await?, namespace: cli.namespace.clone() };
+    if let Command::Status { wait, wait_duration } = &cli.command {
+        return commands::status::run(ctx.store.as_ref(), wait.then_some(*wait_duration)).await;
+    }
     match cli.command {
         Command::Apply { files } => commands::apply::run(&ctx, &files).await?,
         Command::Get(g) => {
@@ -267,7 +303,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(args) => return commands::agent::run(ctx.store.clone(), &url, &args).await,
         Command::Lab(LabCmd::Kubelet(args)) => return commands::kubelet::run(ctx.store.clone(), &cli.lab, &args).await,
         Command::Lab(LabCmd::Controllers) => return commands::kubelet::run_controllers(ctx.store.clone()).await,
-        Command::Lab(_) | Command::Operator { .. } | Command::Dbg { .. } => unreachable!("handled above"),
+        Command::Lab(_) | Command::Operator { .. } | Command::Dbg { .. } | Command::Status { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -281,6 +319,13 @@ fn cmd_to_lab(cmd: &LabCmd) -> commands::lab::LabAction {
         LabCmd::Exec { host, command } => LabAction::Exec { host: host.clone(), command: command.clone() },
         LabCmd::Guide { sections } => LabAction::Guide { sections: sections.clone() },
         LabCmd::Supervise => LabAction::Supervise,
+        LabCmd::Kill { node } => LabAction::Kill { node: node.clone() },
+        LabCmd::Boot { node, wait, wait_duration } => {
+            LabAction::Boot { node: node.clone(), wait: wait.then_some(*wait_duration) }
+        }
+        LabCmd::Reboot { node, down_for, wait, wait_duration } => {
+            LabAction::Reboot { node: node.clone(), down_for: *down_for, wait: wait.then_some(*wait_duration) }
+        }
         LabCmd::Kubelet(_) | LabCmd::Controllers | LabCmd::Whoami(_) => unreachable!("dispatched in run()"),
     }
 }

@@ -1,4 +1,4 @@
-//! `cilia lab up|down|status|exec|guide`: the guide's environment on this machine.
+//! `cilia lab up|down|status|exec|guide|kill|boot|reboot`: the guide's environment on this machine.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -8,13 +8,38 @@ use serde_json::json;
 use store::Store;
 
 pub enum LabAction {
-    Up { routing_mode: Option<String> },
+    Up {
+        routing_mode: Option<String>,
+    },
     Down,
     Status,
-    Exec { host: String, command: Vec<String> },
-    Guide { sections: Vec<String> },
+    Exec {
+        host: String,
+        command: Vec<String>,
+    },
+    Guide {
+        sections: Vec<String>,
+    },
     Supervise,
+    /// A power loss of a node.
+    Kill {
+        node: String,
+    },
+    /// Power on after a kill; with `wait`, until the node's agent is Ready again.
+    Boot {
+        node: String,
+        wait: Option<Duration>,
+    },
+    /// Kill, `down_for`, boot.
+    Reboot {
+        node: String,
+        down_for: Duration,
+        wait: Option<Duration>,
+    },
 }
+
+/// How long a boot waits for the node's processes to run.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Result<ExitCode> {
     let lab = lab::Lab::new(name)?;
@@ -86,8 +111,166 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         LabAction::Supervise => tokio::task::spawn_blocking(move || lab::run_supervisor(lab.name())).await??,
+        LabAction::Kill { node } => {
+            kill(&lab, &node).await?;
+        }
+        LabAction::Boot { node, wait } => {
+            let before = membership_before(&lab, datastore, &node).await;
+            let booted = boot(&lab, &node, None).await?;
+            if let (Some(booted), Some(timeout)) = (booted, wait) {
+                wait_ready(&lab, datastore, &node, before, booted, timeout).await?;
+            }
+        }
+        LabAction::Reboot { node, down_for, wait } => {
+            let Some(killed) = kill(&lab, &node).await? else {
+                anyhow::bail!("{node} is killed already; `cilia lab boot {node}` powers it on");
+            };
+            let before = membership_before(&lab, datastore, &node).await;
+            let down = down_for.saturating_sub(killed.failed_instant.elapsed());
+            tokio::time::sleep(down).await;
+            let booted = boot(&lab, &node, Some(&killed)).await?;
+            if let (Some(booted), Some(timeout)) = (booted, wait) {
+                wait_ready(&lab, datastore, &node, before, booted, timeout).await?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `2025-08-09T14:06:08.749123Z (unix 1754748368.749123)`: the wall clock to the microsecond, for
+/// people and for scripts.
+fn moment(t: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{} (unix {}.{:06})", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"), t.timestamp(), t.timestamp_subsec_micros())
+}
+
+/// Kills the node and prints what happened; None when it was killed already.
+async fn kill(lab: &lab::Lab, node: &str) -> Result<Option<lab::KillReport>> {
+    let report = tokio::task::spawn_blocking({
+        let (lab, node) = (lab.clone(), node.to_string());
+        move || lab.kill_node(&node)
+    })
+    .await??;
+    if !report.killed {
+        println!("node {node} is killed already, since {}; nothing done", moment(report.failed_at));
+        return Ok(None);
+    }
+    println!("node {node} killed at {}", moment(report.failed_at));
+    println!(
+        "  links down: {} ({:.1} ms)",
+        if report.links_down.is_empty() { "none".to_string() } else { report.links_down.join(" ") },
+        report.links_down_took.as_secs_f64() * 1e3
+    );
+    println!(
+        "  processes killed: {}{}",
+        if report.processes_killed.is_empty() { "none".to_string() } else { report.processes_killed.join(" ") },
+        match report.other_processes_killed {
+            0 => String::new(),
+            n => format!(", and {n} more (pods, shells)"),
+        }
+    );
+    println!("  pod namespaces removed: {}", report.pod_namespaces_removed.len());
+    match &report.bpf_dir_removed {
+        Some(dir) => println!("  BPF state removed: {}", dir.display()),
+        None => println!("  BPF state removed: none was pinned"),
+    }
+    if !report.supervisor_confirmed {
+        println!("  no supervisor confirmed the hold (is the lab up?)");
+    }
+    println!("  done in {:.1} ms", report.elapsed.as_secs_f64() * 1e3);
+    Ok(Some(report))
+}
+
+/// Boots the node and prints it; None when it was not killed.
+async fn boot(lab: &lab::Lab, node: &str, killed: Option<&lab::KillReport>) -> Result<Option<lab::BootReport>> {
+    let report = tokio::task::spawn_blocking({
+        let (lab, node) = (lab.clone(), node.to_string());
+        move || lab.boot_node(&node, BOOT_TIMEOUT)
+    })
+    .await??;
+    if !report.booted {
+        println!("node {node} is not killed; nothing done");
+        return Ok(None);
+    }
+    let down = killed
+        .and_then(|k| (report.booted_at - k.failed_at).to_std().ok())
+        .map(|d| format!(" after {:.2} s down", d.as_secs_f64()))
+        .unwrap_or_default();
+    println!("node {node} booted at {}{down}", moment(report.booted_at));
+    println!("  links up: {}", if report.links_up.is_empty() { "none".to_string() } else { report.links_up.join(" ") });
+    let processes: Vec<String> = report.processes.iter().map(|(n, pid)| format!("{n} (pid {pid})")).collect();
+    println!(
+        "  running after {:.0} ms: {}",
+        report.processes_took.as_secs_f64() * 1e3,
+        if processes.is_empty() { "no processes".to_string() } else { processes.join(" ") }
+    );
+    Ok(Some(report))
+}
+
+/// What the node's membership Lease was before the boot: its resourceVersion, None when absent;
+/// Err when it could not be read (the datastore runs on the killed node).
+async fn membership_before(lab: &lab::Lab, datastore: Option<&str>, node: &str) -> Result<Option<String>, ()> {
+    let url = crate::context::datastore_url(datastore, lab.name()).map_err(drop)?;
+    let store = crate::context::connect(&url).await.map_err(drop)?;
+    let lease = membership_ref(node);
+    let get = store.get(&lease);
+    match tokio::time::timeout(Duration::from_secs(2), get).await {
+        Ok(Ok(lease)) => Ok(lease.and_then(|l| l.metadata.resource_version)),
+        _ => Err(()),
+    }
+}
+
+fn membership_ref(node: &str) -> ObjectRef {
+    ObjectRef::new(&kinds::LEASE, Some("kube-system"), &format!("cilia-node-{node}"))
+}
+
+/// Waits until the node's agent has joined again (a membership Lease written after the boot) and
+/// its Node is Ready (reason AgentReady).
+async fn wait_ready(
+    lab: &lab::Lab,
+    datastore: Option<&str>,
+    node: &str,
+    before: Result<Option<String>, ()>,
+    booted: lab::BootReport,
+    timeout: Duration,
+) -> Result<()> {
+    let url = crate::context::datastore_url(datastore, lab.name())?;
+    let store = crate::context::connect(&url).await?;
+    let deadline = std::time::Instant::now() + timeout;
+    // Lease times have whole seconds.
+    let booted_second = booted.booted_at.timestamp();
+    loop {
+        let joined = match store.get(&membership_ref(node)).await {
+            Ok(Some(lease)) => match &before {
+                Ok(rv) => lease.metadata.resource_version != *rv,
+                Err(()) => lease
+                    .lookup_path("spec.acquireTime")
+                    .and_then(|t| t.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()))
+                    .is_some_and(|t| t.timestamp() >= booted_second),
+            },
+            _ => false,
+        };
+        let ready = joined
+            && store.get(&ObjectRef::new(&kinds::NODE, None, node)).await.ok().flatten().is_some_and(|n| {
+                let conditions: Vec<api::Condition> =
+                    n.lookup_path("status.conditions").and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default();
+                api::Condition::find(&conditions, "Ready")
+                    .is_some_and(|c| c.status == "True" && c.reason == "AgentReady")
+            });
+        if ready {
+            let now = chrono::Utc::now();
+            let after = (now - booted.booted_at).to_std().unwrap_or_default();
+            println!("node {node} Ready at {}, {:.2} s after boot", moment(now), after.as_secs_f64());
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "node {node} not Ready {} after its boot (its agent has {} its membership lease)",
+                api::cilium_config::format_duration(timeout),
+                if joined { "renewed" } else { "not renewed" }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Registers what a kubelet and kubeadm would: the namespaces and the three Nodes with their

@@ -11,4 +11,5 @@ pub mod kubelet;
 pub mod lab;
 pub mod operator;
 pub mod patch;
+pub mod status;
 pub mod whoami;
