@@ -65,7 +65,7 @@ pub trait LbDatapath: Send {
     /// announced IP and device). Keys not listed are removed (also ones this agent never wrote),
     /// missing ones added with a zero counter, a key whose MAC changed is rewritten keeping its
     /// counter; deleting an absent key is no error. Nothing is written when `entries` is invalid
-    /// or does not fit the maps. The stats list the added keys: announce those
+    /// or does not fit the maps. The stats list the added keys (and the rewritten ones): announce those
     /// ([`crate::neigh_announce`]). The default implementation refuses (for test doubles that do
     /// not model L2).
     fn sync_l2(&mut self, entries: &[L2Entry]) -> Result<L2SyncStats> {

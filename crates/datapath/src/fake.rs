@@ -176,7 +176,7 @@ mod tests {
         let mac = [2, 0, 0, 0, 0, 1];
         let vip = L2Entry { ip: "192.168.10.211".parse().unwrap(), ifindex: 3, mac };
         let stats = dp.sync_l2(&[vip]).unwrap();
-        assert_eq!(stats.added_keys, vec![vip]);
+        assert_eq!(stats.added, vec![vip]);
         assert_eq!(dp.sync_l2(&[vip]).unwrap(), L2SyncStats::default());
         dp.refresh_l2_liveness(Duration::from_secs(15)).unwrap();
         assert_eq!(dp.l2_liveness, Some(Duration::from_secs(15)));

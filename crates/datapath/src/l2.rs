@@ -38,17 +38,15 @@ pub struct L2Row {
 /// What a [`crate::LbDatapath::sync_l2`] changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct L2SyncStats {
-    /// Keys that were not in the maps (`added_keys.len()`).
-    pub added: usize,
-    /// Keys whose MAC was rewritten (`updated_keys.len()`); their counters are kept.
-    pub updated: usize,
-    /// Keys removed: no longer desired, or never written by this agent.
+    /// The keys that were not in the maps, with the MAC written. Neighbours may still hold
+    /// another node's MAC for these addresses: the caller announces them (gratuitous ARP /
+    /// unsolicited NA, [`crate::neigh_announce`]).
+    pub added: Vec<L2Entry>,
+    /// The keys whose MAC was rewritten (their counters are kept); they deserve an announcement
+    /// as well.
+    pub updated: Vec<L2Entry>,
+    /// How many keys were removed: no longer desired, or never written by this agent.
     pub removed: usize,
-    /// The new entries. Neighbours may still hold another node's MAC for these addresses: the
-    /// caller announces them (gratuitous ARP / unsolicited NA, [`crate::neigh_announce`]).
-    pub added_keys: Vec<L2Entry>,
-    /// The entries whose MAC changed, which deserve an announcement as well.
-    pub updated_keys: Vec<L2Entry>,
 }
 
 /// The responder maps' contents keyed as the datapath looks them up: (ip, ifindex) → (mac,
@@ -107,17 +105,15 @@ pub(crate) fn plan(current: &L2Table, desired: &BTreeMap<(IpAddr, u32), [u8; 6]>
         match current.get(&(ip, ifindex)) {
             None => {
                 p.put.push((entry, 0));
-                p.stats.added_keys.push(entry);
+                p.stats.added.push(entry);
             }
             Some(&(old, responses)) if old != mac => {
                 p.put.push((entry, responses));
-                p.stats.updated_keys.push(entry);
+                p.stats.updated.push(entry);
             }
             Some(_) => {}
         }
     }
-    p.stats.added = p.stats.added_keys.len();
-    p.stats.updated = p.stats.updated_keys.len();
     p.stats.removed = p.remove.len();
     p
 }
@@ -329,8 +325,7 @@ mod tests {
     fn full_reconcile_adds_rewrites_and_removes_keeping_counters() {
         let mut t = L2Table::new();
         let first = sync(&mut t, &[e("192.168.10.211", 3, MAC1), e("fd00::211", 3, MAC1)]);
-        assert_eq!((first.added, first.updated, first.removed), (2, 0, 0));
-        assert_eq!(first.added_keys.len(), 2);
+        assert_eq!((first.added.len(), first.updated.len(), first.removed), (2, 0, 0));
         // Same set again: nothing to do, nothing to announce.
         assert_eq!(sync(&mut t, &[e("192.168.10.211", 3, MAC1), e("fd00::211", 3, MAC1)]), L2SyncStats::default());
 
@@ -339,9 +334,9 @@ mod tests {
         // A rogue key someone else wrote is removed by the next sync.
         t.insert(("10.0.0.99".parse().unwrap(), 7), (MAC2, 1));
         let s = sync(&mut t, &[e("192.168.10.211", 3, MAC2), e("192.168.10.212", 3, MAC1)]);
-        assert_eq!((s.added, s.updated, s.removed), (1, 1, 2), "{s:?}");
-        assert_eq!(s.added_keys, vec![e("192.168.10.212", 3, MAC1)]);
-        assert_eq!(s.updated_keys, vec![e("192.168.10.211", 3, MAC2)]);
+        assert_eq!(s.added, vec![e("192.168.10.212", 3, MAC1)]);
+        assert_eq!(s.updated, vec![e("192.168.10.211", 3, MAC2)]);
+        assert_eq!(s.removed, 2, "{s:?}");
         let rows = rows_of(&t);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].mac, rows[0].responses), (MAC2, 5), "counter kept across the MAC rewrite");
@@ -352,9 +347,9 @@ mod tests {
     fn the_ifindex_is_part_of_the_key() {
         let mut t = L2Table::new();
         let s = sync(&mut t, &[e("192.168.10.211", 3, MAC1), e("192.168.10.211", 4, MAC2)]);
-        assert_eq!(s.added, 2);
+        assert_eq!(s.added.len(), 2);
         let s = sync(&mut t, &[e("192.168.10.211", 4, MAC2)]);
-        assert_eq!((s.added, s.removed), (0, 1));
+        assert_eq!((s.added.len(), s.removed), (0, 1));
     }
 
     #[test]

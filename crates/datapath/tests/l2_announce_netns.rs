@@ -136,7 +136,7 @@ fn announce(pair: &Pair, fs: &Bpffs) -> (Datapath, InterfaceInfo) {
                 L2Entry { ip: VIP6.into(), ifindex: dev.ifindex, mac: dev.mac },
             ])
             .unwrap();
-        assert_eq!(stats.added, 2);
+        assert_eq!(stats.added.len(), 2);
         dp.refresh_l2_liveness(Duration::from_secs(30)).unwrap();
         (dp, dev)
     })
