@@ -200,9 +200,9 @@ impl L2Maps {
         Ok(rows_of(&self.table()?))
     }
 
-    /// Makes the maps hold exactly `entries` (see [`plan`]). Read from the kernel each time, so
-    /// entries written by anyone else are found and removed. Removals run first, so the maps
-    /// never hold more than the larger of the old and the new set.
+    /// Makes the maps hold exactly `entries` (see [`crate::LbDatapath::sync_l2`]). Read from the
+    /// kernel each time, so entries written by anyone else are found and removed. Removals run
+    /// first, so the maps never hold more than the larger of the old and the new set.
     pub fn sync(&mut self, entries: &[L2Entry]) -> Result<L2SyncStats> {
         let desired = desired(entries)?;
         let v4 = desired.keys().filter(|(ip, _)| ip.is_ipv4()).count();
