@@ -60,10 +60,11 @@ pub fn gratuitous_arp_request(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     arp(ARPOP_REQUEST, mac, ip, [0; 6])
 }
 
-/// The reply-form announcement (what Cilium sent up to v1.18, for devices that learn only from
-/// replies): op 2, sender = target = `ip`, sha = `mac`, tha = ff:ff:ff:ff:ff:ff, broadcast.
+/// The reply-form announcement (RFC 5944 4.6, for devices that learn only from replies): op 2,
+/// sender = target = `ip`, sha = tha = `mac`, broadcast. Linux takes a reply as gratuitous only
+/// when tha equals sha.
 pub fn gratuitous_arp_reply(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
-    arp(ARPOP_REPLY, mac, ip, ETH_BROADCAST)
+    arp(ARPOP_REPLY, mac, ip, mac)
 }
 
 /// One's-complement sum of 16-bit big-endian words (RFC 1071), not yet inverted.
@@ -250,7 +251,7 @@ mod tests {
             &[0xff; 6][..], &MAC, &[0x08, 0x06],
             &[0x00, 0x01, 0x08, 0x00, 6, 4], &[0x00, 0x02],
             &MAC, &[192, 168, 10, 211],
-            &[0xff; 6], &[192, 168, 10, 211],
+            &MAC, &[192, 168, 10, 211],                   // tha = sha: what Linux calls gratuitous
             &[0; 18],
         ]
         .concat();
