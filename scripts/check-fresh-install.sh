@@ -126,8 +126,10 @@ in_chroot() {
 mounts_under_root() {  # deepest first
   awk -v r="$root" '$5 == r || index($5, r "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r
 }
+main_pid=$BASHPID
 cleanup() {
   local status=$?
+  [ "$BASHPID" = "$main_pid" ] || return 0  # only the script itself, never a subshell of it
   set +e
   # Anything still running with the chroot as its root was started by this check.
   local p pids=()
