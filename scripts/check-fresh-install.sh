@@ -92,23 +92,34 @@ stage_secs=()
 failed_stage=""
 failed_cmd=""
 stage_no=0
+stage_pid=""
+stage_start=0
 stage() {  # stage NAME CMD...
   local name="$1"; shift
   stage_no=$((stage_no + 1))
   local log; log="$(printf '%s/%02d-%s.log' "$logs" "$stage_no" "$name")"
   say "stage $name: $*"
-  local start=$SECONDS status=0
-  "$@" > >(tee "$log") 2>&1 || status=$?
-  wait $! 2>/dev/null || true  # let tee finish writing
-  local secs=$((SECONDS - start))
+  failed_stage="$name"  # until it succeeds: an interrupted stage is the failing one
+  failed_cmd="$*"
+  stage_start=$SECONDS
+  local status=0
+  # In the background, as a process group of its own (set -m), so that a signal reaches the trap at
+  # once and the clean-up can stop the whole stage.
+  set -m
+  { "$@" 2>&1 | tee "$log"; exit "${PIPESTATUS[0]}"; } &
+  stage_pid=$!
+  set +m
+  wait "$stage_pid" || status=$?
+  stage_pid=""
+  local secs=$((SECONDS - stage_start))
   stage_names+=("$name")
   stage_secs+=("$secs")
   if [ "$status" -ne 0 ]; then
-    failed_stage="$name"
-    failed_cmd="$*"
     say "stage $name FAILED after ${secs}s (exit $status); its log: $log"
     exit 1
   fi
+  failed_stage=""
+  failed_cmd=""
   say "stage $name done in ${secs}s"
 }
 
@@ -131,7 +142,14 @@ cleanup() {
   local status=$?
   [ "$BASHPID" = "$main_pid" ] || return 0  # only the script itself, never a subshell of it
   set +e
-  # Anything still running with the chroot as its root was started by this check.
+  # The stage that was running when a signal came, and anything still running with the chroot as
+  # its root: all of it was started by this check.
+  if [ -n "$stage_pid" ]; then
+    say "stopping the running stage ($failed_stage)"
+    stage_names+=("$failed_stage (stopped)")
+    stage_secs+=($((SECONDS - stage_start)))
+    kill -TERM -- -"$stage_pid" 2>/dev/null; sleep 2; kill -KILL -- -"$stage_pid" 2>/dev/null
+  fi
   local p pids=()
   for p in /proc/[0-9]*; do
     [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && pids+=("${p#/proc/}")
@@ -168,7 +186,11 @@ cleanup() {
     say "PASS: a fresh Debian $suite ($variant variant) installs, builds and finds every command (commit ${commit:0:12}); logs in $logs"
   else
     say "kept $root for a look inside (chroot $root /bin/bash)"
-    say "FAIL: stage ${failed_stage:-setup}: ${failed_cmd:-(see above)}"
+    if [ -n "$failed_stage" ]; then
+      say "FAIL: stage $failed_stage: $failed_cmd"
+    else
+      say "FAIL: exit $status before or between stages (see above)"
+    fi
     say "logs in $logs"
     [ "$status" -ne 0 ] || status=1
   fi
