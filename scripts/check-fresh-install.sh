@@ -26,7 +26,8 @@
 # CILIA_FRESH_SUITE (default: VERSION_CODENAME of /etc/os-release), RUSTUP_HOME and CARGO_HOME (the
 # host's Rust toolchain, default ~/.rustup and ~/.cargo).
 #
-# What it touches on the host: only DIR, DIR.logs and, if the option is given, the base tarball.
+# What it touches on the host: only DIR, DIR.logs and, if the option is given, the base tarball
+# (and it installs debootstrap if that is missing).
 # It runs in a private mount namespace, so its bind mounts are never seen outside it and vanish even
 # if it is killed; a trap unmounts them (and stops anything left running in the chroot) on any exit.
 # The chroot shares the host's network but never changes its configuration: /etc/resolv.conf and
@@ -210,6 +211,11 @@ fresh_base() {
     echo "unpacking the saved base $base_tarball"
     tar -C "$root" --numeric-owner -xpf "$base_tarball"
     return
+  fi
+  if ! command -v debootstrap >/dev/null; then
+    echo "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap
   fi
   local args=()
   [ "$variant" = minbase ] && args+=(--variant=minbase)
