@@ -131,6 +131,9 @@ pub fn assign(inputs: &Inputs<'_>) -> Assignment {
     let no_interfaces: Vec<Interface> = Vec::new();
     let node_ifaces: Vec<&[Interface]> =
         nodes.iter().map(|n| inputs.interfaces.get(*n).unwrap_or(&no_interfaces).as_slice()).collect();
+    // Each interface's subnets as masks, for the per-IP subnet test (`IpNet::contains` is slow).
+    let node_nets: Vec<Vec<Vec<Net>>> =
+        node_ifaces.iter().map(|ifs| ifs.iter().map(|i| i.addrs.iter().map(Net::from).collect()).collect()).collect();
     let live: Vec<bool> = nodes.iter().map(|n| inputs.candidates.contains(*n)).collect();
     let prefixes: Vec<u64> = nodes.iter().map(|n| node_prefix(n)).collect();
     let words = nodes.len().div_ceil(64);
@@ -164,11 +167,15 @@ pub fn assign(inputs: &Inputs<'_>) -> Assignment {
         policies: Vec<u32>,
         services: Vec<u32>,
     }
+    let any_service_selector = inputs.policies.iter().any(|p| p.service_selector.is_some());
+    let no_labels = BTreeMap::new();
     let mut by_ip: BTreeMap<IpAddr, Pairs> = BTreeMap::new();
     for (si, svc) in (0u32..).zip(inputs.services) {
-        let labels = selection_labels(svc);
+        // The pseudo-labels cost a map per Service; only selectors read them.
+        let labels = if any_service_selector { selection_labels(svc) } else { BTreeMap::new() };
+        let labels = if any_service_selector { &labels } else { &no_labels };
         for (pi, policy) in (0u32..).zip(inputs.policies) {
-            for ip in policy.ips_for(svc, &labels) {
+            for ip in policy.ips_for(svc, labels) {
                 let pairs = by_ip.entry(ip).or_default();
                 pairs.policies.push(pi);
                 pairs.services.push(si);
@@ -176,10 +183,12 @@ pub fn assign(inputs: &Inputs<'_>) -> Assignment {
         }
     }
 
+    // The nodes (with their interfaces) that a set of policies makes eligible, before the
+    // per-IP rules (local backends, subnet): the same for every IP of that set, so built once.
+    let mut by_policy_set: BTreeMap<Vec<u32>, Vec<(u32, Vec<u16>)>> = BTreeMap::new();
     let mut rows = Vec::with_capacity(by_ip.len());
-    // Scratch, reused across IPs: (node, range in `iface_buf`) of each eligible node.
-    let mut candidates: Vec<(u32, usize, usize)> = Vec::with_capacity(nodes.len());
-    let mut iface_buf: Vec<u16> = Vec::new();
+    // Scratch, reused across IPs: (index into the base list, on the IP's subnet) per candidate.
+    let mut candidates: Vec<(usize, bool)> = Vec::with_capacity(nodes.len());
     for (ip, mut pairs) in by_ip {
         pairs.policies.sort_unstable();
         pairs.policies.dedup();
@@ -187,66 +196,60 @@ pub fn assign(inputs: &Inputs<'_>) -> Assignment {
         pairs.services.dedup();
         let local_only: Vec<&ServiceInfo> =
             pairs.services.iter().map(|s| &inputs.services[*s as usize]).filter(|s| s.etp_local).collect();
+        let base = by_policy_set.entry(pairs.policies).or_insert_with_key(|policies| {
+            (0u32..)
+                .zip(&nodes)
+                .filter_map(|(ni, _)| {
+                    let mut ifs: Vec<u16> =
+                        policies.iter().flat_map(|p| &policy_ifaces[*p as usize][ni as usize]).copied().collect();
+                    ifs.sort_unstable();
+                    ifs.dedup();
+                    (!ifs.is_empty()).then_some((ni, ifs))
+                })
+                .collect()
+        });
 
+        let on_subnet = |ni: u32, idx: u16| node_nets[ni as usize][idx as usize].iter().any(|n| n.contains(ip));
         candidates.clear();
-        iface_buf.clear();
-        for (ni, name) in (0u32..).zip(&nodes) {
-            if !local_only.iter().all(|s| s.local_backend_nodes.contains(*name)) {
+        for (k, (ni, ifs)) in base.iter().enumerate() {
+            if !local_only.iter().all(|s| s.local_backend_nodes.contains(nodes[*ni as usize])) {
                 continue;
             }
-            let start = iface_buf.len();
-            for p in &pairs.policies {
-                iface_buf.extend_from_slice(&policy_ifaces[*p as usize][ni as usize]);
-            }
-            if iface_buf.len() == start {
-                continue;
-            }
-            if pairs.policies.len() > 1 {
-                iface_buf[start..].sort_unstable();
-                let mut kept = start;
-                for i in start..iface_buf.len() {
-                    if i == start || iface_buf[i] != iface_buf[kept - 1] {
-                        iface_buf[kept] = iface_buf[i];
-                        kept += 1;
-                    }
-                }
-                iface_buf.truncate(kept);
-            }
-            candidates.push((ni, start, iface_buf.len()));
+            candidates.push((k, ifs.iter().any(|&idx| on_subnet(*ni, idx))));
         }
-
         // Subnet preference: keep only nodes (and interfaces) directly on the IP's subnet, if any.
-        let on_subnet = |ni: u32, idx: u16| node_ifaces[ni as usize][idx as usize].on_subnet_of(ip);
-        let any_on_subnet = candidates.iter().any(|&(ni, s, e)| iface_buf[s..e].iter().any(|&idx| on_subnet(ni, idx)));
-        if any_on_subnet {
-            candidates.retain(|&(ni, s, e)| iface_buf[s..e].iter().any(|&idx| on_subnet(ni, idx)));
-        }
+        let any_on_subnet = candidates.iter().any(|(_, on)| *on);
 
         let mut eligible = vec![0u64; words].into_boxed_slice();
-        let mut best: Option<(u64, u32, usize, usize)> = None;
-        for &(ni, s, e) in &candidates {
-            eligible[ni as usize / 64] |= 1 << (ni % 64);
-            if !live[ni as usize] {
+        let mut best: Option<(u64, usize)> = None;
+        for &(k, on) in &candidates {
+            if any_on_subnet && !on {
                 continue;
             }
-            let sc = finish_score(prefixes[ni as usize], ip);
-            // Nodes are visited in name order, so a strictly greater score is needed to displace
-            // an earlier (smaller) name: ties go to the smaller name.
-            if best.is_none_or(|(b, ..)| sc > b) {
-                best = Some((sc, ni, s, e));
+            let ni = base[k].0 as usize;
+            eligible[ni / 64] |= 1 << (ni % 64);
+            if !live[ni] {
+                continue;
+            }
+            let sc = finish_score(prefixes[ni], ip);
+            // Candidates are in name order, so a strictly greater score is needed to displace an
+            // earlier (smaller) name: ties go to the smaller name.
+            if best.is_none_or(|(b, _)| sc > b) {
+                best = Some((sc, k));
             }
         }
         let (owner, interfaces) = match best {
-            Some((_, ni, s, e)) => {
-                let mut names: Vec<String> = iface_buf[s..e]
+            Some((_, k)) => {
+                let (ni, ifs) = &base[k];
+                let mut names: Vec<String> = ifs
                     .iter()
-                    .filter(|&&idx| !any_on_subnet || on_subnet(ni, idx))
-                    .map(|&idx| node_ifaces[ni as usize][idx as usize].name.clone())
+                    .filter(|&&idx| !any_on_subnet || on_subnet(*ni, idx))
+                    .map(|&idx| node_ifaces[*ni as usize][idx as usize].name.clone())
                     .collect();
                 names.sort();
                 // Two reported interfaces of the same name would be the same kernel device.
                 names.dedup();
-                (Some(ni), names)
+                (Some(*ni), names)
             }
             None => (None, Vec::new()),
         };
@@ -254,6 +257,35 @@ pub fn assign(inputs: &Inputs<'_>) -> Assignment {
         rows.push(Row { ip, owner, eligible, interfaces, origins });
     }
     Assignment { nodes: nodes.into_iter().cloned().collect(), rows }
+}
+
+/// A subnet as address and mask bits, IPv4 in the low 32 bits: `contains` is two operations.
+#[derive(Clone, Copy, Debug)]
+struct Net {
+    v6: bool,
+    network: u128,
+    mask: u128,
+}
+
+impl From<&ipnet::IpNet> for Net {
+    fn from(net: &ipnet::IpNet) -> Self {
+        match net {
+            ipnet::IpNet::V4(n) => {
+                let mask = u128::from(u32::from(n.netmask()));
+                Net { v6: false, network: u128::from(u32::from(n.network())), mask }
+            }
+            ipnet::IpNet::V6(n) => Net { v6: true, network: u128::from(n.network()), mask: u128::from(n.netmask()) },
+        }
+    }
+}
+
+impl Net {
+    fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => !self.v6 && u128::from(u32::from(a)) & self.mask == self.network,
+            IpAddr::V6(a) => self.v6 && u128::from(a) & self.mask == self.network,
+        }
+    }
 }
 
 impl Assignment {

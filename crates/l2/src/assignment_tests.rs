@@ -636,6 +636,28 @@ fn arb_cluster() -> impl Strategy<Value = Fx> {
 }
 
 proptest! {
+    #[test]
+    fn fast_subnet_test_agrees_with_ipnet(
+        v4 in any::<bool>(), a in any::<u128>(), b in any::<u128>(), len in 0u8..=128, near in any::<bool>()
+    ) {
+        let (net, ip) = if v4 {
+            let net = ipnet::IpNet::new(IpAddr::V4((a as u32).into()), len % 33).unwrap();
+            // Half the time an address sharing the prefix's upper bits, so both answers occur.
+            let ip = if near { (a as u32) ^ ((b as u32) & 0xff) } else { b as u32 };
+            (net, IpAddr::V4(ip.into()))
+        } else {
+            let net = ipnet::IpNet::new(IpAddr::V6(a.into()), len).unwrap();
+            let ip = if near { a ^ (b & 0xffff) } else { b };
+            (net, IpAddr::V6(ip.into()))
+        };
+        prop_assert_eq!(Net::from(&net).contains(ip), net.contains(&ip));
+        // Never across families.
+        let other = if v4 { IpAddr::V6(a.into()) } else { IpAddr::V4((a as u32).into()) };
+        prop_assert!(!Net::from(&net).contains(other));
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
