@@ -20,10 +20,30 @@
 //! Policy status conditions are computed here too ([`conditions`]), for the one writer (the
 //! operator) to write only when they change.
 //!
-//! Call sequence for an agent: see [`liveness::Liveness`] (feed heartbeats, expire, take
-//! candidates), then [`assignment::assign`], [`assignment::Assignment::entries_for`] for the
-//! datapath, and [`lease::plan`] on [`assignment::Assignment::lease_holders`] for the Leases.
+//! How an agent drives it:
+//!
+//! 1. Start: `Liveness::new(node, config, now)`; pick an incarnation that grows across restarts
+//!    (start time in ns); clear the datapath's announcement table left by a previous run.
+//! 2. Every `interval`, and at once when readiness or interfaces change: send
+//!    [`heartbeat::encode`] of a [`Heartbeat`] (seq + 1) to every peer.
+//! 3. On a datagram: [`heartbeat::decode`] (receive buffer ≥ [`heartbeat::MAX_DATAGRAM`]), then
+//!    [`Liveness::on_heartbeat`]; reassign if [`liveness::Change::is_change`].
+//! 4. Sleep until the next send or [`Liveness::next_deadline`]; then [`Liveness::expire`] and
+//!    [`Liveness::candidates`] (with the readiness the heartbeats advertise); reassign if the
+//!    candidates changed.
+//! 5. On Service, EndpointSlice, Node or policy changes: rebuild the inputs with
+//!    [`ServiceInfo::from_object`], [`service::fill_local_backends_from_objects`],
+//!    [`policy::compile_all`] (problem policies are left out) and the Nodes' labels; reassign.
+//! 6. Reassign: [`assign`] over the inputs, the candidates and [`Liveness::interfaces`] plus the
+//!    node's own; program [`Assignment::entries_for`] into the datapath (withdraw what is gone);
+//!    then [`lease::plan`] on [`Assignment::lease_holders`] against the Lease informer's objects,
+//!    and execute the ops (a conflict means the informer is behind: plan again after it catches up).
+//! 7. Stop: advertise not ready, withdraw every entry from the datapath, then send `leaving`.
+//!
+//! The operator alone compiles policies for status: [`conditions::policy_status_update`], and a
+//! write only when it returns `Some`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod assignment;
 pub mod conditions;
