@@ -60,6 +60,12 @@ int from_netdev(struct __sk_buff *skb)
 			return rc;
 	}
 
+	/* A frame for another host's MAC reaches this device only by flooding (a switch or bridge
+	 * that lost the owner's port, an aged-out table). The stack drops it; translating it would
+	 * answer for a node that may still be alive, and a client would get two SYN-ACKs. */
+	if (skb->pkt_type == PACKET_OTHERHOST)
+		return TC_ACT_OK;
+
 	switch (parse_pkt4(skb, &p)) {
 	case PARSE_OK:
 		break;

@@ -67,9 +67,13 @@ struct pkt4 {
 #define TCP_FLAG_RST 0x04
 #define TCP_FLAG_ACK 0x10
 
-/* skb->pkt_type of a frame for this host (linux/if_packet.h, not included by the BPF headers). */
+/* skb->pkt_type of a frame for this host, and of one for another host's MAC (linux/if_packet.h,
+ * not included by the BPF headers). */
 #ifndef PACKET_HOST
 #define PACKET_HOST 0
+#endif
+#ifndef PACKET_OTHERHOST
+#define PACKET_OTHERHOST 3
 #endif
 
 enum parse_result {

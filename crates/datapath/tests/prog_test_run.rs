@@ -275,6 +275,25 @@ fn nodeport_to_remote_backend_is_snated_and_reply_reversed() {
     assert!(nat.contains("SNAT-IN 172.20.1.6:8080 -> 192.168.10.100"), "{nat}");
 }
 
+/// A frame flooded to this node for another host's MAC (a switch that lost the owner's port) is
+/// left to the stack, which drops it: the owner may still be alive and answer too.
+#[test]
+fn frames_for_another_hosts_mac_are_not_translated() {
+    require_root!();
+    let mut env = setup("otherhost");
+    remote_node_port(&mut env, 30080, Protocol::Tcp, 8080);
+    let mut syn = packet::tcp((CLIENT, 5000), (NODE, 30080), "S", 1, b"");
+    syn[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, syn, "rewritten although it was for another host");
+    assert!(env.dp.nat_list().unwrap().lines().all(|l| !l.contains("SNAT")), "a flow was set up for it");
+    // The same frame to this node's MAC is translated.
+    syn[0..6].copy_from_slice(&NODE_MAC);
+    let fwd = packet::parse_checked(&run(&env.dp, PROG_FROM_NETDEV, &syn).1);
+    assert_eq!(fwd.dst, (BE2, 8080));
+}
+
 #[test]
 fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
     require_root!();

@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-pub const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// The node's MAC as BPF_PROG_TEST_RUN sees it: the run's device is lo, whose address is all
+/// zeros, and a frame to any other unicast MAC would count as another host's (PACKET_OTHERHOST).
+pub const NODE_MAC: [u8; 6] = [0; 6];
 
 pub fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: &str, seq: u32, payload: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC)
