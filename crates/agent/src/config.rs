@@ -68,6 +68,13 @@ pub enum ConfigError {
     LbAlgorithm(String),
     #[error("the BPF pin directory must be an absolute path (got {0:?})")]
     BpfDir(PathBuf),
+    #[error("L2 announcements need kube-proxy replacement: the eBPF datapath answers their ARP requests")]
+    L2WithoutDatapath,
+    #[error(
+        "the L2 heartbeat settings do not fit: dead-after {dead_after:?} must be at least three heartbeat intervals \
+         ({interval:?}), and the interval at least 10ms"
+    )]
+    L2Timing { interval: Duration, dead_after: Duration },
 }
 
 /// Parses `--lb-algorithm` (Cilium's `loadBalancer.algorithm`).
@@ -137,6 +144,9 @@ pub struct AgentConfig {
     pub tunnel_port: u16,
     /// The node's bpffs directory, where the overlay's maps and links are pinned.
     pub bpf_dir: PathBuf,
+    /// L2 announcements (`enable-l2-announcements`); they need the service datapath, whose
+    /// `from_netdev` answers ARP.
+    pub l2: Option<crate::l2_announcer::L2Config>,
 }
 
 impl AgentConfig {
@@ -156,6 +166,7 @@ impl AgentConfig {
             dns_port: None,
             tunnel_port: netconf::VXLAN_PORT,
             bpf_dir: PathBuf::from("/sys/fs/bpf/cilia"),
+            l2: None,
         }
     }
 
@@ -187,6 +198,14 @@ impl AgentConfig {
             && !lb.bpf_dir.is_absolute()
         {
             return Err(ConfigError::BpfDir(lb.bpf_dir.clone()));
+        }
+        if let Some(l2) = &self.l2 {
+            if self.service_lb.is_none() {
+                return Err(ConfigError::L2WithoutDatapath);
+            }
+            if l2.heartbeat_interval < Duration::from_millis(10) || l2.dead_after < l2.heartbeat_interval * 3 {
+                return Err(ConfigError::L2Timing { interval: l2.heartbeat_interval, dead_after: l2.dead_after });
+            }
         }
         Ok(())
     }

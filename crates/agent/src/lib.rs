@@ -15,7 +15,9 @@
 //!    programs on every pod veth ([`datapath_attach`]), socket-LB for the node's own processes,
 //!    and the services of the cluster ([`service_controller`]);
 //! 6. cluster DNS for service names on the router IP ([`dns`]);
-//! 7. the Node's `Ready` condition and the membership Lease ([`node_status`], [`membership`]).
+//! 7. the Node's `Ready` condition and the membership Lease ([`node_status`], [`membership`]);
+//! 8. with L2 announcements, the ARP responder's table from heartbeats and the cluster's objects
+//!    ([`l2_announcer`]).
 //!
 //! Then it follows the node list and keeps the routes in line, with a full pass at start and
 //! every `resync_interval`. Nothing is torn down at start or at exit: a restarted agent finds its
@@ -28,10 +30,15 @@ pub mod datapath_attach;
 pub mod direct_routes;
 pub mod dns;
 pub mod error;
+pub mod heartbeat_key;
+pub mod heartbeat_socket;
+pub mod l2_announcer;
+pub mod l2_leases;
 pub mod membership;
 pub mod node_status;
 pub mod node_view;
 pub mod overlay;
+pub mod own_interfaces;
 pub mod route_reconciler;
 pub mod router_ip;
 pub mod routing_plan;
@@ -116,6 +123,11 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         let attacher = datapath_attach::Attacher::new(shared.clone(), lb.devices.clone(), own_ip);
         service_tasks.push(tokio::spawn(attacher.run(Netconf::current()?, lb.link_poll, services.clone())));
         let options = services::BuildOptions { node_name: node_name.clone(), default_algorithm: lb.algorithm };
+        if let Some(l2) = &config.l2 {
+            let task =
+                l2_announcer::run(store.clone(), node_name.clone(), l2.clone(), shared.clone(), services.clone());
+            service_tasks.push(tokio::spawn(task));
+        }
         let controller = service_controller::ServiceController::new(options, shared, dns_records);
         service_tasks.push(tokio::spawn(service_controller::run(store.clone(), controller, services.clone())));
     } else {

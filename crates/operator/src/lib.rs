@@ -7,6 +7,7 @@
 
 pub mod config;
 mod endpoints_controller;
+mod l2_policy_status;
 mod lbipam;
 pub mod leader;
 mod pod_cidr_controller;
@@ -44,6 +45,7 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
     let pods = Arc::new(Informer::start(store.clone(), &kinds::POD, None));
     let slices = Arc::new(Informer::start(store.clone(), &kinds::ENDPOINT_SLICE, None));
     tasks.spawn(endpoints_controller::run(store.clone(), services.clone(), pods, slices, controllers.clone()));
+    tasks.spawn(l2_policy_status::run(store.clone(), controllers.clone()));
 
     let outcome = tokio::select! {
         () = shutdown.cancelled() => Ok(()),

@@ -65,6 +65,9 @@ pub struct AgentArgs {
     /// Port of the cluster DNS server on the router IP; 0 turns it off.
     #[arg(long, default_value_t = agent::dns::DNS_PORT)]
     pub dns_port: u16,
+    /// UDP port of the L2 announcement heartbeats between agents.
+    #[arg(long, default_value_t = agent::heartbeat_socket::HEARTBEAT_PORT)]
+    pub l2_heartbeat_port: u16,
 }
 
 fn parse_lb_algorithm(s: &str) -> Result<datapath::LbAlgorithm, String> {
@@ -120,6 +123,16 @@ pub async fn run(store: Arc<dyn Store>, url: &str, args: &AgentArgs) -> Result<E
         };
         lb.socket_lb = args.socket_lb;
         config.service_lb = Some(lb);
+    }
+    if cilium.enable_l2_announcements {
+        config.l2 = Some(agent::l2_announcer::L2Config {
+            heartbeat_interval: cilium.l2_heartbeat_interval,
+            dead_after: cilium.l2_dead_after,
+            port: args.l2_heartbeat_port,
+            devices: args.devices.clone(),
+            neigh_discovery: cilium.enable_l2_neigh_discovery,
+            state_dir: args.state_dir.clone(),
+        });
     }
     config.dns_port = (args.dns_port != 0).then_some(args.dns_port);
     config.validate().context("invalid agent settings")?;
