@@ -5,6 +5,10 @@
 //! Pods that resolve a named port differently land in different slices, one per distinct port
 //! mapping. A Service that is deleted or loses its selector loses its slices.
 //!
+//! Pods on a lost node (`Ready=Unknown`: its agent's membership lapsed, [`crate::node_lifecycle`])
+//! are endpoints that are neither ready nor serving, as Kubernetes marks the pods of such a node
+//! not ready: traffic stops going to a machine that died.
+//!
 //! Slices are named `<service>-<5 characters>` like Kubernetes' generated names, but the
 //! characters come from a hash of the Service's uid and the port mapping: writing the same slice
 //! twice (a retry, a watch cache that lags behind the controller's own write) then meets the
@@ -36,15 +40,23 @@ pub async fn run(
     services: Arc<Informer>,
     pods: Arc<Informer>,
     slices: Arc<Informer>,
+    nodes: Arc<Informer>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut svc_sub = services.subscribe();
     let mut pod_sub = pods.subscribe();
     let mut slice_sub = slices.subscribe();
+    let mut node_sub = nodes.subscribe();
     tokio::select! {
-        () = async { services.wait_synced().await; pods.wait_synced().await; slices.wait_synced().await } => {}
+        () = async {
+            services.wait_synced().await;
+            pods.wait_synced().await;
+            slices.wait_synced().await;
+            nodes.wait_synced().await;
+        } => {}
         () = shutdown.cancelled() => return Ok(()),
     }
+    let mut lost = lost_nodes(&nodes);
     // Writes that failed (datastore briefly away) are retried on this tick.
     let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut failed: BTreeSet<Key> = BTreeSet::new();
@@ -69,6 +81,14 @@ pub async fn run(
                     dirty.extend(services.snapshot().iter().filter(|s| s.namespace() == Some(ns)).map(key));
                 }
             },
+            change = node_sub.recv() => match change {
+                None => return Ok(()),
+                _ => {
+                    let now = lost_nodes(&nodes);
+                    everything = now != lost;
+                    lost = now;
+                }
+            },
             change = slice_sub.recv() => match change {
                 None => return Ok(()),
                 Some(Change::Resync(_)) => everything = true,
@@ -84,12 +104,17 @@ pub async fn run(
             }));
         }
         for k in dirty {
-            if let Err(e) = reconcile(store.as_ref(), &services, &pods, &slices, &k).await {
+            if let Err(e) = reconcile(store.as_ref(), &services, &pods, &slices, &lost, &k).await {
                 tracing::warn!(service = %format!("{}/{}", k.0, k.1), error = %format!("{e:#}"), "writing EndpointSlices; will retry");
                 failed.insert(k);
             }
         }
     }
+}
+
+/// Nodes whose pods are no endpoints (see [`crate::node_lifecycle`]).
+fn lost_nodes(nodes: &Informer) -> BTreeSet<String> {
+    nodes.snapshot().iter().filter(|n| crate::node_lifecycle::node_lost(n)).map(|n| n.name().to_string()).collect()
 }
 
 fn key(obj: &Object) -> Key {
@@ -101,6 +126,7 @@ async fn reconcile(
     services: &Informer,
     pods: &Informer,
     slices: &Informer,
+    lost: &BTreeSet<String>,
     (ns, name): &Key,
 ) -> Result<()> {
     let existing: Vec<Object> = slices
@@ -119,7 +145,7 @@ async fn reconcile(
                 .filter(|p| p.namespace() == Some(ns.as_str()))
                 .filter_map(|p| p.to_typed().ok())
                 .collect();
-            desired_slices(svc, &pods)
+            desired_slices(svc, &pods, lost)
         }
         _ => Vec::new(),
     };
@@ -160,8 +186,9 @@ fn same_content(a: &Object, b: &Object) -> bool {
         && a.metadata.owner_references == b.metadata.owner_references
 }
 
-/// The slices `svc` should have, complete objects named deterministically.
-pub fn desired_slices(svc: &Service, pods: &[Pod]) -> Vec<Object> {
+/// The slices `svc` should have, complete objects named deterministically. Pods on `lost` nodes
+/// are neither ready nor serving.
+pub fn desired_slices(svc: &Service, pods: &[Pod], lost: &BTreeSet<String>) -> Vec<Object> {
     let selector: BTreeMap<String, String> = svc.spec.selector.clone().unwrap_or_default();
     let publish_not_ready = svc.spec.publish_not_ready_addresses == Some(true);
     // Keyed by the ports' JSON: one slice per distinct port mapping, in a stable order.
@@ -176,7 +203,8 @@ pub fn desired_slices(svc: &Service, pods: &[Pod]) -> Vec<Object> {
     for pod in matching {
         let ports: Vec<EndpointPort> = svc.spec.ports.iter().filter_map(|p| resolve_port(p, pod)).collect();
         let terminating = pod.metadata.deletion_timestamp.is_some();
-        let ready = pod.is_ready() || publish_not_ready;
+        let on_lost_node = pod.spec.node_name.as_ref().is_some_and(|n| lost.contains(n));
+        let ready = (pod.is_ready() || publish_not_ready) && !on_lost_node;
         let endpoint = Endpoint {
             addresses: vec![pod.status.pod_ip.clone().unwrap_or_default()],
             conditions: EndpointConditions {
@@ -311,7 +339,7 @@ mod tests {
             pod("b", Some("172.20.2.5"), false, "http", 80),
             pod("c", None, true, "http", 80),
         ];
-        let slices = desired_slices(&service(json!(80)), &pods);
+        let slices = desired_slices(&service(json!(80)), &pods, &BTreeSet::new());
         assert_eq!(slices.len(), 1);
         let s: api::types::EndpointSlice = slices[0].to_typed().unwrap();
         assert!(s.metadata.name.starts_with("webpod-") && s.metadata.name.len() == "webpod-".len() + 5);
@@ -328,27 +356,40 @@ mod tests {
         assert_eq!(s.endpoints[0].target_ref.as_ref().unwrap()["name"], "a");
         assert_eq!(s.ports[0].port, Some(80));
         // Deterministic: the same inputs give the same name.
-        assert_eq!(desired_slices(&service(json!(80)), &pods)[0].metadata.name, s.metadata.name);
+        assert_eq!(desired_slices(&service(json!(80)), &pods, &BTreeSet::new())[0].metadata.name, s.metadata.name);
     }
 
     #[test]
     fn named_target_ports_resolve_per_pod() {
         let pods = [pod("a", Some("172.20.1.5"), true, "web", 8080), pod("b", Some("172.20.1.6"), true, "web", 9090)];
-        let slices = desired_slices(&service(json!("web")), &pods);
+        let slices = desired_slices(&service(json!("web")), &pods, &BTreeSet::new());
         let ports: BTreeSet<i64> =
             slices.iter().map(|s| s.to_typed::<api::types::EndpointSlice>().unwrap().ports[0].port.unwrap()).collect();
         assert_eq!(ports, BTreeSet::from([8080, 9090]), "one slice per port mapping");
         // A name no container has: the pod serves no port of the Service.
-        let slices = desired_slices(&service(json!("nope")), &pods[..1]);
+        let slices = desired_slices(&service(json!("nope")), &pods[..1], &BTreeSet::new());
         let s: api::types::EndpointSlice = slices[0].to_typed().unwrap();
         assert!(s.ports.is_empty());
+    }
+
+    #[test]
+    fn pods_on_a_lost_node_are_neither_ready_nor_serving() {
+        let pods = [pod("a", Some("172.20.1.5"), true, "http", 80)];
+        let lost = BTreeSet::from(["k8s-w1".to_string()]);
+        let s: api::types::EndpointSlice = desired_slices(&service(json!(80)), &pods, &lost)[0].to_typed().unwrap();
+        let c = &s.endpoints[0].conditions;
+        assert_eq!((c.ready, c.serving), (Some(false), Some(false)));
+        let s: api::types::EndpointSlice =
+            desired_slices(&service(json!(80)), &pods, &BTreeSet::new())[0].to_typed().unwrap();
+        assert_eq!(s.endpoints[0].conditions.ready, Some(true), "back once the node is");
     }
 
     #[test]
     fn terminating_pods_are_serving_but_not_ready() {
         let mut p = pod("a", Some("172.20.1.5"), true, "http", 80);
         p.metadata.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
-        let s: api::types::EndpointSlice = desired_slices(&service(json!(80)), &[p])[0].to_typed().unwrap();
+        let s: api::types::EndpointSlice =
+            desired_slices(&service(json!(80)), &[p], &BTreeSet::new())[0].to_typed().unwrap();
         let c = &s.endpoints[0].conditions;
         assert_eq!((c.ready, c.serving, c.terminating), (Some(false), Some(true), Some(true)));
     }

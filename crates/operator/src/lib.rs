@@ -10,6 +10,7 @@ mod endpoints_controller;
 mod l2_policy_status;
 mod lbipam;
 pub mod leader;
+pub mod node_lifecycle;
 mod pod_cidr_controller;
 mod pod_cidrs;
 mod service_address_controller;
@@ -44,7 +45,16 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
     tasks.spawn(pod_cidr_controller::run(store.clone(), config.clone(), controllers.clone()));
     let pods = Arc::new(Informer::start(store.clone(), &kinds::POD, None));
     let slices = Arc::new(Informer::start(store.clone(), &kinds::ENDPOINT_SLICE, None));
-    tasks.spawn(endpoints_controller::run(store.clone(), services.clone(), pods, slices, controllers.clone()));
+    let nodes = Arc::new(Informer::start(store.clone(), &kinds::NODE, None));
+    tasks.spawn(endpoints_controller::run(
+        store.clone(),
+        services.clone(),
+        pods,
+        slices,
+        nodes.clone(),
+        controllers.clone(),
+    ));
+    tasks.spawn(node_lifecycle::run(store.clone(), nodes, controllers.clone()));
     tasks.spawn(l2_policy_status::run(store.clone(), controllers.clone()));
 
     let outcome = tokio::select! {
