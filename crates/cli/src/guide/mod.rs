@@ -2,6 +2,7 @@
 //! command (as the guide writes it, with `cilia` for `kubectl`), runs it, prints its output, and checks
 //! the expected outcome. Sections are added as features land.
 
+mod l2;
 mod lbipam;
 mod native_routing;
 mod runner;

@@ -73,6 +73,7 @@ pub async fn run(lab: &str, datastore: Option<&str>, only: &[String]) -> Result<
         super::vxlan::section(),
         super::lbipam::section(),
         super::service_lb::section(),
+        super::l2::section(),
     ];
     let known: Vec<&str> = sections.iter().map(|s| s.id).collect();
     if let Some(unknown) = only.iter().find(|o| !known.contains(&o.as_str())) {
