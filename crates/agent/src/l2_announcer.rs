@@ -470,6 +470,15 @@ impl Announcer {
                             "L2 announcements changed"
                         );
                     }
+                    // An address that moved away must not be announced from here any more:
+                    // a late repeat would point neighbours back at this node.
+                    self.announcing.retain(|key, task| {
+                        let kept = entries.iter().any(|e| (e.ip, e.ifindex) == *key);
+                        if !kept {
+                            task.abort();
+                        }
+                        kept
+                    });
                     for key in stats.added.iter().chain(&stats.updated) {
                         self.announce(key.ip, key.ifindex);
                     }
