@@ -70,9 +70,28 @@ for _ in $(seq 120); do
   sleep 0.5
 done
 [ -n "$cip" ] || { echo "bench-remote got no cluster IP" >&2; exit 1; }
-# Every router path goes through k8s-ctr: the LB IPs as an L2 announcement would bring them, the
-# pods' addresses by host routes.
-for dst in "$lbip" "$lbip_local" "$pod_ip/32" "$local_ip/32"; do
+# Every router path goes through k8s-ctr: the LB IPs because k8s-ctr announces them (L2
+# announcements, no route on the router), the pods' addresses by host routes for the direct paths.
+$cilia config set --set l2announcements.enabled=true >/dev/null
+$cilia apply -f - >/dev/null <<POLICY
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: bench-from-k8s-ctr}
+spec:
+  serviceSelector:
+    matchExpressions: [{key: io.kubernetes.service.name, operator: In, values: [bench-remote, bench-local]}]
+  nodeSelector: {matchLabels: {kubernetes.io/hostname: k8s-ctr}}
+  interfaces: ["^eth1$"]
+  loadBalancerIPs: true
+POLICY
+ctr_mac=$($cilia lab exec k8s-ctr -- ip -br link show eth1 | awk '{print tolower($3)}')
+for ip in "$lbip" "$lbip_local"; do
+  for _ in $(seq 120); do
+    $cilia lab exec router -- arping -I eth1 -c 1 -w 1 "$ip" | grep -qi "from $ctr_mac" && break
+    sleep 0.5
+  done
+done
+for dst in "$pod_ip/32" "$local_ip/32"; do
   $cilia lab exec router -- ip route replace "$dst" via 192.168.10.100
 done
 # direct-masq's masquerading, in k8s-ctr's namespace only while that path runs.

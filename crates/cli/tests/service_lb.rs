@@ -11,8 +11,9 @@
 //! - the agent killed with SIGKILL under a continuous request loop: no request fails.
 //!
 //! Native routing reaches pods across the two subnets only through the router's static routes,
-//! so every test adds them first, as the guide's workaround does. Every request starts in a lab
-//! or pod namespace.
+//! so every test adds them first, as the guide's workaround does. The router has no route to the
+//! LoadBalancer IP: k8s-ctr announces it (L2 announcements), so it enters the cluster there. Every
+//! request starts in a lab or pod namespace.
 
 mod common;
 
@@ -218,8 +219,8 @@ fn north_south_state(c: &Cluster) -> String {
 #[test]
 fn north_south_node_port_and_load_balancer_ip_reach_other_nodes_through_snat() {
     let c = Cluster::up("svcns");
-    // The LoadBalancer IP is routed to k8s-ctr, standing in for an L2 announcement.
-    c.lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", LB_IP, "via", "192.168.10.100"]);
+    // The LoadBalancer IP enters the cluster at k8s-ctr, which announces it.
+    c.lab.announce_from("k8s-ctr", LB_IP, WAIT);
     let webpod_on = |node: &str| c.webpods.iter().find(|(_, (n, _))| n == node).map(|(name, _)| name.clone()).unwrap();
     let (local, remote_w1, remote_w0) = (webpod_on("k8s-ctr"), webpod_on("k8s-w1"), webpod_on("k8s-w0"));
     // The strict checks below are about the settled path: first every backend answers once
@@ -340,7 +341,7 @@ fn deleted_backends_stop_receiving_and_zero_replicas_reject_at_once() {
 #[test]
 fn agent_killed_under_load_loses_no_request() {
     let c = Cluster::up("svckill");
-    c.lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", LB_IP, "via", "192.168.10.100"]);
+    c.lab.announce_from("k8s-ctr", LB_IP, WAIT);
     let agent_pid = || -> Option<(String, String)> {
         let status = c.lab.ok(&["lab", "status"]);
         status.lines().find(|l| l.starts_with("agent-k8s-ctr ")).map(|l| {
@@ -434,7 +435,7 @@ fn idle_keep_alive_connections_keep_their_backend_past_the_syn_timeout() {
     // Longer than a lone SYN's conntrack lifetime (60 s) and than two conntrack GC passes (30 s).
     const IDLE: Duration = Duration::from_secs(65);
     let c = Cluster::up("svcidle");
-    c.lab.ok(&["lab", "exec", "router", "--", "ip", "route", "replace", LB_IP, "via", "192.168.10.100"]);
+    c.lab.announce_from("k8s-ctr", LB_IP, WAIT);
     // A pod through the ClusterIP (from_container) and the router through the LB IP (from_netdev,
     // SNAT for backends on other nodes), side by side.
     let results = std::thread::scope(|s| {

@@ -124,6 +124,36 @@ impl TestLab {
     }
 }
 
+impl TestLab {
+    /// Makes `node` the one that answers ARP for the LoadBalancer IPs of webpod's Services (label
+    /// `app: webpod`): L2 announcements on, a policy selecting only `node` on eth1. Returns once
+    /// the router's ARP request for `lb_ip` is answered with `node`'s eth1 MAC, so traffic from
+    /// the router to the LB IP enters the cluster at `node`, with no route on the router.
+    pub fn announce_from(&self, node: &str, lb_ip: &str, timeout: Duration) {
+        self.ok(&["config", "set", "--set", "l2announcements.enabled=true"]);
+        let policy = format!(
+            "apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {{name: from-{node}}}
+spec:
+  serviceSelector: {{matchLabels: {{app: webpod}}}}
+  nodeSelector: {{matchLabels: {{kubernetes.io/hostname: {node}}}}}
+  interfaces: [\"^eth1$\"]
+  loadBalancerIPs: true
+"
+        );
+        let out = self.cilia_stdin(&["apply", "-f", "-"], &policy);
+        assert!(out.status.success(), "apply the L2 policy:\n{}", text(&out));
+        let link = self.ok(&["lab", "exec", node, "--", "ip", "-br", "link", "show", "eth1"]);
+        let mac = link.split_whitespace().nth(2).expect("a MAC column").to_lowercase();
+        self.eventually(
+            &["lab", "exec", "router", "--", "arping", "-I", "eth1", "-c", "1", "-w", "1", lb_ip],
+            timeout,
+            |o| o.to_lowercase().contains(&format!("from {mac}")),
+        );
+    }
+}
+
 /// A UDP client that connects, sends one datagram and waits up to 3 s for an answer: prints
 /// `refused` when an ICMP port unreachable reached its socket, `timeout` when nothing did.
 const UDP_PROBE: &str = "import socket, sys
