@@ -2,7 +2,7 @@
 /* Programs of tunnel mode, like Cilium's bpf_overlay (decapsulated side) and the encapsulation of
  * its from-host path.
  *
- * to_overlay (tcx egress of cilia_host): the node routes other nodes' pod CIDRs through cilia_host
+ * to_overlay (tcx egress of cilium_host): the node routes other nodes' pod CIDRs through cilium_host
  *   with `mtu 1450` (pods' and the node's own traffic alike); a destination with a tunnel endpoint
  *   gets its tunnel key (outer destination, VNI = source identity) and goes to cilium_vxlan.
  *   Everything else (the local pod CIDR, ARP) continues unchanged.

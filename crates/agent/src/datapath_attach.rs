@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::service_controller::SharedDatapath;
 
 /// Name prefixes of devices that are never node devices: cilia's host pair and pod veths.
-const NOT_NETDEVS: [&str; 3] = ["lo", "cilia_", "lxc"];
+const NOT_NETDEVS: [&str; 4] = ["lo", "cilia_", "cilium_", "lxc"];
 const POD_PREFIX: &str = "lxc";
 
 /// One link as the planner sees it.
@@ -196,8 +196,8 @@ mod tests {
             link("lo", 1, &["127.0.0.1/8"]),
             link("eth0", 2, &["10.0.2.15/24"]),
             link("eth1", 3, &["192.168.10.100/24"]),
-            link("cilia_host", 4, &["172.20.0.1/32"]),
-            link("cilia_net", 5, &[]),
+            link("cilium_host", 4, &["172.20.0.1/32"]),
+            link("cilium_net", 5, &[]),
             link("lxc0123456789ab", 6, &[]),
         ]
     }

@@ -1,5 +1,5 @@
 //! Cluster DNS: every agent answers A queries for `<service>.<namespace>.svc.cluster.local` with
-//! the Service's cluster IP, on its node's router IP (the `cilia_host` address, port 53, UDP and
+//! the Service's cluster IP, on its node's router IP (the `cilium_host` address, port 53, UDP and
 //! TCP). Pods reach that address through their default route without the service datapath, so
 //! name resolution keeps working whatever the datapath does, and every node answers for itself.
 //!

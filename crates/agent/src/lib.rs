@@ -3,11 +3,11 @@
 //! Start-up, in order:
 //! 1. wait for the datastore (retrying, with a log line per attempt);
 //! 2. wait for the operator to give this node a pod CIDR (`spec.podCIDR`);
-//! 3. pod networking: the host device `cilia_host` with the router IP, and the CNI server on a
+//! 3. pod networking: the host device `cilium_host` with the router IP, and the CNI server on a
 //!    root-only unix socket (pod IP allocations are recovered from the state dir);
 //! 4. routes for the routing mode ([`routing_plan`]): native, `podCIDR via nodeIP` to every
 //!    other node the kernel reaches without a gateway ([`direct_routes`]); tunnel, every other
-//!    node's pod CIDR through `cilia_host` with the tunnel MTU and the VXLAN overlay
+//!    node's pod CIDR through `cilium_host` with the tunnel MTU and the VXLAN overlay
 //!    ([`overlay`]); hybrid, direct where possible and the overlay across routers. A mode
 //!    switch (a restart with another mode) removes what the old mode left;
 //! 5. with kube-proxy replacement, the eBPF service datapath: opened on the node's bpffs directory

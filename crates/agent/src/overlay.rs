@@ -1,5 +1,5 @@
 //! The overlay's kernel side: the flow-based VXLAN device `cilium_vxlan`, the BPF programs on
-//! `cilia_host` (egress, encapsulation) and on `cilium_vxlan` (ingress, delivery), and the tunnel
+//! `cilium_host` (egress, encapsulation) and on `cilium_vxlan` (ingress, delivery), and the tunnel
 //! map. Pods' own packets are encapsulated by the service datapath's `from_container`, which
 //! shares the map; the datapath is opened before the overlay, so that the overlay can also deliver
 //! decapsulated packets straight into pods (`overlay_deliver`). Brought up in tunnel and hybrid mode and removed completely in native mode, so switching

@@ -1,4 +1,4 @@
-//! The node's router IP (Cilium's "CiliumInternalIP"): the address of `cilia_host`, the pods'
+//! The node's router IP (Cilium's "CiliumInternalIP"): the address of `cilium_host`, the pods'
 //! gateway. It must not change while pods use it, so an address the host device already carries
 //! inside the pod CIDR is kept; a fresh node takes the CIDR's first host address.
 
@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use netconf::{HOST_DEVICE, Netconf};
 
-/// The router IP for `cidr`, given the addresses `cilia_host` has now.
+/// The router IP for `cidr`, given the addresses `cilium_host` has now.
 pub fn pick(cidr: Ipv4Net, existing: &[Ipv4Net]) -> Ipv4Addr {
     let usable = |ip: &Ipv4Addr| cidr.contains(ip) && *ip != cidr.network() && *ip != cidr.broadcast();
     existing
@@ -19,7 +19,7 @@ pub fn pick(cidr: Ipv4Net, existing: &[Ipv4Net]) -> Ipv4Addr {
         .unwrap_or(cidr.network())
 }
 
-/// Reads `cilia_host`'s addresses (if it exists) and picks.
+/// Reads `cilium_host`'s addresses (if it exists) and picks.
 pub async fn choose(node: &Netconf, cidr: Ipv4Net) -> netconf::Result<Ipv4Addr> {
     let existing = match node.link(HOST_DEVICE).await? {
         Some(link) => node.addresses(link.index).await?,

@@ -3,9 +3,9 @@
 //!
 //! - **native**: `podCIDR via nodeIP` to directly reachable nodes (with auto direct node routes),
 //!   nothing for the others ([`crate::direct_routes`]).
-//! - **tunnel**: every other node's pod CIDR `via <router IP> dev cilia_host mtu 1450` (Cilium's
+//! - **tunnel**: every other node's pod CIDR `via <router IP> dev cilium_host mtu 1450` (Cilium's
 //!   `createNodeRouteSpec`), plus a tunnel map entry `podCIDR → nodeIP`: the BPF program on
-//!   `cilia_host` encapsulates what the route sends there.
+//!   `cilium_host` encapsulates what the route sends there.
 //! - **hybrid** (CFP #32810): per node pair, a direct route when the kernel reaches the peer
 //!   without a gateway, the tunnel otherwise.
 //!

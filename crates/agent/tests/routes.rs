@@ -143,7 +143,7 @@ fn routes_follow_the_node_list_and_survive_a_restart() {
     eventually("the route to w1", || ns.routes().contains("172.20.1.0/24 via 192.168.10.101 dev eth1 proto 193"));
     let routes = ns.routes();
     assert!(!routes.contains("172.20.2.0/24"), "w0 is behind a router:\n{routes}");
-    assert!(routes.contains("172.20.0.0/24 via 172.20.0.1 dev cilia_host proto 193 src 172.20.0.1"), "{routes}");
+    assert!(routes.contains("172.20.0.0/24 via 172.20.0.1 dev cilium_host proto 193 src 172.20.0.1"), "{routes}");
     let me = ObjectRef::new(&kinds::NODE, None, "me");
     let lease = ObjectRef::new(&kinds::LEASE, Some("kube-system"), "cilia-node-me");
     eventually("Ready", || {

@@ -124,7 +124,7 @@ fn native_routing_with_auto_direct_node_routes() {
     });
 
     // k8s-ctr: a direct route to k8s-w1's pods, none to k8s-w0's (another subnet); its own pod
-    // CIDR behind cilia_host.
+    // CIDR behind cilium_host.
     let deadline = Instant::now() + WAIT;
     let ctr = loop {
         let r = routes(&lab, "k8s-ctr");
@@ -135,8 +135,8 @@ fn native_routing_with_auto_direct_node_routes() {
     };
     assert!(ctr.contains("172.20.1.0/24 via 192.168.10.101 dev eth1 proto 193"), "{ctr}");
     assert!(!ctr.lines().any(|l| l.starts_with("172.20.2.0/24")), "a direct route to k8s-w0:\n{ctr}");
-    assert!(ctr.contains("172.20.0.0/24 via 172.20.0.1 dev cilia_host"), "{ctr}");
-    let host = lab.ok(&["lab", "exec", "k8s-ctr", "--", "ip", "-br", "addr", "show", "cilia_host"]);
+    assert!(ctr.contains("172.20.0.0/24 via 172.20.0.1 dev cilium_host"), "{ctr}");
+    let host = lab.ok(&["lab", "exec", "k8s-ctr", "--", "ip", "-br", "addr", "show", "cilium_host"]);
     assert!(host.contains("172.20.0.1/32"), "{host}");
     lab.eventually(&["lab", "exec", "k8s-w1", "--", "ip", "-4", "route"], WAIT, |r| {
         r.contains("172.20.0.0/24 via 192.168.10.100 dev eth1 proto 193")
@@ -183,7 +183,7 @@ fn native_routing_with_auto_direct_node_routes() {
     assert_eq!(before, after, "the routing table changed across the agent restart");
     assert_eq!(after.lines().filter(|l| l.starts_with("172.20.1.0/24")).count(), 1, "{after}");
     let links = lab.ok(&["lab", "exec", "k8s-ctr", "--", "ip", "-br", "link"]);
-    assert_eq!(links.lines().filter(|l| l.starts_with("cilia_host")).count(), 1, "{links}");
+    assert_eq!(links.lines().filter(|l| l.starts_with("cilium_host")).count(), 1, "{links}");
     assert!(agent_log(&lab, "k8s-ctr").contains("kept=1"), "the restarted agent kept the pod");
     assert!(curl.ping(&web_w1.ip), "pods lost connectivity after the agent restart");
     assert!(!curl.ping(&web_w0.ip));

@@ -28,7 +28,7 @@ pub struct PodNetworkConfig {
     pub node_name: String,
     /// The node's pod CIDR (from the operator).
     pub pod_cidr: Ipv4Net,
-    /// The router IP (on `cilia_host`), the pods' gateway.
+    /// The router IP (on `cilium_host`), the pods' gateway.
     pub router_ip: Ipv4Addr,
     /// Device MTU of pod veths and the host device, unless the CNI configuration sets one.
     pub mtu: u32,

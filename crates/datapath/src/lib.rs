@@ -8,7 +8,7 @@
 //! | `from_container` | tcx ingress of pod veths (`lxc*`) | pod → frontend: backend, conntrack, DNAT; replies of local backends: reverse NAT |
 //! | `to_container` | tcx egress of pod veths | reverse NAT of replies that reached the node elsewhere |
 //! | `from_netdev` | tcx ingress of node devices (`eth1`) | NodePort / LoadBalancer / external IP: DNAT, SNAT for remote backends, reverse of both; ARP / NDP answers for announced addresses ([`l2`]) |
-//! | `to_overlay`, `from_overlay` | tcx egress of `cilia_host`, ingress of `cilium_vxlan` | tunnel mode: VXLAN encapsulation by tunnel map, delivery of decapsulated packets ([`tunnel`]) |
+//! | `to_overlay`, `from_overlay` | tcx egress of `cilium_host`, ingress of `cilium_vxlan` | tunnel mode: VXLAN encapsulation by tunnel map, delivery of decapsulated packets ([`tunnel`]) |
 //! | `sock4_*` | cgroup connect4, sendmsg4, recvmsg4, getpeername4 | socket-LB for the node's own processes |
 //!
 //! The agent opens a [`Datapath`] on a per-node bpffs directory and programs it through the

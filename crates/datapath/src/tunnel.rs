@@ -1,6 +1,6 @@
 //! Tunnel mode: the overlay programs (`bpf/bpf_overlay.c`), their pinned maps and links.
 //!
-//! `to_overlay` runs on the egress of the host device (`cilia_host`), through which the node
+//! `to_overlay` runs on the egress of the host device (`cilium_host`), through which the node
 //! routes other nodes' pod CIDRs in tunnel mode; `from_overlay` runs on the ingress of the
 //! flow-based VXLAN device. Pods' packets are encapsulated earlier, by `from_container` on their
 //! veths (`bpf_lxc.o`), which shares the two maps by their pins. The tunnel map (an LPM trie, like Cilium 1.18's ipcache prefixes)

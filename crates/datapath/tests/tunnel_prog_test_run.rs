@@ -225,7 +225,7 @@ fn nothing_is_encapsulated_when_the_overlay_is_off() {
     // Leaving tunnel mode switches the veths' encapsulation off before the pins go.
     env.overlay.set_encap_device(env.encap_ifindex).unwrap();
     assert_eq!(from_container(&env, &syn).0, TC_ACT_REDIRECT);
-    datapath::remove_overlay(&env.fs.node_dir("n1"), "cilia_host", "cilium_vxlan").unwrap();
+    datapath::remove_overlay(&env.fs.node_dir("n1"), "cilium_host", "cilium_vxlan").unwrap();
     let (verdict, out) = from_container(&env, &syn);
     assert_eq!((verdict, out), (TC_ACT_OK, syn));
     assert!(datapath::tunnel_list_pinned(&env.fs.node_dir("n1")).unwrap().is_empty());

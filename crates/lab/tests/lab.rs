@@ -402,11 +402,11 @@ fn a_killed_worker_loses_links_processes_pods_and_bpf_state_until_up_repairs_it(
     t.lab.up(&opts).expect("lab up");
     let w1 = t.ns("k8s-w1");
     // Links an agent makes (up) and one left down: exactly the up ones come back.
-    t.ip(&["-n", &w1, "link", "add", "cilia_host", "type", "veth", "peer", "name", "cilia_net"]);
-    t.ip(&["-n", &w1, "link", "set", "cilia_host", "up"]);
-    t.ip(&["-n", &w1, "link", "set", "cilia_net", "up"]);
+    t.ip(&["-n", &w1, "link", "add", "cilium_host", "type", "veth", "peer", "name", "cilium_net"]);
+    t.ip(&["-n", &w1, "link", "set", "cilium_host", "up"]);
+    t.ip(&["-n", &w1, "link", "set", "cilium_net", "up"]);
     t.ip(&["-n", &w1, "link", "add", "spare0", "type", "veth", "peer", "name", "spare1"]);
-    assert_eq!(t.links_up("k8s-w1"), set(&["eth0", "eth1", "cilia_host", "cilia_net"]));
+    assert_eq!(t.links_up("k8s-w1"), set(&["eth0", "eth1", "cilium_host", "cilium_net"]));
     // A pod of k8s-w1: its runtime's record, its namespace, a process inside started by someone
     // else (no lab environment).
     let pod_ns = format!("{}pod-default-web-0123abcd", t.lab.name_prefix());
@@ -440,7 +440,7 @@ fn a_killed_worker_loses_links_processes_pods_and_bpf_state_until_up_repairs_it(
     assert!(report.failed_at >= before && report.failed_at <= chrono::Utc::now());
     assert_eq!(
         report.links_down.iter().cloned().collect::<BTreeSet<_>>(),
-        set(&["eth0", "eth1", "cilia_host", "cilia_net"])
+        set(&["eth0", "eth1", "cilium_host", "cilium_net"])
     );
     assert_eq!(report.processes_killed, ["sleeper-k8s-w1"]);
     assert_eq!(report.pod_namespaces_removed, std::slice::from_ref(&pod_ns));
@@ -479,7 +479,7 @@ fn a_killed_worker_loses_links_processes_pods_and_bpf_state_until_up_repairs_it(
 
     // `up` boots it: the same links up, processes running again.
     t.lab.up(&opts).expect("lab up after the kill");
-    assert_eq!(t.links_up("k8s-w1"), set(&["eth0", "eth1", "cilia_host", "cilia_net"]));
+    assert_eq!(t.links_up("k8s-w1"), set(&["eth0", "eth1", "cilium_host", "cilium_net"]));
     assert!(t.lab.holds().is_empty());
     let pid = t.wait_for_running("sleeper-k8s-w1", Duration::from_secs(5));
     assert_ne!(pid, sleeper.pid);

@@ -1,6 +1,6 @@
 //! The node's gateway device for pods, like Cilium's `cilium_host`/`cilium_net`.
 //!
-//! A veth pair kept whole in the node namespace. `cilia_host` carries the router IP as a /32 and
+//! A veth pair kept whole in the node namespace. `cilium_host` carries the router IP as a /32 and
 //! is the next hop of the local pod CIDR; pods use the router IP as their default gateway, and the
 //! host side of each pod veth answers for it (see [`crate::pod_veth`]). Host-originated traffic
 //! to pods therefore leaves with the router IP as source, as on a Cilium node.
@@ -17,9 +17,9 @@ use crate::route::{Route, RouteScope};
 use crate::sysctl::ipv4_conf;
 
 /// Name of the host end, which carries the router IP.
-pub const HOST_DEVICE: &str = "cilia_host";
+pub const HOST_DEVICE: &str = "cilium_host";
 /// Name of the other end of the pair.
-pub const NET_DEVICE: &str = "cilia_net";
+pub const NET_DEVICE: &str = "cilium_net";
 
 /// What the host device is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +45,10 @@ impl Netconf {
     ///
     /// Results in:
     /// ```text
-    /// cilia_host: <router>/32, up, noarp     cilia_net: up, noarp
-    /// <router> dev cilia_host scope link
-    /// <pod_cidr> via <router> dev cilia_host src <router>
-    /// net.ipv4.ip_forward = 1, rp_filter off on all/cilia_host/cilia_net
+    /// cilium_host: <router>/32, up, noarp     cilium_net: up, noarp
+    /// <router> dev cilium_host scope link
+    /// <pod_cidr> via <router> dev cilium_host src <router>
+    /// net.ipv4.ip_forward = 1, rp_filter off on all/cilium_host/cilium_net
     /// ```
     pub async fn ensure_host_device(&self, config: &HostDeviceConfig) -> Result<HostDevice> {
         if !config.pod_cidr.contains(&config.router_ip) {
@@ -60,7 +60,7 @@ impl Netconf {
         }
         if self.link(HOST_DEVICE).await?.is_none() {
             // A half-created pair cannot exist (veth ends are created and destroyed together),
-            // but a stray `cilia_net` of another kind would block creation: remove it first.
+            // but a stray `cilium_net` of another kind would block creation: remove it first.
             self.delete_link(NET_DEVICE).await?;
             let peer = rtnetlink::LinkUnspec::new_with_name(NET_DEVICE).mtu(config.mtu).build();
             let msg = LinkVeth::new(HOST_DEVICE, NET_DEVICE)
@@ -90,7 +90,7 @@ impl Netconf {
             .execute()
             .await
             .map_err(self.nl_err("add router address", HOST_DEVICE))?;
-        // NOARP, as Cilium's cilium_host/cilium_net: routes `via <router IP> dev cilia_host`
+        // NOARP, as Cilium's cilium_host/cilium_net: routes `via <router IP> dev cilium_host`
         // (tunnel mode) have a local gateway, and the kernel would otherwise ask by ARP for every
         // destination behind it, which nobody answers; the BPF program on the egress takes the
         // packets whatever their MAC.

@@ -3,7 +3,7 @@
 //! A [`Netconf`] is a netlink connection bound to a namespace (the calling thread's, or one opened
 //! by path or fd with [`Netns`]). On top of it sit the pieces a node agent needs:
 //!
-//! - the host gateway device, a veth pair `cilia_host`/`cilia_net` carrying the router IP, like
+//! - the host gateway device, a veth pair `cilium_host`/`cilium_net` carrying the router IP, like
 //!   Cilium's `cilium_host`/`cilium_net` ([`host_device`]);
 //! - pod veths: host side `lxc<hash>` in the node namespace, peer born in the pod namespace with
 //!   its address, routes and a static neighbour for the router IP ([`pod_veth`]);

@@ -11,9 +11,9 @@ const WEBPOD_W0_IP: &str = "WEBPOD=$(cilia get pod -l app=webpod --field-selecto
 
 fn overlay_routes(out: &str) -> Result<(), String> {
     for cidr in ["172.20.1.0/24", "172.20.2.0/24"] {
-        let ok = out.lines().any(|l| l.starts_with(cidr) && l.contains("dev cilia_host") && l.contains("mtu 1450"));
+        let ok = out.lines().any(|l| l.starts_with(cidr) && l.contains("dev cilium_host") && l.contains("mtu 1450"));
         if !ok {
-            return Err(format!("no route {cidr} via the router IP dev cilia_host with mtu 1450"));
+            return Err(format!("no route {cidr} via the router IP dev cilium_host with mtu 1450"));
         }
     }
     if out.lines().any(|l| l.starts_with("172.20.0.0/24") && l.contains("mtu")) {
@@ -50,7 +50,7 @@ pub fn section() -> Section {
         ),
         Step::new(
             "MTU 1450 on the routes to the other nodes' pods (VXLAN overhead), none on the local pod CIDR",
-            "cilia lab exec k8s-ctr -- ip route | grep cilia_host",
+            "cilia lab exec k8s-ctr -- ip route | grep cilium_host",
             Check::Output(Box::new(overlay_routes)),
         ),
         Step::new(

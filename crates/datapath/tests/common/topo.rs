@@ -208,7 +208,7 @@ impl Topology {
         ipn(&t.ns("client"), &["route", "add", &format!("{LB_IP}/32"), "via", &NODE1.to_string()]);
         ipn(&t.ns("node1"), &["route", "add", "172.30.2.0/24", "via", &NODE2.to_string()]);
         ipn(&t.ns("node2"), &["route", "add", "172.30.1.0/24", "via", &NODE1.to_string()]);
-        // The pods' gateway is a local address of the node (netconf puts it on cilia_host), so
+        // The pods' gateway is a local address of the node (netconf puts it on cilium_host), so
         // the node answers the pods' ARP requests for it on every lxc device.
         ipn(&t.ns("node1"), &["addr", "add", "172.30.1.1/32", "dev", "lo"]);
         ipn(&t.ns("node2"), &["addr", "add", "172.30.2.1/32", "dev", "lo"]);
