@@ -149,6 +149,7 @@ pub async fn run(
     node: String,
     config: L2Config,
     datapath: SharedDatapath,
+    unreachable: watch::Sender<BTreeSet<String>>,
     shutdown: CancellationToken,
 ) {
     let key = loop {
@@ -180,7 +181,8 @@ pub async fn run(
     let (holders_tx, holders_rx) = watch::channel(None);
     let publisher = tokio::spawn(l2_leases::publish(store.clone(), node.clone(), holders_rx, shutdown.clone()));
 
-    let mut announcer = Announcer::new(store, node, config, datapath, socket, kernel, holders_tx);
+    let outputs = Outputs { holders: holders_tx, unreachable };
+    let mut announcer = Announcer::new(store, node, config, datapath, socket, kernel, outputs);
     let sender = tokio::spawn(send_beats(
         announcer.socket.clone(),
         announcer.node.clone(),
@@ -212,6 +214,14 @@ async fn receive(socket: Arc<HeartbeatSocket>, beats: mpsc::Sender<Heartbeat>) {
     }
 }
 
+/// Where the announcer's results go besides the datapath.
+struct Outputs {
+    /// Service → owner, for the lease publisher.
+    holders: watch::Sender<Option<BTreeMap<ServiceKey, String>>>,
+    /// Peers gone silent, for the service controller.
+    unreachable: watch::Sender<BTreeSet<String>>,
+}
+
 struct Announcer {
     node: String,
     config: L2Config,
@@ -219,6 +229,8 @@ struct Announcer {
     socket: Arc<HeartbeatSocket>,
     kernel: Netconf,
     holders: watch::Sender<Option<BTreeMap<ServiceKey, String>>>,
+    /// Peers gone silent, for the service controller ([`crate::services::BuildOptions`]).
+    unreachable: watch::Sender<BTreeSet<String>>,
     services: Informer,
     slices: Informer,
     policies: Informer,
@@ -248,7 +260,7 @@ impl Announcer {
         datapath: SharedDatapath,
         socket: Arc<HeartbeatSocket>,
         kernel: Netconf,
-        holders: watch::Sender<Option<BTreeMap<ServiceKey, String>>>,
+        outputs: Outputs,
     ) -> Self {
         let liveness = Liveness::new(node.as_str(), config.liveness(), std::time::Instant::now())
             .expect("the agent's configuration checked the heartbeat timing");
@@ -262,7 +274,8 @@ impl Announcer {
             datapath,
             socket,
             kernel,
-            holders,
+            holders: outputs.holders,
+            unreachable: outputs.unreachable,
             liveness,
             // Grows across restarts, so that peers tell a restart from a replay.
             incarnation: std::time::SystemTime::now()
@@ -424,6 +437,12 @@ impl Announcer {
     /// Computes the assignment and applies this node's part of it.
     fn assign(&mut self) {
         let now = std::time::Instant::now();
+        let silent: BTreeSet<String> = self.liveness.silent_peers().map(str::to_string).collect();
+        self.unreachable.send_if_modified(|s| {
+            let changed = *s != silent;
+            *s = silent;
+            changed
+        });
         self.parse();
         let ready = self.ready();
         let candidates = self.liveness.candidates(now, ready);

@@ -122,14 +122,30 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         let shared = open_datapath(lb, &node_name)?;
         let attacher = datapath_attach::Attacher::new(shared.clone(), lb.devices.clone(), own_ip);
         service_tasks.push(tokio::spawn(attacher.run(Netconf::current()?, lb.link_poll, services.clone())));
-        let options = services::BuildOptions { node_name: node_name.clone(), default_algorithm: lb.algorithm };
+        let options = services::BuildOptions {
+            node_name: node_name.clone(),
+            default_algorithm: lb.algorithm,
+            unreachable_nodes: Default::default(),
+        };
+        let (unreachable_tx, unreachable_rx) = tokio::sync::watch::channel(Default::default());
         if let Some(l2) = &config.l2 {
-            let task =
-                l2_announcer::run(store.clone(), node_name.clone(), l2.clone(), shared.clone(), services.clone());
+            let task = l2_announcer::run(
+                store.clone(),
+                node_name.clone(),
+                l2.clone(),
+                shared.clone(),
+                unreachable_tx,
+                services.clone(),
+            );
             service_tasks.push(tokio::spawn(task));
         }
         let controller = service_controller::ServiceController::new(options, shared, dns_records);
-        service_tasks.push(tokio::spawn(service_controller::run(store.clone(), controller, services.clone())));
+        service_tasks.push(tokio::spawn(service_controller::run(
+            store.clone(),
+            controller,
+            unreachable_rx,
+            services.clone(),
+        )));
     } else {
         // Without the datapath the DNS records still follow the Services.
         service_tasks.push(tokio::spawn(dns_records_only(store.clone(), dns_records, services.clone())));

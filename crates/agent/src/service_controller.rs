@@ -9,6 +9,7 @@
 //! milliseconds, so a rollout that touches many slices costs a handful of syncs.
 
 use std::{
+    collections::BTreeSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -93,13 +94,31 @@ impl ServiceController {
         Ok(Some(stats))
     }
 
+    /// Takes the nodes heartbeats say are down; true when that changes the backends to compute.
+    pub fn set_unreachable_nodes(&mut self, nodes: BTreeSet<String>) -> bool {
+        if self.options.unreachable_nodes == nodes {
+            return false;
+        }
+        if !nodes.is_empty() {
+            tracing::info!(nodes = ?nodes, "nodes unreachable by heartbeat: their endpoints get no new connections");
+        }
+        self.options.unreachable_nodes = nodes;
+        true
+    }
+
     pub fn frontends(&self) -> usize {
         self.applied.as_ref().map_or(0, Vec::len)
     }
 }
 
-/// Runs the controller until `shutdown`.
-pub async fn run(store: Arc<dyn Store>, mut controller: ServiceController, shutdown: CancellationToken) {
+/// Runs the controller until `shutdown`. `unreachable` carries the nodes the L2 heartbeats say
+/// are down (never changes without L2 announcements).
+pub async fn run(
+    store: Arc<dyn Store>,
+    mut controller: ServiceController,
+    mut unreachable: watch::Receiver<BTreeSet<String>>,
+    shutdown: CancellationToken,
+) {
     let services = Informer::start(store.clone(), &kinds::SERVICE, None);
     let slices = Informer::start(store.clone(), &kinds::ENDPOINT_SLICE, None);
     let nodes = Informer::start(store, &kinds::NODE, None);
@@ -110,6 +129,7 @@ pub async fn run(store: Arc<dyn Store>, mut controller: ServiceController, shutd
     }
     let mut due = Some(Instant::now());
     let mut first = true;
+    let mut heartbeats = true;
     let mut gc = tokio::time::interval(CT_GC);
     gc.reset();
     loop {
@@ -126,6 +146,13 @@ pub async fn run(store: Arc<dyn Store>, mut controller: ServiceController, shutd
             c = svc_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
             c = slice_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
             c = node_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
+            changed = unreachable.changed(), if heartbeats => {
+                // Without heartbeats (no L2 announcements) the sender is gone: stop looking.
+                heartbeats = changed.is_ok();
+                if heartbeats && controller.set_unreachable_nodes(unreachable.borrow_and_update().clone()) {
+                    due = Some(Instant::now());
+                }
+            },
             () = sleep_until_some(due) => {
                 due = None;
                 match controller.pass(&services.snapshot(), &slices.snapshot(), &nodes.snapshot()) {
@@ -200,7 +227,11 @@ mod tests {
         let fake = Arc::new(Mutex::new(FakeDatapath::new()));
         let shared: SharedDatapath = Arc::new(Mutex::new(Box::new(ProxyDatapath(fake.clone()))));
         let (tx, rx) = watch::channel(Arc::new(Records::default()));
-        let options = BuildOptions { node_name: "k8s-w1".into(), default_algorithm: datapath::LbAlgorithm::Random };
+        let options = BuildOptions {
+            node_name: "k8s-w1".into(),
+            default_algorithm: datapath::LbAlgorithm::Random,
+            unreachable_nodes: Default::default(),
+        };
         let mut c = ServiceController::new(options, shared, tx);
 
         let (s, e, n) = inputs(&["172.20.1.10", "172.20.1.11"]);

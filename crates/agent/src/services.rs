@@ -37,6 +37,9 @@ pub struct BuildOptions {
     pub node_name: String,
     /// For Services without the annotation (`--lb-algorithm`).
     pub default_algorithm: LbAlgorithm,
+    /// Nodes this agent's heartbeats say are down ([`crate::l2_announcer`]): their endpoints get
+    /// no new connections, long before the datastore marks the node lost.
+    pub unreachable_nodes: std::collections::BTreeSet<String>,
 }
 
 /// A frontend two Services claim; the first by namespace/name keeps it.
@@ -140,7 +143,7 @@ fn service_entries(
         if service_port == 0 {
             continue;
         }
-        let backends = backends_for(&options.node_name, port, slices);
+        let backends = backends_for(options, port, slices);
         let entry = |kind: ServiceKind, address: Ipv4Addr, port: u16| ServiceEntry {
             frontend: Frontend { address, port, protocol },
             kind,
@@ -180,7 +183,7 @@ fn protocol_of(port: &ServicePort) -> Option<Protocol> {
 /// The backends serving `port`: every slice that maps the port's name (and protocol) to a
 /// number contributes its endpoints with that number, which is how a named `targetPort` that
 /// pods resolve differently ends up right.
-fn backends_for(node_name: &str, port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Backend> {
+fn backends_for(options: &BuildOptions, port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Backend> {
     let name = port.name.clone().unwrap_or_default();
     let mut found: BTreeMap<(Ipv4Addr, u16), Backend> = BTreeMap::new();
     for slice in slices {
@@ -199,7 +202,10 @@ fn backends_for(node_name: &str, port: &ServicePort, slices: &[&EndpointSlice]) 
                 (false, true) => BackendState::Terminating,
                 (false, false) => continue,
             };
-            let node_local = endpoint.node_name.as_deref() == Some(node_name);
+            if endpoint.node_name.as_ref().is_some_and(|n| options.unreachable_nodes.contains(n)) {
+                continue;
+            }
+            let node_local = endpoint.node_name.as_deref() == Some(options.node_name.as_str());
             let addresses = endpoint.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok());
             for address in addresses.filter(|a| !a.is_unspecified()) {
                 let backend = Backend { address, port: target, state, node_local };

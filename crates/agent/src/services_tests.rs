@@ -12,7 +12,11 @@ const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 41, 64);
 const LB_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 241);
 
 fn options() -> BuildOptions {
-    BuildOptions { node_name: "k8s-ctr".into(), default_algorithm: LbAlgorithm::Random }
+    BuildOptions {
+        node_name: "k8s-ctr".into(),
+        default_algorithm: LbAlgorithm::Random,
+        unreachable_nodes: Default::default(),
+    }
 }
 
 fn nodes() -> Vec<NodeView> {
@@ -87,6 +91,15 @@ fn cluster_ip_service_has_one_frontend_with_every_ready_backend() {
     let local: Vec<_> = e.backends.iter().filter(|b| b.node_local).map(|b| b.address).collect();
     assert_eq!(local, [Ipv4Addr::new(172, 20, 0, 10)], "only k8s-ctr's pod is node-local");
     assert_eq!((e.affinity_timeout, e.algorithm), (None, LbAlgorithm::Random));
+}
+
+#[test]
+fn endpoints_on_nodes_gone_silent_get_no_new_connections() {
+    let mut opts = options();
+    opts.unreachable_nodes.insert("k8s-w0".into());
+    let d = desired(&opts, &[webpod("ClusterIP")], &[three_pods()], &nodes());
+    let backends: Vec<Ipv4Addr> = d.entries[0].backends.iter().map(|b| b.address).collect();
+    assert_eq!(backends, [Ipv4Addr::new(172, 20, 0, 10), Ipv4Addr::new(172, 20, 1, 10)]);
 }
 
 #[test]

@@ -339,6 +339,13 @@ impl Liveness {
     pub fn alive_peers(&self) -> impl Iterator<Item = &str> {
         self.peers.iter().filter(|(_, p)| p.alive).map(|(n, _)| n.as_str())
     }
+
+    /// Peers that went silent without saying they were leaving: their node is down, or cut off
+    /// from this one. A peer that left cleanly (an agent restart) is not among them: its node and
+    /// its pods are still up.
+    pub fn silent_peers(&self) -> impl Iterator<Item = &str> {
+        self.peers.iter().filter(|(_, p)| !p.alive && !p.leaving).map(|(n, _)| n.as_str())
+    }
 }
 
 #[cfg(test)]

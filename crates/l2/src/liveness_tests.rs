@@ -442,3 +442,16 @@ fn the_model_does_see_overlaps_when_heartbeats_are_late() {
     let total: usize = (0..100).map(|seed| simulate(seed, 300).0).sum();
     assert!(total > 0);
 }
+
+#[test]
+fn silent_peers_are_the_dead_not_the_departed() {
+    let (mut l, c) = setup();
+    l.on_heartbeat(&hb("a", 1, 1, true), c.at(0));
+    l.on_heartbeat(&hb("b", 1, 1, true), c.at(0));
+    assert_eq!(l.silent_peers().count(), 0);
+    l.on_heartbeat(&leaving("b", 1, 2), c.at(100));
+    l.expire(c.at(400));
+    assert_eq!(l.silent_peers().collect::<Vec<_>>(), ["a"], "b left cleanly; a went silent");
+    l.on_heartbeat(&hb("a", 1, 2, true), c.at(500));
+    assert_eq!(l.silent_peers().count(), 0, "a is heard again");
+}
