@@ -1,7 +1,7 @@
 //! `cilia delete KIND NAME... | -f FILE`. Deleting an owner also deletes its dependents (a Deployment's
 //! pods), as Kubernetes' garbage collector does with background propagation.
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use api::{ObjectRef, Selector, kinds};
 use store::Store;
 
@@ -14,13 +14,7 @@ pub async fn run(ctx: &Ctx, args: &[String], files: &[String], ignore_not_found:
             targets.extend(obj.object_ref());
         }
     }
-    if !args.is_empty() {
-        let (kind, names) = crate::context::parse_kind_and_names(args)?;
-        if names.is_empty() {
-            bail!("resource(s) were provided, but no name was specified");
-        }
-        targets.extend(names.iter().map(|n| ObjectRef::new(kind, Some(&ctx.namespace), n)));
-    }
+    targets.extend(targets_of(args, &ctx.namespace)?);
     if targets.is_empty() {
         bail!("you must provide one or more resources by argument or filename");
     }
@@ -50,6 +44,40 @@ pub async fn run(ctx: &Ctx, args: &[String], files: &[String], ignore_not_found:
     Ok(())
 }
 
+/// The objects named on the command line: `KIND NAME...`, or `KIND/NAME...` of any kinds mixed
+/// (`deploy/extra svc/extra`), as kubectl takes them.
+fn targets_of(args: &[String], namespace: &str) -> Result<Vec<ObjectRef>> {
+    let Some(first) = args.first() else {
+        return Ok(Vec::new());
+    };
+    if first.contains('/') {
+        return args
+            .iter()
+            .map(|arg| {
+                let Some((k, n)) = arg.split_once('/') else {
+                    bail!(
+                        "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (got {arg:?})"
+                    );
+                };
+                if n.is_empty() {
+                    bail!("resource(s) were provided, but no name was specified ({arg:?})");
+                }
+                Ok(ObjectRef::new(resolve(k)?, Some(namespace), n))
+            })
+            .collect();
+    }
+    let kind = resolve(first)?;
+    if args.len() == 1 {
+        bail!("resource(s) were provided, but no name was specified");
+    }
+    Ok(args[1..].iter().map(|n| ObjectRef::new(kind, Some(namespace), n)).collect())
+}
+
+fn resolve(name: &str) -> Result<&'static api::ResourceKind> {
+    kinds::resolve(name)
+        .with_context(|| format!("the server doesn't have a resource type {name:?} (known: {})", kinds::known_names()))
+}
+
 async fn delete_dependents(store: &dyn Store, owner: &ObjectRef, uid: &str) -> Result<()> {
     if owner.kind != &kinds::DEPLOYMENT {
         return Ok(());
@@ -63,4 +91,33 @@ async fn delete_dependents(store: &dyn Store, owner: &ObjectRef, uid: &str) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn mixed_kinds_in_resource_name_form() {
+        let got = targets_of(&args(&["deploy/extra", "svc/extra", "pod/p1"]), "default").unwrap();
+        let kinds: Vec<String> = got.iter().map(|r| r.kind.name_prefix()).collect();
+        assert_eq!(kinds, [kinds::DEPLOYMENT.name_prefix(), kinds::SERVICE.name_prefix(), kinds::POD.name_prefix()]);
+        assert!(got.iter().all(|r| r.name == "extra" || r.name == "p1"));
+        assert!(got.iter().all(|r| r.namespace.as_deref() == Some("default")));
+    }
+
+    #[test]
+    fn kind_then_names_and_mistakes() {
+        let got = targets_of(&args(&["svc", "a", "b"]), "ns1").unwrap();
+        assert_eq!(got.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(targets_of(&args(&["svc"]), "default").is_err());
+        assert!(targets_of(&args(&["svc/a", "b"]), "default").is_err());
+        assert!(targets_of(&args(&["svc/"]), "default").is_err());
+        assert!(targets_of(&args(&["nosuchkind/a"]), "default").is_err());
+        assert!(targets_of(&[], "default").unwrap().is_empty());
+    }
 }
