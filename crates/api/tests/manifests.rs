@@ -158,3 +158,36 @@ fn oversized_single_object_is_refused() {
     let err = error_of(&text);
     assert!(err.reason.contains("bytes; the limit"), "{err}");
 }
+
+/// An object as an API server returns it (`kubectl get svc -o yaml`) applies as it is: every
+/// ObjectMeta field is accepted, while spec keeps its strict errors.
+#[test]
+fn objects_as_an_api_server_returns_them_apply() {
+    let served = "apiVersion: v1
+kind: Service
+metadata:
+  name: webpod
+  namespace: default
+  selfLink: /api/v1/namespaces/default/services/webpod
+  uid: 0b0f6c3e-4c1f-4c55-9d55-0e0b3c1a2b3c
+  resourceVersion: \"123\"
+  generation: 2
+  creationTimestamp: \"2026-01-01T00:00:00Z\"
+  deletionGracePeriodSeconds: 30
+  finalizers: [service.kubernetes.io/load-balancer-cleanup]
+  managedFields:
+  - manager: kubectl-client-side-apply
+    operation: Update
+    apiVersion: v1
+    time: \"2026-01-01T00:00:00Z\"
+    fieldsType: FieldsV1
+    fieldsV1: {f:spec: {f:ports: {}}}
+spec:
+  ports: [{port: 80}]
+";
+    let objs = manifest::parse("served.yaml", served, "default").unwrap();
+    assert_eq!(objs[0].metadata.deletion_grace_period_seconds, Some(30));
+    assert_eq!(objs[0].metadata.managed_fields.len(), 1);
+    let err = error_of(&served.replace("ports: [{port: 80}]", "ports: [{port: 80}]\n  sessionAfinity: None"));
+    assert_eq!(err.field.as_deref(), Some("spec.sessionAfinity"));
+}

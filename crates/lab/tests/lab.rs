@@ -20,19 +20,16 @@ struct TestLab {
 }
 
 impl TestLab {
-    /// None (and the test passes vacuously) when not root: namespaces need CAP_SYS_ADMIN.
-    fn new(tag: &str) -> Option<Self> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping: needs root");
-            return None;
-        }
+    /// Fails when not root (namespaces need CAP_SYS_ADMIN): a test that did not run must not pass.
+    fn new(tag: &str) -> Self {
+        assert!(nix::unistd::geteuid().is_root(), "needs root (network namespaces): run as root, as `make test` does");
         let name = format!("t{tag}{}", std::process::id() % 100_000);
         let lab = Lab::new(&name).expect("valid test lab name");
         // A leftover from an interrupted earlier run with the same pid.
         lab.down_quiet().expect("clean start");
         let supervisor = vec![env!("CARGO_BIN_EXE_lab-supervise").into(), name.into()];
         let opts = UpOptions::new(&lab, supervisor);
-        Some(TestLab { lab, opts })
+        TestLab { lab, opts }
     }
 
     fn up(&self) -> lab::UpReport {
@@ -119,7 +116,7 @@ fn process_netns_inode(pid: i32) -> u64 {
 
 #[test]
 fn routes_between_segments_and_swallows_unknown_pod_traffic() {
-    let Some(t) = TestLab::new("route") else { return };
+    let t = TestLab::new("route");
     let started = Instant::now();
     let report = t.up();
     eprintln!("lab up took {:.3}s", started.elapsed().as_secs_f64());
@@ -204,7 +201,7 @@ fn routes_between_segments_and_swallows_unknown_pod_traffic() {
 
 #[test]
 fn up_is_idempotent_and_repairs_a_broken_lab() {
-    let Some(t) = TestLab::new("repair") else { return };
+    let t = TestLab::new("repair");
     let first = t.up();
     assert!(first.network.changes > 0);
     let etcd_pid = t.etcd().pid;
@@ -260,7 +257,7 @@ fn up_is_idempotent_and_repairs_a_broken_lab() {
 
 #[test]
 fn supervisor_restarts_etcd_and_down_leaves_nothing() {
-    let Some(t) = TestLab::new("super") else { return };
+    let t = TestLab::new("super");
     let report = t.up();
     let supervisor = ProcessId::of(report.supervisor_pid).unwrap();
     let first = t.etcd();
@@ -321,7 +318,7 @@ fn supervisor_restarts_etcd_and_down_leaves_nothing() {
 
 #[test]
 fn down_removes_a_partial_lab() {
-    let Some(t) = TestLab::new("part") else { return };
+    let t = TestLab::new("part");
     t.ip(&["netns", "add", &t.ns("router")]);
     t.ip(&["netns", "add", &format!("{}pod-x", t.lab.name_prefix())]);
     fs::create_dir_all("/run/netns").unwrap();
@@ -397,7 +394,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn a_killed_worker_loses_links_processes_pods_and_bpf_state_until_up_repairs_it() {
-    let Some(t) = TestLab::new("kill") else { return };
+    let t = TestLab::new("kill");
     let opts = node_sleepers(&t);
     t.lab.up(&opts).expect("lab up");
     let w1 = t.ns("k8s-w1");
@@ -490,7 +487,7 @@ fn a_killed_worker_loses_links_processes_pods_and_bpf_state_until_up_repairs_it(
 
 #[test]
 fn reboot_brings_a_node_back_by_itself_and_a_hold_survives_a_supervisor_restart() {
-    let Some(t) = TestLab::new("reboot") else { return };
+    let t = TestLab::new("reboot");
     let opts = node_sleepers(&t);
     let report = t.lab.up(&opts).expect("lab up");
     for node in ["k8s-ctr", "k8s-w1", "k8s-w0"] {

@@ -54,13 +54,14 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Privileged tests skip (with a note) when not run as root, so `cargo test` works anywhere.
+/// Privileged tests fail, saying why, when not run as root: a test that did not run must never
+/// count as passed (`make test` runs as root).
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !$crate::common::is_root() {
-            eprintln!("skipped: needs root (BPF, netns, bpffs)");
-            return;
-        }
+        assert!(
+            $crate::common::is_root(),
+            "needs root (BPF, network namespaces, bpffs): run as root, as `make test` does"
+        );
     };
 }
