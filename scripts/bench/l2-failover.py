@@ -208,21 +208,32 @@ class Keepalived:
     def start(self, host):
         conf = self.conf(host)
         ns = f"{self.lab}-{host}"
+        # A power loss leaves pid files behind; keepalived refuses to start over a live-looking one.
+        for pid_file in (f"{host}.pid", f"{host}-vrrp.pid"):
+            try:
+                os.unlink(os.path.join(self.dir, pid_file))
+            except FileNotFoundError:
+                pass
         argv = ["ip", "netns", "exec", ns, "keepalived", "-n", "-l", "-P", "-f", conf,
                 "-p", os.path.join(self.dir, f"{host}.pid"),
                 "-r", os.path.join(self.dir, f"{host}-vrrp.pid")]
         log_file = open(os.path.join(self.dir, f"{host}.log"), "a")
-        self.procs[host] = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
+        # A session of its own: stopping it takes its VRRP child process too.
+        self.procs[host] = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self, host, sig=signal.SIGTERM):
         p = self.procs.pop(host, None)
-        if p and p.poll() is None:
-            p.send_signal(sig)
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        if not p:
+            return
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
     def stop_all(self):
         for host in list(self.procs):
