@@ -173,3 +173,21 @@ pub(crate) fn attached_devices(pin_dir: &Path) -> Vec<(String, Direction)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+/// Detaches and unpins the tcx links of devices that no longer exist in the calling thread's
+/// network namespace. A deleted pod's veth takes its hooks with it, but its link pins stay and
+/// keep the defunct links and their programs in the kernel. Returns the devices whose pins went.
+pub(crate) fn remove_links_of_missing_devices(pin_dir: &Path) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for (ifname, dir) in attached_devices(pin_dir) {
+        if nix::net::if_::if_nametoindex(ifname.as_str()).is_ok() {
+            continue;
+        }
+        let pin = tcx_pin(pin_dir, &ifname, dir);
+        sys::detach_pinned_link(&pin).map_err(link_err(&pin, "remove stale pin"))?;
+        if removed.last() != Some(&ifname) {
+            removed.push(ifname);
+        }
+    }
+    Ok(removed)
+}

@@ -55,6 +55,20 @@ pub trait LbDatapath: Send {
     /// pressure). Returns how many were removed.
     fn gc_conntrack(&mut self) -> Result<usize>;
 
+    /// One garbage collection pass: expired conntrack entries, then the SNAT entries of flows
+    /// whose conntrack entry is gone ([`crate::nat_gc`]). The default runs only
+    /// [`Self::gc_conntrack`].
+    fn gc(&mut self) -> Result<GcStats> {
+        Ok(GcStats { conntrack_removed: self.gc_conntrack()?, ..GcStats::default() })
+    }
+
+    /// Removes the link pins (tcx ingress and egress) of devices that no longer exist in the
+    /// calling thread's network namespace, such as deleted pods' veths: each pin holds a defunct
+    /// link and its program. Returns the devices whose pins went. The default removes nothing.
+    fn remove_stale_links(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// `cilia dbg NODE bpf lb list`.
     fn lb_list(&self) -> Result<String>;
 
@@ -91,6 +105,15 @@ pub trait LbDatapath: Send {
     fn l2_entries(&self) -> Result<Vec<L2Row>> {
         Err(Error::Unsupported { what: "L2 announcements (l2_entries)" })
     }
+}
+
+/// What one [`LbDatapath::gc`] pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcStats {
+    pub conntrack_removed: usize,
+    pub nat_removed: usize,
+    /// SNAT entries left after the pass.
+    pub nat_entries: usize,
 }
 
 /// One node's datapath: programs loaded, maps pinned under `pin_dir`
@@ -286,6 +309,16 @@ impl LbDatapath for Datapath {
 
     fn gc_conntrack(&mut self) -> Result<usize> {
         self.maps.gc_conntrack(maps::monotonic_ns())
+    }
+
+    fn gc(&mut self) -> Result<GcStats> {
+        let conntrack_removed = self.gc_conntrack()?;
+        let nat = self.maps.gc_nat(maps::monotonic_ns())?;
+        Ok(GcStats { conntrack_removed, nat_removed: nat.removed, nat_entries: nat.kept })
+    }
+
+    fn remove_stale_links(&mut self) -> Result<Vec<String>> {
+        attach::remove_links_of_missing_devices(&self.pin_dir)
     }
 
     fn lb_list(&self) -> Result<String> {

@@ -28,6 +28,7 @@ pub mod lbstate;
 mod loader;
 pub mod maglev;
 pub mod maps;
+pub mod nat_gc;
 pub mod neigh_announce;
 pub mod objects;
 mod service;
@@ -36,7 +37,7 @@ pub mod tunnel;
 pub mod tunnel_abi;
 
 pub use attach::Direction;
-pub use datapath::{Datapath, LbDatapath, ct_list_pinned, lb_list_pinned, nat_list_pinned};
+pub use datapath::{Datapath, GcStats, LbDatapath, ct_list_pinned, lb_list_pinned, nat_list_pinned};
 pub use error::{Error, Result};
 pub use fake::{Attachment, FakeDatapath};
 pub use l2::{L2Entry, L2Row, L2SyncStats, l2_entries_pinned, l2_list_pinned, l2_liveness_pinned};

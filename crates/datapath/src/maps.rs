@@ -11,6 +11,7 @@ use crate::abi::{
 };
 use crate::error::{Error, Result};
 use crate::lbstate::{LbState, Op};
+use crate::nat_gc::{self, NatGcStats};
 
 /// The maps of one node, opened from their pins.
 pub struct PinnedMaps {
@@ -145,6 +146,34 @@ impl PinnedMaps {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes the SNAT entries of flows whose conntrack entry is gone (see [`crate::nat_gc`]).
+    /// Run it right after [`Self::gc_conntrack`].
+    pub fn gc_nat(&mut self, now_ns: u64) -> Result<NatGcStats> {
+        let nat = self.snat_entries()?;
+        let live = nat_gc::live_flows(&self.ct_entries()?, now_ns);
+        let mut removed = 0;
+        for (k, flow) in nat_gc::plan(&nat, &live, now_ns) {
+            // A new flow may have taken the tuple since the listing: look both up again.
+            match self.ct.get(&flow, 0) {
+                Ok(e) if e.expires_ns >= now_ns => continue,
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(Error::Map { map: abi::MAP_CT, op: "lookup".into(), source: Box::new(e) }),
+            }
+            match self.snat.get(&k, 0) {
+                Ok(e)
+                    if nat_gc::flow_key(&k, &e) == Some(flow)
+                        && now_ns.saturating_sub(e.last_seen_ns) >= nat_gc::NAT_GC_GRACE_NS => {}
+                Ok(_) => continue,
+                Err(e) if is_missing(&e) => continue,
+                Err(e) => return Err(Error::Map { map: abi::MAP_SNAT, op: "lookup".into(), source: Box::new(e) }),
+            }
+            ignore_missing(self.snat.remove(&k), abi::MAP_SNAT)?;
+            removed += 1;
+        }
+        Ok(NatGcStats { removed, kept: nat.len().saturating_sub(removed) })
     }
 
     /// Deletes the entry for `k` if it is still expired at `now_ns`. The datapath starts a new

@@ -1,0 +1,119 @@
+//! Nothing of a flow or a pod outlives it (root): SNAT entries go with their flow's conntrack
+//! entry, link pins go with their device.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Bpffs, enter_empty_netns};
+use datapath::abi::{self, Ct4Key, CtEntry, NatEntry};
+use datapath::{Datapath, LbDatapath};
+
+const CLIENT: [u8; 4] = [192, 168, 10, 1];
+const BACKEND: [u8; 4] = [172, 20, 1, 10];
+const NODE: [u8; 4] = [192, 168, 10, 100];
+const SEC: u64 = 1_000_000_000;
+
+fn key(s: [u8; 4], d: [u8; 4], sp: u16, dp: u16, dir: u8) -> Ct4Key {
+    Ct4Key { saddr: s, daddr: d, sport: sp.to_be(), dport: dp.to_be(), proto: 6, dir, pad: [0; 2] }
+}
+
+/// The SNAT pair of client:cport → backend:80 leaving as node:natport, and (when `ct_expires` is
+/// given) its conntrack entry.
+fn add_flow(dp: &mut Datapath, cport: u16, natport: u16, last_seen: u64, ct_expires: Option<u64>) {
+    let maps = dp.maps_mut();
+    let out = NatEntry { last_seen_ns: last_seen, to_addr: NODE, to_port: natport.to_be(), flags: 0 };
+    maps.snat.insert(key(CLIENT, BACKEND, cport, 80, abi::NAT_EGRESS), out, 0).unwrap();
+    let back = NatEntry { last_seen_ns: last_seen, to_addr: CLIENT, to_port: cport.to_be(), flags: 0 };
+    maps.snat.insert(key(BACKEND, NODE, 80, natport, abi::NAT_INGRESS), back, 0).unwrap();
+    if let Some(expires_ns) = ct_expires {
+        let e = CtEntry { expires_ns, ..Default::default() };
+        maps.ct.insert(key(CLIENT, BACKEND, cport, 80, abi::CT_EGRESS), e, 0).unwrap();
+    }
+}
+
+fn nat_ports(dp: &Datapath) -> Vec<u16> {
+    let mut ports: Vec<u16> = dp
+        .maps()
+        .snat_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.dir == abi::NAT_EGRESS)
+        .map(|(k, _)| u16::from_be(k.sport))
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+#[test]
+fn snat_entries_go_with_their_flows_conntrack() {
+    require_root!();
+    enter_empty_netns();
+    let fs = Bpffs::new("natgc");
+    let mut dp = Datapath::open(fs.node_dir("node1")).unwrap();
+    let now = datapath::maps::monotonic_ns();
+    let old = now.saturating_sub(30 * SEC);
+    add_flow(&mut dp, 40000, 61000, old, Some(now + 3600 * SEC)); // live flow
+    add_flow(&mut dp, 40001, 61001, old, Some(now.saturating_sub(SEC))); // conntrack expired
+    add_flow(&mut dp, 40002, 61002, old, None); // conntrack gone (evicted, collected)
+    add_flow(&mut dp, 40003, 61003, now, None); // just created: within the grace period
+    assert_eq!(dp.maps().snat_entries().unwrap().len(), 8);
+
+    let stats = dp.gc().unwrap();
+    assert_eq!(stats.conntrack_removed, 1, "{stats:?}");
+    assert_eq!(stats.nat_removed, 4, "both entries of the two ended flows: {stats:?}");
+    assert_eq!(stats.nat_entries, 4, "{stats:?}");
+    assert_eq!(nat_ports(&dp), [40000, 40003]);
+    let ingress: Vec<u16> = dp
+        .maps()
+        .snat_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.dir == abi::NAT_INGRESS)
+        .map(|(k, _)| u16::from_be(k.dport))
+        .collect();
+    assert_eq!(ingress.len(), 2);
+    assert!(ingress.contains(&61000) && ingress.contains(&61003), "{ingress:?}");
+    // Nothing more to do on a second pass.
+    assert_eq!(dp.gc().unwrap().nat_removed, 0);
+    drop(dp);
+    datapath::remove_pins(&fs.node_dir("node1")).unwrap();
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn pins(fs: &Bpffs) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fs.node_dir("node1").join("links"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tcx_"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn link_pins_of_deleted_devices_are_removed() {
+    require_root!();
+    enter_empty_netns();
+    let fs = Bpffs::new("pins");
+    let mut dp = Datapath::open(fs.node_dir("node1")).unwrap();
+    for dev in ["lxcgone", "lxckeep"] {
+        ip(&["link", "add", dev, "type", "veth", "peer", "name", &format!("{dev}p")]);
+        ip(&["link", "set", dev, "up"]);
+        dp.attach_pod_device(dev).unwrap();
+    }
+    assert_eq!(pins(&fs).len(), 4);
+    // The pod goes: its veth with it.
+    ip(&["link", "del", "lxcgone"]);
+    assert_eq!(dp.remove_stale_links().unwrap(), ["lxcgone"]);
+    assert_eq!(pins(&fs), ["tcx_egress_lxckeep", "tcx_ingress_lxckeep"]);
+    assert!(dp.remove_stale_links().unwrap().is_empty());
+    // The device map forgets it too.
+    assert_eq!(dp.forget_missing_devices().unwrap(), 1);
+    drop(dp);
+    datapath::remove_pins(&fs.node_dir("node1")).unwrap();
+}
