@@ -149,7 +149,8 @@ impl PodNetwork {
     }
 
     /// Aligns allocations and pod veths: an allocation whose veth exists keeps its address; one
-    /// whose veth is gone is released; a veth whose alias names a container without an
+    /// whose veth is gone is released, unless the container's network namespace still exists (an
+    /// ADD the agent was killed in: the runtime retries it and gets the same address); a veth whose alias names a container without an
     /// allocation gets its address back from its host route, or is removed if that fails.
     pub async fn reconcile(&self) -> Result<ReconcileReport, PodNetworkError> {
         let veths = self.node.pod_veths().await?;
@@ -158,7 +159,7 @@ impl PodNetwork {
         let known: BTreeMap<String, Allocation> = self.allocations();
         for container_id in known.keys() {
             let name = host_ifname_for(container_id);
-            if veths.iter().any(|v| v.name == name) {
+            if veths.iter().any(|v| v.name == name) || pending_add(&known[container_id]) {
                 report.kept += 1;
             } else {
                 self.allocator().release(container_id)?;
@@ -201,12 +202,37 @@ impl PodNetwork {
 
     /// ADD: allocate, wire, report. On failure nothing stays behind: the veth is removed by
     /// netconf and the address released here.
+    ///
+    /// ADD is idempotent: a container that has an address already (the runtime retries an ADD
+    /// whose answer it did not get, an agent killed half way through restarted) gets the same
+    /// address back. Wiring that is complete is left as it is and reported; anything less is
+    /// removed and wired again, once.
     pub async fn add(&self, req: &Request) -> Result<Attachment, PodNetworkError> {
         let _guard = self.lock_container(&req.container_id).await;
         let pod_ns =
             Netns::open(&req.netns).map_err(|source| PodNetworkError::BadNetns { path: req.netns.clone(), source })?;
-        let ip = self.allocator().allocate(&req.container_id, &req.ifname, &req.netns)?;
         let mtu = req.mtu.unwrap_or(self.config.mtu);
+        let existing = self.allocator().get(&req.container_id).map(|a| a.ip);
+        let ip = match existing {
+            Some(ip) => {
+                let spec = self.spec(req, &pod_ns, ip, mtu);
+                match self.node.verify_pod_veth(&spec).await {
+                    Ok(veth) => {
+                        tracing::info!(container = %req.container_id, %ip, "ADD again: already wired, same address");
+                        return Ok(self.attachment(req, &veth, ip, mtu));
+                    }
+                    Err(e) => {
+                        tracing::info!(
+                            container = %req.container_id, %ip, reason = %e,
+                            "ADD again: wiring the container anew with its address"
+                        );
+                        self.node.delete_pod_veth(&spec.host_ifname).await?;
+                    }
+                }
+                ip
+            }
+            None => self.allocator().allocate(&req.container_id, &req.ifname, &req.netns)?,
+        };
         let spec = self.spec(req, &pod_ns, ip, mtu);
         let veth = match self.node.add_pod_veth(&spec).await {
             Ok(v) => v,
@@ -297,6 +323,12 @@ impl PodNetwork {
         let guard = lock.clone().lock_owned().await;
         ContainerGuard { network: self, container_id: container_id.to_string(), lock, _guard: guard }
     }
+}
+
+/// An allocation without a veth whose container namespace is still there: an ADD that did not
+/// finish, which the runtime will retry (or undo with DEL).
+fn pending_add(allocation: &Allocation) -> bool {
+    !allocation.netns.is_empty() && std::path::Path::new(&allocation.netns).exists()
 }
 
 /// Holds a container's lock; drops the map entry when nobody else waits on it.

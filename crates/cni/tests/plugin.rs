@@ -68,7 +68,7 @@ fn add_check_del() {
 }
 
 #[test]
-fn add_twice_is_refused() {
+fn add_twice_returns_the_same_attachment() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNetns::new("node");
     let pod = TestNetns::new("pod");
@@ -78,12 +78,14 @@ fn add_twice_is_refused() {
     let first = cni("ADD", "ctr-twice", &pod.path(), &conf);
     first.assert_ok();
     let ip = result_ip(&first.json());
+    // The runtime did not hear the answer and asks again: the same attachment, wired once.
     let second = cni("ADD", "ctr-twice", &pod.path(), &conf);
-    assert_eq!(second.error_code(), 102, "{}", second.stdout);
+    second.assert_ok();
+    assert_eq!(second.json()["ips"], first.json()["ips"]);
+    assert_eq!(second.json()["interfaces"], first.json()["interfaces"], "the same devices (and MACs)");
     assert_eq!(pod.links().iter().filter(|l| *l != "lo").count(), 1, "{:?}", pod.links());
     assert_eq!(lxc_links(&node).len(), 1);
     assert_eq!(agent.network.allocations().len(), 1);
-    // The first attachment is untouched.
     assert!(node.ping(ip));
     cni("CHECK", "ctr-twice", &pod.path(), &conf).assert_ok();
     cni("DEL", "ctr-twice", &pod.path(), &conf).assert_ok();
@@ -224,4 +226,39 @@ fn agent_restart_keeps_pods() {
     let another = TestNetns::new("another");
     let another_ip = result_ip(&cni("ADD", "ctr-another", &another.path(), &conf).assert_ok().json());
     assert!(!ips[..3].contains(&another_ip) && another_ip != new_ip);
+}
+
+/// The agent is killed in the middle of an ADD, before or after part of the wiring; the runtime
+/// retries the ADD against the restarted agent and the pod gets the address it was first given.
+#[test]
+fn add_retried_across_an_agent_restart_keeps_the_first_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNetns::new("node");
+    let pods: Vec<TestNetns> = (0..2).map(|i| TestNetns::new(&format!("k{i}"))).collect();
+    let agent = Agent::start(&node, dir.path());
+    let conf = net_conf(&agent.socket);
+    let ips: Vec<Ipv4Addr> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| result_ip(&cni("ADD", &format!("ctr-k{i}"), &pod.path(), &conf).assert_ok().json()))
+        .collect();
+    agent.kill();
+    // ctr-k0: the address was recorded, the veth not made yet.
+    let host0 = netconf::host_ifname_for("ctr-k0");
+    sh(&["ip", "-n", &node.name, "link", "del", &host0]);
+    // ctr-k1: the veth made, the pod's address not set yet.
+    sh(&["ip", "-n", &pods[1].name, "addr", "flush", "dev", "eth0"]);
+
+    let agent = Agent::start(&node, dir.path());
+    assert_eq!(agent.network.allocations().len(), 2, "{:?}", agent.network.allocations());
+    for (i, pod) in pods.iter().enumerate() {
+        let retried = cni("ADD", &format!("ctr-k{i}"), &pod.path(), &conf);
+        retried.assert_ok();
+        assert_eq!(result_ip(&retried.json()), ips[i], "ctr-k{i} keeps its first address");
+        assert_eq!(pod.links().iter().filter(|l| *l != "lo").count(), 1, "{:?}", pod.links());
+        cni("CHECK", &format!("ctr-k{i}"), &pod.path(), &conf).assert_ok();
+        assert!(node.ping(ips[i]), "node -> {}", ips[i]);
+    }
+    assert_eq!(lxc_links(&node).len(), 2, "wired once: {:?}", node.links());
+    assert_eq!(agent.network.allocations().len(), 2);
 }
