@@ -14,7 +14,7 @@
 //!    (maps and links pinned there survive the agent), `from_netdev` on the node's devices, pod
 //!    programs on every pod veth ([`datapath_attach`]), socket-LB for the node's own processes,
 //!    and the services of the cluster ([`service_controller`]);
-//! 6. cluster DNS for service names on the router IP ([`dns`]);
+//! 6. cluster DNS on the router IP ([`dns`]): the Kubernetes DNS spec's records, the rest forwarded;
 //! 7. the Node's `Ready` condition and the membership Lease ([`node_status`], [`membership`]);
 //! 8. with L2 announcements, the ARP responder's table from heartbeats and the cluster's objects
 //!    ([`l2_announcer`]).
@@ -139,18 +139,16 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
             );
             service_tasks.push(tokio::spawn(task));
         }
-        let controller = service_controller::ServiceController::new(options, shared, dns_records);
+        let controller = service_controller::ServiceController::new(options, shared);
         service_tasks.push(tokio::spawn(service_controller::run(
             store.clone(),
             controller,
             unreachable_rx,
             services.clone(),
         )));
-    } else {
-        // Without the datapath the DNS records still follow the Services.
-        service_tasks.push(tokio::spawn(dns_records_only(store.clone(), dns_records, services.clone())));
     }
     if let Some(port) = config.dns_port {
+        service_tasks.push(tokio::spawn(dns::controller::run(store.clone(), dns_records, services.clone())));
         service_tasks.push(tokio::spawn(dns::serve(router_ip, port, dns_rx, services.clone())));
     }
 
@@ -224,24 +222,6 @@ fn reserve_nat_ports() {
     let range = format!("{}-{}", datapath::abi::NAT_PORT_MIN, datapath::abi::NAT_PORT_MAX);
     if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", &range) {
         tracing::warn!(%range, error = %e, "cannot reserve the SNAT port range for the datapath");
-    }
-}
-
-/// Keeps the DNS records in line with the Services when no datapath does.
-async fn dns_records_only(
-    store: Arc<dyn Store>,
-    records: tokio::sync::watch::Sender<Arc<dns::Records>>,
-    shutdown: CancellationToken,
-) {
-    let services = Informer::start(store, &kinds::SERVICE, None);
-    let mut sub = services.subscribe();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            change = sub.recv() => if change.is_none() { return },
-        }
-        let typed: Vec<api::types::Service> = services.snapshot().iter().filter_map(|o| o.to_typed().ok()).collect();
-        records.send_replace(Arc::new(dns::Records::from_services(&typed)));
     }
 }
 

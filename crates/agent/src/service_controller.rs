@@ -1,7 +1,7 @@
 //! Keeps the node's service datapath in line with the cluster: informers on Services,
 //! EndpointSlices and Nodes feed [`crate::services::desired`], whose result goes to the datapath
-//! as a whole (its sync is idempotent and writes only what changed). The same pass refreshes the
-//! cluster DNS records.
+//! as a whole (its sync is idempotent and writes only what changed). The cluster DNS records
+//! have a controller of their own ([`crate::dns::controller`]).
 //!
 //! The first pass waits until all three informers hold the complete lists: a restarted agent
 //! finds the previous run's services in the pinned maps, and syncing a partial list would take
@@ -24,7 +24,6 @@ use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    dns::Records,
     node_view::NodeView,
     services::{self, BuildOptions, Conflict},
 };
@@ -41,15 +40,14 @@ const CT_GC: Duration = Duration::from_secs(30);
 pub struct ServiceController {
     options: BuildOptions,
     datapath: SharedDatapath,
-    dns: watch::Sender<Arc<Records>>,
     /// What the last successful sync wrote; None before the first.
     applied: Option<Vec<ServiceEntry>>,
     conflicts: Vec<Conflict>,
 }
 
 impl ServiceController {
-    pub fn new(options: BuildOptions, datapath: SharedDatapath, dns: watch::Sender<Arc<Records>>) -> Self {
-        ServiceController { options, datapath, dns, applied: None, conflicts: Vec::new() }
+    pub fn new(options: BuildOptions, datapath: SharedDatapath) -> Self {
+        ServiceController { options, datapath, applied: None, conflicts: Vec::new() }
     }
 
     /// One pass over the complete lists. Returns the sync's statistics, or None when nothing
@@ -63,11 +61,6 @@ impl ServiceController {
         let services: Vec<Service> = Object::typed_all(services);
         let slices: Vec<EndpointSlice> = Object::typed_all(slices);
         let nodes: Vec<NodeView> = nodes.iter().map(NodeView::of).collect();
-
-        let records = Records::from_services(&services);
-        if **self.dns.borrow() != records {
-            self.dns.send_replace(Arc::new(records));
-        }
 
         let desired = services::desired(&self.options, &services, &slices, &nodes);
         if desired.conflicts != self.conflicts {
@@ -223,22 +216,20 @@ mod tests {
     }
 
     #[test]
-    fn passes_sync_changes_only_and_publish_dns_records() {
+    fn passes_sync_changes_only() {
         let fake = Arc::new(Mutex::new(FakeDatapath::new()));
         let shared: SharedDatapath = Arc::new(Mutex::new(Box::new(ProxyDatapath(fake.clone()))));
-        let (tx, rx) = watch::channel(Arc::new(Records::default()));
         let options = BuildOptions {
             node_name: "k8s-w1".into(),
             default_algorithm: datapath::LbAlgorithm::Random,
             unreachable_nodes: Default::default(),
         };
-        let mut c = ServiceController::new(options, shared, tx);
+        let mut c = ServiceController::new(options, shared);
 
         let (s, e, n) = inputs(&["172.20.1.10", "172.20.1.11"]);
         let stats = c.pass(&s, &e, &n).unwrap().expect("first pass syncs");
         assert!(stats.upserts > 0);
         assert_eq!(fake.lock().unwrap().services[0].backends.len(), 2);
-        assert!(!rx.borrow().is_empty(), "DNS knows webpod");
         assert_eq!(c.pass(&s, &e, &n).unwrap(), None, "nothing changed, no sync");
         assert_eq!(fake.lock().unwrap().syncs, 1);
 

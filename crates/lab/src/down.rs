@@ -58,6 +58,7 @@ pub(crate) fn down(lab: &Lab, show_progress: bool) -> Result<DownReport, LabErro
 
     let step = progress.step("namespaces");
     report.namespaces_removed = network::remove_namespaces(namespaces.iter().map(String::as_str))?;
+    crate::router_dns::remove_resolv_confs(lab);
     step.done(format!("{} removed", report.namespaces_removed));
 
     let step = progress.step("files");

@@ -1,7 +1,8 @@
 //! `lab exec HOST CMD...`: a command inside a host's network namespace with the caller's stdio,
 //! like `ip netns exec`, except that /sys is not remounted, so bpffs stays visible. Netlink, sockets,
 //! `/proc/net` and `/proc/sys/net` belong to the host; `/sys/class/net` still shows the root
-//! namespace's devices.
+//! namespace's devices. `/etc/resolv.conf` is the host's own, in a mount namespace of the command's
+//! ([`crate::router_dns`]).
 
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
@@ -26,6 +27,9 @@ pub(crate) fn command(lab: &Lab, host: &str, program: impl AsRef<OsStr>) -> Resu
     let mut cmd = Command::new(program);
     cmd.env(ENV_LAB, lab.name()).env(ENV_HOST, host);
     process::enter_on_spawn(&mut cmd, file, None);
+    // The host's resolv.conf over /etc/resolv.conf, as `ip netns exec` does (see router_dns).
+    crate::router_dns::bind_on_spawn(&mut cmd, namespace)
+        .map_err(|e| LabError::io("prepare the resolv.conf of", crate::router_dns::resolv_conf_path(namespace), e))?;
     Ok(cmd)
 }
 

@@ -37,6 +37,7 @@ pub mod process;
 pub mod procfs;
 mod progress;
 mod restart;
+pub mod router_dns;
 pub mod state;
 pub mod status;
 mod supervisor;

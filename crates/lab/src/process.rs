@@ -85,6 +85,8 @@ impl ProcessSpec {
 pub fn default_processes(lab: &Lab) -> Vec<ProcessSpec> {
     vec![
         etcd::spec(lab),
+        // The lab's DNS server on the router (see router_dns): needs nothing else.
+        crate::router_dns::spec(lab),
         // The operator and the agents join here, one entry each, once their subcommands exist:
         // ProcessSpec::cilia(lab, "operator", K8S_CTR, &["operator"])?,
         // then for every n in nodes(lab.topology()):

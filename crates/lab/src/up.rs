@@ -85,6 +85,7 @@ pub(crate) fn up(lab: &Lab, opts: &UpOptions) -> Result<UpReport, LabError> {
     }
 
     let network = network::ensure(lab.topology(), &progress)?;
+    crate::router_dns::write_resolv_confs(lab)?;
     if !node::holds(lab).is_empty() {
         let step = progress.step("nodes");
         let released = node::release_all(lab)?;
