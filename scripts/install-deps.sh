@@ -23,6 +23,9 @@ packages=(
   ethtool           # device offloads (GRO) checked by the tunnel tests
   curl              # HTTP requests inside lab hosts and pods (guide, tests)
   arping            # ARP probes from the router (L2 announcements)
+  dnsmasq-base      # the lab router's DNS server (dnsmasq without a system service of its own)
+  bind9-dnsutils    # dig inside pods and lab hosts (cluster DNS tests, the guide)
+  net-tools         # arp -a on the router (the guide; the DNS tests check that it does not hang)
   procps            # ps, kill, sysctl: the pod runtime, the tests and the benchmarks
   python3           # address arithmetic in benchmarks; a UDP client in the service tests
   # Benchmarks (scripts/bench)
@@ -33,6 +36,7 @@ packages=(
   conntrack         # flushes connection tracking between benchmark runs
   bc                # ratios in the benchmark scripts
   keepalived        # the VRRP baseline a benchmark compares against
+  dnsperf           # DNS query rates and latencies (scripts/bench/dns.sh)
 )
 
 # One dpkg query for all of them; a package dpkg has never heard of is missing too.
