@@ -157,6 +157,10 @@ impl Store for CountingStore {
     async fn compact(&self, revision: i64) -> store::Result<()> {
         self.inner.compact(revision).await
     }
+    fn fenced(&self, fence: store::Fence) -> std::sync::Arc<dyn Store> {
+        // The agents the simulation runs write unfenced; only the operator fences its writes.
+        self.inner.fenced(fence)
+    }
 }
 
 fn node_name(i: usize) -> String {

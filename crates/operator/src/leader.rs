@@ -1,13 +1,19 @@
 //! One active operator per cluster. The leader holds the Lease `kube-system/cilia-operator`, written
 //! with a datastore lease: if the leader dies, the datastore deletes the Lease when its TTL lapses,
 //! and a standby watching for that creates it in turn. No clocks are compared between processes.
+//!
+//! Two leaders can never both write. The leader steps down by its own clock when no renewal has
+//! succeeded for two thirds of the TTL, before the datastore can give the lease away; and every
+//! controller write goes through a store fenced on the Lease's create revision ([`store::Fence`]),
+//! so a leader that was paused past its TTL, and resumes believing it still leads, has each write
+//! refused in the same transaction, from the moment a standby took the Lease.
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use api::{Object, ObjectRef, kinds, meta::now_rfc3339};
 use serde_json::json;
-use store::{LeaseKeeper, Store};
+use store::{Fence, LeaseKeeper, Store};
 
 pub const LEASE_NAMESPACE: &str = "kube-system";
 pub const LEASE_NAME: &str = "cilia-operator";
@@ -16,12 +22,18 @@ pub const LEASE_NAME: &str = "cilia-operator";
 pub struct Leadership {
     store: Arc<dyn Store>,
     keeper: LeaseKeeper,
+    fence: Fence,
 }
 
 impl Leadership {
     /// Resolves when the datastore says the lease expired (e.g. after a long partition).
     pub async fn lost(&self) {
         self.keeper.lost().await;
+    }
+
+    /// The condition every write of this leader must carry ([`Store::fenced`]).
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// Gives up leadership now, so a standby takes over without waiting for the TTL.
@@ -50,9 +62,15 @@ pub async fn acquire(store: Arc<dyn Store>, identity: &str, ttl: Duration) -> Re
             }),
         );
         match store.create_with_lease(obj, Some(lease)).await {
-            Ok(_) => {
-                let keeper = LeaseKeeper::start(store.clone(), lease, ttl / 3);
-                return Ok(Leadership { store, keeper });
+            Ok(created) => {
+                let revision = created
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|rv| rv.parse().ok())
+                    .context("the datastore returned the operator lease without a resourceVersion")?;
+                let keeper = LeaseKeeper::start_with_deadline(store.clone(), lease, ttl / 3, Some(ttl * 2 / 3));
+                return Ok(Leadership { store, keeper, fence: Fence::new(lease_ref, revision) });
             }
             Err(store::Error::AlreadyExists(_)) => {
                 let _ = store.revoke_lease(lease).await;

@@ -5,6 +5,7 @@
 //! keeps what it needs in memory, and writes go back to the datastore through
 //! [`store::update_with_retry`], so nothing it writes can overwrite a concurrent change.
 
+pub mod cilium_pods;
 pub mod config;
 mod endpoints_controller;
 mod l2_policy_status;
@@ -34,6 +35,8 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
         () = shutdown.cancelled() => return Ok(()),
     };
     tracing::info!(identity = %config.identity, "leading; starting controllers");
+    // Every write of the controllers below is refused once another operator took the lease.
+    let store = store.fenced(leadership.fence());
 
     let services = Arc::new(Informer::start(store.clone(), &kinds::SERVICE, None));
     let pools = Arc::new(Informer::start(store.clone(), &kinds::LB_IP_POOL, None));
@@ -54,6 +57,7 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
         nodes.clone(),
         controllers.clone(),
     ));
+    tasks.spawn(cilium_pods::run(store.clone(), nodes.clone(), config.identity.clone(), controllers.clone()));
     tasks.spawn(node_lifecycle::run(store.clone(), nodes, controllers.clone()));
     tasks.spawn(l2_policy_status::run(store.clone(), controllers.clone()));
 

@@ -46,6 +46,11 @@ pub enum Error {
     /// The datastore answered with something unexpected (a stored value that is not an object).
     #[error("datastore error: {0}")]
     Backend(String),
+
+    /// A fenced write ([`crate::Fence`]) was refused: its writer no longer holds the fence object
+    /// (a leader whose lease lapsed while another took over). Not retryable.
+    #[error("write refused: {0} was taken over since this writer held it")]
+    Fenced(ObjectRef),
 }
 
 impl Error {

@@ -22,6 +22,7 @@ use tonic::{Code, transport::Endpoint};
 
 use crate::{
     error::{Error, Result},
+    fence::Fence,
     keys::{self, DEFAULT_ROOT},
     lease::{LeaseId, ttl_seconds},
     prepare,
@@ -50,6 +51,8 @@ pub struct EtcdStore {
     endpoint: Arc<str>,
     request_timeout: Duration,
     list_page: i64,
+    /// Set on a [`Store::fenced`] handle: (the fence object's key, the fence).
+    fence: Option<Arc<(String, Fence)>>,
 }
 
 impl EtcdStore {
@@ -67,7 +70,27 @@ impl EtcdStore {
             endpoint: Arc::from(url),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             list_page: LIST_PAGE,
+            fence: None,
         })
+    }
+
+    /// `compare` plus the fence's condition, when this handle is fenced.
+    fn guarded(&self, compare: Option<Compare>) -> Vec<Compare> {
+        let fence =
+            self.fence.as_ref().map(|f| Compare::create_revision(f.0.clone(), CompareOp::Equal, f.1.create_revision));
+        compare.into_iter().chain(fence).collect()
+    }
+
+    /// After a failed transaction: `Fenced` if the fence is why, else Ok (the caller's own
+    /// condition failed). A re-created fence object never gets its old create revision back, so
+    /// reading it after the fact is as good as knowing which compare failed.
+    async fn check_fence(&self) -> Result<()> {
+        let Some(fence) = &self.fence else { return Ok(()) };
+        let response = self.call(self.client.kv_client().get(fence.0.clone(), None)).await?;
+        match response.kvs().first() {
+            Some(kv) if kv.create_revision() == fence.1.create_revision => Ok(()),
+            _ => Err(Error::Fenced(fence.1.object.clone())),
+        }
     }
 
     /// Keeps every key under `root` instead of `/cilia/registry`, so that several independent
@@ -282,10 +305,11 @@ impl Store for EtcdStore {
         let value = prepare::encode(&object_ref, &object)?;
         let options = lease.map(|l| PutOptions::new().with_lease(l.0));
         let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .when(self.guarded(Some(Compare::create_revision(key.clone(), CompareOp::Equal, 0))))
             .and_then([TxnOp::put(key, value, options)]);
         let response = self.call_for_lease(lease, self.client.kv_client().txn(txn)).await?;
         if !response.succeeded() {
+            self.check_fence().await?;
             return Err(Error::AlreadyExists(object_ref));
         }
         object.metadata.resource_version = Some(written_at(response.header())?.to_string());
@@ -320,13 +344,14 @@ impl Store for EtcdStore {
             };
             // The compare makes generation and identity come from the version actually replaced.
             let txn = Txn::new()
-                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, mod_revision)])
+                .when(self.guarded(Some(Compare::mod_revision(key.clone(), CompareOp::Equal, mod_revision))))
                 .and_then([TxnOp::put(key.clone(), value, Some(options))]);
             let response = self.call_for_lease(lease, self.client.kv_client().txn(txn)).await?;
             if response.succeeded() {
                 next.metadata.resource_version = Some(written_at(response.header())?.to_string());
                 return Ok(next);
             }
+            self.check_fence().await?;
             // Someone wrote in between. Reading again turns this into Conflict or NotFound for a
             // conditional update, and retries an unconditional one.
         }
@@ -337,15 +362,29 @@ impl Store for EtcdStore {
         let key = keys::object_key(&self.root, object);
         let Some(given) = precondition_resource_version else {
             let options = DeleteOptions::new().with_prev_key();
-            let response = self.call(self.client.kv_client().delete(key, Some(options))).await?;
-            return response.prev_kvs().first().map(decode).transpose();
+            if self.fence.is_none() {
+                let response = self.call(self.client.kv_client().delete(key, Some(options))).await?;
+                return response.prev_kvs().first().map(decode).transpose();
+            }
+            let txn = Txn::new().when(self.guarded(None)).and_then([TxnOp::delete(key, Some(options))]);
+            let response = self.call(self.client.kv_client().txn(txn)).await?;
+            if !response.succeeded() {
+                self.check_fence().await?;
+            }
+            return match response.op_responses().into_iter().next() {
+                Some(TxnOpResponse::Delete(deleted)) => deleted.prev_kvs().first().map(decode).transpose(),
+                _ => Err(Error::Backend(format!("etcd answered the deletion of {object} with nothing"))),
+            };
         };
         let revision = prepare::parse_resource_version(object, given)?;
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
+            .when(self.guarded(Some(Compare::mod_revision(key.clone(), CompareOp::Equal, revision))))
             .and_then([TxnOp::delete(key.clone(), Some(DeleteOptions::new().with_prev_key()))])
             .or_else([TxnOp::get(key, None)]);
         let response = self.call(self.client.kv_client().txn(txn)).await?;
+        if !response.succeeded() {
+            self.check_fence().await?;
+        }
         match response.op_responses().into_iter().next() {
             Some(TxnOpResponse::Delete(deleted)) => deleted.prev_kvs().first().map(decode).transpose(),
             Some(TxnOpResponse::Get(current)) => match current.kvs().first() {
@@ -412,6 +451,11 @@ impl Store for EtcdStore {
             Ok(_) | Err(Error::Compacted { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    fn fenced(&self, fence: Fence) -> Arc<dyn Store> {
+        let key = keys::object_key(&self.root, &fence.object);
+        Arc::new(EtcdStore { fence: Some(Arc::new((key, fence))), ..self.clone() })
     }
 }
 

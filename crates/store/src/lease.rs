@@ -32,14 +32,41 @@ pub struct LeaseKeeper {
 impl LeaseKeeper {
     /// Starts renewing `lease` every `interval` (a third of the TTL is the usual choice).
     pub fn start(store: Arc<dyn Store>, lease: LeaseId, interval: Duration) -> LeaseKeeper {
+        Self::start_with_deadline(store, lease, interval, None)
+    }
+
+    /// As [`LeaseKeeper::start`], and the lease also counts as lost once no renewal has
+    /// succeeded for `deadline` (shorter than the TTL): a leader steps down by its own clock
+    /// before the datastore can hand the lease to someone else, even if a renewal hangs or the
+    /// process was paused.
+    pub fn start_with_deadline(
+        store: Arc<dyn Store>,
+        lease: LeaseId,
+        interval: Duration,
+        deadline: Option<Duration>,
+    ) -> LeaseKeeper {
         let (lost_tx, lost) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 ticker.tick().await;
-                match store.keep_alive(lease).await {
-                    Ok(_) => {}
+                let left = deadline.map(|d| d.saturating_sub(renewed.elapsed()));
+                if left == Some(Duration::ZERO) {
+                    tracing::warn!(%lease, ?deadline, "no renewal succeeded within the deadline; giving the lease up");
+                    lost_tx.send_replace(true);
+                    return;
+                }
+                let renewal = store.keep_alive(lease);
+                let outcome = match left {
+                    Some(left) => tokio::time::timeout(left, renewal).await.unwrap_or_else(|_| {
+                        Err(Error::Unavailable("the renewal did not finish before the deadline".into()))
+                    }),
+                    None => renewal.await,
+                };
+                match outcome {
+                    Ok(_) => renewed = tokio::time::Instant::now(),
                     Err(Error::LeaseNotFound(_)) => {
                         tracing::warn!(%lease, "lease expired; its objects are gone");
                         lost_tx.send_replace(true);

@@ -15,6 +15,7 @@
 pub mod error;
 pub mod etcd;
 pub mod etcd_process;
+pub mod fence;
 pub mod informer;
 mod keys;
 pub mod lease;
@@ -27,6 +28,7 @@ pub mod testing;
 
 pub use error::{Error, Result};
 pub use etcd::EtcdStore;
+pub use fence::Fence;
 pub use informer::{Change, Informer, InformerOptions, Subscription};
 pub use lease::{LeaseId, LeaseKeeper};
 pub use memory::MemoryStore;

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::{
     error::{Error, Result},
+    fence::Fence,
     keys::{self, DEFAULT_ROOT},
     lease::{LeaseId, ttl_seconds},
     prepare,
@@ -29,6 +30,8 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 10_000;
 #[derive(Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    /// Set on a [`Store::fenced`] handle: every write checks it under the lock.
+    fence: Option<Fence>,
 }
 
 struct State {
@@ -95,6 +98,7 @@ impl MemoryStore {
                 watchers: Vec::new(),
                 refuse_watches: false,
             })),
+            fence: None,
         }
     }
 
@@ -207,6 +211,16 @@ impl State {
         }
     }
 
+    /// The fence object still has the create revision the writer took it with.
+    fn check_fence(&self, fence: Option<&Fence>) -> Result<()> {
+        let Some(fence) = fence else { return Ok(()) };
+        let key = keys::object_key(DEFAULT_ROOT, &fence.object);
+        match self.objects.get(&key) {
+            Some(entry) if entry.create_revision == fence.create_revision => Ok(()),
+            _ => Err(Error::Fenced(fence.object.clone())),
+        }
+    }
+
     fn check_lease(&self, lease: Option<LeaseId>) -> Result<()> {
         match lease {
             Some(id) if !self.leases.contains_key(&id.0) => Err(Error::LeaseNotFound(id)),
@@ -265,6 +279,7 @@ impl Store for MemoryStore {
         let (object_ref, object) = prepare::for_create(object)?;
         let key = keys::object_key(DEFAULT_ROOT, &object_ref);
         let mut state = self.lock();
+        state.check_fence(self.fence.as_ref())?;
         if state.objects.contains_key(&key) {
             return Err(Error::AlreadyExists(object_ref));
         }
@@ -280,6 +295,7 @@ impl Store for MemoryStore {
         };
         let key = keys::object_key(DEFAULT_ROOT, &object_ref);
         let mut state = self.lock();
+        state.check_fence(self.fence.as_ref())?;
         let Some(stored) = state.objects.get(&key) else {
             return Err(Error::NotFound(object_ref));
         };
@@ -304,6 +320,7 @@ impl Store for MemoryStore {
             .transpose()?;
         let key = keys::object_key(DEFAULT_ROOT, object);
         let mut state = self.lock();
+        state.check_fence(self.fence.as_ref())?;
         let Some(stored) = state.objects.get(&key) else { return Ok(None) };
         if let Some((given, revision)) = precondition
             && revision != stored.mod_revision
@@ -386,5 +403,9 @@ impl Store for MemoryStore {
         }
         state.compact(revision);
         Ok(())
+    }
+
+    fn fenced(&self, fence: Fence) -> Arc<dyn Store> {
+        Arc::new(MemoryStore { state: self.state.clone(), fence: Some(fence) })
     }
 }

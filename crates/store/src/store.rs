@@ -6,7 +6,7 @@ use api::{Object, ObjectRef, ResourceKind, Selector};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::{error::Result, lease::LeaseId};
+use crate::{error::Result, fence::Fence, lease::LeaseId};
 
 /// The objects of one kind, and the store revision they were read at: watching from that revision
 /// continues exactly where the list left off.
@@ -121,4 +121,9 @@ pub trait Store: Send + Sync {
     /// Forgets the history before `revision`: watches from earlier revisions fail with
     /// `Compacted`. Compacting an already compacted revision succeeds.
     async fn compact(&self, revision: i64) -> Result<()>;
+
+    /// A handle on the same datastore whose creates, updates and deletes succeed only while
+    /// `fence` holds, checked in the same transaction as the write; otherwise they fail with
+    /// [`crate::Error::Fenced`]. Reads and watches are unchanged.
+    fn fenced(&self, fence: Fence) -> std::sync::Arc<dyn Store>;
 }

@@ -17,7 +17,7 @@ use common::{DEADLINE, rv, svc, svc_ref};
 use futures::StreamExt;
 use serde_json::json;
 use store::{
-    Change, Error, Informer, LeaseKeeper, Store, WatchEvent, WatchEventType, WatchStream, testing::wait_until,
+    Change, Error, Fence, Informer, LeaseKeeper, Store, WatchEvent, WatchEventType, WatchStream, testing::wait_until,
     update_with_retry,
 };
 
@@ -65,6 +65,7 @@ conformance!(
     concurrent_writers_lose_no_update,
     update_with_retry_without_change_does_not_write,
     informer_follows_changes,
+    fenced_writes_stop_when_the_fence_is_taken_over,
 );
 
 async fn create_stamps_metadata_and_get_returns_it(store: Arc<dyn Store>) {
@@ -501,4 +502,44 @@ async fn informer_follows_changes(store: Arc<dyn Store>) {
     assert_eq!(informer.get(Some("default"), "a").as_ref(), written.last());
     assert_eq!(informer.get(Some("default"), "before"), None);
     assert_eq!(informer.revision(), last);
+}
+
+/// A leader whose lease lapsed while it was paused: once another process created the Lease anew,
+/// every write through the old leader's fenced handle is refused, and nothing it wrote lands.
+async fn fenced_writes_stop_when_the_fence_is_taken_over(store: Arc<dyn Store>) {
+    let lease_ref = ObjectRef::new(&api::kinds::LEASE, Some("kube-system"), "leader");
+    let lease = store.grant_lease(Duration::from_secs(30)).await.expect("grant");
+    let held = store
+        .create_with_lease(Object::new(&api::kinds::LEASE, Some("kube-system"), "leader"), Some(lease))
+        .await
+        .expect("take the lease");
+    let fenced = store.fenced(Fence::new(lease_ref.clone(), rv(&held)));
+
+    // While the fence holds, every kind of write goes through, and conditions still apply.
+    let created = fenced.create(svc("default", "a")).await.expect("fenced create");
+    let updated = fenced.update(created.clone()).await.expect("fenced update");
+    assert!(matches!(fenced.update(created).await, Err(Error::Conflict { .. })), "the caller's condition still counts");
+    assert!(matches!(fenced.create(svc("default", "a")).await, Err(Error::AlreadyExists(_))));
+    fenced.create(svc("default", "b")).await.expect("fenced create");
+    fenced.delete(&svc_ref("default", "b"), None).await.expect("fenced delete");
+
+    // Another leader takes over: the Lease is gone and created anew (a new create revision).
+    store.revoke_lease(lease).await.expect("revoke");
+    let standby = store.grant_lease(Duration::from_secs(30)).await.expect("grant");
+    store
+        .create_with_lease(Object::new(&api::kinds::LEASE, Some("kube-system"), "leader"), Some(standby))
+        .await
+        .expect("the standby takes the lease");
+
+    let fenced_out = |r: store::Result<Option<Object>>| matches!(r, Err(Error::Fenced(ref o)) if *o == lease_ref);
+    assert!(fenced_out(fenced.create(svc("default", "c")).await.map(Some)), "create after take-over");
+    assert!(fenced_out(fenced.update(updated.clone()).await.map(Some)), "update after take-over");
+    assert!(fenced_out(fenced.delete(&svc_ref("default", "a"), None).await), "delete after take-over");
+    let rv_a = updated.metadata.resource_version.clone();
+    assert!(fenced_out(fenced.delete(&svc_ref("default", "a"), rv_a.as_deref()).await), "conditional delete");
+    assert!(update_with_retry(fenced.as_ref(), &svc_ref("default", "a"), |_| Ok(true)).await.is_err());
+    assert!(store.get(&svc_ref("default", "c")).await.expect("get").is_none(), "a refused create landed");
+    assert!(store.get(&svc_ref("default", "a")).await.expect("get").is_some(), "a refused delete landed");
+    // The unfenced store (the new leader's) is unaffected.
+    store.delete(&svc_ref("default", "a"), None).await.expect("delete");
 }
