@@ -17,5 +17,5 @@ pub mod validate;
 pub use error::ValidationError;
 pub use kinds::ResourceKind;
 pub use meta::{Condition, LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference};
-pub use object::{Object, ObjectRef};
+pub use object::{LastReadable, Object, ObjectRef};
 pub use selector::{FieldSelector, Selector};

@@ -154,3 +154,64 @@ impl Object {
         self.body.get("spec") != other.body.get("spec")
     }
 }
+
+/// Typed views of a kind's objects that survive an object turning unreadable: an object that no
+/// longer parses as `T` (written around the API, or by a newer version) is represented by its
+/// last version that did, instead of vanishing. A controller that dropped it would act as if it
+/// were deleted: release its address, take its backends out of service.
+#[derive(Debug)]
+pub struct LastReadable<T> {
+    known: std::collections::BTreeMap<(Option<String>, String), T>,
+}
+
+impl<T> Default for LastReadable<T> {
+    fn default() -> Self {
+        LastReadable { known: Default::default() }
+    }
+}
+
+impl<T: DeserializeOwned + Clone> LastReadable<T> {
+    /// The typed views of `objects` (the complete current list): each parsed one, or the last
+    /// readable version of one that does not parse (left out if there never was one). Objects no
+    /// longer listed are forgotten.
+    pub fn read(&mut self, objects: &[Object]) -> Vec<T> {
+        let mut next = std::collections::BTreeMap::new();
+        let mut out = Vec::with_capacity(objects.len());
+        for object in objects {
+            let key = (object.metadata.namespace.clone(), object.metadata.name.clone());
+            let typed = object.to_typed_or_skip::<T>().or_else(|| self.known.get(&key).cloned());
+            if let Some(t) = typed {
+                next.insert(key, t.clone());
+                out.push(t);
+            }
+        }
+        self.known = next;
+        out
+    }
+}
+
+#[cfg(test)]
+mod last_readable_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_object_that_stops_parsing_keeps_its_last_readable_version() {
+        let object = |name: &str, spec: serde_json::Value| -> Object {
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "default"}, "spec": spec}))
+            .unwrap()
+        };
+        let mut views: LastReadable<crate::types::Service> = LastReadable::default();
+        let good = [object("a", json!({"ports": [{"port": 80}]})), object("b", json!({"ports": [{"port": 81}]}))];
+        assert_eq!(views.read(&good).len(), 2);
+        let broken = object("a", json!({"ports": [{"port": 80}], "sessionAfinity": "None"}));
+        let never = object("c", json!({"bogus": true}));
+        let seen = views.read(&[broken, good[1].clone(), never]);
+        let names: Vec<&str> = seen.iter().map(|s| s.metadata.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "a keeps its last readable version; c never had one");
+        assert_eq!(seen[0].spec.ports[0].port, 80);
+        assert!(views.read(&[good[1].clone()]).len() == 1 && views.known.len() == 1, "deleted objects are forgotten");
+    }
+}

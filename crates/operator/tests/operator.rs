@@ -115,3 +115,50 @@ async fn standby_takes_over_and_keeps_assignments() {
     stop2.cancel();
     task2.await.unwrap().unwrap();
 }
+
+/// A Service stored in a form that does not parse (here an unknown spec field, written around
+/// the API) keeps its LoadBalancer IP: not when it changes while the operator runs, and not across
+/// an operator restart, when the operator has never read it. No other Service gets that address.
+#[tokio::test]
+async fn a_service_that_does_not_parse_keeps_its_address() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (stop, task) = start(store.clone(), "op-1");
+    apply(store.as_ref(), POOL).await;
+    apply(store.as_ref(), &WEBPOD_SVC.replace("ClusterIP", "LoadBalancer")).await;
+    let webpod = ObjectRef::new(&kinds::SERVICE, Some("default"), "webpod");
+    let ip = "status.loadBalancer.ingress.0.ip";
+    wait_for("webpod's IP", async || field(store.as_ref(), &webpod, ip).await).await;
+    assert_eq!(field(store.as_ref(), &webpod, ip).await.unwrap(), "192.168.10.241");
+
+    let corrupt = |name: &str| {
+        let store = store.clone();
+        let r = ObjectRef::new(&kinds::SERVICE, Some("default"), name);
+        async move {
+            let mut obj = store.get(&r).await.unwrap().unwrap();
+            obj.body["spec"]["sessionAfinity"] = serde_json::json!("None");
+            store.update(obj).await.unwrap();
+        }
+    };
+    let lb = |name: &str| {
+        WEBPOD_SVC.replace("ClusterIP", "LoadBalancer").replace("name: webpod,", &format!("name: {name},"))
+    };
+
+    // While the operator runs.
+    corrupt("webpod").await;
+    apply(store.as_ref(), &lb("second")).await;
+    let second = ObjectRef::new(&kinds::SERVICE, Some("default"), "second");
+    let got = wait_for("second's IP", async || field(store.as_ref(), &second, ip).await).await;
+    assert_eq!(got, "192.168.10.242", "the unparsable Service's address was handed out");
+
+    // Across a restart: the new operator never read webpod in a parsable form.
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    apply(store.as_ref(), &lb("third")).await;
+    let (stop, task) = start(store.clone(), "op-2");
+    let third = ObjectRef::new(&kinds::SERVICE, Some("default"), "third");
+    let got = wait_for("third's IP", async || field(store.as_ref(), &third, ip).await).await;
+    assert_eq!(got, "192.168.10.243", "an address held by a Service that does not parse was handed out");
+    assert_eq!(field(store.as_ref(), &webpod, ip).await.unwrap(), "192.168.10.241");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

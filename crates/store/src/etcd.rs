@@ -181,19 +181,27 @@ impl EtcdStore {
         Ok((response.take_kvs(), revision, more))
     }
 
-    async fn list_once(&self, prefix: &str, selector: &Selector) -> Result<ObjectList> {
+    async fn list_once(&self, kind: &'static ResourceKind, prefix: &str, selector: &Selector) -> Result<ObjectList> {
         let end = prefix_end(prefix.as_bytes());
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = 0;
         let mut items = Vec::new();
+        let mut unreadable = Vec::new();
         loop {
             // Later pages read at the first page's revision, so the list is one snapshot.
             let (kvs, at, more) = self.list_page(start, &end, revision).await?;
             revision = at;
             for kv in &kvs {
-                let object = decode(kv)?;
-                if selector.matches(&object.metadata.labels) {
-                    items.push(object);
+                match decode(kv) {
+                    Ok(object) if selector.matches(&object.metadata.labels) => items.push(object),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        note_unreadable(&key, &e);
+                        if let Some(object) = keys::parse(&self.root, kind, &key) {
+                            unreadable.push((object, e.to_string()));
+                        }
+                    }
                 }
             }
             match kvs.last() {
@@ -205,7 +213,7 @@ impl EtcdStore {
             }
         }
         prepare::sort(&mut items);
-        Ok(ObjectList { items, revision })
+        Ok(ObjectList { items, revision, unreadable })
     }
 }
 
@@ -266,6 +274,19 @@ fn is_lease_not_found(error: &etcd_client::Error) -> bool {
     }
 }
 
+/// Stored values seen that were not objects, since this process started.
+static UNREADABLE_VALUES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many stored values this process found unreadable (listed or watched), for metrics.
+pub fn unreadable_values_seen() -> u64 {
+    UNREADABLE_VALUES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn note_unreadable(key: &str, error: &Error) {
+    UNREADABLE_VALUES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(key, %error, "skipping a stored value that is not an object");
+}
+
 fn decode(kv: &KeyValue) -> Result<Object> {
     prepare::decode(&String::from_utf8_lossy(kv.key()), kv.value(), kv.mod_revision())
 }
@@ -291,7 +312,7 @@ impl Store for EtcdStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.list_once(&prefix, selector).await {
+            match self.list_once(kind, &prefix, selector).await {
                 // The first page's revision was compacted while later pages were read: start over.
                 Err(Error::Compacted { .. }) if attempt < MAX_INTERNAL_RETRIES => continue,
                 result => return result,
@@ -493,7 +514,11 @@ async fn next_event(mut state: WatchState) -> Option<(Result<WatchEvent>, WatchS
                 for event in response.events() {
                     let converted = convert(&state.store, state.kind, event);
                     let failed = converted.is_err();
-                    state.pending.push_back(converted);
+                    // An unreadable value is skipped: the watch goes on, and watchers keep the
+                    // object's last readable version.
+                    if let Some(item) = converted.transpose() {
+                        state.pending.push_back(item);
+                    }
                     if failed {
                         state.done = true;
                         break;
@@ -509,7 +534,7 @@ async fn next_event(mut state: WatchState) -> Option<(Result<WatchEvent>, WatchS
     }
 }
 
-fn convert(store: &EtcdStore, kind: &'static ResourceKind, event: &etcd_client::Event) -> Result<WatchEvent> {
+fn convert(store: &EtcdStore, kind: &'static ResourceKind, event: &etcd_client::Event) -> Result<Option<WatchEvent>> {
     let kv =
         event.kv().ok_or_else(|| Error::Backend(format!("etcd at {}: watch event without a key", store.endpoint)))?;
     let revision = kv.mod_revision();
@@ -520,21 +545,28 @@ fn convert(store: &EtcdStore, kind: &'static ResourceKind, event: &etcd_client::
             } else {
                 WatchEventType::Modified
             };
-            Ok(WatchEvent { type_, object: decode(kv)?, revision })
+            match decode(kv) {
+                Ok(object) => Ok(Some(WatchEvent { type_, object, revision })),
+                Err(e) => {
+                    note_unreadable(&String::from_utf8_lossy(kv.key()), &e);
+                    Ok(None)
+                }
+            }
         }
         EventType::Delete => {
             let key = String::from_utf8_lossy(kv.key());
-            let mut object = match event.prev_kv() {
-                Some(prev) => decode(prev)?,
-                // The previous value is gone only if it was compacted: the identity is all we have.
-                None => {
+            let mut object = match event.prev_kv().map(decode) {
+                Some(Ok(prev)) => prev,
+                // The previous value was compacted away, or was unreadable: the identity is all
+                // we have.
+                Some(Err(_)) | None => {
                     let object_ref = keys::parse(&store.root, kind, &key)
                         .ok_or_else(|| Error::Backend(format!("deleted key {key} is not a {kind}")))?;
                     Object::new(kind, object_ref.namespace.as_deref(), &object_ref.name)
                 }
             };
             object.metadata.resource_version = Some(revision.to_string());
-            Ok(WatchEvent { type_: WatchEventType::Deleted, object, revision })
+            Ok(Some(WatchEvent { type_: WatchEventType::Deleted, object, revision }))
         }
     }
 }

@@ -78,6 +78,8 @@ struct State {
     objects: BTreeMap<(Option<String>, String), Object>,
     /// The store revision the cache reflects.
     revision: i64,
+    /// Objects whose stored value was unreadable at the last list.
+    unreadable: Vec<api::ObjectRef>,
 }
 
 impl Informer {
@@ -98,6 +100,12 @@ impl Informer {
         let namespace = namespace.map(str::to_string);
         let task = tokio::spawn(run(store, Arc::clone(&shared), namespace, options));
         Informer { shared, task }
+    }
+
+    /// Objects whose stored value could not be read at the last list (their last readable
+    /// version, if any, stays in the cache), for `cilia status` and metrics.
+    pub fn unreadable(&self) -> Vec<api::ObjectRef> {
+        self.shared.read().unreadable.clone()
     }
 
     pub fn kind(&self) -> &'static ResourceKind {
@@ -211,10 +219,19 @@ impl Shared {
         }
     }
 
-    /// Replaces the cache with a list, emitting the difference as events.
+    /// Replaces the cache with a list, emitting the difference as events. An object whose stored
+    /// value became unreadable keeps its last readable version: it was not deleted.
     fn replace(&self, list: ObjectList) {
         let mut state = self.write();
-        let listed: BTreeMap<_, _> = list.items.into_iter().map(|o| (cache_key(&o), o)).collect();
+        let mut listed: BTreeMap<_, _> = list.items.into_iter().map(|o| (cache_key(&o), o)).collect();
+        for (object, why) in &list.unreadable {
+            tracing::warn!(kind = %self.kind, %object, error = %why, "stored value unreadable; keeping its last known version");
+            let key = (object.namespace.clone(), object.name.clone());
+            if let Some(known) = state.objects.get(&key) {
+                listed.insert(key, known.clone());
+            }
+        }
+        state.unreadable = list.unreadable.into_iter().map(|(o, _)| o).collect();
         let mut events = Vec::new();
         for (key, object) in &listed {
             let type_ = match state.objects.get(key) {
@@ -351,10 +368,18 @@ mod tests {
     #[test]
     fn relist_emits_the_difference() {
         let (shared, mut rx) = shared();
-        shared.replace(ObjectList { items: vec![svc("a", 2), svc("b", 3), svc("c", 4)], revision: 4 });
+        shared.replace(ObjectList {
+            items: vec![svc("a", 2), svc("b", 3), svc("c", 4)],
+            revision: 4,
+            unreadable: vec![],
+        });
         assert_eq!(drain(&mut rx).len(), 3);
         // Since revision 4: b modified at 6, c deleted, d added at 5; the list is at 8.
-        shared.replace(ObjectList { items: vec![svc("a", 2), svc("b", 6), svc("d", 5)], revision: 8 });
+        shared.replace(ObjectList {
+            items: vec![svc("a", 2), svc("b", 6), svc("d", 5)],
+            revision: 8,
+            unreadable: vec![],
+        });
         use WatchEventType::*;
         assert_eq!(
             drain(&mut rx),
@@ -364,9 +389,24 @@ mod tests {
     }
 
     #[test]
+    fn a_relist_keeps_the_last_readable_version_of_an_unreadable_object() {
+        let (shared, mut rx) = shared();
+        shared.replace(ObjectList { items: vec![svc("a", 2), svc("b", 3)], revision: 3, unreadable: vec![] });
+        drain(&mut rx);
+        let a = api::ObjectRef::new(&SERVICE, Some("default"), "a");
+        let never = api::ObjectRef::new(&SERVICE, Some("default"), "never-read");
+        let unreadable = vec![(a.clone(), "not JSON".to_string()), (never.clone(), "not JSON".to_string())];
+        shared.replace(ObjectList { items: vec![svc("b", 3)], revision: 9, unreadable });
+        assert!(drain(&mut rx).is_empty(), "an unreadable object was reported deleted");
+        let state = shared.read();
+        assert_eq!(state.objects.keys().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(state.unreadable, [a, never]);
+    }
+
+    #[test]
     fn duplicate_events_are_dropped() {
         let (shared, mut rx) = shared();
-        shared.replace(ObjectList { items: vec![svc("a", 2)], revision: 5 });
+        shared.replace(ObjectList { items: vec![svc("a", 2)], revision: 5, unreadable: vec![] });
         drain(&mut rx);
         let event = |type_, name: &str, rv| WatchEvent { type_, object: svc(name, rv), revision: rv };
         shared.apply(event(WatchEventType::Modified, "a", 2)); // older than the cache

@@ -272,7 +272,7 @@ impl Store for MemoryStore {
             .map(|(_, e)| e.object.clone())
             .collect();
         prepare::sort(&mut items);
-        Ok(ObjectList { items, revision: state.revision })
+        Ok(ObjectList { items, revision: state.revision, unreadable: Vec::new() })
     }
 
     async fn create_with_lease(&self, object: Object, lease: Option<LeaseId>) -> Result<Object> {

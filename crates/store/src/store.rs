@@ -15,6 +15,11 @@ pub struct ObjectList {
     /// Sorted by namespace, then name.
     pub items: Vec<Object>,
     pub revision: i64,
+    /// Keys whose stored value is not an object (written around cilia, or corrupted), with why.
+    /// They are not in `items`, and they do not stop the list: one bad value must not hide the
+    /// rest of its kind. Callers keep what they knew of these objects rather than treating them
+    /// as deleted.
+    pub unreadable: Vec<(ObjectRef, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -191,3 +191,37 @@ async fn informer_sees_every_change_once_across_an_etcd_restart() {
     assert_eq!(informer.snapshot(), fresh.items);
     collector.abort();
 }
+
+/// A value written around cilia that is not an object (a corrupt key) does not freeze its kind:
+/// lists report it and go on, the watch goes on, and an informer keeps the object's last readable
+/// version instead of treating it as deleted (which would, for example, free its LB IP). A relist
+/// does the same (the informer's unit tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_value_is_skipped_per_key_and_never_taken_for_a_deletion() {
+    let (_guard, url) = EtcdGuard::start().await.expect("etcd starts");
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(&url).await.expect("connect"));
+    let channel = tonic::transport::Endpoint::from_shared(url.clone()).expect("endpoint").connect_lazy();
+    let mut raw =
+        etcd_client::Client::from_channel(etcd_client::Channel::Tonic(channel), None).await.expect("raw client");
+    store.create(svc("default", "a")).await.expect("create a");
+    let informer = Informer::start(store.clone(), &SERVICE, None);
+    informer.wait_synced().await;
+
+    // `a` is corrupted in place, and a value that never was an object appears beside it.
+    raw.put("/cilia/registry/services/default/a", "{not json", None).await.expect("corrupt a");
+    raw.put("/cilia/registry/services/default/junk", vec![0xff, 0x00, 0x13], None).await.expect("junk");
+    store.create(svc("default", "b")).await.expect("create b");
+    assert!(
+        wait_until(DEADLINE, || async { informer.get(Some("default"), "b").is_some() }).await,
+        "the watch stopped at the unreadable values"
+    );
+    assert!(informer.get(Some("default"), "a").is_some(), "the watch took the corrupt value for a deletion");
+
+    // A list reports the unreadable keys and returns the rest.
+    let list = store.list(&SERVICE, None, &Selector::everything()).await.expect("list");
+    let names: Vec<&str> = list.items.iter().map(|o| o.name()).collect();
+    assert_eq!(names, ["b"]);
+    let unreadable: Vec<&str> = list.unreadable.iter().map(|(o, _)| o.name.as_str()).collect();
+    assert_eq!(unreadable, ["a", "junk"]);
+    assert!(store::etcd::unreadable_values_seen() >= 2);
+}
