@@ -158,6 +158,22 @@ pub static L2_ANNOUNCEMENT_POLICY: ResourceKind = ResourceKind {
     namespaced: false,
 };
 
+/// Endpoints (core/v1), as `kubectl get endpoints` (`ep`) shows them: not stored, but derived on
+/// read from the EndpointSlices of each Service (`kubernetes.io/service-name`), as Kubernetes'
+/// mirroring does in the other direction.
+pub static ENDPOINTS: ResourceKind = ResourceKind {
+    kind: "Endpoints",
+    group: "",
+    versions: &["v1"],
+    plural: "endpoints",
+    singular: "endpoints",
+    short_names: &["ep"],
+    namespaced: true,
+};
+
+/// Kinds that can be read but are not stored: derived from stored kinds when read.
+pub static DERIVED: &[&ResourceKind] = &[&ENDPOINTS];
+
 /// Every kind, in the order `get all`-style listings use.
 pub static ALL: &[&ResourceKind] = &[
     &NAMESPACE,
@@ -178,7 +194,7 @@ pub fn by_kind(kind: &str) -> Option<&'static ResourceKind> {
     ALL.iter().copied().find(|k| k.kind == kind)
 }
 
-/// Finds a kind the way kubectl resolves a resource argument: kind, plural, singular or short name, in
+/// Finds a kind (stored or [`DERIVED`]) the way kubectl resolves a resource argument: kind, plural, singular or short name, in
 /// any case, optionally qualified with its group (`ippools.cilium.io`, `leases.coordination.k8s.io`).
 pub fn resolve(name: &str) -> Option<&'static ResourceKind> {
     let lower = name.to_ascii_lowercase();
@@ -186,7 +202,7 @@ pub fn resolve(name: &str) -> Option<&'static ResourceKind> {
         Some((bare, group)) => (bare.to_string(), Some(group.to_string())),
         None => (lower.clone(), None),
     };
-    ALL.iter().copied().find(|k| {
+    ALL.iter().chain(DERIVED).copied().find(|k| {
         let names_match = k.kind.to_ascii_lowercase() == bare
             || k.plural == bare
             || k.singular == bare

@@ -1,7 +1,7 @@
 //! `cilia get KIND [NAME...] [-n NS|-A] [-l SEL] [--field-selector F] [-o FORMAT]`.
 
 use anyhow::{Result, bail};
-use api::{FieldSelector, Object, ObjectRef, ResourceKind, Selector};
+use api::{FieldSelector, Object, ObjectRef, ResourceKind, Selector, kinds, types::EndpointSlice};
 use serde_json::{Value, json};
 
 use crate::{
@@ -67,7 +67,21 @@ pub async fn run(ctx: &Ctx, args: GetArgs<'_>) -> Result<()> {
     let single = names.len() == 1;
     let mut items: Vec<Object> = Vec::new();
     let mut missing = Vec::new();
-    if names.is_empty() {
+    if std::ptr::eq(kind, &kinds::ENDPOINTS) {
+        let ns = if args.all_namespaces { None } else { Some(ctx.namespace.as_str()) };
+        let slices = ctx.store.list(&kinds::ENDPOINT_SLICE, ns, &Selector::everything()).await?;
+        let derived = endpoints_from_slices(&slices.items);
+        if names.is_empty() {
+            items = derived.into_iter().filter(|o| selector.matches(&o.metadata.labels) && fields.matches(o)).collect();
+        } else {
+            for name in &names {
+                match derived.iter().find(|o| o.name() == name) {
+                    Some(o) => items.push(o.clone()),
+                    None => missing.push(name.clone()),
+                }
+            }
+        }
+    } else if names.is_empty() {
         let ns = if args.all_namespaces || !kind.namespaced { None } else { Some(ctx.namespace.as_str()) };
         let list = ctx.store.list(kind, ns, &selector).await?;
         items = list.items.into_iter().filter(|o| fields.matches(o)).collect();
@@ -148,6 +162,87 @@ fn print_table(kind: &ResourceKind, items: &[Object], args: &GetArgs<'_>, namesp
         })
         .collect();
     print!("{}", table::render(&headers, &rows));
+}
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+/// One Endpoints object per Service that has EndpointSlices: `subsets` of ready and not-ready
+/// addresses with the slices' ports, as Kubernetes' Endpoints controller writes them.
+pub fn endpoints_from_slices(slices: &[Object]) -> Vec<Object> {
+    let mut by_service: std::collections::BTreeMap<(String, String), Vec<(EndpointSlice, &Object)>> =
+        Default::default();
+    for obj in slices {
+        let (Some(service), Ok(slice)) = (obj.metadata.labels.get(SERVICE_NAME), obj.to_typed::<EndpointSlice>())
+        else {
+            continue;
+        };
+        let ns = obj.namespace().unwrap_or("default").to_string();
+        by_service.entry((ns, service.clone())).or_default().push((slice, obj));
+    }
+    let mut out = Vec::new();
+    for ((ns, service), slices) in by_service {
+        let mut ep = Object::new(&kinds::ENDPOINTS, Some(&ns), &service);
+        ep.metadata.labels = slices[0]
+            .1
+            .metadata
+            .labels
+            .iter()
+            .filter(|(k, _)| *k != SERVICE_NAME && !k.starts_with("endpointslice.kubernetes.io/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        ep.metadata.creation_timestamp = slices.iter().filter_map(|(_, o)| o.metadata.creation_timestamp.clone()).min();
+        let mut subsets = Vec::new();
+        for (slice, _) in &slices {
+            let address = |e: &api::types::Endpoint, ip: &String| {
+                let mut a = json!({"ip": ip});
+                if let Some(node) = &e.node_name {
+                    a["nodeName"] = json!(node);
+                }
+                if let Some(target) = &e.target_ref {
+                    a["targetRef"] = target.clone();
+                }
+                a
+            };
+            let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+            for e in &slice.endpoints {
+                for ip in &e.addresses {
+                    if e.conditions.ready != Some(false) {
+                        ready.push(address(e, ip));
+                    } else {
+                        not_ready.push(address(e, ip));
+                    }
+                }
+            }
+            if ready.is_empty() && not_ready.is_empty() {
+                continue;
+            }
+            let ports: Vec<Value> = slice
+                .ports
+                .iter()
+                .map(|p| {
+                    let mut v = json!({"port": p.port, "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into())});
+                    if let Some(name) = p.name.as_ref().filter(|n| !n.is_empty()) {
+                        v["name"] = json!(name);
+                    }
+                    v
+                })
+                .collect();
+            let mut subset = json!({"ports": ports});
+            if !ready.is_empty() {
+                subset["addresses"] = json!(ready);
+            }
+            if !not_ready.is_empty() {
+                subset["notReadyAddresses"] = json!(not_ready);
+            }
+            subsets.push(subset);
+        }
+        if !subsets.is_empty() {
+            ep.body.insert("subsets".into(), json!(subsets));
+        }
+        out.push(ep);
+    }
+    out
 }
 
 fn list_value(items: &[Object]) -> Value {

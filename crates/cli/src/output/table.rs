@@ -14,6 +14,7 @@ pub fn headers(kind: &ResourceKind, wide: bool) -> Vec<&'static str> {
         "Deployment" => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         "Namespace" => vec!["NAME", "STATUS", "AGE"],
         "EndpointSlice" => vec!["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+        "Endpoints" => vec!["NAME", "ENDPOINTS", "AGE"],
         "Lease" => vec!["NAME", "HOLDER", "AGE"],
         "CiliumLoadBalancerIPPool" => vec!["NAME", "DISABLED", "CONFLICTING", "IPS AVAILABLE", "AGE"],
         _ => vec!["NAME", "AGE"],
@@ -44,12 +45,35 @@ pub fn row(kind: &ResourceKind, obj: &Object, wide: bool, now: DateTime<Utc>) ->
             vec![name, phase.unwrap_or_else(|| "Active".into()), age]
         }
         "EndpointSlice" => endpoint_slice_row(obj, name, age),
+        "Endpoints" => vec![name, endpoints_column(obj), age],
         "Lease" => {
             let holder = obj.lookup_path("spec.holderIdentity").and_then(|v| v.as_str().map(str::to_string));
             vec![name, holder.unwrap_or_default(), age]
         }
         "CiliumLoadBalancerIPPool" => pool_row(obj, name, age),
         _ => vec![name, age],
+    }
+}
+
+/// `ip:port` of every ready address and port, the first three and `+ N more...`, as kubectl
+/// prints the ENDPOINTS column; `<none>` without any.
+fn endpoints_column(obj: &Object) -> String {
+    let mut all = Vec::new();
+    let subsets = obj.lookup_path("subsets").and_then(|v| v.as_array().cloned()).unwrap_or_default();
+    for subset in &subsets {
+        let addresses = subset.get("addresses").and_then(|v| v.as_array().cloned()).unwrap_or_default();
+        let ports = subset.get("ports").and_then(|v| v.as_array().cloned()).unwrap_or_default();
+        for port in &ports {
+            for a in &addresses {
+                let ip = a.get("ip").and_then(|v| v.as_str()).unwrap_or_default();
+                all.push(format!("{ip}:{}", port.get("port").and_then(|v| v.as_i64()).unwrap_or(0)));
+            }
+        }
+    }
+    match all.len() {
+        0 => "<none>".into(),
+        n if n <= 3 => all.join(","),
+        n => format!("{} + {} more...", all[..3].join(","), n - 3),
     }
 }
 
