@@ -132,13 +132,18 @@ fn tuple(k: &Ct4Key) -> String {
 }
 
 /// One line per conntrack entry, like `cilium-dbg bpf ct list global`; `now_ns` is
-/// CLOCK_MONOTONIC, so expiry prints as seconds from now.
+/// CLOCK_MONOTONIC, so expiry prints as seconds from now, and an entry whose time has passed but
+/// that garbage collection has not removed yet as `expires=expired`.
 pub fn ct_list(entries: &[(Ct4Key, CtEntry)], now_ns: u64) -> String {
     let mut entries = entries.to_vec();
     entries.sort_by_key(|(k, _)| *k);
     let mut out = String::new();
     for (k, e) in entries {
-        let expires = (e.expires_ns as i128 - now_ns as i128) / 1_000_000_000;
+        let expires = if e.expires_ns <= now_ns {
+            "expired".to_string()
+        } else {
+            format!("{}s", (e.expires_ns - now_ns) / 1_000_000_000)
+        };
         let mut flags = Vec::new();
         if e.flags & abi::CT_F_NODEPORT != 0 {
             flags.push("nodeport");
@@ -151,7 +156,7 @@ pub fn ct_list(entries: &[(Ct4Key, CtEntry)], now_ns: u64) -> String {
         }
         let _ = writeln!(
             out,
-            "{} expires={}s Packets={} Bytes={} RevNAT={} BackendID={} TxFlagsSeen={:#04x} Flags=[{}]",
+            "{} expires={} Packets={} Bytes={} RevNAT={} BackendID={} TxFlagsSeen={:#04x} Flags=[{}]",
             tuple(&k),
             expires,
             e.packets,
@@ -329,5 +334,7 @@ mod tests {
             out.trim_end(),
             "TCP SERVICE 10.0.0.1:40000 -> 10.96.0.1:80 expires=60s Packets=3 Bytes=180 RevNAT=1 BackendID=2 TxFlagsSeen=0x02 Flags=[]"
         );
+        let expired = ct_list(&[(k, e)], 79_000_000_000);
+        assert!(expired.contains(" expires=expired Packets=3 "), "{expired}");
     }
 }
