@@ -175,8 +175,13 @@ enum LabCmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Replay the guide's steps, checking each outcome (all sections, or the ones named).
-    Guide { sections: Vec<String> },
+    /// Replay the guide's steps, checking each outcome (all sections, or the ones named). The lab
+    /// is first brought to the state the guide starts from, saying what was reset.
+    Guide {
+        /// Sections, in the guide's order: topology, native-routing, vxlan, lbipam, service-lb, l2.
+        #[arg(value_name = "SECTION")]
+        sections: Vec<String>,
+    },
     /// Power loss of a node: its links down (the printed moment), its processes, pods and BPF
     /// state gone, held down until `lab boot`, `lab reboot` or `lab up`.
     Kill { node: String },

@@ -65,18 +65,20 @@ fn lease_held(not_killed: bool) -> Check {
 
 /// `uniq -c` of `Hostname:` lines: all `total` requests answered by webpods.
 fn all_answered(total: usize) -> Check {
-    Check::Output(Box::new(move |out| {
-        let mut sum = 0;
-        for line in out.lines().filter(|l| !l.trim().is_empty()) {
-            let mut cols = line.split_whitespace();
-            let n: usize = cols.next().and_then(|c| c.parse().ok()).ok_or(format!("not a count: {line}"))?;
-            if !cols.nth(1).is_some_and(|h| h.starts_with("webpod-")) {
-                return Err(format!("not a webpod: {line}"));
-            }
-            sum += n;
+    Check::Output(Box::new(move |out| count_answered(out, total)))
+}
+
+fn count_answered(out: &str, total: usize) -> Result<(), String> {
+    let mut sum = 0;
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let mut cols = line.split_whitespace();
+        let n: usize = cols.next().and_then(|c| c.parse().ok()).ok_or(format!("not a count: {line}"))?;
+        if !cols.nth(1).is_some_and(|h| h.starts_with("webpod-")) {
+            return Err(format!("not a webpod: {line}"));
         }
-        if sum == total { Ok(()) } else { Err(format!("{sum} of {total} requests answered")) }
-    }))
+        sum += n;
+    }
+    if sum == total { Ok(()) } else { Err(format!("{sum} of {total} requests answered")) }
 }
 
 pub fn section() -> Section {
@@ -113,6 +115,10 @@ pub fn section() -> Section {
                 "Turn L2 announcements on, as the guide's helm upgrade --set (cilia config set takes the same names) and rollout restart",
                 "cilia config set --set kubeProxyReplacement=true --set l2announcements.enabled=true --set l2NeighDiscovery.enabled=true",
                 contains(["configmap/cilium-config"]),
+            )
+            .differs(
+                "helm upgrade cilium cilium/cilium --reuse-values --set kubeProxyReplacement=true --set l2announcements.enabled=true --set l2NeighDiscovery.enabled=true; kubectl rollout restart ...",
+                super::vxlan::NO_HELM,
             ),
             Step::new(
                 "Check the settings",
@@ -148,11 +154,20 @@ pub fn section() -> Section {
                 contains(["holderIdentity: k8s-"]),
             ),
             Step::new(
-                "The leader's l2-announce table (the guide's cilium-dbg shell -- db/show l2-announce)",
-                format!("{LEADER}\ncilia dbg $LEADER shell -- db/show l2-announce"),
+                "The leader's l2-announce table, through its agent's pod",
+                format!(
+                    "{LEADER}\n\
+                     CILIUMPOD=$(cilia get pod -n kube-system -l k8s-app=cilium --field-selector spec.nodeName=$LEADER -o jsonpath='{{.items[0].metadata.name}}')\n\
+                     echo \"CILIUMPOD=$CILIUMPOD\"\n\
+                     cilia exec -n kube-system $CILIUMPOD -- cilium-dbg shell -- db/show l2-announce"
+                ),
                 contains(["NetworkInterface", "192.168.10.24", "eth1"]),
             )
-            .waiting(Duration::from_secs(5)),
+            .waiting(Duration::from_secs(5))
+            .differs(
+                "CILIUMPOD=$(kubectl get pod -n kube-system -l k8s-app=cilium --field-selector spec.nodeName=k8s-ctr ...); kubectl exec -n kube-system $CILIUMPOD -- cilium-dbg shell -- db/show l2-announce",
+                "the same commands, asked of the leader's agent rather than k8s-ctr's: an agent's table lists what that node itself announces, and the leader may be k8s-w1",
+            ),
             Step::new(
                 "From the router: ARP for the LoadBalancer IP is answered by the leader's eth1",
                 format!("{LBIP}\n{LEADER}\necho \"leader $LEADER $MAC\"\ncilia lab exec router -- arping -I eth1 $LBIP -c 2"),
@@ -168,7 +183,8 @@ pub fn section() -> Section {
                 "The router's ARP table (the guide's arp -a)",
                 format!("{LBIP}\n{LEADER}\ncilia lab exec router -- ip neigh show $LBIP"),
                 contains(["lladdr", "eth1"]),
-            ),
+            )
+            .differs("arp -a | grep 192.168.10.241", "ip neigh show reads the same table (arp -a also looks each address's name up)"),
             Step::new(
                 "Ten requests from the router, spread over the replicas",
                 format!("{LBIP}\nfor i in {{1..10}}; do cilia lab exec router -- curl -s $LBIP | grep Hostname; done | sort | uniq -c"),
@@ -178,6 +194,10 @@ pub fn section() -> Section {
                 "Failover: the leader loses power (the guide reboots it; cilia lab kill keeps it down until the end of the section)",
                 format!("{LEADER}\necho \"leader: $LEADER\"\ncilia lab kill $LEADER"),
                 contains(["killed at"]),
+            )
+            .differs(
+                "vagrant ssh k8s-w1; sudo reboot",
+                "the nodes are namespaces on one machine: `cilia lab kill` is a power loss (links down, processes, pods and BPF state gone) held until `cilia lab boot`",
             ),
             Step::new(
                 "Another node takes over (Cilium needs about 15 s here)",
@@ -210,6 +230,19 @@ pub fn section() -> Section {
                 answered_by_the_leader(),
             )
             .waiting(Duration::from_secs(15)),
+            Step::new(
+                "Where the guide ends: tunnel mode, and curl-pod reaches webpod by name, 10 of 10",
+                "cilia config view | grep '^routing-mode '\n\
+                 for i in {1..10}; do cilia exec curl-pod -- curl -s -m 2 webpod | grep Hostname; done | sort | uniq -c",
+                Check::Output(Box::new(|out| {
+                    if !out.lines().any(|l| l.split_whitespace().eq(["routing-mode", "tunnel"])) {
+                        return Err("the lab is not in tunnel mode".into());
+                    }
+                    let rest: String = out.lines().filter(|l| !l.starts_with("routing-mode")).collect::<Vec<_>>().join("\n");
+                    count_answered(&rest, 10)
+                })),
+            )
+            .waiting(wait),
         ],
     }
 }

@@ -78,11 +78,6 @@ pub fn section() -> Section {
         title: "Service LoadBalancer and LB-IPAM",
         steps: vec![
             Step::new(
-                "Start from the guide's state: no pool, no webpod-alt (re-runs of the guide)",
-                "cilia delete svc webpod-alt --ignore-not-found && cilia delete ippools cilium-lb-ippool --ignore-not-found",
-                Check::Succeeds,
-            ),
-            Step::new(
                 "Deploy webpod (Deployment and ClusterIP Service)",
                 heredoc_apply(WEBPOD),
                 contains(["service/webpod"]),

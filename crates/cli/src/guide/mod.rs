@@ -5,6 +5,7 @@
 mod l2;
 mod lbipam;
 mod native_routing;
+mod reset;
 mod runner;
 mod service_lb;
 mod topology;

@@ -10,6 +10,15 @@ const CURL_POD: &str = include_str!("../../../../examples/guide/curl-pod.yaml");
 
 const WEBPOD_W0_IP: &str = "WEBPOD=$(cilia get pod -l app=webpod --field-selector spec.nodeName=k8s-w0 -o jsonpath='{.items[0].status.podIP}')";
 const WEBPOD_W1_IP: &str = "WEBPOD=$(cilia get pod -l app=webpod --field-selector spec.nodeName=k8s-w1 -o jsonpath='{.items[0].status.podIP}')";
+/// The guide's two terminals, and how the runner does them in one.
+const TWO_TERMINALS: (&str, &str) = (
+    "tcpdump -i any icmp -nn (terminal 1, router); kubectl exec -it curl-pod -- ping -c 2 $WEBPOD (terminal 2)",
+    "one script instead of two terminals: the router's capture runs in the background for 5 s (-l, -c 8) while curl-pod pings (-W 1 so the failing ping ends in 2 s), then prints",
+);
+/// The guide's ssh to the router.
+const LAB_EXEC: &str =
+    "the lab's hosts are network namespaces on this machine, not VMs: `cilia lab exec router --` instead of ssh";
+
 const STATIC_ROUTES: [(&str, &str); 3] =
     [("172.20.0.0/24", "192.168.10.100"), ("172.20.1.0/24", "192.168.10.101"), ("172.20.2.0/24", "192.168.20.100")];
 
@@ -43,11 +52,6 @@ fn capture_lines(out: &str, want: &[(&str, &str)]) -> Result<(), String> {
 pub fn section() -> Section {
     let wait = Duration::from_secs(60);
     let mut steps = vec![
-        Step::new(
-            "Preparation: no static pod routes on the router (re-runs of the guide)",
-            "for c in 172.20.0.0/24 172.20.1.0/24 172.20.2.0/24; do cilia lab exec router -- ip route del $c 2>/dev/null; done; true",
-            Check::Succeeds,
-        ),
         Step::new(
             "Deploy webpod (anti-affinity spreads it over the nodes)",
             format!("cat <<'EOF' | cilia apply -f -\n{WEBPOD}EOF"),
@@ -115,14 +119,21 @@ pub fn section() -> Section {
             "The k8s-w0 pod does not: the router sends the echo requests out of eth0",
             ping_with_router_capture(WEBPOD_W0_IP),
             Check::FailsWith(Box::new(|out| capture_lines(out, &[("eth1", "In"), ("eth0", "Out")]))),
-        ),
+        )
+        .differs(TWO_TERMINALS.0, TWO_TERMINALS.1),
     ];
     for (cidr, via) in STATIC_ROUTES {
-        steps.push(Step::new(
-            format!("Workaround: static route on the router for {cidr}"),
-            format!("cilia lab exec router -- ip route add {cidr} via {via}"),
-            Check::Succeeds,
-        ));
+        steps.push(
+            Step::new(
+                format!("Workaround: static route on the router for {cidr}"),
+                format!("cilia lab exec router -- ip route add {cidr} via {via}"),
+                Check::Succeeds,
+            )
+            .differs(
+                format!("sshpass -p 'vagrant' ssh -T vagrant@router ... sudo ip route add {cidr} via {via}"),
+                LAB_EXEC,
+            ),
+        );
     }
     steps.extend([
         Step::new(
@@ -139,12 +150,14 @@ pub fn section() -> Section {
                 }
                 capture_lines(out, &[("eth1", "In"), ("eth2", "Out")])
             })),
-        ),
+        )
+        .differs(TWO_TERMINALS.0, TWO_TERMINALS.1),
         Step::new(
             "Remove the workaround",
             "cilia lab exec router -- ip route del 172.20.0.0/24 && cilia lab exec router -- ip route del 172.20.1.0/24 && cilia lab exec router -- ip route del 172.20.2.0/24",
             Check::Succeeds,
-        ),
+        )
+        .differs("sshpass -p 'vagrant' ssh vagrant@router ... sudo ip route del 172.20.0.0/24 ...", LAB_EXEC),
         Step::new(
             "and the k8s-w0 pod is unreachable again",
             format!("{WEBPOD_W0_IP}\ncilia exec curl-pod -- ping -c 2 -W 1 $WEBPOD"),

@@ -26,6 +26,9 @@ pub enum Check {
 
 pub struct Step {
     pub title: String,
+    /// Where cilia deliberately differs from the guide: the guide's command and why cilia's
+    /// differs; printed with the step (the same reasons as the table in docs/guide.md).
+    pub differs: Option<(String, String)>,
     /// A shell command line; `cilia` is this binary.
     pub command: String,
     pub check: Check,
@@ -35,7 +38,13 @@ pub struct Step {
 
 impl Step {
     pub fn new(title: impl Into<String>, command: impl Into<String>, check: Check) -> Self {
-        Step { title: title.into(), command: command.into(), check, wait: Duration::ZERO }
+        Step { title: title.into(), differs: None, command: command.into(), check, wait: Duration::ZERO }
+    }
+
+    /// Marks the step as cilia's form of the guide's `guide_command`, for `reason`.
+    pub fn differs(mut self, guide_command: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.differs = Some((guide_command.into(), reason.into()));
+        self
     }
 
     pub fn waiting(mut self, wait: Duration) -> Self {
@@ -55,49 +64,78 @@ pub struct Section {
     pub steps: Vec<Step>,
 }
 
-struct Outcome {
-    ok: bool,
-    output: String,
-    why: String,
-}
-
-/// Runs the sections named in `only` (all when empty); returns whether all steps passed. Stops a
-/// section at its first failure, since later steps build on earlier ones.
-pub async fn run(lab: &str, datastore: Option<&str>, only: &[String]) -> Result<bool> {
-    let exe = std::env::current_exe().context("locating the cilia binary")?;
-    let bin_dir = exe.parent().map(PathBuf::from).context("cilia binary has no directory")?;
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let sections = [
+/// The sections in the guide's order.
+pub fn sections() -> Vec<Section> {
+    vec![
         super::topology::section(),
         super::native_routing::section(),
         super::vxlan::section(),
         super::lbipam::section(),
         super::service_lb::section(),
         super::l2::section(),
-    ];
+    ]
+}
+
+struct Outcome {
+    ok: bool,
+    output: String,
+    why: String,
+}
+
+/// Runs the sections named in `only` (all when empty), in the guide's order, each after bringing
+/// the lab to the state the guide is in where it starts ([`super::reset`]); returns whether all
+/// steps passed. Stops at the first failure, since later steps build on earlier ones.
+pub async fn run(lab: &str, datastore: Option<&str>, only: &[String]) -> Result<bool> {
+    let exe = std::env::current_exe().context("locating the cilia binary")?;
+    let bin_dir = exe.parent().map(PathBuf::from).context("cilia binary has no directory")?;
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let sections = sections();
     let known: Vec<&str> = sections.iter().map(|s| s.id).collect();
     if let Some(unknown) = only.iter().find(|o| !known.contains(&o.as_str())) {
         anyhow::bail!("no guide section {unknown:?}; sections: {}", known.join(", "));
     }
-    let sections = sections.into_iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s.id));
     let (mut passed, mut failed) = (0, 0);
-    for section in sections {
-        println!("\n=== {} ===", section.title);
-        for step in section.steps {
-            println!("\n# {}", step.title);
-            println!("$ {}", step.command);
-            let outcome = run_step(&step, &path, lab, datastore).await?;
-            for line in outcome.output.lines() {
-                println!("  {line}");
+    let mut previous: Option<usize> = None;
+    for (index, section) in sections.into_iter().enumerate() {
+        if !(only.is_empty() || only.iter().any(|o| o == section.id)) {
+            continue;
+        }
+        // The guide's state where this section starts: everything from the start for the first
+        // section run, the routing mode and the pods when sections in between are skipped.
+        let preparation = match previous {
+            None => Some(super::reset::section(index, true)),
+            Some(p) if p + 1 != index => Some(super::reset::section(index, false)),
+            Some(_) => None,
+        };
+        previous = Some(index);
+        for section in preparation.into_iter().chain([section]) {
+            println!("\n=== {} ===", section.title);
+            for step in section.steps {
+                println!("\n# {}", step.title);
+                if let Some((guide, reason)) = &step.differs {
+                    println!("  the guide: {guide}");
+                    println!("  cilia:     {reason}");
+                }
+                println!("$ {}", step.command);
+                let outcome = run_step(&step, &path, lab, datastore).await?;
+                for line in outcome.output.lines() {
+                    println!("  {line}");
+                }
+                if outcome.ok {
+                    passed += 1;
+                    println!("[OK]");
+                } else {
+                    failed += 1;
+                    println!("[FAILED] {}", outcome.why);
+                    break;
+                }
             }
-            if outcome.ok {
-                passed += 1;
-                println!("[OK]");
-            } else {
-                failed += 1;
-                println!("[FAILED] {}", outcome.why);
+            if failed > 0 {
                 break;
             }
+        }
+        if failed > 0 {
+            break;
         }
     }
     println!("\n{passed} passed, {failed} failed");

@@ -1,10 +1,9 @@
 //! Services without kube-proxy: the guide's `kubectl exec -it curl-pod -- curl webpod` (a
 //! ClusterIP by name, which the guide runs after switching to VXLAN) and its ten requests to the
-//! LoadBalancer IP from k8s-ctr, spread over the webpod replicas, on cilia's eBPF datapath. The
-//! router reaches the LoadBalancer IP in the L2 announcements section, by ARP, not by a route.
-//!
-//! Native routing reaches k8s-w0's pods only through the router's static routes, the guide's
-//! workaround, so the section adds them first and removes them at the end.
+//! LoadBalancer IP from k8s-ctr, spread over the webpod replicas, on cilia's eBPF datapath, in
+//! tunnel mode as the guide is here: k8s-w0's pod is reached through the tunnel, without any
+//! route on the router. The router reaches the LoadBalancer IP in the L2 announcements section,
+//! by ARP, not by a route.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -14,8 +13,6 @@ const WEBPOD: &str = include_str!("../../../../examples/guide/webpod.yaml");
 const CURL_POD: &str = include_str!("../../../../examples/guide/curl-pod.yaml");
 const POOL: &str = include_str!("../../../../examples/guide/lb-ippool.yaml");
 
-const ROUTER_ROUTES: [(&str, &str); 3] =
-    [("172.20.0.0/24", "192.168.10.100"), ("172.20.1.0/24", "192.168.10.101"), ("172.20.2.0/24", "192.168.20.100")];
 const LBIP: &str = "LBIP=$(cilia get svc webpod -o jsonpath='{.status.loadBalancer.ingress[0].ip}')";
 
 /// `uniq -c` output: every line a webpod, at least two distinct ones, `total` requests.
@@ -44,19 +41,10 @@ fn spread(total: usize) -> Check {
 
 pub fn section() -> Section {
     let wait = Duration::from_secs(60);
-    let routes: Vec<String> = ROUTER_ROUTES
-        .iter()
-        .map(|(cidr, via)| format!("cilia lab exec router -- ip route replace {cidr} via {via}"))
-        .collect();
     Section {
         id: "service-lb",
-        title: "Services in eBPF: ClusterIP by name, LoadBalancer IP, balancing",
+        title: "Services in eBPF: ClusterIP by name, LoadBalancer IP, balancing (tunnel mode)",
         steps: vec![
-            Step::new(
-                "Preparation: the router routes the pod CIDRs (native routing's workaround; the guide uses VXLAN here)",
-                routes.join(" && "),
-                Check::Succeeds,
-            ),
             Step::new(
                 "Deploy webpod and curl-pod",
                 format!("cat <<'EOF' | cilia apply -f -\n{WEBPOD}---\n{CURL_POD}EOF"),
@@ -84,8 +72,11 @@ pub fn section() -> Section {
             )
             .waiting(wait),
             Step::new(
-                "k8s-ctr's datapath balances webpod's ClusterIP over the three pods",
-                "CIP=$(cilia get svc webpod -o jsonpath='{.spec.clusterIP}')\ncilia dbg k8s-ctr bpf lb list | grep \"^$CIP:\"",
+                "k8s-ctr's agent, found as the guide finds it, balances webpod's ClusterIP over the three pods",
+                "CILIUMPOD=$(cilia get pod -n kube-system -l k8s-app=cilium --field-selector spec.nodeName=k8s-ctr -o jsonpath='{.items[0].metadata.name}')\n\
+                 echo \"CILIUMPOD=$CILIUMPOD\"\n\
+                 CIP=$(cilia get svc webpod -o jsonpath='{.spec.clusterIP}')\n\
+                 cilia exec -n kube-system $CILIUMPOD -- cilium-dbg bpf lb list | grep \"^$CIP:\"",
                 Check::Output(Box::new(|out| {
                     if out.lines().any(|l| l.contains("[ClusterIP") && l.ends_with("count=3")) {
                         Ok(())
@@ -146,15 +137,6 @@ pub fn section() -> Section {
                     "{LBIP}\nfor i in {{1..10}}; do cilia lab exec k8s-ctr -- curl -s $LBIP | grep Hostname; done | sort | uniq -c"
                 ),
                 spread(10),
-            ),
-            Step::new(
-                "Clean up the router's routes",
-                ROUTER_ROUTES
-                    .iter()
-                    .map(|(cidr, _)| format!("cilia lab exec router -- ip route del {cidr}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                Check::Succeeds,
             ),
         ],
     }
