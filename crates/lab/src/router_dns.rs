@@ -4,8 +4,9 @@
 //!
 //! - **The router's DNS server** is dnsmasq (Debian's `dnsmasq-base`: the binary without a system
 //!   service), supervised like the lab's other processes, listening on the router's addresses
-//!   (127.0.0.1, 192.168.10.200, 192.168.20.200). It holds only local data, all of it on its
-//!   command line: the hosts of the lab under `lab.` (`router.lab`, `k8s-ctr.lab`, ...),
+//!   (127.0.0.1, 192.168.10.200, 192.168.20.200), authoritative for `lab.` (with an SOA, so its
+//!   negative answers can be cached). It holds only local data, all of it on its command line:
+//!   the hosts of the lab under `lab.` (`router.lab`, `eth2.router.lab`, `k8s-ctr.lab`, ...),
 //!   `example.lab` with `www.example.lab` (a CNAME), a TXT and an SRV record, and generated names
 //!   `h-10-123-<c>-<d>.dyn.lab` for benchmarks. It reads no resolv.conf and has no upstream
 //!   (`--no-resolv`): nothing it is asked goes out of the lab. Unknown names under `lab.` and the
@@ -142,14 +143,22 @@ pub fn spec(lab: &Lab) -> ProcessSpec {
     .collect();
     argv.push(format!("--listen-address={}", listen.join(",")));
     argv.push(format!("--local-ttl={LOCAL_TTL}"));
-    // Authoritative for the lab's names and reverse zones: what it does not hold is NXDOMAIN.
+    // Only local data for the lab's names and reverse zones: what it does not hold is NXDOMAIN.
     for zone in [LAB_DOMAIN, "168.192.in-addr.arpa", "10.in-addr.arpa"] {
         argv.push(format!("--local=/{zone}/"));
     }
-    let mut records: Vec<(String, String)> = vec![
-        (format!("{ROUTER}.{LAB_DOMAIN}"), listen[1..].join(",")),
-        (format!("example.{LAB_DOMAIN}"), listen.get(1).cloned().unwrap_or_default()),
-    ];
+    // Authoritative for them on every address it listens on: negative answers carry the zone's
+    // SOA, so resolvers downstream cache them for its negative TTL (RFC 2308).
+    argv.push(format!("--auth-zone={LAB_DOMAIN},192.168.0.0/16,10.0.0.0/8"));
+    argv.push(format!("--auth-server={ROUTER}.{LAB_DOMAIN},{}", listen.join(",")));
+    argv.push(format!("--auth-soa=1,hostmaster.{LAB_DOMAIN},1200,180,1209600"));
+    argv.push(format!("--auth-ttl={LOCAL_TTL}"));
+    let first = listen.get(1).cloned().unwrap_or_default();
+    let mut records: Vec<(String, String)> =
+        vec![(format!("{ROUTER}.{LAB_DOMAIN}"), first.clone()), (format!("example.{LAB_DOMAIN}"), first)];
+    for (i, a) in listen.iter().enumerate().skip(2) {
+        records.push((format!("eth{i}.{ROUTER}.{LAB_DOMAIN}"), a.clone()));
+    }
     for n in nodes(topology) {
         records.push((format!("{}.{LAB_DOMAIN}", n.name), n.internal_ip.to_string()));
     }
@@ -236,7 +245,9 @@ mod tests {
             "--conf-file=/dev/null",
             "--listen-address=127.0.0.1,192.168.10.200,192.168.20.200",
             "--host-record=k8s-w0.lab,192.168.20.100",
-            "--host-record=router.lab,192.168.10.200,192.168.20.200",
+            "--host-record=router.lab,192.168.10.200 ",
+            "--host-record=eth2.router.lab,192.168.20.200",
+            "--auth-zone=lab,",
             "--local=/lab/",
         ] {
             assert!(argv.contains(needle), "{needle} missing from {argv}");

@@ -137,14 +137,20 @@ impl Forwarder {
             return Forwarded { answer, cached: true };
         }
         let servers = self.servers();
+        // A server that answered with a failure (SERVFAIL, REFUSED) is not asked again; one that
+        // did not answer gets another round.
+        let mut failed = vec![false; servers.len()];
         for _ in 0..ROUNDS {
-            for server in &servers {
+            for (server, failed) in servers.iter().zip(failed.iter_mut()).filter(|(_, f)| !**f) {
                 match exchange(*server, name, qtype, class).await {
                     Ok(answer) if matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain) => {
                         self.cache.put(name, qtype, class, &answer);
                         return Forwarded { answer, cached: false };
                     }
-                    Ok(answer) => tracing::debug!(%server, %name, rcode = %answer.rcode, "upstream failed"),
+                    Ok(answer) => {
+                        tracing::debug!(%server, %name, rcode = %answer.rcode, "upstream failed");
+                        *failed = true;
+                    }
                     Err(e) => tracing::debug!(%server, %name, error = %e, "upstream did not answer"),
                 }
             }
