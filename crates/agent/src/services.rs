@@ -55,6 +55,33 @@ pub struct Desired {
     /// Sorted by frontend.
     pub entries: Vec<ServiceEntry>,
     pub conflicts: Vec<Conflict>,
+    /// Frontend addresses left out because no Service may claim them, with why.
+    pub refused: Vec<Refused>,
+}
+
+/// A frontend address a Service claims that no Service may have: a pod CIDR's address (a pod's,
+/// or the pods' gateway and DNS server), a node's own address, or one no node can serve. Taking it
+/// would hijack that traffic; the API refuses most, and this catches what was stored around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub service: String,
+    pub address: Ipv4Addr,
+    pub why: &'static str,
+}
+
+/// Why `address` can be no Service's frontend, if it can't.
+fn refuse(address: Ipv4Addr, pod_cidrs: &[ipnet::Ipv4Net], node_ips: &BTreeSet<Ipv4Addr>) -> Option<&'static str> {
+    if address.is_unspecified() || address.is_loopback() || address.is_link_local() {
+        Some("no node can serve it")
+    } else if address.is_multicast() || address.is_broadcast() {
+        Some("it is a multicast or broadcast address")
+    } else if pod_cidrs.iter().any(|c| c.contains(&address)) {
+        Some("it is in a pod CIDR")
+    } else if node_ips.contains(&address) {
+        Some("it is a node's address")
+    } else {
+        None
+    }
 }
 
 /// Computes every frontend this node's datapath should carry.
@@ -67,6 +94,8 @@ pub fn desired(options: &BuildOptions, services: &[Service], slices: &[EndpointS
         }
     }
     let node_ips: BTreeSet<Ipv4Addr> = nodes.iter().filter_map(|n| n.internal_ip).collect();
+    let pod_cidrs: Vec<ipnet::Ipv4Net> = nodes.iter().filter_map(|n| n.pod_cidr).collect();
+    let mut refused = Vec::new();
 
     let mut sorted: Vec<&Service> = services.iter().collect();
     sorted.sort_by_key(|s| service_key(s));
@@ -78,6 +107,16 @@ pub fn desired(options: &BuildOptions, services: &[Service], slices: &[EndpointS
         let svc_slices = by_service.get(&key).unwrap_or(&no_slices);
         let owner = format!("{}/{}", key.0, key.1);
         for entry in service_entries(options, svc, svc_slices, &node_ips) {
+            // Node ports live on node addresses by design; every other frontend is checked.
+            if entry.kind != ServiceKind::NodePort
+                && let Some(why) = refuse(entry.frontend.address, &pod_cidrs, &node_ips)
+            {
+                let r = Refused { service: owner.clone(), address: entry.frontend.address, why };
+                if !refused.contains(&r) {
+                    refused.push(r);
+                }
+                continue;
+            }
             match out.get(&entry.frontend) {
                 Some((kept, _)) => {
                     conflicts.push(Conflict { frontend: entry.frontend, kept: kept.clone(), dropped: owner.clone() })
@@ -88,7 +127,7 @@ pub fn desired(options: &BuildOptions, services: &[Service], slices: &[EndpointS
             }
         }
     }
-    Desired { entries: out.into_values().map(|(_, e)| e).collect(), conflicts }
+    Desired { entries: out.into_values().map(|(_, e)| e).collect(), conflicts, refused }
 }
 
 fn service_key(svc: &Service) -> (String, String) {

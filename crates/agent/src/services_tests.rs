@@ -287,3 +287,37 @@ fn unspecified_addresses_stored_around_the_api_are_skipped_not_fatal() {
     assert_eq!(external.backends.iter().map(|b| b.address.to_string()).collect::<Vec<_>>(), ["172.20.1.3"]);
     FakeDatapath::new().sync_services(&d.entries).expect("the datapath takes every entry");
 }
+
+#[test]
+fn frontends_on_pod_cidrs_node_addresses_or_special_addresses_are_refused() {
+    let nodes: Vec<NodeView> = nodes()
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut n)| {
+            n.pod_cidr = Some(format!("172.20.{i}.0/24").parse().unwrap());
+            n
+        })
+        .collect();
+    // Stored around the API: the pods' gateway and DNS server as a cluster IP, and external IPs
+    // on a pod, a node and an address no node can serve, beside one good external IP.
+    let svc = service(
+        json!({"type": "ClusterIP", "clusterIP": "172.20.0.1", "selector": {"app": "webpod"},
+               "externalIPs": ["172.20.1.5", W1.to_string(), "127.0.0.1", "203.0.113.7"],
+               "ports": [{"port": 53, "protocol": "UDP", "targetPort": 53}]}),
+        json!({}),
+        json!({}),
+    );
+    let d = desired(&options(), &[svc], &[], &nodes);
+    assert_eq!(frontends(&d), [(ServiceKind::ExternalIp, "203.0.113.7:53".to_string())]);
+    let refused: Vec<(String, &str)> = d.refused.iter().map(|r| (r.address.to_string(), r.why)).collect();
+    assert_eq!(
+        refused,
+        [
+            ("172.20.0.1".to_string(), "it is in a pod CIDR"),
+            ("127.0.0.1".to_string(), "no node can serve it"),
+            ("172.20.1.5".to_string(), "it is in a pod CIDR"),
+            (W1.to_string(), "it is a node's address"),
+        ]
+    );
+    assert!(d.refused.iter().all(|r| r.service == "default/webpod"));
+}

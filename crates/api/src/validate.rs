@@ -193,12 +193,16 @@ fn service(svc: &types::Service) -> Result<(), ValidationError> {
             return Err(ValidationError::field(at("port"), format!("duplicate port {}/{}", p.port, p.protocol())));
         }
     }
-    if let Some(ip) = &spec.cluster_ip
-        && !ip.is_empty()
-        && ip != "None"
-        && ip.parse::<IpAddr>().is_err()
-    {
-        return Err(ValidationError::field("spec.clusterIP", format!("{ip:?} is not an IP address")));
+    let cluster_ips = spec.cluster_ip.iter().map(|ip| ("spec.clusterIP".to_string(), ip));
+    let cluster_ips =
+        cluster_ips.chain(spec.cluster_ips.iter().enumerate().map(|(i, ip)| (format!("spec.clusterIPs[{i}]"), ip)));
+    for (field, ip) in cluster_ips.filter(|(_, ip)| !ip.is_empty() && *ip != "None") {
+        let Ok(addr) = ip.parse::<IpAddr>() else {
+            return Err(ValidationError::field(field, format!("{ip:?} is not an IP address")));
+        };
+        if let Some(why) = special_address(addr) {
+            return Err(ValidationError::field(field, format!("{ip} is {why}, which cannot be a cluster IP")));
+        }
     }
     for (i, ip) in spec.external_ips.iter().enumerate() {
         let field = || format!("spec.externalIPs[{i}]");
@@ -455,13 +459,15 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// Why an address cannot be a Service's external IP, as Kubernetes refuses them: unspecified,
-/// loopback, link-local or link-local multicast.
+/// loopback, link-local, multicast or broadcast.
 fn special_address(addr: IpAddr) -> Option<&'static str> {
     match addr {
         IpAddr::V4(a) if a.is_unspecified() => Some("unspecified"),
         IpAddr::V4(a) if a.is_loopback() => Some("a loopback address"),
         IpAddr::V4(a) if a.is_link_local() => Some("link-local"),
         IpAddr::V4(a) if a.octets()[..3] == [224, 0, 0] => Some("link-local multicast"),
+        IpAddr::V4(a) if a.is_multicast() => Some("multicast"),
+        IpAddr::V4(a) if a.is_broadcast() => Some("the broadcast address"),
         IpAddr::V6(a) if a.is_unspecified() => Some("unspecified"),
         IpAddr::V6(a) if a.is_loopback() => Some("a loopback address"),
         IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => Some("link-local"),

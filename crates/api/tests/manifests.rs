@@ -191,3 +191,18 @@ spec:
     let err = error_of(&served.replace("ports: [{port: 80}]", "ports: [{port: 80}]\n  sessionAfinity: None"));
     assert_eq!(err.field.as_deref(), Some("spec.sessionAfinity"));
 }
+
+#[test]
+fn cluster_ips_that_no_service_may_have_are_refused() {
+    for (ip, why) in [("127.0.0.1", "a loopback address"), ("169.254.1.1", "link-local"), ("239.1.1.1", "multicast")] {
+        let err = error_of(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n"
+        ));
+        assert_eq!(err.field.as_deref(), Some("spec.clusterIP"), "{err}");
+        assert!(err.reason.contains(why), "{err}");
+    }
+    let err = error_of(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIPs: [10.96.0.9, 0.0.0.0], ports: [{port: 80}]}\n",
+    );
+    assert_eq!(err.field.as_deref(), Some("spec.clusterIPs[1]"), "{err}");
+}
