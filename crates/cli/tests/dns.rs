@@ -346,6 +346,15 @@ fn names_outside_the_cluster_are_forwarded_cached_and_never_a_false_nxdomain() {
     assert_eq!(data(&out, "ANSWER", "A"), set(&["192.168.10.200"]), "{out}");
     let out = c.dig(&["+search", "example.lab"]);
     assert_eq!(data(&out, "ANSWER", "A"), set(&["192.168.10.200"]), "through the search path: {out}");
+    // The pod's search path ends with the node's search domains (lab.), as the kubelet makes it.
+    let conf = c.lab.ok(&["exec", "curl-pod", "--", "cat", "/etc/resolv.conf"]);
+    assert!(conf.contains("search default.svc.cluster.local svc.cluster.local cluster.local lab\n"), "{conf}");
+    let out = c.dig(&["+search", "example"]);
+    assert_eq!(
+        data(&out, "ANSWER", "A"),
+        set(&["192.168.10.200"]),
+        "example.lab through the node's search domain: {out}"
+    );
     let out = c.dig(&["-x", "192.168.10.100"]);
     assert_eq!(data(&out, "ANSWER", "PTR"), set(&["k8s-ctr.lab."]), "a reverse name the cluster does not hold: {out}");
 
@@ -393,10 +402,13 @@ fn names_outside_the_cluster_are_forwarded_cached_and_never_a_false_nxdomain() {
     let started = Instant::now();
     let out = c.dig(&["+time=8", "fresh.example.lab"]);
     let took = started.elapsed();
+    // Cluster names are still answered meanwhile.
+    let cluster = c.dig(&["web.default.svc.cluster.local"]);
     std::fs::write(&file, &original).unwrap();
     assert_eq!(status(&out), "SERVFAIL", "{out}");
     assert!(took < Duration::from_secs(5), "SERVFAIL after {took:?}");
-    // Cluster names are still answered meanwhile, and forwarding comes back.
+    assert_eq!(data(&cluster, "ANSWER", "A"), set(&[&c.cluster_ip]), "{cluster}");
+    // Forwarding comes back with the file.
     c.dig_until(&["fresh.example.lab"], |o| status(o) == "NXDOMAIN");
 }
 
