@@ -2,8 +2,10 @@
 //! `from_netdev` on the node's devices, `from_container`/`to_container` on every pod veth
 //! (`lxc*`). A link watcher looks at the node's links every few hundred milliseconds and attaches
 //! to whatever is new, or was recreated under the same name (a new ifindex); the CNI path needs
-//! no hook. Links of deleted pods die with their device, so nothing is detached here; the
-//! datapath only forgets the device (it hands packets for pods straight to their veth peer).
+//! no hook. A deleted pod's veth takes its hooks with it, but not its link pins (each holds the
+//! defunct link and its program) nor its device-map entry: when a device goes, at start and every
+//! [`RECONCILE_EVERY`] the attacher forgets devices that are gone and removes their pins, and
+//! logs what it removed.
 //!
 //! Attaching is idempotent: at start every device is attached again, which swaps the new
 //! programs in behind the pinned links of the previous run.
@@ -20,6 +22,10 @@ use netconf::{LinkInfo, Netconf};
 use tokio_util::sync::CancellationToken;
 
 use crate::service_controller::SharedDatapath;
+
+/// How often pins and device-map entries are checked against the live devices even when no
+/// device was seen going (one may have gone and come back between two passes, or while no agent ran).
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 /// Name prefixes of devices that are never node devices: cilia's host pair and pod veths.
 const NOT_NETDEVS: [&str; 4] = ["lo", "cilia_", "cilium_", "lxc"];
@@ -90,11 +96,24 @@ pub struct Attacher {
     attached: BTreeMap<String, u32>,
     /// Devices went away (or may have, while no agent ran) since the datapath last forgot them.
     forget_pending: bool,
+    last_reconcile: Option<std::time::Instant>,
+    /// Totals since start: device-map entries forgotten and devices whose link pins were removed.
+    pub forgotten_total: usize,
+    pub unpinned_total: usize,
 }
 
 impl Attacher {
     pub fn new(datapath: SharedDatapath, devices: Vec<String>, internal_ip: Option<Ipv4Addr>) -> Self {
-        Attacher { datapath, devices, internal_ip, attached: BTreeMap::new(), forget_pending: true }
+        Attacher {
+            datapath,
+            devices,
+            internal_ip,
+            attached: BTreeMap::new(),
+            forget_pending: true,
+            last_reconcile: None,
+            forgotten_total: 0,
+            unpinned_total: 0,
+        }
     }
 
     /// Looks at the links once and attaches what needs it. Returns how many attaches failed.
@@ -114,11 +133,10 @@ impl Attacher {
         self.attached.retain(|name, _| links.iter().any(|l| &l.name == name));
         self.forget_pending |= self.attached.len() < before;
         let mut failed = 0;
-        if self.forget_pending {
-            let result =
-                self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).forget_missing_devices();
-            match result {
-                Ok(_) => self.forget_pending = false,
+        let periodic = self.last_reconcile.is_none_or(|t| t.elapsed() >= RECONCILE_EVERY);
+        if self.forget_pending || periodic {
+            match self.reconcile_gone_devices() {
+                Ok(()) => self.forget_pending = false,
                 Err(e) => {
                     failed += 1;
                     tracing::warn!(error = %e, "forgetting deleted devices failed; retrying");
@@ -153,6 +171,30 @@ impl Attacher {
             }
         }
         Ok(failed)
+    }
+
+    /// Forgets devices that are gone from the device map and removes their link pins.
+    fn reconcile_gone_devices(&mut self) -> datapath::Result<()> {
+        let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let forgotten = dp.forget_missing_devices()?;
+        let unpinned = dp.remove_stale_links()?;
+        drop(dp);
+        self.last_reconcile = Some(std::time::Instant::now());
+        self.forgotten_total += forgotten;
+        self.unpinned_total += unpinned.len();
+        let counters = &crate::datapath_gc::COUNTERS;
+        counters.device_entries_removed.fetch_add(forgotten as u64, std::sync::atomic::Ordering::Relaxed);
+        counters.devices_unpinned.fetch_add(unpinned.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if forgotten + unpinned.len() > 0 {
+            tracing::info!(
+                device_map_entries = forgotten,
+                link_pins_of = ?unpinned,
+                forgotten_total = self.forgotten_total,
+                unpinned_total = self.unpinned_total,
+                "removed the datapath state of devices that are gone"
+            );
+        }
+        Ok(())
     }
 
     /// Runs passes every `poll` until `shutdown`.

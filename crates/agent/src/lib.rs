@@ -27,6 +27,7 @@
 
 pub mod config;
 pub mod datapath_attach;
+pub mod datapath_gc;
 pub mod direct_routes;
 pub mod dns;
 pub mod error;
@@ -225,23 +226,35 @@ fn reserve_nat_ports() {
     }
 }
 
-/// Probes the datastore until it answers; `false` if shut down first.
-async fn wait_for_datastore(store: &dyn Store, shutdown: &CancellationToken) -> bool {
-    let mut backoff = Duration::from_millis(250);
+/// Probes the datastore until it answers; `false` if shut down first. In the lab the agent starts
+/// together with etcd, so the first probes find no socket: that is said at INFO, at once and then
+/// every 15 s.
+pub async fn wait_for_datastore(store: &dyn Store, shutdown: &CancellationToken) -> bool {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut next_report = started;
     loop {
         let probe = tokio::select! {
             r = store.revision() => r,
             () = shutdown.cancelled() => return false,
         };
         match probe {
-            Ok(_) => return true,
+            Ok(_) => {
+                if started.elapsed() > backoff {
+                    tracing::info!(waited = ?started.elapsed(), "the datastore answers");
+                }
+                return true;
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "the datastore is unreachable; retrying in {backoff:?}");
+                if Instant::now() >= next_report {
+                    tracing::info!(waited = ?started.elapsed(), reason = %e, "waiting for the datastore");
+                    next_report = Instant::now() + Duration::from_secs(15);
+                }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = shutdown.cancelled() => return false,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }

@@ -121,7 +121,7 @@ pub async fn run(
         () = shutdown.cancelled() => return,
     }
     let mut due = Some(Instant::now());
-    let mut first = true;
+    let mut sync_log = crate::datapath_gc::SyncLog::default();
     let mut heartbeats = true;
     let mut gc = tokio::time::interval(CT_GC);
     gc.reset();
@@ -129,12 +129,8 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = gc.tick() => {
-                let removed = controller.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).gc_conntrack();
-                match removed {
-                    Ok(n) if n > 0 => tracing::debug!(removed = n, "expired conntrack entries removed"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "conntrack garbage collection failed"),
-                }
+                crate::datapath_gc::collect(&controller.datapath);
+                sync_log.flush();
             }
             c = svc_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
             c = slice_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
@@ -150,15 +146,9 @@ pub async fn run(
                 due = None;
                 match controller.pass(&services.snapshot(), &slices.snapshot(), &nodes.snapshot()) {
                     Ok(Some(stats)) => {
-                        if first || stats.upserts + stats.deletes > 0 {
-                            tracing::info!(
-                                frontends = controller.frontends(),
-                                upserts = stats.upserts,
-                                deletes = stats.deletes,
-                                "services synced to the datapath"
-                            );
+                        if !sync_log.started() || stats.upserts + stats.deletes > 0 {
+                            sync_log.synced(controller.frontends(), stats.upserts, stats.deletes);
                         }
-                        first = false;
                     }
                     Ok(None) => {}
                     Err(e) => {

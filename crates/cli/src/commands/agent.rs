@@ -83,6 +83,8 @@ fn parse_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
 }
 
 pub async fn run(store: Arc<dyn Store>, url: &str, args: &AgentArgs) -> Result<ExitCode> {
+    // Started with etcd in the lab: wait for it quietly before reading the configuration.
+    agent::wait_for_datastore(store.as_ref(), &CancellationToken::new()).await;
     let stored = super::config::read_cilium_config(store.as_ref(), args.wait_for_config).await?;
     let cilium = match &stored {
         Some(data) => {
