@@ -65,7 +65,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	}
 
 	struct lb_client client = { .id = bpf_get_netns_cookie(ctx), .is_netns_cookie = 1 };
-	__u32 backend_id = lb4_select_backend(&key, svc, &client, 0, 0);
+	__u32 backend_id = lb4_select_backend(&key, svc, &client, 0, 0, 0);
 	struct lb4_backend *be = lb4_lookup_backend(backend_id);
 	if (!be) {
 		sock_set_retval(-ECONNREFUSED);

@@ -94,14 +94,18 @@ static __always_inline struct lb4_backend *lb4_lookup_backend(__u32 backend_id)
 	return bpf_map_lookup_elem(&cilia_lb4_backends, &backend_id);
 }
 
-static __always_inline __u32 lb4_select_random(struct lb4_key *key, const struct lb4_service *svc)
+/* The backend in slot `pick % count`. Per-packet load balancing picks by the flow's hash, so one
+ * flow always lands on the same backend while the backend set stays: a flow whose conntrack entry
+ * was evicted (LRU pressure) goes on where it was instead of being reset by another backend.
+ * Across flows the hash spreads as evenly as a random pick. */
+static __always_inline __u32 lb4_select_slot(struct lb4_key *key, const struct lb4_service *svc, __u32 pick)
 {
 	struct lb4_service *slot;
 	__u32 backend_id = 0;
 
 	if (!svc->count)
 		return 0;
-	key->backend_slot = (bpf_get_prandom_u32() % svc->count) + 1;
+	key->backend_slot = (pick % svc->count) + 1;
 	slot = bpf_map_lookup_elem(&cilia_lb4_services, key);
 	if (slot)
 		backend_id = slot->backend_id;
@@ -159,11 +163,13 @@ static __always_inline void lb4_affinity_update(const struct lb4_service *svc, c
 	bpf_map_update_elem(&cilia_lb4_affinity, &k, &val, BPF_ANY);
 }
 
-/* Picks a backend for a new flow. maglev_hash is used when the frontend asks for Maglev and the
- * caller allows it (north-south only, as in Cilium); otherwise a random slot. Returns 0 when the
- * service has no usable backend. */
+/* Picks a backend for a new flow. With a flow (has_flow: per-packet LB), flow_hash chooses: the
+ * Maglev table when the frontend asks for Maglev and the caller allows it (north-south only, as
+ * in Cilium), else a slot by hash. Without one (socket-LB at connect time, before a source port
+ * exists) a random slot. Returns 0 when the service has no usable backend. */
 static __always_inline __u32 lb4_select_backend(struct lb4_key *key, const struct lb4_service *svc,
-						const struct lb_client *client, int allow_maglev, __u32 maglev_hash)
+						const struct lb_client *client, int allow_maglev, int has_flow,
+						__u32 flow_hash)
 {
 	__u32 backend_id = 0;
 
@@ -176,10 +182,10 @@ static __always_inline __u32 lb4_select_backend(struct lb4_key *key, const struc
 			return backend_id;
 		}
 	}
-	if (allow_maglev && svc->algorithm == LB_ALG_MAGLEV)
-		backend_id = maglev_select(svc->rev_nat_index, key->scope, maglev_hash);
+	if (has_flow && allow_maglev && svc->algorithm == LB_ALG_MAGLEV)
+		backend_id = maglev_select(svc->rev_nat_index, key->scope, flow_hash);
 	if (!backend_id)
-		backend_id = lb4_select_random(key, svc);
+		backend_id = lb4_select_slot(key, svc, has_flow ? flow_hash : bpf_get_prandom_u32());
 	if (backend_id && (svc->flags & SVC_F_AFFINITY))
 		lb4_affinity_update(svc, client, backend_id);
 	return backend_id;

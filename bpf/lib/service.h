@@ -60,7 +60,7 @@ static __always_inline enum svc_verdict lb4_xlate(struct __sk_buff *skb, struct 
 		struct lb_client client = { .id = p->saddr, .is_netns_cookie = 0 };
 		__be16 hash_sport = (svc->flags & SVC_F_AFFINITY) ? 0 : p->sport;
 		__u32 hash = flow_hash(p->saddr, p->daddr, hash_sport, p->dport, p->proto);
-		backend_id = lb4_select_backend(key, svc, &client, north_south, hash);
+		backend_id = lb4_select_backend(key, svc, &client, north_south, 1, hash);
 		be = lb4_lookup_backend(backend_id);
 		if (!be)
 			return SVC_REJECT;

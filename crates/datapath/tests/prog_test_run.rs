@@ -407,6 +407,34 @@ fn terminating_backend_keeps_its_flows_and_gets_no_new_ones() {
     assert_eq!(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &cont).1).dst, (BE2, 8080));
 }
 
+/// A flow whose conntrack entries are gone (evicted from the LRU map under pressure) keeps its
+/// backend: the next packet, not a SYN, picks by the flow's hash as the first one did, instead of
+/// landing on another backend that would reset it.
+#[test]
+fn a_flow_that_lost_its_conntrack_entries_keeps_its_backend() {
+    require_root!();
+    let mut env = setup("evict");
+    let backends: Vec<Backend> =
+        (0..4).map(|i| Backend::active(Ipv4Addr::new(172, 20, 0, 20 + i), 8080, true)).collect();
+    env.dp.sync_services(&[cluster_ip(backends)]).unwrap();
+    let mut first = std::collections::BTreeMap::new();
+    for port in 41000..41032 {
+        let syn = packet::tcp((POD, port), (VIP, 80), "S", 1, b"");
+        first.insert(port, packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst);
+    }
+    let used: std::collections::BTreeSet<_> = first.values().collect();
+    assert!(used.len() >= 3, "32 flows over 4 backends used only {used:?}");
+    let keys: Vec<_> = env.dp.maps().ct.keys().map(Result::unwrap).collect();
+    for k in keys {
+        env.dp.maps_mut().ct.remove(&k).unwrap();
+    }
+    for (port, backend) in first {
+        let ack = packet::tcp((POD, port), (VIP, 80), "A", 2, b"more");
+        let now = packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &ack).1).dst;
+        assert_eq!(now, backend, "flow from port {port} moved after losing its conntrack entries");
+    }
+}
+
 #[test]
 fn session_affinity_pins_a_client_to_one_backend() {
     require_root!();
