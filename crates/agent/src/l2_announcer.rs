@@ -243,6 +243,7 @@ struct Announcer {
     /// The own devices were looked at once.
     scanned: bool,
     parsed: Option<Parsed>,
+    readable: api::LastReadable<api::types::Service>,
     /// The candidate set the last assignment used.
     candidates: BTreeSet<String>,
     /// What the responder map holds, as last synced.
@@ -286,6 +287,7 @@ impl Announcer {
             own: Vec::new(),
             scanned: false,
             parsed: None,
+            readable: api::LastReadable::default(),
             candidates: BTreeSet::new(),
             applied: None,
             table: Vec::new(),
@@ -418,8 +420,9 @@ impl Announcer {
 
     fn parse(&mut self) -> &Parsed {
         if self.parsed.is_none() {
+            // A Service that stops parsing keeps being announced as it last read.
             let mut services: Vec<ServiceInfo> =
-                self.services.snapshot().iter().filter_map(|o| ServiceInfo::from_object(o).ok()).collect();
+                self.readable.read(&self.services.snapshot()).iter().map(ServiceInfo::from_service).collect();
             l2::service::fill_local_backends_from_objects(&mut services, &self.slices.snapshot());
             // A policy with problems is not applied; the operator reports them in its status.
             let policies = self.policies.snapshot().iter().filter_map(|o| CompiledPolicy::compile(o).ok()).collect();

@@ -15,7 +15,7 @@ use std::{
 };
 
 use api::{
-    Object, kinds,
+    LastReadable, Object, kinds,
     types::{EndpointSlice, Service},
 };
 use datapath::{LbDatapath, ServiceEntry, SyncStats};
@@ -43,11 +43,24 @@ pub struct ServiceController {
     /// What the last successful sync wrote; None before the first.
     applied: Option<Vec<ServiceEntry>>,
     conflicts: Vec<Conflict>,
+    refused: Vec<services::Refused>,
+    /// A Service or slice that stops parsing keeps its last readable version: its frontends and
+    /// backends stay, rather than going as if it were deleted.
+    readable_services: LastReadable<Service>,
+    readable_slices: LastReadable<EndpointSlice>,
 }
 
 impl ServiceController {
     pub fn new(options: BuildOptions, datapath: SharedDatapath) -> Self {
-        ServiceController { options, datapath, applied: None, conflicts: Vec::new() }
+        ServiceController {
+            options,
+            datapath,
+            applied: None,
+            conflicts: Vec::new(),
+            refused: Vec::new(),
+            readable_services: LastReadable::default(),
+            readable_slices: LastReadable::default(),
+        }
     }
 
     /// One pass over the complete lists. Returns the sync's statistics, or None when nothing
@@ -58,8 +71,8 @@ impl ServiceController {
         slices: &[Object],
         nodes: &[Object],
     ) -> Result<Option<SyncStats>, datapath::Error> {
-        let services: Vec<Service> = Object::typed_all(services);
-        let slices: Vec<EndpointSlice> = Object::typed_all(slices);
+        let services = self.readable_services.read(services);
+        let slices = self.readable_slices.read(slices);
         let nodes: Vec<NodeView> = nodes.iter().map(NodeView::of).collect();
 
         let desired = services::desired(&self.options, &services, &slices, &nodes);
@@ -75,6 +88,12 @@ impl ServiceController {
                 );
             }
             self.conflicts = desired.conflicts;
+        }
+        if desired.refused != self.refused {
+            for r in &desired.refused {
+                tracing::warn!(service = %r.service, address = %r.address, "frontend refused: {}", r.why);
+            }
+            self.refused = desired.refused;
         }
         if self.applied.as_ref() == Some(&desired.entries) {
             return Ok(None);
@@ -237,6 +256,12 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": "nope"}}),
         ));
         assert_eq!(c.pass(&broken, &e, &n).unwrap(), None);
+
+        // A Service that stops parsing keeps its frontend and backends: it was not deleted.
+        let mut corrupt = s.clone();
+        corrupt[0].body["spec"]["sessionAfinity"] = json!("None");
+        assert_eq!(c.pass(&corrupt, &e, &n).unwrap(), None, "the Service's frontend was removed");
+        assert_eq!(fake.lock().unwrap().services[0].backends.len(), 1);
     }
 
     /// Lets the test look into the fake while the controller owns it.
