@@ -121,6 +121,13 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
     if let Some(lb) = &config.service_lb {
         let own_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
         let shared = open_datapath(lb, &node_name)?;
+        // New pods get their programs before CNI ADD answers, so their first packet meets them;
+        // the link poll below catches pods wired before this point.
+        let hook_datapath = shared.clone();
+        network.set_wired_hook(std::sync::Arc::new(move |ifname: &str| {
+            let mut dp = hook_datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            dp.attach_pod_device(ifname).map_err(|e| e.to_string())
+        }));
         let attacher = datapath_attach::Attacher::new(shared.clone(), lb.devices.clone(), own_ip);
         service_tasks.push(tokio::spawn(attacher.run(Netconf::current()?, lb.link_poll, services.clone())));
         let options = services::BuildOptions {

@@ -24,6 +24,6 @@ pub use config::{DEFAULT_AGENT_SOCKET, NetworkConfig};
 pub use env::{Command, Invocation};
 pub use error::CniError;
 pub use pod_ips::{Allocation, PodIpAllocator, PodIpError};
-pub use pod_network::{CniHandler, PodNetwork, PodNetworkConfig, PodNetworkError, ReconcileReport};
+pub use pod_network::{CniHandler, PodNetwork, PodNetworkConfig, PodNetworkError, ReconcileReport, WiredHook};
 pub use protocol::{Attachment, Request, Response};
 pub use server::{CniServer, CniServerConfig, ServerError};

@@ -57,6 +57,8 @@ pub enum PodNetworkError {
     },
     #[error("container {container_id}: {what}")]
     CheckFailed { container_id: String, what: String },
+    #[error("attaching the datapath to {ifname} failed: {reason}")]
+    Datapath { ifname: String, reason: String },
 }
 
 impl PodNetworkError {
@@ -70,6 +72,7 @@ impl PodNetworkError {
             PodNetworkError::UnknownContainer { .. } => code::UNKNOWN_CONTAINER,
             PodNetworkError::BadNetns { .. } => code::INVALID_ENV,
             PodNetworkError::CheckFailed { .. } => code::CHECK_FAILED,
+            PodNetworkError::Datapath { .. } => code::AGENT_FAILURE,
         };
         let details = std::error::Error::source(self).map(|s| s.to_string()).unwrap_or_default();
         CniError::new(code, self.to_string()).with_details(details)
@@ -91,10 +94,16 @@ pub struct ReconcileReport {
 
 /// Pod networking of one node: wires pods with [`netconf`], addresses them from the node's pod
 /// CIDR.
+/// Called with a pod's host-side interface once it is wired, before ADD answers (the agent puts
+/// its datapath programs there), so the pod's first packet already meets them. An error fails
+/// the ADD, and the runtime retries it.
+pub type WiredHook = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 pub struct PodNetwork {
     config: PodNetworkConfig,
     node: Netconf,
     ips: Mutex<PodIpAllocator>,
+    wired_hook: std::sync::RwLock<Option<WiredHook>>,
     /// Requests for one container run one at a time (a runtime may retry ADD while DEL runs);
     /// different containers proceed in parallel.
     container_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -121,7 +130,13 @@ impl PodNetwork {
         })
         .await?;
         let ips = PodIpAllocator::open(&config.state_dir, config.pod_cidr, config.router_ip)?;
-        let network = PodNetwork { config, node, ips: Mutex::new(ips), container_locks: Mutex::new(HashMap::new()) };
+        let network = PodNetwork {
+            config,
+            node,
+            ips: Mutex::new(ips),
+            wired_hook: std::sync::RwLock::new(None),
+            container_locks: Mutex::new(HashMap::new()),
+        };
         let report = network.reconcile().await?;
         tracing::info!(
             node = %network.config.node_name,
@@ -219,6 +234,7 @@ impl PodNetwork {
                 match self.node.verify_pod_veth(&spec).await {
                     Ok(veth) => {
                         tracing::info!(container = %req.container_id, %ip, "ADD again: already wired, same address");
+                        self.run_wired_hook(&veth.host.name)?;
                         return Ok(self.attachment(req, &veth, ip, mtu));
                     }
                     Err(e) => {
@@ -234,16 +250,36 @@ impl PodNetwork {
             None => self.allocator().allocate(&req.container_id, &req.ifname, &req.netns)?,
         };
         let spec = self.spec(req, &pod_ns, ip, mtu);
-        let veth = match self.node.add_pod_veth(&spec).await {
-            Ok(v) => v,
+        let wired = match self.node.add_pod_veth(&spec).await {
+            Ok(veth) => self.run_wired_hook(&veth.host.name).map(|()| veth),
+            Err(e) => Err(e.into()),
+        };
+        match wired {
+            Ok(veth) => Ok(self.attachment(req, &veth, ip, mtu)),
             Err(e) => {
+                // Nothing stays behind a failed ADD: no veth, no address.
+                if let Err(del) = self.node.delete_pod_veth(&spec.host_ifname).await {
+                    tracing::error!(error = %del, "cannot remove the veth of a failed ADD");
+                }
                 if let Err(release) = self.allocator().release(&req.container_id) {
                     tracing::error!(error = %release, "cannot release the address of a failed ADD");
                 }
-                return Err(e.into());
+                Err(e)
             }
-        };
-        Ok(self.attachment(req, &veth, ip, mtu))
+        }
+    }
+
+    /// Sets the hook ADD calls once a pod is wired (see [`WiredHook`]).
+    pub fn set_wired_hook(&self, hook: WiredHook) {
+        *self.wired_hook.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
+    }
+
+    fn run_wired_hook(&self, ifname: &str) -> Result<(), PodNetworkError> {
+        let hook = self.wired_hook.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match hook {
+            Some(hook) => hook(ifname).map_err(|reason| PodNetworkError::Datapath { ifname: ifname.into(), reason }),
+            None => Ok(()),
+        }
     }
 
     /// DEL: remove the veth (if any) and release the address (if any). Idempotent; needs no

@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use common::*;
 use ipnet::Ipv4Net;
@@ -261,4 +262,39 @@ fn add_retried_across_an_agent_restart_keeps_the_first_address() {
     }
     assert_eq!(lxc_links(&node).len(), 2, "wired once: {:?}", node.links());
     assert_eq!(agent.network.allocations().len(), 2);
+}
+
+/// The agent's datapath is on a pod's veth before ADD answers, so the pod's first packet already
+/// meets it: ADD calls the wired hook with the host-side interface, and returns only after it. A
+/// hook that fails fails the ADD and leaves nothing behind.
+#[test]
+fn add_answers_after_the_wired_hook_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNetns::new("node");
+    let pod = TestNetns::new("pod");
+    let agent = Agent::start(&node, dir.path());
+    let conf = net_conf(&agent.socket);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    agent.network.set_wired_hook(Arc::new(move |ifname: &str| {
+        record.lock().unwrap().push(ifname.to_string());
+        Ok(())
+    }));
+
+    let add = cni("ADD", "ctr-hook", &pod.path(), &conf);
+    add.assert_ok();
+    let host = add.json()["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert_eq!(*seen.lock().unwrap(), [host], "ADD answered before the hook ran");
+    // A retried ADD of a wired container runs it again (a restarted agent attaches again).
+    cni("ADD", "ctr-hook", &pod.path(), &conf).assert_ok();
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    agent.network.set_wired_hook(Arc::new(|_: &str| Err("no datapath".to_string())));
+    let pod2 = TestNetns::new("pod2");
+    let failed = cni("ADD", "ctr-fails", &pod2.path(), &conf);
+    failed.error_code();
+    assert!(failed.stdout.contains("no datapath"), "{}", failed.stdout);
+    assert!(!pod2.links().contains(&"eth0".to_string()), "a failed ADD left the pod wired");
+    assert_eq!(lxc_links(&node).len(), 1, "a failed ADD left its veth: {:?}", node.links());
+    assert_eq!(agent.network.allocations().len(), 1, "a failed ADD kept its address");
 }
