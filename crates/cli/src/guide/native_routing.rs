@@ -27,11 +27,12 @@ const STATIC_ROUTES: [(&str, &str); 3] =
 fn ping_with_router_capture(pod_ip_cmd: &str) -> String {
     format!(
         "{pod_ip_cmd}\n\
-         cilia lab exec router -- timeout 5 tcpdump -i any icmp -nn -l -c 8 > /tmp/cilia-guide-capture.txt 2>/dev/null &\n\
+         f=$(mktemp)\n\
+         cilia lab exec router -- timeout 5 tcpdump -i any icmp -nn -l -c 8 > $f 2>/dev/null &\n\
          sleep 0.5\n\
          cilia exec curl-pod -- ping -c 2 -W 1 $WEBPOD; rc=$?\n\
          wait\n\
-         cat /tmp/cilia-guide-capture.txt; rm -f /tmp/cilia-guide-capture.txt\n\
+         cat $f; rm -f $f\n\
          exit $rc"
     )
 }

@@ -55,14 +55,15 @@ fn guide_capture(out: &str) -> Result<(), String> {
 
 /// Runs `capture` on k8s-w0 in the background while curl-pod pings the k8s-w0 pod twice, then
 /// prints the capture, as the guide's two terminals do.
-fn ping_with_w0_capture(capture: &str, file: &str) -> String {
+fn ping_with_w0_capture(capture: &str) -> String {
     format!(
         "{WEBPOD_W0_IP}\n\
-         cilia lab exec k8s-w0 -- timeout 5 {capture} > {file} 2>/dev/null &\n\
+         f=$(mktemp)\n\
+         cilia lab exec k8s-w0 -- timeout 5 {capture} > $f 2>/dev/null &\n\
          sleep 0.5\n\
          cilia exec -it curl-pod -- ping -c 2 $WEBPOD; rc=$?\n\
          wait\n\
-         cat {file}; rm -f {file}\n\
+         cat $f; rm -f $f\n\
          exit $rc"
     )
 }
@@ -140,13 +141,13 @@ pub fn section() -> Section {
         ),
         Step::new(
             "The guide's capture on k8s-w0 while curl-pod pings the k8s-w0 pod",
-            ping_with_w0_capture("tcpdump -i any icmp -nn -l", "/tmp/cilia-guide-icmp.txt"),
+            ping_with_w0_capture("tcpdump -i any icmp -nn -l"),
             Check::Output(Box::new(guide_capture)),
         )
         .differs("tcpdump -i any icmp -nn (shows the echo on cilium_vxlan, P and Out)", SILENT_VXLAN),
         Step::new(
             "The same ping, captured as the tunnel carries it: requests arrive on eth1 and replies leave it VXLAN-encapsulated",
-            ping_with_w0_capture("tcpdump -i any -nn -l -c 4 -T vxlan udp port 8472", "/tmp/cilia-guide-vxlan.txt"),
+            ping_with_w0_capture("tcpdump -i any -nn -l -c 4 -T vxlan udp port 8472"),
             Check::Output(Box::new(|out| {
                 if !out.contains(" 0% packet loss") {
                     return Err("ping lost packets".into());
