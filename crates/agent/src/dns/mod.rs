@@ -33,7 +33,7 @@ use std::{
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, TcpStream},
     sync::{Semaphore, watch},
 };
 use tokio_util::sync::CancellationToken;
@@ -51,9 +51,12 @@ pub const TTL: u32 = 5;
 const MAX_TCP: usize = 64;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const RETRY_BIND: Duration = Duration::from_secs(2);
-/// Tasks receiving on the UDP socket at once: answers from the zone and the cache are made on
-/// the receiving task, so this many run in parallel (the agent's runtime has two workers).
+/// Threads receiving on the UDP socket: answers from the zone and the cache are made on the
+/// receiving thread, with blocking system calls and no event loop in between (a cache miss goes
+/// to the async runtime), so this many run in parallel.
 const UDP_RECEIVERS: usize = 2;
+/// How often a receiving thread looks whether the server is shutting down.
+const UDP_POLL: Duration = Duration::from_millis(200);
 
 /// Serves DNS on `address:port` (UDP and TCP) until `shutdown`, answering from the latest
 /// `records` and forwarding the rest to the node's resolvers. Binding is retried while the
@@ -73,7 +76,7 @@ pub async fn serve_with(
 ) {
     let at = SocketAddr::from((address, port));
     let (udp, tcp) = loop {
-        match (UdpSocket::bind(at).await, TcpListener::bind(at).await) {
+        match (std::net::UdpSocket::bind(at), TcpListener::bind(at).await) {
             (Ok(u), Ok(t)) => break (u, t),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(%at, error = %e, "cannot listen for DNS; retrying in {RETRY_BIND:?}");
@@ -88,33 +91,56 @@ pub async fn serve_with(
     let upstreams = forwarder.servers();
     tracing::info!(%at, ?upstreams, "cluster DNS listening (UDP and TCP) for {CLUSTER_DOMAIN}, forwarding the rest");
     let handler = Arc::new(Handler { records, forwarder, address: IpAddr::V4(address) });
-    let udp = Arc::new(udp);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..UDP_RECEIVERS {
-        tasks.spawn(serve_udp(udp.clone(), handler.clone()));
+    let stop = shutdown.child_token();
+    let mut threads = Vec::new();
+    if let Err(e) = udp.set_read_timeout(Some(UDP_POLL)) {
+        tracing::warn!(error = %e, "DNS over UDP: cannot set a receive timeout");
     }
-    tasks.spawn(serve_tcp(tcp, handler, shutdown.clone()));
-    tokio::select! {
-        _ = tasks.join_next() => {}
-        () = shutdown.cancelled() => {}
+    for i in 0..UDP_RECEIVERS {
+        let (sock, handler, stop, rt) =
+            (udp.try_clone(), handler.clone(), stop.clone(), tokio::runtime::Handle::current());
+        match sock {
+            Ok(sock) => {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("dns-udp-{i}"))
+                    .spawn(move || serve_udp(sock, handler, stop, rt));
+                match spawned {
+                    Ok(t) => threads.push(t),
+                    Err(e) => tracing::warn!(error = %e, "DNS over UDP: cannot start a receiving thread"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "DNS over UDP: cannot share the socket"),
+        }
     }
-    tasks.abort_all();
+    serve_tcp(tcp, handler, stop.clone()).await;
+    stop.cancel();
+    // The threads see it within UDP_POLL.
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
+/// One receiving thread: blocking receive, answer, send; until `stop`.
+fn serve_udp(sock: std::net::UdpSocket, handler: Arc<Handler>, stop: CancellationToken, rt: tokio::runtime::Handle) {
+    let sock = Arc::new(sock);
     let mut buf = vec![0u8; 4096];
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+    while !stop.is_cancelled() {
+        let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "DNS over UDP: receive failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
         match handler.prepare(&buf[..n], Transport::Udp) {
             Prepared::Done(Some(answer)) => {
-                if let Err(e) = sock.send_to(&answer, peer).await {
+                if let Err(e) = sock.send_to(&answer, peer) {
                     tracing::debug!(%peer, error = %e, "DNS over UDP: send failed");
                 }
             }
@@ -122,9 +148,9 @@ async fn serve_udp(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
             // A cache miss waits for an upstream on a task of its own.
             Prepared::Upstream(pending) => {
                 let (sock, handler) = (sock.clone(), handler.clone());
-                tokio::spawn(async move {
+                rt.spawn(async move {
                     if let Some(answer) = handler.complete(pending).await
-                        && let Err(e) = sock.send_to(&answer, peer).await
+                        && let Err(e) = sock.send_to(&answer, peer)
                     {
                         tracing::debug!(%peer, error = %e, "DNS over UDP: send failed");
                     }
@@ -137,8 +163,15 @@ async fn serve_udp(sock: Arc<UdpSocket>, handler: Arc<Handler>) {
 async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_TCP));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let (conn, peer) = match listener.accept().await {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            () = shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => return,
+        };
+        let (conn, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "DNS over TCP: accept failed");
