@@ -204,14 +204,15 @@ pub(crate) fn bind_on_spawn(cmd: &mut Command, namespace: &str) -> io::Result<()
                 None::<&std::ffi::CStr>,
             )
             .map_err(io::Error::from)?;
-            mount(
+            // As with `ip netns exec`, a bind that fails (a dangling /etc/resolv.conf symlink)
+            // leaves the command with the machine's file rather than not running it.
+            let _ = mount(
                 Some(source.as_c_str()),
                 target.as_c_str(),
                 None::<&std::ffi::CStr>,
                 MsFlags::MS_BIND,
                 None::<&std::ffi::CStr>,
-            )
-            .map_err(io::Error::from)?;
+            );
             Ok(())
         });
     }
