@@ -24,9 +24,35 @@ pub fn datastore_url(flag: Option<&str>, lab_name: &str) -> Result<String> {
     })
 }
 
+/// The TLS files for an `https://` datastore (`--datastore-ca/--datastore-cert/--datastore-key`
+/// or their `CILIA_DATASTORE_*` variables).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+static TLS_FILES: std::sync::OnceLock<TlsFiles> = std::sync::OnceLock::new();
+
+/// Set once, from the command line, before anything connects.
+pub fn set_tls_files(files: TlsFiles) {
+    let _ = TLS_FILES.set(files);
+}
+
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
-    let store =
-        store::EtcdStore::connect(url).await.with_context(|| format!("connecting to the datastore at {url}"))?;
+    let tls = match TLS_FILES.get() {
+        Some(TlsFiles { ca: Some(ca), cert: Some(cert), key: Some(key) }) if url.starts_with("https://") => {
+            Some(store::Tls::from_files(ca, cert, key).with_context(|| format!("TLS for the datastore at {url}"))?)
+        }
+        Some(f) if url.starts_with("https://") && (f.ca.is_some() || f.cert.is_some() || f.key.is_some()) => {
+            bail!("TLS for the datastore at {url} needs all of --datastore-ca, --datastore-cert and --datastore-key")
+        }
+        _ => None,
+    };
+    let store = store::EtcdStore::connect_tls(url, tls.as_ref())
+        .await
+        .with_context(|| format!("connecting to the datastore at {url}"))?;
     Ok(Arc::new(store))
 }
 

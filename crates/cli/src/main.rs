@@ -24,10 +24,19 @@ use crate::{
     about = "Cluster networking: pod routing, eBPF service load balancing, LB-IPAM, L2 announcements"
 )]
 struct Cli {
-    /// Datastore URL (`unix:///run/cilia/lab/cilia/etcd.sock`, `http://host:2379`). Defaults to the
+    /// Datastore URL (`unix:///run/cilia/lab/cilia/etcd.sock`, `https://host:2379`). Defaults to the
     /// running lab's.
     #[arg(long, global = true, env = "CILIA_DATASTORE")]
     datastore: Option<String>,
+    /// For an https:// datastore: the CA certificate that signed etcd's (PEM).
+    #[arg(long, global = true, env = "CILIA_DATASTORE_CA")]
+    datastore_ca: Option<std::path::PathBuf>,
+    /// For an https:// datastore: this client's certificate (PEM); etcd requires one.
+    #[arg(long, global = true, env = "CILIA_DATASTORE_CERT")]
+    datastore_cert: Option<std::path::PathBuf>,
+    /// For an https:// datastore: the client certificate's key (PEM).
+    #[arg(long, global = true, env = "CILIA_DATASTORE_KEY")]
+    datastore_key: Option<std::path::PathBuf>,
     /// The lab whose datastore and hosts are used.
     #[arg(long, global = true, env = "CILIA_LAB", default_value = lab::DEFAULT_LAB)]
     lab: String,
@@ -279,6 +288,11 @@ fn init_logging() {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    context::set_tls_files(context::TlsFiles {
+        ca: cli.datastore_ca.clone(),
+        cert: cli.datastore_cert.clone(),
+        key: cli.datastore_key.clone(),
+    });
     if let Command::Lab(cmd) = &cli.command
         && !matches!(cmd, LabCmd::Kubelet(_) | LabCmd::Controllers | LabCmd::Whoami(_))
     {

@@ -18,7 +18,7 @@ const ETCD_BINARY: &str = "/usr/bin/etcd";
 /// (`--auto-compaction-mode=revision`). Controllers' watches resume from at most a few seconds
 /// back; an informer that was away longer lists again. Without it every write of the lab's life
 /// stays in etcd's database and memory.
-pub const COMPACTION_RETENTION_REVISIONS: u32 = 10_000;
+pub const COMPACTION_RETENTION_REVISIONS: u32 = 1_000;
 
 /// `etcd` as a process spec. It runs in the state dir: etcd 3.4 accepts unix URLs only as
 /// `unix://host:port` and creates that name relative to its working directory.
@@ -28,9 +28,17 @@ pub fn spec(lab: &Lab) -> ProcessSpec {
         .find(|n| n.name == K8S_CTR)
         .map(|n| n.internal_ip.to_string())
         .unwrap_or_else(|| "192.168.10.100".into());
-    let client = format!("http://{ip}:2379");
-    let peer = format!("http://{ip}:2380");
+    // TLS with client certificates on the network (clients and peers); the unix socket, in a
+    // root-only directory of k8s-ctr's, is for the processes on k8s-ctr and the CLI.
+    let client = format!("https://{ip}:2379");
+    let peer = format!("https://{ip}:2380");
     let data_dir = lab.paths().etcd_data_dir();
+    let pki = lab.paths().pki();
+    let (ca, cert, key) = (
+        pki.ca().to_string_lossy().into_owned(),
+        pki.etcd().cert.to_string_lossy().into_owned(),
+        pki.etcd().key.to_string_lossy().into_owned(),
+    );
     let mut spec = ProcessSpec::new(
         ETCD_PROCESS,
         K8S_CTR,
@@ -52,6 +60,20 @@ pub fn spec(lab: &Lab) -> ProcessSpec {
             &format!("{K8S_CTR}={peer}"),
             "--initial-cluster-state",
             "new",
+            "--trusted-ca-file",
+            &ca,
+            "--cert-file",
+            &cert,
+            "--key-file",
+            &key,
+            "--client-cert-auth",
+            "--peer-trusted-ca-file",
+            &ca,
+            "--peer-cert-file",
+            &cert,
+            "--peer-key-file",
+            &key,
+            "--peer-client-cert-auth",
             "--auto-compaction-mode",
             "revision",
             "--auto-compaction-retention",
@@ -83,6 +105,77 @@ pub fn healthy(socket: &Path, timeout: Duration) -> bool {
     response.starts_with("HTTP/1.1 200") && response.contains(r#""health":"true""#)
 }
 
+/// etcd's database file after compaction keeps its size: the freed pages are reused, never given
+/// back. A defragmentation rewrites it, blocking etcd meanwhile, so it runs only when at least
+/// half the file and [`DEFRAG_MIN_FREE_BYTES`] are free.
+pub const DEFRAG_MIN_FREE_BYTES: u64 = 8 << 20;
+/// How often the lab's etcd is looked at for defragmentation.
+pub const DEFRAG_CHECK_EVERY: Duration = Duration::from_secs(600);
+
+/// Whether a database of `db_size` bytes of which `in_use` hold data is worth defragmenting.
+pub fn worth_defragmenting(db_size: u64, in_use: u64) -> bool {
+    let free = db_size.saturating_sub(in_use);
+    free >= DEFRAG_MIN_FREE_BYTES && free * 2 >= db_size
+}
+
+/// `POST path` with body `{}` to etcd's JSON gateway over the unix socket; the response body.
+fn gateway_post(socket: &Path, path: &str, timeout: Duration) -> std::io::Result<serde_json::Value> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("{path}: {}", response.lines().next().unwrap_or(""))));
+    }
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).map_err(std::io::Error::other)
+}
+
+/// The database size and the part in use, from etcd's maintenance status.
+pub fn db_size(socket: &Path, timeout: Duration) -> std::io::Result<(u64, u64)> {
+    let status = gateway_post(socket, "/v3/maintenance/status", timeout)?;
+    // int64 fields come as strings in the gateway's JSON.
+    let field = |name: &str| {
+        status.get(name).and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_u64())).unwrap_or(0)
+    };
+    Ok((field("dbSize"), field("dbSizeInUse")))
+}
+
+/// Defragments the lab's etcd when [`worth_defragmenting`]. Returns the sizes before and after
+/// when it did.
+pub fn defragment_if_worth_it(socket: &Path) -> std::io::Result<Option<(u64, u64)>> {
+    let (db, in_use) = db_size(socket, Duration::from_secs(2))?;
+    if !worth_defragmenting(db, in_use) {
+        return Ok(None);
+    }
+    gateway_post(socket, "/v3/maintenance/defragment", Duration::from_secs(60))?;
+    let (after, _) = db_size(socket, Duration::from_secs(2))?;
+    Ok(Some((db, after)))
+}
+
+/// Looks at the lab's etcd every [`DEFRAG_CHECK_EVERY`] from a thread of its own and defragments
+/// it when worth it, saying so in the caller's log.
+pub fn spawn_defragmenter(socket: std::path::PathBuf) {
+    let spawned = std::thread::Builder::new().name("etcd-defrag".into()).spawn(move || {
+        loop {
+            std::thread::sleep(DEFRAG_CHECK_EVERY);
+            match defragment_if_worth_it(&socket) {
+                Ok(Some((before, after))) => eprintln!("etcd defragmented: database {before} -> {after} bytes"),
+                Ok(None) => {}
+                Err(e) => eprintln!("etcd defragmentation check failed: {e}"),
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        eprintln!("cannot start the etcd defragmenter: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,7 +194,17 @@ mod tests {
     fn compacts_its_history() {
         let lab = Lab::new("t1").unwrap();
         let argv = spec(&lab).argv.join(" ");
-        assert!(argv.contains("--auto-compaction-mode revision --auto-compaction-retention 10000"), "{argv}");
+        assert!(argv.contains("--auto-compaction-mode revision --auto-compaction-retention 1000"), "{argv}");
+    }
+
+    #[test]
+    fn defragments_only_when_much_is_free() {
+        let mib = 1 << 20;
+        assert!(!worth_defragmenting(4 * mib, mib), "small files are left alone");
+        assert!(!worth_defragmenting(100 * mib, 60 * mib), "less than half free");
+        assert!(worth_defragmenting(100 * mib, 40 * mib));
+        assert!(!worth_defragmenting(0, 0));
+        assert!(defragment_if_worth_it(Path::new("/nonexistent/etcd.sock")).is_err());
     }
 
     #[test]

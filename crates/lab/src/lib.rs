@@ -32,6 +32,7 @@ pub mod network;
 pub mod node;
 pub mod observed;
 pub mod paths;
+pub mod pki;
 pub mod plan;
 pub mod process;
 pub mod procfs;

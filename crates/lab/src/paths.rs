@@ -113,6 +113,11 @@ impl LabPaths {
         self.state_dir.join(ETCD_SOCKET)
     }
 
+    /// The lab's CA and certificates ([`crate::pki`]).
+    pub fn pki(&self) -> crate::pki::Pki {
+        crate::pki::Pki::new(self.data_dir.join("pki"))
+    }
+
     pub fn etcd_data_dir(&self) -> PathBuf {
         self.data_dir.join("etcd")
     }

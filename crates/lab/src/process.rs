@@ -28,6 +28,10 @@ use crate::etcd;
 pub const ENV_LAB: &str = "CILIA_LAB";
 pub const ENV_HOST: &str = "CILIA_LAB_HOST";
 pub const ENV_DATASTORE: &str = "CILIA_DATASTORE";
+/// TLS material for an `https://` datastore: the lab's CA, the node's client certificate and key.
+pub const ENV_DATASTORE_CA: &str = "CILIA_DATASTORE_CA";
+pub const ENV_DATASTORE_CERT: &str = "CILIA_DATASTORE_CERT";
+pub const ENV_DATASTORE_KEY: &str = "CILIA_DATASTORE_KEY";
 /// Where the process should pin BPF objects: `/sys/fs/bpf/cilia/<lab>/<host>`, removed by `down`.
 pub const ENV_BPF_DIR: &str = "CILIA_BPF_DIR";
 
@@ -76,7 +80,21 @@ impl ProcessSpec {
             cwd: None,
             stale_files: Vec::new(),
         };
-        spec.env.insert(ENV_DATASTORE.into(), lab.paths().datastore_url());
+        // Processes on k8s-ctr use etcd's unix socket; the other nodes reach it over the network,
+        // as on separate hosts, with TLS and their node's own client certificate.
+        match crate::topology::nodes(lab.topology()).into_iter().find(|n| n.name == crate::topology::K8S_CTR) {
+            Some(ctr) if host != crate::topology::K8S_CTR => {
+                let pki = lab.paths().pki();
+                let client = pki.client(host);
+                spec.env.insert(ENV_DATASTORE.into(), format!("https://{}:2379", ctr.internal_ip));
+                spec.env.insert(ENV_DATASTORE_CA.into(), pki.ca().to_string_lossy().into_owned());
+                spec.env.insert(ENV_DATASTORE_CERT.into(), client.cert.to_string_lossy().into_owned());
+                spec.env.insert(ENV_DATASTORE_KEY.into(), client.key.to_string_lossy().into_owned());
+            }
+            _ => {
+                spec.env.insert(ENV_DATASTORE.into(), lab.paths().datastore_url());
+            }
+        }
         Ok(spec)
     }
 }

@@ -84,6 +84,16 @@ pub(crate) fn up(lab: &Lab, opts: &UpOptions) -> Result<UpReport, LabError> {
         _ => {}
     }
 
+    // The certificates etcd and the other nodes' processes start with.
+    let node_names: Vec<String> = crate::topology::nodes(lab.topology()).into_iter().map(|n| n.name).collect();
+    let ctr_ips: Vec<std::net::Ipv4Addr> = crate::topology::nodes(lab.topology())
+        .into_iter()
+        .filter(|n| n.name == crate::topology::K8S_CTR)
+        .map(|n| n.internal_ip)
+        .collect();
+    let clients: Vec<&str> = node_names.iter().map(String::as_str).chain(["admin"]).collect();
+    paths.pki().ensure(&ctr_ips, &clients)?;
+
     let network = network::ensure(lab.topology(), &progress)?;
     crate::router_dns::write_resolv_confs(lab)?;
     if !node::holds(lab).is_empty() {

@@ -60,7 +60,13 @@ impl EtcdStore {
     /// URLs separated by commas. The connection is made on first use and re-made after etcd
     /// restarts, so this succeeds while etcd is still down.
     pub async fn connect(url: &str) -> Result<Self> {
-        let channel = channel(url)?;
+        Self::connect_tls(url, None).await
+    }
+
+    /// As [`EtcdStore::connect`], with TLS material for `https://` URLs (etcd with client
+    /// certificate authentication); an `https://` URL without it is refused.
+    pub async fn connect_tls(url: &str, tls: Option<&Tls>) -> Result<Self> {
+        let channel = channel(url, tls)?;
         let client = Client::from_channel(etcd_client::Channel::Tonic(channel), None)
             .await
             .map_err(|e| Error::Unavailable(format!("etcd at {url}: {e}")))?;
@@ -217,9 +223,42 @@ impl EtcdStore {
     }
 }
 
-fn channel(urls: &str) -> Result<tonic::transport::Channel> {
-    let endpoints =
-        urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(endpoint).collect::<Result<Vec<_>>>()?;
+/// TLS to etcd's network listener: the CA that signed etcd's certificate, and this client's own
+/// certificate and key (etcd runs with `--client-cert-auth`), all PEM.
+#[derive(Clone)]
+pub struct Tls {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls { .. }")
+    }
+}
+
+impl Tls {
+    /// Reads the three PEM files, naming the one that cannot be read.
+    pub fn from_files(ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path) -> Result<Tls> {
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| Error::Invalid(format!("{what} {}: {e}", path.display())))
+        };
+        Ok(Tls {
+            ca: read("CA certificate", ca)?,
+            cert: read("client certificate", cert)?,
+            key: read("client key", key)?,
+        })
+    }
+}
+
+fn channel(urls: &str, tls: Option<&Tls>) -> Result<tonic::transport::Channel> {
+    let endpoints = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| endpoint(u, tls))
+        .collect::<Result<Vec<_>>>()?;
     match endpoints.as_slice() {
         [] => Err(Error::Invalid("no etcd endpoint given".into())),
         [one] => Ok(one.connect_lazy()),
@@ -230,14 +269,26 @@ fn channel(urls: &str) -> Result<tonic::transport::Channel> {
     }
 }
 
-fn endpoint(url: &str) -> Result<Endpoint> {
-    let usage = "expected http://host:port or unix:///path/to/socket";
+fn endpoint(url: &str, tls: Option<&Tls>) -> Result<Endpoint> {
+    let usage = "expected https://host:port (with a CA, a client certificate and its key), http://host:port or \
+                 unix:///path/to/socket";
     let endpoint = match url.strip_prefix("unix://") {
         Some(path) if path.starts_with('/') => Endpoint::from_shared(url.to_string()),
         Some(_) => return Err(Error::Invalid(format!("{url}: the socket path must be absolute ({usage})"))),
         None if url.starts_with("http://") => Endpoint::from_shared(url.to_string()),
         None if url.starts_with("https://") => {
-            return Err(Error::Invalid(format!("{url}: TLS to etcd is not supported ({usage})")));
+            let Some(tls) = tls else {
+                return Err(Error::Invalid(format!(
+                    "{url}: TLS needs the CA certificate, a client certificate and its key \
+                     (--datastore-ca, --datastore-cert, --datastore-key)"
+                )));
+            };
+            let config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca))
+                .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key));
+            Endpoint::from_shared(url.to_string())
+                .map_err(|e| Error::Invalid(format!("{url}: {e} ({usage})")))?
+                .tls_config(config)
         }
         None => return Err(Error::Invalid(format!("{url}: {usage}"))),
     }
@@ -584,13 +635,15 @@ mod tests {
 
     #[tokio::test]
     async fn endpoint_forms() {
-        assert!(endpoint("unix:///run/cilia/localhost:2379").is_ok());
-        assert!(endpoint("http://127.0.0.1:2379").is_ok());
-        assert!(matches!(endpoint("unix://relative.sock"), Err(Error::Invalid(_))));
-        assert!(matches!(endpoint("127.0.0.1:2379"), Err(Error::Invalid(_))));
-        assert!(matches!(endpoint("https://127.0.0.1:2379"), Err(Error::Invalid(_))));
-        assert!(matches!(channel(""), Err(Error::Invalid(_))));
-        assert!(matches!(channel("unix:///a.sock,http://127.0.0.1:1"), Err(Error::Invalid(_))));
-        assert!(channel("http://127.0.0.1:1, http://127.0.0.1:2").is_ok());
+        assert!(endpoint("unix:///run/cilia/localhost:2379", None).is_ok());
+        assert!(endpoint("http://127.0.0.1:2379", None).is_ok());
+        assert!(matches!(endpoint("unix://relative.sock", None), Err(Error::Invalid(_))));
+        assert!(matches!(endpoint("127.0.0.1:2379", None), Err(Error::Invalid(_))));
+        // TLS without its certificates is refused, saying what is missing.
+        let err = endpoint("https://127.0.0.1:2379", None).unwrap_err().to_string();
+        assert!(err.contains("--datastore-ca"), "{err}");
+        assert!(matches!(channel("", None), Err(Error::Invalid(_))));
+        assert!(matches!(channel("unix:///a.sock,http://127.0.0.1:1", None), Err(Error::Invalid(_))));
+        assert!(channel("http://127.0.0.1:1, http://127.0.0.1:2", None).is_ok());
     }
 }

@@ -27,7 +27,7 @@ pub mod store;
 pub mod testing;
 
 pub use error::{Error, Result};
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, Tls};
 pub use fence::Fence;
 pub use informer::{Change, Informer, InformerOptions, Subscription};
 pub use lease::{LeaseId, LeaseKeeper};

@@ -1,0 +1,158 @@
+//! The lab's certificates: a CA of its own, etcd's server and peer certificate, and one client
+//! certificate per node and one for the CLI, so that the datastore takes TLS with client
+//! certificates on its network address, as a real cluster's etcd does, and a pod that reaches
+//! 192.168.10.100:2379 gets nothing without one.
+//!
+//! Made once per lab, at `lab up`, under the lab's data directory (0700), and kept while the lab
+//! lives: a running etcd keeps using them. Each node's processes get only their node's key.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use crate::error::LabError;
+
+/// A certificate and its key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where the lab's certificates live (`<data dir>/pki`).
+#[derive(Clone, Debug)]
+pub struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Pki { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// etcd's certificate, for clients (server auth) and for its peers (both).
+    pub fn etcd(&self) -> CertFiles {
+        self.pair("etcd")
+    }
+
+    /// A client certificate for `name` (a node, or `admin` for the CLI).
+    pub fn client(&self, name: &str) -> CertFiles {
+        self.pair(&format!("client-{name}"))
+    }
+
+    fn pair(&self, base: &str) -> CertFiles {
+        CertFiles { cert: self.dir.join(format!("{base}.crt")), key: self.dir.join(format!("{base}.key")) }
+    }
+
+    /// Makes the CA and every certificate unless all are there already. `etcd_ips` are the
+    /// addresses etcd is reached at; `clients` the names that get a client certificate.
+    pub fn ensure(&self, etcd_ips: &[Ipv4Addr], clients: &[&str]) -> Result<bool, LabError> {
+        let mut wanted = vec![self.ca(), self.etcd().cert, self.etcd().key];
+        for c in clients {
+            wanted.extend([self.client(c).cert, self.client(c).key]);
+        }
+        if wanted.iter().all(|p| p.exists()) {
+            return Ok(false);
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| LabError::io("create the certificate directory", &self.dir, e))?;
+        let (ca, ca_key) = ca()?;
+        self.write(&self.ca(), &ca.pem())?;
+
+        let mut names = vec!["localhost".to_string()];
+        names.extend(etcd_ips.iter().map(ToString::to_string));
+        let ips: Vec<IpAddr> =
+            etcd_ips.iter().map(|i| IpAddr::V4(*i)).chain([IpAddr::V4(Ipv4Addr::LOCALHOST)]).collect();
+        let usages = [ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        self.leaf(&self.etcd(), "etcd", &ips, &usages, &ca, &ca_key)?;
+        for c in clients {
+            self.leaf(&self.client(c), c, &[], &[ExtendedKeyUsagePurpose::ClientAuth], &ca, &ca_key)?;
+        }
+        Ok(true)
+    }
+
+    fn leaf(
+        &self,
+        files: &CertFiles,
+        common_name: &str,
+        ips: &[IpAddr],
+        usages: &[ExtendedKeyUsagePurpose],
+        ca: &rcgen::Certificate,
+        ca_key: &KeyPair,
+    ) -> Result<(), LabError> {
+        let key = KeyPair::generate().map_err(|e| pki_error("generate a key", e))?;
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string()]).map_err(|e| pki_error("certificate names", e))?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = usages.to_vec();
+        let cert = params.signed_by(&key, ca, ca_key).map_err(|e| pki_error("sign a certificate", e))?;
+        self.write(&files.cert, &cert.pem())?;
+        self.write(&files.key, &key.serialize_pem())
+    }
+
+    /// Writes a file readable by root only.
+    fn write(&self, path: &Path, text: &str) -> Result<(), LabError> {
+        use std::io::Write as _;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| LabError::io("write a certificate", path, e))?;
+        f.write_all(text.as_bytes()).map_err(|e| LabError::io("write a certificate", path, e))
+    }
+}
+
+fn ca() -> Result<(rcgen::Certificate, KeyPair), LabError> {
+    let key = KeyPair::generate().map_err(|e| pki_error("generate the CA key", e))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_error("CA parameters", e))?;
+    params.distinguished_name.push(DnType::CommonName, "cilia lab CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let cert = params.self_signed(&key).map_err(|e| pki_error("sign the CA", e))?;
+    Ok((cert, key))
+}
+
+fn pki_error(what: &'static str, e: rcgen::Error) -> LabError {
+    LabError::io(what, "the lab's certificates", std::io::Error::other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn makes_everything_once_with_private_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path().join("pki"));
+        assert!(pki.ensure(&[Ipv4Addr::new(192, 168, 10, 100)], &["k8s-w1", "admin"]).unwrap());
+        for f in [pki.ca(), pki.etcd().cert, pki.client("k8s-w1").key, pki.client("admin").cert] {
+            assert!(fs::read_to_string(&f).unwrap().starts_with("-----BEGIN"), "{}", f.display());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(pki.client("k8s-w1").key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(pki.dir()).unwrap().permissions().mode() & 0o777, 0o700);
+        let ca = fs::read_to_string(pki.ca()).unwrap();
+        assert!(!pki.ensure(&[Ipv4Addr::new(192, 168, 10, 100)], &["k8s-w1", "admin"]).unwrap(), "made twice");
+        assert_eq!(fs::read_to_string(pki.ca()).unwrap(), ca);
+    }
+}
