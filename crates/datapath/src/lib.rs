@@ -23,6 +23,7 @@ mod datapath;
 pub mod dump;
 mod error;
 mod fake;
+pub mod inventory;
 pub mod l2;
 pub mod lbstate;
 mod loader;

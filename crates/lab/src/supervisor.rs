@@ -175,6 +175,7 @@ impl Supervisor {
             self.children.len()
         ));
         self.write_state()?;
+        crate::etcd::spawn_defragmenter(self.lab.paths().etcd_socket());
         loop {
             let mut changed = self.refresh_holds();
             changed |= self.reap(true);
