@@ -6,6 +6,9 @@
 //! - `db show l2-announce` (also as Cilium spells it, `shell -- db/show l2-announce`): the L2
 //!   announcements the node's agent owns, `IP  NetworkInterface`, from the table it keeps in its
 //!   state directory.
+//!
+//! `cilia exec -n kube-system cilium-xxxxx -- cilium-dbg ARGS`, in an agent's pod as the guide does
+//! it, runs this for the pod's node (see `commands::exec`).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -112,6 +115,6 @@ mod tests {
     fn l2_announce_reads_like_the_guide() {
         let rows = [TableRow { ip: "192.168.10.241".parse().unwrap(), interface: "eth1".into(), origins: vec![] }];
         assert_eq!(l2_announce_table(&rows), "IP               NetworkInterface\n192.168.10.241   eth1\n");
-        assert_eq!(l2_announce_table(&[]), "IP     NetworkInterface\n");
+        assert_eq!(l2_announce_table(&[]), "IP   NetworkInterface\n");
     }
 }

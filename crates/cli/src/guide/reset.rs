@@ -129,3 +129,16 @@ pub fn section(index: usize, from_scratch: bool) -> Section {
     };
     Section { id: "reset", title, steps }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_name_the_sections() {
+        let ids: Vec<&str> = super::super::runner::sections().iter().map(|s| s.id).collect();
+        assert_eq!((ids[NATIVE_ROUTING], ids[VXLAN], ids[LBIPAM]), ("native-routing", "vxlan", "lbipam"));
+        assert_eq!(routing(VXLAN)[0], "routing-mode=native", "the vxlan section starts in native routing");
+        assert_eq!(routing(LBIPAM)[0], "routing-mode=tunnel", "and the guide stays in tunnel mode after it");
+    }
+}

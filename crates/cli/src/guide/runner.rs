@@ -175,3 +175,17 @@ async fn run_step(step: &Step, path: &str, lab: &str, datastore: Option<&str>) -
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn help_names_every_section_in_order() {
+        let ids: Vec<&str> = super::sections().iter().map(|s| s.id).collect();
+        let mut cli = crate::Cli::command();
+        let lab = cli.find_subcommand_mut("lab").expect("lab");
+        let help = lab.find_subcommand_mut("guide").expect("guide").render_long_help().to_string();
+        assert!(help.contains(&ids.join(", ")), "{help}");
+    }
+}
