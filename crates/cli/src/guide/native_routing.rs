@@ -27,12 +27,12 @@ const STATIC_ROUTES: [(&str, &str); 3] =
 fn ping_with_router_capture(pod_ip_cmd: &str) -> String {
     format!(
         "{pod_ip_cmd}\n\
-         f=$(mktemp)\n\
-         cilia lab exec router -- timeout 5 tcpdump -i any icmp -nn -l -c 8 > $f 2>/dev/null &\n\
-         sleep 0.5\n\
+         f=$(mktemp); e=$(mktemp)\n\
+         cilia lab exec router -- timeout 5 tcpdump -i any icmp -nn -l -c 8 > $f 2>$e &\n\
+         for i in $(seq 50); do grep -q listening $e && break; sleep 0.1; done\n\
          cilia exec curl-pod -- ping -c 2 -W 1 $WEBPOD; rc=$?\n\
          wait\n\
-         cat $f; rm -f $f\n\
+         cat $f; rm -f $f $e\n\
          exit $rc"
     )
 }

@@ -58,12 +58,12 @@ fn guide_capture(out: &str) -> Result<(), String> {
 fn ping_with_w0_capture(capture: &str) -> String {
     format!(
         "{WEBPOD_W0_IP}\n\
-         f=$(mktemp)\n\
-         cilia lab exec k8s-w0 -- timeout 5 {capture} > $f 2>/dev/null &\n\
-         sleep 0.5\n\
+         f=$(mktemp); e=$(mktemp)\n\
+         cilia lab exec k8s-w0 -- timeout 5 {capture} > $f 2>$e &\n\
+         for i in $(seq 50); do grep -q listening $e && break; sleep 0.1; done\n\
          cilia exec -it curl-pod -- ping -c 2 $WEBPOD; rc=$?\n\
          wait\n\
-         cat $f; rm -f $f\n\
+         cat $f; rm -f $f $e\n\
          exit $rc"
     )
 }
