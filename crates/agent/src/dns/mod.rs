@@ -127,6 +127,7 @@ pub async fn serve_with(
 fn serve_udp(sock: std::net::UdpSocket, handler: Arc<Handler>, stop: CancellationToken, rt: tokio::runtime::Handle) {
     let sock = Arc::new(sock);
     let mut buf = vec![0u8; 4096];
+    let mut cache = server::PacketCache::new();
     while !stop.is_cancelled() {
         let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
@@ -138,7 +139,7 @@ fn serve_udp(sock: std::net::UdpSocket, handler: Arc<Handler>, stop: Cancellatio
                 continue;
             }
         };
-        match handler.prepare(&buf[..n], Transport::Udp) {
+        match cache.prepare(&handler, &buf[..n]) {
             Prepared::Done(Some(answer)) => {
                 if let Err(e) = sock.send_to(&answer, peer) {
                     tracing::debug!(%peer, error = %e, "DNS over UDP: send failed");

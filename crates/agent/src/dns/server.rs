@@ -1,7 +1,7 @@
 //! One DNS message in, one out: the cluster zone answered from the records, everything else
 //! forwarded; UDP answers fit the client's size or carry TC, TCP answers are whole.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use hickory_proto::{
     op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode},
@@ -59,16 +59,26 @@ pub struct Pending {
 impl Handler {
     /// Everything that needs no upstream (the zone, cache hits) is answered here, synchronously.
     pub fn prepare(&self, request: &[u8], transport: Transport) -> Prepared {
+        let records = self.records.borrow().clone();
+        self.prepare_with(request, transport, &records).0
+    }
+
+    /// [`Handler::prepare`] from `records`; also says whether the answer came from the zone alone
+    /// (the same request gets the same answer until the records change).
+    fn prepare_with(&self, request: &[u8], transport: Transport, records: &Records) -> (Prepared, bool) {
         let req = match Message::from_vec(request) {
             Ok(m) => m,
             Err(_) if request.len() >= 2 => {
                 let id = u16::from_be_bytes([request[0], request[1]]);
-                return Prepared::Done(Message::error_msg(id, OpCode::Query, ResponseCode::FormErr).to_vec().ok());
+                return (
+                    Prepared::Done(Message::error_msg(id, OpCode::Query, ResponseCode::FormErr).to_vec().ok()),
+                    false,
+                );
             }
-            Err(_) => return Prepared::Done(None),
+            Err(_) => return (Prepared::Done(None), false),
         };
         if req.metadata.message_type != MessageType::Query {
-            return Prepared::Done(None);
+            return (Prepared::Done(None), false);
         }
         let limit = match transport {
             Transport::Tcp => TCP_MAX,
@@ -88,21 +98,20 @@ impl Handler {
         }
         let query: Query = match (req.metadata.op_code, req.queries.as_slice()) {
             (OpCode::Query, [q]) => q.clone(),
-            (OpCode::Query, _) => return done_with(resp, ResponseCode::FormErr),
-            _ => return done_with(resp, ResponseCode::NotImp),
+            (OpCode::Query, _) => return (done_with(resp, ResponseCode::FormErr), false),
+            _ => return (done_with(resp, ResponseCode::NotImp), false),
         };
         if query.query_class != DNSClass::IN {
-            return done_with(resp, ResponseCode::Refused);
+            return (done_with(resp, ResponseCode::Refused), false);
         }
-        let records = self.records.borrow().clone();
-        match zone::lookup(&records, &query.name, query.query_type, self.address) {
+        match zone::lookup(records, &query.name, query.query_type, self.address) {
             Lookup::Local(mut reply) => {
                 resp.metadata.authoritative = true;
                 // ExternalName: follow the CNAME inside the zone, or to the upstream.
                 let mut chased = 0;
                 while let Some((target, qtype)) = reply.chase.take() {
                     chased += 1;
-                    match zone::lookup(&records, &target, qtype, self.address) {
+                    match zone::lookup(records, &target, qtype, self.address) {
                         Lookup::Local(next) if chased < MAX_CHASE => {
                             let mut answers = std::mem::take(&mut reply.answers);
                             answers.extend(next.answers);
@@ -110,7 +119,7 @@ impl Handler {
                         }
                         Lookup::Local(_) => break,
                         Lookup::Forward => {
-                            return match self.forwarder.cached(&target, qtype, DNSClass::IN) {
+                            let prepared = match self.forwarder.cached(&target, qtype, DNSClass::IN) {
                                 Some(answer) => Prepared::Done(encode(forwarded(resp, reply.answers, answer), limit)),
                                 None => Prepared::Upstream(Box::new(Pending {
                                     resp,
@@ -121,6 +130,7 @@ impl Handler {
                                     class: DNSClass::IN,
                                 })),
                             };
+                            return (prepared, false);
                         }
                     }
                 }
@@ -128,19 +138,22 @@ impl Handler {
                 resp.answers = reply.answers;
                 resp.authorities = reply.authorities;
                 resp.additionals = reply.additionals;
-                Prepared::Done(encode(resp, limit))
+                (Prepared::Done(encode(resp, limit)), true)
             }
-            Lookup::Forward => match self.forwarder.cached(&query.name, query.query_type, query.query_class) {
-                Some(answer) => Prepared::Done(encode(forwarded(resp, Vec::new(), answer), limit)),
-                None => Prepared::Upstream(Box::new(Pending {
-                    resp,
-                    limit,
-                    prefix: Vec::new(),
-                    name: query.name.clone(),
-                    qtype: query.query_type,
-                    class: query.query_class,
-                })),
-            },
+            Lookup::Forward => {
+                let prepared = match self.forwarder.cached(&query.name, query.query_type, query.query_class) {
+                    Some(answer) => Prepared::Done(encode(forwarded(resp, Vec::new(), answer), limit)),
+                    None => Prepared::Upstream(Box::new(Pending {
+                        resp,
+                        limit,
+                        prefix: Vec::new(),
+                        name: query.name.clone(),
+                        qtype: query.query_type,
+                        class: query.query_class,
+                    })),
+                };
+                (prepared, false)
+            }
         }
     }
 
@@ -156,6 +169,55 @@ impl Handler {
             Prepared::Done(r) => r,
             Prepared::Upstream(p) => self.complete(p).await,
         }
+    }
+}
+
+/// Zone answers kept as encoded, per receiving thread (no lock), keyed by the request without its
+/// id: the same question with the same flags and EDNS gets the same answer until the records
+/// change, like PowerDNS's packet cache. A hit costs a hash and a copy instead of a parse, a
+/// lookup and an encoding (about 6 us on the lab's machine). Forwarded answers are never kept
+/// here: their TTLs age.
+#[derive(Default)]
+pub struct PacketCache {
+    records: Option<Arc<Records>>,
+    answers: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+/// Entries at most per thread; a full cache starts over.
+const PACKET_CACHE_ENTRIES: usize = 4096;
+/// The message id: the first two bytes of every DNS message (RFC 1035 §4.1.1).
+const ID_LEN: usize = 2;
+
+impl PacketCache {
+    pub fn new() -> PacketCache {
+        PacketCache::default()
+    }
+
+    /// [`Handler::prepare`] over UDP, through the cache.
+    pub fn prepare(&mut self, handler: &Handler, request: &[u8]) -> Prepared {
+        let current = handler.records.borrow().clone();
+        if !self.records.as_ref().is_some_and(|r| Arc::ptr_eq(r, &current)) {
+            self.answers.clear();
+            self.records = Some(current.clone());
+        }
+        if request.len() > ID_LEN
+            && let Some(bytes) = self.answers.get(&request[ID_LEN..])
+        {
+            let mut out = bytes.clone();
+            out[..ID_LEN].copy_from_slice(&request[..ID_LEN]);
+            return Prepared::Done(Some(out));
+        }
+        let (prepared, from_zone) = handler.prepare_with(request, Transport::Udp, &current);
+        if from_zone
+            && let Prepared::Done(Some(bytes)) = &prepared
+            && bytes.len() > ID_LEN
+        {
+            if self.answers.len() >= PACKET_CACHE_ENTRIES {
+                self.answers.clear();
+            }
+            self.answers.insert(request[ID_LEN..].to_vec(), bytes.clone());
+        }
+        prepared
     }
 }
 

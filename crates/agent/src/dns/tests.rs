@@ -471,3 +471,80 @@ fn answer_cost() {
     let per = t.elapsed() / n;
     println!("prepare: {per:?} per answer ({:.0} answers/s on one core)", 1.0 / per.as_secs_f64());
 }
+
+#[test]
+#[ignore = "a measurement, not a test"]
+fn answer_cost_parts() {
+    let r = records();
+    let q = query("webpod.default.svc.cluster.local.", RecordType::A, Some(1232));
+    let n = 200_000u32;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(Message::from_vec(&q).unwrap());
+    }
+    println!("parse: {:?}", t.elapsed() / n);
+    let m = Message::from_vec(&q).unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(lookup(&r, &m.queries[0].name, RecordType::A, SERVER));
+    }
+    println!("lookup: {:?}", t.elapsed() / n);
+    let h = handler(records(), vec![]);
+    let resp = Message::from_vec(&match h.prepare(&q, Transport::Udp) {
+        super::Prepared::Done(Some(b)) => b,
+        _ => panic!(),
+    })
+    .unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(resp.to_vec().unwrap());
+    }
+    println!("encode: {:?}", t.elapsed() / n);
+}
+
+#[tokio::test]
+async fn the_packet_cache_answers_the_same_question_until_the_records_change() {
+    let (tx, rx) = watch::channel(Arc::new(records()));
+    let h =
+        Handler { records: rx, forwarder: Arc::new(Forwarder::new(Upstreams::Fixed(vec![]), vec![])), address: SERVER };
+    let mut cache = super::server::PacketCache::new();
+    let answer = |cache: &mut super::server::PacketCache, id: u16, q: &str| {
+        let mut m = Message::from_vec(&query(q, RecordType::A, Some(1232))).unwrap();
+        m.metadata.id = id;
+        match cache.prepare(&h, &m.to_vec().unwrap()) {
+            super::Prepared::Done(Some(b)) => Message::from_vec(&b).unwrap(),
+            _ => panic!("not answered at once"),
+        }
+    };
+    let first = answer(&mut cache, 1, "webpod.default.svc.cluster.local.");
+    let again = answer(&mut cache, 2, "webpod.default.svc.cluster.local.");
+    assert_eq!((first.metadata.id, again.metadata.id), (1, 2));
+    assert_eq!(first.answers, again.answers);
+    // The question's case is the client's (0x20): another key, echoed as asked.
+    let mixed = answer(&mut cache, 3, "WebPod.default.svc.cluster.local.");
+    assert_eq!(mixed.queries[0].name.to_ascii(), "WebPod.default.svc.cluster.local.");
+    // New records: a new answer.
+    tx.send(Arc::new(Records::build(&[svc("webpod", "default", json!({"clusterIP": "10.96.7.7"}))], &[], &[])))
+        .unwrap();
+    let changed = answer(&mut cache, 4, "webpod.default.svc.cluster.local.");
+    assert_eq!(changed.answers[0].data, RData::A(A(Ipv4Addr::new(10, 96, 7, 7))));
+    // Names outside the cluster are never kept (no upstream here: SERVFAIL each time).
+    let mut m = Message::from_vec(&query("example.com.", RecordType::A, None)).unwrap();
+    m.metadata.id = 5;
+    assert!(matches!(cache.prepare(&h, &m.to_vec().unwrap()), super::Prepared::Upstream(_)));
+    assert!(matches!(cache.prepare(&h, &m.to_vec().unwrap()), super::Prepared::Upstream(_)));
+}
+
+#[test]
+#[ignore = "a measurement, not a test"]
+fn packet_cache_cost() {
+    let h = handler(records(), vec![]);
+    let mut cache = super::server::PacketCache::new();
+    let q = query("webpod.default.svc.cluster.local.", RecordType::A, Some(1232));
+    let n = 1_000_000u32;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(cache.prepare(&h, &q));
+    }
+    println!("packet cache hit: {:?} per answer", t.elapsed() / n);
+}
