@@ -180,11 +180,22 @@ pub fn section() -> Section {
                 contains(["Hostname: webpod-"]),
             ),
             Step::new(
-                "The router's ARP table (the guide's arp -a)",
-                format!("{LBIP}\n{LEADER}\ncilia lab exec router -- ip neigh show $LBIP"),
-                contains(["lladdr", "eth1"]),
-            )
-            .differs("arp -a | grep 192.168.10.241", "ip neigh show reads the same table (arp -a also looks each address's name up)"),
+                "The router's ARP table: the LoadBalancer IP at the leader's MAC, on eth1",
+                format!("{LBIP}\n{LEADER}\necho \"leader $LEADER $MAC\"\ncilia lab exec router -- arp -a | grep \"($LBIP)\""),
+                Check::Output(Box::new(|out| {
+                    let mac = out
+                        .lines()
+                        .find_map(|l| l.strip_prefix("leader ").and_then(|r| r.split_whitespace().nth(1)))
+                        .ok_or("no leader line")?
+                        .to_lowercase();
+                    let row = out.lines().find(|l| l.contains("(192.168.10.24")).ok_or("no ARP entry for the LB IP")?;
+                    if row.to_lowercase().contains(&format!(" at {mac} ")) && row.ends_with(" on eth1") {
+                        Ok(())
+                    } else {
+                        Err(format!("{row:?} is not the leader's {mac} on eth1"))
+                    }
+                })),
+            ),
             Step::new(
                 "Ten requests from the router, spread over the replicas",
                 format!("{LBIP}\nfor i in {{1..10}}; do cilia lab exec router -- curl -s $LBIP | grep Hostname; done | sort | uniq -c"),
