@@ -94,6 +94,11 @@ pub fn desired(options: &BuildOptions, services: &[Service], slices: &[EndpointS
         }
     }
     let node_ips: BTreeSet<Ipv4Addr> = nodes.iter().filter_map(|n| n.internal_ip).collect();
+    // Node ports are served on this node's own address (and the 0.0.0.0 surrogate), as Cilium
+    // does: another node's address:port reaches that node, whose datapath serves it. Programming
+    // every node's would cost every node a row per node, Service and port.
+    let own_ips: BTreeSet<Ipv4Addr> =
+        nodes.iter().filter(|n| n.name == options.node_name).filter_map(|n| n.internal_ip).collect();
     let pod_cidrs: Vec<ipnet::Ipv4Net> = nodes.iter().filter_map(|n| n.pod_cidr).collect();
     let mut refused = Vec::new();
 
@@ -106,7 +111,7 @@ pub fn desired(options: &BuildOptions, services: &[Service], slices: &[EndpointS
         let no_slices = Vec::new();
         let svc_slices = by_service.get(&key).unwrap_or(&no_slices);
         let owner = format!("{}/{}", key.0, key.1);
-        for entry in service_entries(options, svc, svc_slices, &node_ips) {
+        for entry in service_entries(options, svc, svc_slices, &own_ips) {
             // Node ports live on node addresses by design; every other frontend is checked.
             if entry.kind != ServiceKind::NodePort
                 && let Some(why) = refuse(entry.frontend.address, &pod_cidrs, &node_ips)

@@ -111,16 +111,18 @@ fn load_balancer_expands_to_cluster_ip_node_ports_and_ingress_ips() {
             (ServiceKind::NodePort, "0.0.0.0:32353".to_string()),
             (ServiceKind::ClusterIp, "10.96.41.64:80".to_string()),
             (ServiceKind::NodePort, "192.168.10.100:32353".to_string()),
-            (ServiceKind::NodePort, "192.168.10.101:32353".to_string()),
             (ServiceKind::LoadBalancer, "192.168.10.241:80".to_string()),
-            (ServiceKind::NodePort, "192.168.20.100:32353".to_string()),
         ]
     );
     assert!(d.entries.iter().all(|e| e.backends.len() == 3));
     // A ClusterIP service ignores node ports and ingress IPs it may still carry.
     assert_eq!(desired(&options(), &[webpod("ClusterIP")], &[three_pods()], &nodes()).entries.len(), 1);
     let np = desired(&options(), &[webpod("NodePort")], &[three_pods()], &nodes());
-    assert_eq!(np.entries.iter().filter(|e| e.kind == ServiceKind::NodePort).count(), 4, "3 nodes and 0.0.0.0");
+    assert_eq!(
+        np.entries.iter().filter(|e| e.kind == ServiceKind::NodePort).count(),
+        2,
+        "this node's address and 0.0.0.0: the other nodes serve their own"
+    );
     assert!(np.entries.iter().all(|e| e.kind != ServiceKind::LoadBalancer));
 }
 
@@ -178,7 +180,7 @@ fn terminating_endpoints_stay_for_existing_connections_and_unready_ones_go() {
 fn no_endpoints_keeps_the_frontend_with_zero_backends() {
     let empty = slice("webpod-abcde", json!([]), &[]);
     let d = desired(&options(), &[webpod("LoadBalancer")], &[empty], &nodes());
-    assert_eq!(d.entries.len(), 6, "cluster IP, 3 node addresses and 0.0.0.0, LB IP");
+    assert_eq!(d.entries.len(), 4, "cluster IP, this node's address and 0.0.0.0, LB IP");
     assert!(d.entries.iter().all(|e| e.backends.is_empty()));
     // No slice at all (the operator has not written one yet): the same.
     let d = desired(&options(), &[webpod("ClusterIP")], &[], &nodes());

@@ -186,8 +186,9 @@ fn cluster_ip_by_name_from_pods_and_frontends_from_every_node() {
     let out = c.lab.cilia(&["exec", "curl-k8s-ctr", "--", "curl", "-sS", "-m", "3", "nothere"]);
     assert!(!out.status.success() && text(&out).contains("Could not resolve host"), "{}", text(&out));
 
-    // From every node's own namespace, through socket-LB: the ClusterIP, the LB IP, a node port
-    // of another node and on the node's loopback, each spreading over more than one backend.
+    // From every node's own namespace: the ClusterIP, the LB IP and the loopback node port through
+    // socket-LB, and k8s-w1's node port (served by k8s-w1's datapath from the others), each
+    // spreading over more than one backend.
     for node in NODES {
         let node_ports = [format!("192.168.10.101:{}", c.node_port), format!("127.0.0.1:{}", c.node_port)];
         for target in [c.cluster_ip.clone(), LB_IP.to_string()].into_iter().chain(node_ports) {

@@ -198,12 +198,14 @@ spec:
         let ip = self.allocated("udp-closed", "clusterIP", timeout);
         let node_port = self.allocated("udp-closed", "ports[0].nodePort", timeout);
         let count = format!("count={backends}");
-        for frontend in [format!("{ip}:9/UDP (0)"), format!("192.168.10.100:{node_port}/UDP (0)")] {
-            for node in nodes {
-                self.eventually(&["dbg", node, "bpf", "lb", "list"], timeout, |o| {
-                    o.lines().any(|l| l.starts_with(&frontend) && l.ends_with(&count))
-                });
-            }
+        // The ClusterIP on every node; the node port on k8s-ctr, which serves its own address.
+        let cluster_ip = format!("{ip}:9/UDP (0)");
+        let node_port_row = format!("192.168.10.100:{node_port}/UDP (0)");
+        let wanted = nodes.iter().map(|n| (*n, &cluster_ip)).chain([("k8s-ctr", &node_port_row)]);
+        for (node, frontend) in wanted {
+            self.eventually(&["dbg", node, "bpf", "lb", "list"], timeout, |o| {
+                o.lines().any(|l| l.starts_with(frontend.as_str()) && l.ends_with(&count))
+            });
         }
         (ip, node_port)
     }
