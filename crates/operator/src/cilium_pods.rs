@@ -12,8 +12,9 @@
 //! while it restarts (`Ready=False`) and `Unknown` with reason `NodeLost` once its membership
 //! lapsed ([`crate::node_lifecycle`]); and one `cilium-operator-<hash>-<suffix>` (label
 //! `io.cilium/app=operator`) for the leading operator. The suffixes are derived from the node
-//! name (the identity), so a name stays the same across restarts. Pod runtimes leave host-network
-//! pods alone, and `cilia exec` into an agent's pod runs `cilium-dbg ARGS` as `cilia dbg NODE ARGS`.
+//! name (the identity), so a name stays the same across restarts. They are mirror pods
+//! ([`api::types::MIRROR_ANNOTATION`], its value what they mirror), which pod runtimes leave
+//! alone, and `cilia exec` into an agent's pod runs `cilium-dbg ARGS` as `cilia dbg NODE ARGS`.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -28,8 +29,8 @@ pub const NAMESPACE: &str = "kube-system";
 pub const AGENT_LABEL: (&str, &str) = ("k8s-app", "cilium");
 /// The operator pod's label, as Cilium's Deployment sets it.
 pub const OPERATOR_LABEL: (&str, &str) = ("io.cilium/app", "operator");
-/// Marks the Pods this module owns (and may delete).
-const MIRROR_ANNOTATION: &str = "cilia.io/mirror-of";
+/// Marks the Pods this module owns (and may delete), and tells pod runtimes not to run them.
+const MIRROR_ANNOTATION: &str = api::types::MIRROR_ANNOTATION;
 const RESYNC: Duration = Duration::from_secs(5);
 
 /// Kubernetes' name alphabet (no vowels, no look-alikes).
@@ -249,6 +250,7 @@ mod tests {
         assert_eq!(pod.metadata.labels.get("k8s-app").map(String::as_str), Some("cilium"));
         assert_eq!(pod.spec.node_name.as_deref(), Some("k8s-ctr"));
         assert_eq!(pod.spec.host_network, Some(true));
+        assert!(pod.is_mirror(), "pod runtimes leave it alone");
         assert_eq!(pod.status.phase.as_deref(), Some("Running"));
         assert!(pod.is_ready());
         assert_eq!(pod.status.pod_ip.as_deref(), Some("192.168.10.100"));

@@ -20,7 +20,8 @@ pub use discovery::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 pub use l2_policy::{L2AnnouncementPolicy, L2AnnouncementPolicySpec};
 pub use lb_ip_pool::{IpBlock, LbIpPool, LbIpPoolSpec, LbIpPoolStatus};
 pub use pod::{
-    Affinity, Container, ContainerPort, Pod, PodAffinityTerm, PodAntiAffinity, PodCondition, PodIp, PodSpec, PodStatus,
+    Affinity, Container, ContainerPort, MIRROR_ANNOTATION, Pod, PodAffinityTerm, PodAntiAffinity, PodCondition, PodIp,
+    PodSpec, PodStatus,
 };
 pub use service::{LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec, ServiceStatus};
 

@@ -174,7 +174,17 @@ pub struct PodCondition {
     pub message: Option<String>,
 }
 
+/// Kubernetes' annotation of a mirror pod: a Pod object standing for something the node runs by
+/// itself (here the agents and the operator, which are processes, not containers). Pod runtimes
+/// do not run mirror pods.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
 impl Pod {
+    /// Whether the pod is a [mirror pod](MIRROR_ANNOTATION).
+    pub fn is_mirror(&self) -> bool {
+        self.metadata.annotations.contains_key(MIRROR_ANNOTATION)
+    }
+
     /// Whether the pod's `Ready` condition is `True`.
     pub fn is_ready(&self) -> bool {
         self.status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")

@@ -5,8 +5,8 @@
 //! `-t` gives the command a pseudo-terminal, as kubectl does (and, as kubectl, says so and goes on
 //! without one when stdin is not a terminal); `-i` passes stdin to it.
 //!
-//! The agents' and the operator's pods in kube-system ([`operator::cilium_pods`]) are host-network
-//! pods: a command runs in their node's namespace, and `cilium-dbg ARGS` in an agent's pod is
+//! The agents' and the operator's pods in kube-system ([`operator::cilium_pods`]) are mirror pods
+//! on the host network: a command runs in their node's namespace, and `cilium-dbg ARGS` in an agent's pod is
 //! `cilia dbg NODE ARGS`, as `kubectl exec -n kube-system cilium-xxxxx -- cilium-dbg ...` is with
 //! Cilium.
 
@@ -37,7 +37,7 @@ pub async fn run(ctx: &Ctx, lab: &str, pod: &str, stdin: bool, tty: bool, comman
         }
         Streams::Inherit
     };
-    let (netns, resolv_conf) = if typed.spec.host_network == Some(true) {
+    let (netns, resolv_conf) = if typed.is_mirror() {
         let node = typed.spec.node_name.clone().with_context(|| format!("pod {pod} has no node"))?;
         let is_agent = typed.metadata.labels.get(operator::cilium_pods::AGENT_LABEL.0).map(String::as_str)
             == Some(operator::cilium_pods::AGENT_LABEL.1);

@@ -187,14 +187,14 @@ fn new_record(lab: &lab::Lab, pod: &Pod) -> PodRecord {
     }
 }
 
-/// Pods bound to `node` that run in a namespace of their own, by uid. Host-network pods are the
-/// node's own processes (the agent's and operator's pods in kube-system), not the runtime's.
+/// Pods bound to `node` that the runtime runs, by uid: all but mirror pods, which stand for the
+/// node's own processes (the agents' and the operator's pods in kube-system).
 fn bound_pods(pods: &Informer, node: &str) -> HashMap<String, Pod> {
     pods.snapshot()
         .iter()
         .filter(|o| o.lookup_path("spec.nodeName").is_some_and(|n| n == node))
         .filter_map(|o| o.to_typed::<Pod>().ok())
-        .filter(|p| p.spec.host_network != Some(true))
+        .filter(|p| !p.is_mirror())
         .filter_map(|p| Some((p.metadata.uid.clone()?, p)))
         .collect()
 }
