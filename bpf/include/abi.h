@@ -37,7 +37,7 @@
 #define CT_MAP_SIZE 262144
 #define SNAT_MAP_SIZE 131072
 #define SOCK_REV_MAP_SIZE 65536
-#define NETDEV_MAP_SIZE 256
+#define NETDEV_MAP_SIZE 320 /* a /24 of pods and the node's devices; the agent sizes it from its pod CIDR */
 #define L2_RESPONDER_MAP_SIZE 65536 /* (VIP, interface) pairs per family */
 
 /* Maglev lookup table size M: a prime, Cilium's default. M >= 100 * backends keeps the share of

@@ -120,7 +120,7 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
     let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));
     if let Some(lb) = &config.service_lb {
         let own_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
-        let shared = open_datapath(lb, &node_name)?;
+        let shared = open_datapath(lb, &node_name, pod_cidr)?;
         // New pods get their programs before CNI ADD answers, so their first packet meets them;
         // the link poll below catches pods wired before this point.
         let hook_datapath = shared.clone();
@@ -198,13 +198,22 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
 
 /// Opens the node's datapath (mounting bpffs first if needed) and attaches socket-LB. Maps and
 /// links of a previous run are picked up from the pins, so forwarding never stopped.
-fn open_datapath(lb: &ServiceLbConfig, node: &str) -> Result<service_controller::SharedDatapath, AgentError> {
+fn open_datapath(
+    lb: &ServiceLbConfig,
+    node: &str,
+    pod_cidr: Ipv4Net,
+) -> Result<service_controller::SharedDatapath, AgentError> {
     let bpffs = std::path::Path::new("/sys/fs/bpf");
     if lb.bpf_dir.starts_with(bpffs) {
         datapath::ensure_bpffs(bpffs)?;
     }
     reserve_nat_ports();
-    let mut dp = datapath::Datapath::open(&lb.bpf_dir)?;
+    // Room in the device map for every pod the node's CIDR can hold.
+    let sizes = datapath::DatapathConfig {
+        netdevs_max: datapath::DatapathConfig::netdevs_for_pod_cidr(pod_cidr.prefix_len()),
+        ..datapath::DatapathConfig::default()
+    };
+    let mut dp = datapath::Datapath::open_with(&lb.bpf_dir, &sizes)?;
     tracing::info!(
         node,
         pins = %lb.bpf_dir.display(),

@@ -140,7 +140,7 @@ impl Datapath {
     /// [`crate::ensure_bpffs`]); it is created if missing.
     pub fn open_with(pin_dir: impl AsRef<Path>, config: &DatapathConfig) -> Result<Self> {
         let pin_dir = pin_dir.as_ref().to_path_buf();
-        loader::prepare_pin_dir(&pin_dir)?;
+        loader::prepare_pin_dir(&pin_dir, config)?;
         let programs = Programs::load(&pin_dir, config)?;
         let maps = PinnedMaps::open(&pin_dir)?;
         let l2 = L2Maps::open(&pin_dir)?;

@@ -33,6 +33,20 @@ pub struct DatapathConfig {
     pub sock_rev_max: u32,
     /// L2 announcement responder entries per address family: (announced IP, device) pairs.
     pub l2_responder_max: u32,
+    /// Devices the datapath knows: one per pod veth plus the node's own. Size it from the pod
+    /// CIDR ([`DatapathConfig::netdevs_for_pod_cidr`]); a full node whose pod cannot get an entry
+    /// is not translated. Unlike the other maps, a pinned device map smaller than this is
+    /// recreated at load (its entries are rewritten as devices are attached).
+    pub netdevs_max: u32,
+}
+
+impl DatapathConfig {
+    /// A device map for every address of a pod CIDR of `prefix` bits, plus room for the node's
+    /// own devices.
+    pub fn netdevs_for_pod_cidr(prefix: u8) -> u32 {
+        let pods = 1u64 << (32 - u32::from(prefix.min(32)));
+        u32::try_from(pods + 64).unwrap_or(u32::MAX).min(1 << 20)
+    }
 }
 
 impl Default for DatapathConfig {
@@ -48,6 +62,7 @@ impl Default for DatapathConfig {
             snat_max: 131_072,
             sock_rev_max: 65536,
             l2_responder_max: abi::L2_RESPONDER_MAP_SIZE,
+            netdevs_max: DatapathConfig::netdevs_for_pod_cidr(24),
         }
     }
 }
@@ -74,7 +89,7 @@ fn expected_layout() -> [(&'static str, usize, usize); 14] {
 }
 
 /// Checks the pin directory and drops pins whose layout no longer matches this build's ABI.
-pub(crate) fn prepare_pin_dir(pin_dir: &Path) -> Result<()> {
+pub(crate) fn prepare_pin_dir(pin_dir: &Path, config: &DatapathConfig) -> Result<()> {
     std::fs::create_dir_all(pin_dir.join("links")).map_err(|source| Error::Io {
         op: "create pin directory",
         path: pin_dir.into(),
@@ -91,8 +106,10 @@ pub(crate) fn prepare_pin_dir(pin_dir: &Path) -> Result<()> {
         if !path.exists() {
             continue;
         }
+        // The device map is rebuilt by attaching, so it is also recreated to grow.
+        let big_enough = |i: &MapInfo| name != abi::MAP_NETDEVS || i.max_entries() >= config.netdevs_max;
         let compatible = MapInfo::from_pin(&path)
-            .map(|i| i.key_size() as usize == key && i.value_size() as usize == value)
+            .map(|i| i.key_size() as usize == key && i.value_size() as usize == value && big_enough(&i))
             .unwrap_or(false);
         if !compatible {
             tracing::warn!(map = name, path = %path.display(), "pinned map has another layout; recreating it");
@@ -115,6 +132,7 @@ fn load_object(bytes: &[u8], object: &'static str, pin_dir: &Path, config: &Data
         .map_max_entries(abi::MAP_CT, config.conntrack_max)
         .map_max_entries(abi::MAP_SNAT, config.snat_max)
         .map_max_entries(abi::MAP_SOCK_REV, config.sock_rev_max)
+        .map_max_entries(abi::MAP_NETDEVS, config.netdevs_max)
         .map_max_entries(abi::MAP_L2_RESP4, config.l2_responder_max)
         .map_max_entries(abi::MAP_L2_RESP6, config.l2_responder_max);
     loader.load(bytes).map_err(|source| Error::Load { object, pin_dir: pin_dir.into(), source: Box::new(source) })

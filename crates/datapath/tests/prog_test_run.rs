@@ -812,3 +812,25 @@ fn services_that_do_not_fit_the_map_are_refused_before_any_write() {
     assert!(err.contains("2 frontends need 10 rows") && err.contains("the map holds 8"), "{err}");
     assert_eq!(dp.maps().services.keys().count(), 5, "nothing of the second service was written");
 }
+
+/// The device map holds a device per pod of the node's CIDR: more than a /24 of pods when the
+/// CIDR is bigger, and a pinned map too small for the configured size is recreated at load.
+#[test]
+fn the_device_map_is_sized_from_the_pod_cidr() {
+    require_root!();
+    enter_empty_netns();
+    let fs = Bpffs::new("netdevs");
+    let dir = fs.node_dir("n1");
+    let small = Datapath::open(&dir).expect("load with the default size");
+    assert_eq!(datapath::DatapathConfig::netdevs_for_pod_cidr(22), 1024 + 64);
+    drop(small);
+    let config = datapath::DatapathConfig {
+        netdevs_max: datapath::DatapathConfig::netdevs_for_pod_cidr(22),
+        ..datapath::DatapathConfig::default()
+    };
+    let mut dp = Datapath::open_with(&dir, &config).expect("load with a /22's size");
+    for ifindex in 1..=1024u32 {
+        let info = NetdevInfo { snat_addr: [0; 4], flags: abi::NETDEV_F_POD };
+        dp.maps_mut().netdevs.insert(ifindex, info, 0).unwrap_or_else(|e| panic!("pod device {ifindex}: {e}"));
+    }
+}
