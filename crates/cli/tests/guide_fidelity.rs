@@ -76,6 +76,19 @@ fn guide_twice_in_a_row_ends_where_the_guide_ends() {
     let eps = lab.ok(&["get", "ep", "webpod"]);
     assert!(eps.starts_with("NAME") && eps.lines().nth(1).is_some_and(|l| l.matches(":80").count() == 3), "{eps}");
 
+    // exec -t: a terminal of the pod's own when stdin is one, kubectl's notice when it is not.
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let out = lab
+        .command(&["exec", "-it", "curl-pod", "--", "tty"])
+        .stdin(std::fs::File::from(pty.slave))
+        .output()
+        .expect("cilia exec -it");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && tty.trim_end().starts_with("/dev/pts/"), "{}", text(&out));
+    let out = lab.cilia(&["exec", "-t", "curl-pod", "--", "tty"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unable to use a TTY"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not a tty"), "{}", text(&out));
+
     // Again, from where the first run ended: it says what it reset.
     let second = guide(&lab, &[], "right after a full run");
     for reset in [
