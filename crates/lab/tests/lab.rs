@@ -123,9 +123,19 @@ fn routes_between_segments_and_swallows_unknown_pod_traffic() {
     assert_eq!(report.datastore_url, format!("unix:///run/cilia/lab/{}/etcd.sock", t.lab.name()));
     assert_eq!(lab::datastore_url(t.lab.name()), Some(report.datastore_url.clone()));
     assert!(lab::etcd::healthy(&t.lab.paths().etcd_socket(), Duration::from_secs(2)));
-    // The lab's processes reach etcd on k8s-ctr's node address, across the segment.
-    let (code, health) = t.run("k8s-w1", &["curl", "-s", "--max-time", "2", "http://192.168.10.100:2379/health"]);
+    // The lab's processes reach etcd on k8s-ctr's node address, across the segment, with TLS and
+    // their node's client certificate; without one, or over plain HTTP, etcd answers nothing.
+    let pki = t.lab.paths().pki();
+    let (ca, client) = (pki.ca(), pki.client("k8s-w1"));
+    let (ca, cert, key) = (ca.to_str().unwrap(), client.cert.to_str().unwrap(), client.key.to_str().unwrap());
+    let url = "https://192.168.10.100:2379/health";
+    let with_cert = ["curl", "-s", "--max-time", "2", "--cacert", ca, "--cert", cert, "--key", key, url];
+    let (code, health) = t.run("k8s-w1", &with_cert);
     assert!(code == 0 && health.contains(r#""health":"true""#), "{code} {health}");
+    let (code, _) = t.run("k8s-w1", &["curl", "-s", "--max-time", "2", "--cacert", ca, url]);
+    assert_ne!(code, 0, "etcd answered a client without a certificate");
+    let (code, _) = t.run("k8s-w1", &["curl", "-s", "--max-time", "2", "http://192.168.10.100:2379/health"]);
+    assert_ne!(code, 0, "etcd answered plain HTTP on the network");
 
     // Between the segments through the router, from the router and from a node.
     assert_eq!(t.lab.exec("router", &["ping", "-c1", "-W1", "192.168.20.100"]).unwrap(), 0);
