@@ -185,7 +185,10 @@ mod tests {
         let lab = Lab::new("t1").unwrap();
         let spec = spec(&lab);
         let argv = spec.argv.join(" ");
-        assert!(argv.contains("--listen-client-urls http://192.168.10.100:2379,unix://etcd.sock:0"));
+        assert!(argv.contains("--listen-client-urls https://192.168.10.100:2379,unix://etcd.sock:0"), "{argv}");
+        // Clients and peers on the network need a certificate from the lab's CA.
+        assert!(argv.contains("--client-cert-auth") && argv.contains("--peer-client-cert-auth"), "{argv}");
+        assert!(argv.contains("--trusted-ca-file /var/lib/cilia/lab/t1/pki/ca.crt"), "{argv}");
         assert!(argv.contains("--data-dir /var/lib/cilia/lab/t1/etcd"));
         assert_eq!(spec.cwd.as_deref(), Some(Path::new("/run/cilia/lab/t1")));
     }
