@@ -574,3 +574,16 @@ async fn forwarded_hit_cost() {
     }
     println!("forwarded cache hit: {:?} per answer", t.elapsed() / n);
 }
+
+#[tokio::test]
+async fn other_classes_are_refused_and_other_opcodes_not_implemented() {
+    let h = handler(records(), vec![]);
+    let mut m = Message::from_vec(&query("version.bind.", RecordType::TXT, None)).unwrap();
+    m.queries[0].query_class = DNSClass::CH;
+    let resp = Message::from_vec(&h.handle(&m.to_vec().unwrap(), Transport::Udp).await.unwrap()).unwrap();
+    assert_eq!(resp.metadata.response_code, ResponseCode::Refused);
+    let mut m = Message::from_vec(&query("webpod.default.svc.cluster.local.", RecordType::A, None)).unwrap();
+    m.metadata.op_code = hickory_proto::op::OpCode::Status;
+    let resp = Message::from_vec(&h.handle(&m.to_vec().unwrap(), Transport::Udp).await.unwrap()).unwrap();
+    assert_eq!(resp.metadata.response_code, ResponseCode::NotImp);
+}
