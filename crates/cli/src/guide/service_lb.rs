@@ -92,6 +92,19 @@ pub fn section() -> Section {
                 contains(["nameserver 172.20.0.", "search default.svc.cluster.local svc.cluster.local cluster.local", "ndots:5"]),
             ),
             Step::new(
+                "The name curl resolves: webpod's ClusterIP, from the cluster DNS on the pod's gateway",
+                "CIP=$(cilia get svc webpod -o jsonpath='{.spec.clusterIP}'); echo \"clusterIP $CIP\"\n\
+                 cilia exec curl-pod -- dig +search +short webpod",
+                Check::Output(Box::new(|out| {
+                    let cip = out.lines().find_map(|l| l.strip_prefix("clusterIP ")).ok_or("no cluster IP")?.trim();
+                    if out.lines().skip(1).any(|l| l.trim() == cip) {
+                        Ok(())
+                    } else {
+                        Err(format!("dig did not answer {cip}"))
+                    }
+                })),
+            ),
+            Step::new(
                 "ClusterIP by name",
                 "cilia exec curl-pod -- curl -s webpod | grep Hostname",
                 contains(["Hostname: webpod-"]),
