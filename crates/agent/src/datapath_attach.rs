@@ -3,9 +3,9 @@
 //! (`lxc*`). A link watcher looks at the node's links every few hundred milliseconds and attaches
 //! to whatever is new, or was recreated under the same name (a new ifindex); the CNI path needs
 //! no hook. A deleted pod's veth takes its hooks with it, but not its link pins (each holds the
-//! defunct link and its program) nor its device-map entry: when a device goes, at start and every
-//! [`RECONCILE_EVERY`] the attacher forgets devices that are gone and removes their pins, and
-//! logs what it removed.
+//! defunct link and its program) nor its device-map entry: when a device goes (one it attached,
+//! or one with pins that is not among the links), at start and every [`RECONCILE_EVERY`] the
+//! attacher forgets devices that are gone and removes their pins, and logs what it removed.
 //!
 //! Attaching is idempotent: at start every device is attached again, which swaps the new
 //! programs in behind the pinned links of the previous run.
@@ -132,6 +132,13 @@ impl Attacher {
         let before = self.attached.len();
         self.attached.retain(|name, _| links.iter().any(|l| &l.name == name));
         self.forget_pending |= self.attached.len() < before;
+        // A pod's veth can come and go between two passes (a pod deleted right after it
+        // started, on a busy node): the CNI plugin pinned its links, this attacher never saw it.
+        // The pins say so.
+        if !self.forget_pending {
+            let pinned = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pinned_devices();
+            self.forget_pending = pinned.iter().any(|name| !links.iter().any(|l| &l.name == name));
+        }
         let mut failed = 0;
         let periodic = self.last_reconcile.is_none_or(|t| t.elapsed() >= RECONCILE_EVERY);
         if self.forget_pending || periodic {

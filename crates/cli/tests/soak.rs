@@ -34,6 +34,26 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `node` has `want` lxc link pins; on timeout says which pins and links it has, and
+/// what its agent logged about devices.
+fn wait_pins(lab: &TestLab, node: &str, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pod_pins(lab, node).len() != want {
+        if Instant::now() >= deadline {
+            let links = lab.ok(&["lab", "exec", node, "--", "ip", "-br", "link", "show"]);
+            let agent = log(lab, &format!("agent-{node}"));
+            let about_devices: Vec<&str> =
+                agent.lines().filter(|l| l.contains("device") || l.contains("attach") || l.contains("pin")).collect();
+            panic!(
+                "timed out waiting for {want} lxc link pins on {node}; pins: {:?}\nlinks:\n{links}\nagent:\n{}",
+                pod_pins(lab, node),
+                about_devices[about_devices.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn ready_pods(lab: &TestLab) -> usize {
     let out = lab.ok(&[
         "get",
@@ -82,7 +102,7 @@ fn churn_leaves_nothing_behind() {
         assert!(out.status.success(), "{}", text(&out));
         wait_for("curl-pod back", Duration::from_secs(60), || ready_pods(&lab) == 4);
     }
-    wait_for("two pins per live pod on k8s-ctr", Duration::from_secs(30), || pod_pins(&lab, "k8s-ctr").len() == 4);
+    wait_pins(&lab, "k8s-ctr", 4);
     let after = pod_pins(&lab, "k8s-ctr");
     assert_ne!(before, after, "curl-pod has a new veth");
     assert!(
@@ -109,8 +129,8 @@ fn churn_leaves_nothing_behind() {
     assert!(stdout.contains("deployment.apps \"webpod\" deleted"), "{stdout}");
     assert!(stdout.contains("service \"webpod\" deleted"), "{stdout}");
     wait_for("webpods gone", Duration::from_secs(60), || ready_pods(&lab) == 1);
-    wait_for("only curl-pod's pins on k8s-ctr", Duration::from_secs(30), || pod_pins(&lab, "k8s-ctr").len() == 2);
+    wait_pins(&lab, "k8s-ctr", 2);
     for node in ["k8s-w1", "k8s-w0"] {
-        wait_for(&format!("no pod pins on {node}"), Duration::from_secs(30), || pod_pins(&lab, node).is_empty());
+        wait_pins(&lab, node, 0);
     }
 }

@@ -69,6 +69,12 @@ pub trait LbDatapath: Send {
         Ok(Vec::new())
     }
 
+    /// The devices that have link pins, whoever pinned them (the agent or the CNI plugin's
+    /// attach hook). The default has none.
+    fn pinned_devices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// `cilia dbg NODE bpf lb list`.
     fn lb_list(&self) -> Result<String>;
 
@@ -319,6 +325,12 @@ impl LbDatapath for Datapath {
 
     fn remove_stale_links(&mut self) -> Result<Vec<String>> {
         attach::remove_links_of_missing_devices(&self.pin_dir)
+    }
+
+    fn pinned_devices(&self) -> Vec<String> {
+        let mut names: Vec<String> = attach::attached_devices(&self.pin_dir).into_iter().map(|(name, _)| name).collect();
+        names.dedup();
+        names
     }
 
     fn lb_list(&self) -> Result<String> {
