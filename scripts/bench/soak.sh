@@ -299,18 +299,19 @@ for metric in sorted(series):
     # Gauges: map entries, link pins, etcd database size. The end (after the quiet minutes)
     # against the baseline and the range during churn.
     base = s.get(0, 0)
-    pts_late = [(m, v) for m, v in s.items() if m >= quiet_from]
     peak = max(s.values())
     tol = max(0.10 * base, 2)
     if kind.startswith("cilia_ct4") or kind.startswith("cilia_snat") or kind.startswith("cilia_lb4_affinity"):
-        tol = max(tol, 64)  # the load's own live flows
+        # Flow state: the baseline is the load's own live flows, the most of minutes 1-5.
+        base = max([v for m, v in s.items() if 1 <= m <= 5] or [base])
+        tol = max(0.25 * base, 64)
     if kind.startswith("etcd_db"):
         half = [(m, v) for m, v in s.items() if m >= minutes // 2]
         sl = slope(half)
         verdict = "bounded" if sl * minutes < 0.10 * max(peak, 1) else f"growing {sl:+,.0f} B/min"
         rows.append((metric, fmt(base), fmt(end), f"{verdict} (peak {fmt(peak)})"))
         continue
-    verdict = "bounded" if end - base <= tol else f"growing {slope([(m, v) for m, v in s.items()]):+,.1f}/min"
+    verdict = "bounded" if end - base <= tol else f"growing {slope([(m, v) for m, v in s.items() if m >= 5]):+,.1f}/min"
     rows.append((metric, fmt(base), fmt(end), f"{verdict} (peak {fmt(peak)})"))
 
 w = max(len(r[0]) for r in rows)
