@@ -328,7 +328,8 @@ impl LbDatapath for Datapath {
     }
 
     fn pinned_devices(&self) -> Vec<String> {
-        let mut names: Vec<String> = attach::attached_devices(&self.pin_dir).into_iter().map(|(name, _)| name).collect();
+        let mut names: Vec<String> =
+            attach::attached_devices(&self.pin_dir).into_iter().map(|(name, _)| name).collect();
         names.dedup();
         names
     }
