@@ -97,9 +97,10 @@ cluster_ip=$($cilia get svc webpod -o jsonpath='{.spec.clusterIP}')
 $cilia exec curl-pod -- curl -s -m 2 -o /dev/null http://webpod/ || die "curl-pod cannot reach webpod by name"
 log "ready: webpod ClusterIP $cluster_ip, LB IP $lb_ip (announced, no route on the router)"
 
-# One request every 250 ms; a line per request: "<unix time> ok|fail".
+# One request every 250 ms; a line per request: "<unix time> ok", or "<unix time> fail <curl's exit
+# code>" (7: refused, 28: timed out, 52: empty reply, 56: reset).
 loop_body() {
-  echo "while :; do if curl -s -m 3 -o /dev/null -f $1; then r=ok; else r=fail; fi; echo \"\$(date +%s) \$r\"; sleep 0.25; done"
+  echo "while :; do curl -s -m 3 -o /dev/null -f $1; rc=\$?; if [ \$rc = 0 ]; then r=ok; else r=\"fail \$rc\"; fi; echo \"\$(date +%s.%N | cut -c1-14) \$r\"; sleep 0.25; done"
 }
 start_bg() { # start_bg NAME CMD...: in a process group of its own, output to $out/NAME.log
   local name=$1
@@ -151,7 +152,7 @@ EOF
   $cilia delete deploy/extra svc/extra --ignore-not-found >/dev/null
   if [ $((n % 5)) -eq 4 ]; then
     pod=$($cilia get pod -l app=webpod -o jsonpath='{.items[0].metadata.name}' 2>/dev/null)
-    [ -n "$pod" ] && $cilia delete pod "$pod" >/dev/null && echo "round $n: deleted webpod pod $pod"
+    [ -n "$pod" ] && $cilia delete pod "$pod" >/dev/null && echo "$(date +%s.%N | cut -c1-14) round $n: deleted webpod pod $pod"
   fi
   echo "round $n: churn scaled to $replicas"
 }
@@ -162,10 +163,10 @@ churn() {
   while [ $((SECONDS - start)) -lt "$stop" ]; do
     local round_start=$SECONDS t=$((SECONDS - start))
     if [ -z "$op_killed" ] && [ "$t" -ge "$kill_op" ]; then
-      kill -9 "$(proc_pid operator)" && echo "t=${t}s: kill -9 operator" && op_killed=1
+      kill -9 "$(proc_pid operator)" && echo "$(date +%s.%N | cut -c1-14) t=${t}s: kill -9 operator" && op_killed=1
     fi
     if [ -z "$agent_killed" ] && [ "$t" -ge "$kill_agent" ]; then
-      kill -9 "$(proc_pid agent-k8s-w1)" && echo "t=${t}s: kill -9 agent-k8s-w1" && agent_killed=1
+      kill -9 "$(proc_pid agent-k8s-w1)" && echo "$(date +%s.%N | cut -c1-14) t=${t}s: kill -9 agent-k8s-w1" && agent_killed=1
     fi
     churn_round "$n"
     n=$((n + 1))
@@ -214,7 +215,7 @@ sample() { # sample MINUTE
     done
     for path in name clusterip lbip; do
       echo "$m requests_ok:$path $(grep -c ' ok$' "$out/load-$path.log")"
-      echo "$m requests_failed:$path $(grep -c ' fail$' "$out/load-$path.log")"
+      echo "$m requests_failed:$path $(grep -c ' fail' "$out/load-$path.log")"
     done
   } | sed 's/ /\t/; s/ /\t/' >>"$samples"
 }
@@ -320,4 +321,24 @@ for r in rows:
     print(f"{r[0]:<{w}}  {r[1]:>18}  {r[2]:>12}  {r[3]}")
 print()
 print(f"failed requests: {failed_total:,.0f}")
+EOF
+# Each failed request with the churn event closest before it (webpod pod deletions and kills are
+# the events that can fail a request in flight).
+python3 - "$out" <<'EOF'
+import re, sys
+out = sys.argv[1]
+events = []
+for line in open(f"{out}/churn.log"):
+    m = re.match(r"(\d+\.\d+) (.*)", line.strip())
+    if m:
+        events.append((float(m.group(1)), m.group(2)))
+for path in ["name", "clusterip", "lbip"]:
+    for line in open(f"{out}/load-{path}.log"):
+        parts = line.split()
+        if len(parts) >= 2 and parts[1] == "fail":
+            t = float(parts[0])
+            before = [e for e in events if e[0] <= t + 1]
+            near = f"{t - before[-1][0]:+.2f} s after '{before[-1][1]}'" if before else "no churn event before it"
+            code = parts[2] if len(parts) > 2 else "?"
+            print(f"  failed: {path:<9} curl exit {code:<3} {near}")
 EOF

@@ -83,6 +83,10 @@ enum Command {
         files: Vec<String>,
         #[arg(long)]
         ignore_not_found: bool,
+        /// Seconds a pod gets to stop; 0 removes it at once (kubectl's `--grace-period=0
+        /// --force`). By default each pod's own `terminationGracePeriodSeconds`.
+        #[arg(long, allow_negative_numbers = true, default_value_t = -1)]
+        grace_period: i64,
     },
     /// Build and run the guide's environment in network namespaces on this machine.
     #[command(subcommand)]
@@ -334,8 +338,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Annotate { args, overwrite } => {
             commands::patch::set_metadata_map(&ctx, &args, overwrite, true).await?;
         }
-        Command::Delete { resource, files, ignore_not_found } => {
-            commands::delete::run(&ctx, &resource, &files, ignore_not_found).await?;
+        Command::Delete { resource, files, ignore_not_found, grace_period } => {
+            let grace_period = (grace_period >= 0).then_some(grace_period);
+            commands::delete::run(&ctx, &resource, &files, ignore_not_found, grace_period).await?;
         }
         Command::Exec { pod, stdin, tty, command } => {
             return commands::exec::run(&ctx, &cli.lab, &pod, stdin, tty, &command).await;

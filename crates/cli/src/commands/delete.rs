@@ -1,13 +1,23 @@
 //! `cilia delete KIND NAME... | -f FILE`. Deleting an owner also deletes its dependents (a Deployment's
-//! pods), as Kubernetes' garbage collector does with background propagation.
+//! pods), as Kubernetes' garbage collector does with background propagation. A running pod is
+//! deleted gracefully ([`pod_deletion`]).
 
 use anyhow::{Context as _, Result, bail};
 use api::{ObjectRef, Selector, kinds};
 use store::Store;
 
-use crate::{commands::apply::read_manifest, context::Ctx};
+use crate::{
+    commands::{apply::read_manifest, pod_deletion},
+    context::Ctx,
+};
 
-pub async fn run(ctx: &Ctx, args: &[String], files: &[String], ignore_not_found: bool) -> Result<()> {
+pub async fn run(
+    ctx: &Ctx,
+    args: &[String],
+    files: &[String],
+    ignore_not_found: bool,
+    grace_period: Option<i64>,
+) -> Result<()> {
     let mut targets: Vec<ObjectRef> = Vec::new();
     for file in files {
         for obj in read_manifest(file, &ctx.namespace)? {
@@ -20,7 +30,12 @@ pub async fn run(ctx: &Ctx, args: &[String], files: &[String], ignore_not_found:
     }
     let mut failed = false;
     for target in targets {
-        match ctx.store.delete(&target, None).await? {
+        let deleted = if *target.kind == kinds::POD {
+            pod_deletion::delete(ctx.store.as_ref(), &target, grace_period).await?
+        } else {
+            ctx.store.delete(&target, None).await?
+        };
+        match deleted {
             Some(deleted) => {
                 println!("{} \"{}\" deleted", target.kind.name_prefix(), target.name);
                 if let Some(uid) = &deleted.metadata.uid {

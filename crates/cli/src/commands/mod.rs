@@ -11,5 +11,6 @@ pub mod kubelet;
 pub mod lab;
 pub mod operator;
 pub mod patch;
+pub mod pod_deletion;
 pub mod status;
 pub mod whoami;

@@ -8,6 +8,7 @@
 pub mod cni;
 pub mod container;
 pub mod dns;
+pub mod drain;
 pub mod paths;
 pub mod record;
 mod worker;

@@ -18,7 +18,7 @@ use super::{
     NodeContext,
     cni::{self, Attachment},
     container::{self, Program},
-    dns,
+    dns, drain,
     record::PodRecord,
 };
 use crate::{conditions, controllers, pod_netns};
@@ -85,7 +85,13 @@ impl Worker {
                 return;
             };
             if pod.metadata.deletion_timestamp.is_some() {
-                self.record.grace_seconds = pod.spec.termination_grace_period_seconds;
+                // The period the deletion asked for (`--grace-period`), else the pod's own.
+                self.record.grace_seconds =
+                    pod.metadata.deletion_grace_period_seconds.or(pod.spec.termination_grace_period_seconds);
+                let waited = drain::drain(self.ctx.store.as_ref(), &pod, self.grace()).await;
+                if !waited.is_zero() {
+                    tracing::info!(pod = %self.record.name, waited_ms = waited.as_millis(), "drained from its Services");
+                }
                 self.teardown().await;
                 self.finish_deletion(&pod).await;
                 return;
@@ -278,9 +284,14 @@ impl Worker {
     }
 
     /// Stops the containers, detaches the network, removes the namespace and the record.
-    async fn teardown(&mut self) {
+    /// The termination grace period the pod asked for, capped at [`MAX_GRACE`].
+    fn grace(&self) -> Duration {
         let seconds = self.record.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS).max(0);
-        let grace = Duration::from_secs(u64::try_from(seconds).unwrap_or(0)).min(MAX_GRACE);
+        Duration::from_secs(u64::try_from(seconds).unwrap_or(0)).min(MAX_GRACE)
+    }
+
+    async fn teardown(&mut self) {
+        let grace = self.grace();
         for c in self.record.containers.values() {
             if let Some(p) = c.process {
                 container::stop(p, grace).await;
