@@ -8,7 +8,9 @@
 //!   other nodes through SNAT, with replies from the frontend;
 //! - UDP to a service port nobody listens on is refused at once (the ICMP error names the frontend);
 //! - a deleted backend gets no new connections; 3 → 0 → 3 replicas, with an immediate reject at 0;
-//! - the agent killed with SIGKILL under a continuous request loop: no request fails.
+//! - the agent killed with SIGKILL under a continuous request loop: no request fails;
+//! - backends deleted one after another under a continuous request loop: no request fails (each is
+//!   drained from its Services before it stops).
 //!
 //! Native routing reaches pods across the two subnets only through the router's static routes,
 //! so every test adds them first, as the guide's workaround does. The router has no route to the
@@ -401,6 +403,65 @@ fn agent_killed_under_load_loses_no_request() {
     }
     let counts = c.distribution("router", LB_IP, 10);
     assert_all_answer(&counts, &c.webpods, "after the restart");
+}
+
+#[test]
+fn deleting_backends_under_load_fails_no_request() {
+    let mut c = Cluster::up("svcdrain");
+    // Requests 10 ms apart from a pod on k8s-ctr, across three graceful deletions (each waits
+    // until its node removed the pod) and their replacements. A marker says the loop runs.
+    let lab_name = c.lab.name.clone();
+    let marker = |what: &str| format!("/tmp/cilia-{lab_name}.{what}");
+    let script = format!(
+        "ok=0; fail=0; end=$(($(date +%s) + 40)); while [ $(date +%s) -lt $end ] && [ ! -e {stop} ]; do \
+         if curl -s -m 3 -o /dev/null {ip}; then ok=$((ok+1)); else fail=$((fail+1)); fi; \
+         [ $ok -eq 20 ] && touch {started}; sleep 0.01; done; echo ok=$ok fail=$fail",
+        stop = marker("stop"),
+        started = marker("started"),
+        ip = c.cluster_ip
+    );
+    let load = c
+        .lab
+        .command(&["exec", "curl-k8s-ctr", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the request loop");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Path::new(&marker("started")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(marker("started"));
+    let victims: Vec<(String, String)> =
+        c.webpods.iter().map(|(name, (node, _))| (name.clone(), node.clone())).collect();
+    for (victim, _) in &victims {
+        let out = c.lab.ok(&["delete", "pod", victim]);
+        assert!(out.contains(&format!("pod \"{victim}\" deleted")), "{out}");
+        // `delete` returned: the node has removed the pod.
+        let pods = c.lab.ok(&["get", "pod", "-l", "app=webpod", "-o", "jsonpath={.items[*].metadata.name}"]);
+        assert!(!pods.split_whitespace().any(|p| p == victim), "{victim} is still there: {pods}");
+        c.wait_webpods(3);
+    }
+    std::fs::write(marker("stop"), "").expect("stop marker");
+    let out = load.wait_with_output().expect("the request loop ends");
+    let _ = std::fs::remove_file(marker("stop"));
+    let summary = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (ok, fail) = summary
+        .split_once(' ')
+        .and_then(|(o, f)| {
+            Some((o.strip_prefix("ok=")?.parse::<u32>().ok()?, f.strip_prefix("fail=")?.parse::<u32>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("the request loop said {summary:?}"));
+    assert!(ok > 40, "too few requests to tell: {summary}");
+    assert_eq!(fail, 0, "requests failed while backends were deleted: {summary}");
+    // Each was drained before it stopped: its node waited for the Services to let it go.
+    for (victim, node) in &victims {
+        let log = std::fs::read_to_string(format!("/run/cilia/lab/{}/logs/kubelet-{node}.log", c.lab.name))
+            .unwrap_or_default();
+        assert!(
+            log.lines().any(|l| l.contains("drained from its Services") && l.contains(victim.as_str())),
+            "kubelet-{node} did not drain {victim}"
+        );
+    }
 }
 
 /// Three keep-alive connections from `host` (a pod or a lab host) to `target`:80, each asked

@@ -69,12 +69,10 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
             // The pods' side: a pod runtime per node, the Deployment controller and scheduler once.
             for node in lab::nodes(lab.topology()) {
                 let args = ["lab", "kubelet", "--node", &node.name];
-                opts.processes.push(lab::ProcessSpec::cilia(
-                    &lab,
-                    &format!("kubelet-{}", node.name),
-                    &node.name,
-                    &args,
-                )?);
+                let mut spec = lab::ProcessSpec::cilia(&lab, &format!("kubelet-{}", node.name), &node.name, &args)?;
+                // What happens to each pod (drained, removed) is worth a line, as a kubelet's log.
+                spec.env.insert("CILIA_LOG".into(), "info".into());
+                opts.processes.push(spec);
             }
             opts.processes.push(lab::ProcessSpec::cilia(&lab, "controllers", "k8s-ctr", &["lab", "controllers"])?);
             let report = tokio::task::spawn_blocking({
