@@ -1,0 +1,13 @@
+//! Hubble-style flows.
+//!
+//! [`Flow`] is the one value every part of cilia passes around when it talks about a packet the
+//! datapath saw: the agent builds it from BPF trace/drop events, the Observer API serves it, and
+//! `cilia observe` prints it. Its field names and enum numbers follow Hubble's `flow.proto`
+//! (package `flow`) so that the conversion to the wire type is a rename, never a reinterpretation.
+
+pub mod model;
+
+pub use model::{
+    DropReason, Endpoint, EventType, Flow, FlowType, Ip, IpVersion, Layer4, NetworkInterface, Service, TcpFlags,
+    TraceObservationPoint, TrafficDirection, Verdict,
+};
