@@ -5,7 +5,10 @@
 //! `cilia observe` prints it. Its field names and enum numbers follow Hubble's `flow.proto`
 //! (package `flow`) so that the conversion to the wire type is a rename, never a reinterpretation.
 
+pub mod compact;
 pub mod model;
+pub mod summary;
+pub mod testing;
 
 pub use model::{
     DropReason, Endpoint, EventType, Flow, FlowType, Ip, IpVersion, Layer4, NetworkInterface, Service, TcpFlags,

@@ -1,0 +1,165 @@
+//! Hubble's compact line format (`hubble observe -o compact`, the format of the guide):
+//!
+//! `<time>[ [node]]: <src> <srcID> <arrow> <dst> <dstID> <type> <verdict> (<summary>)`
+//!
+//! Rules follow `hubble/pkg/printer/printer.go`: Go's `StampMilli` time in UTC (protobuf
+//! timestamps are UTC), `ns/pod:port` when the pod is known else the Service or the IP, reserved
+//! identities by name, `<-` with source and destination swapped for replies and `<>` when the
+//! direction is unknown.
+
+use std::net::IpAddr;
+
+use crate::model::{Endpoint, Flow, Service};
+use crate::summary::summary;
+
+/// Go's `time.StampMilli` (`Jan _2 15:04:05.000`): the day is space-padded.
+pub const STAMP_MILLI: &str = "%b %e %H:%M:%S%.3f";
+
+/// One flow as a compact line (without the trailing newline). `print_node_name` adds ` [node]`
+/// after the time, like `--print-node-name`.
+pub fn compact_line(flow: &Flow, print_node_name: bool) -> String {
+    let time = flow.time.format(STAMP_MILLI);
+    let node = if print_node_name { format!(" [{}]", flow.node_name) } else { String::new() };
+    let (src_ip, dst_ip) = match &flow.ip {
+        Some(ip) => (Some(ip.source), Some(ip.destination)),
+        None => (None, None),
+    };
+    let mut src = host(src_ip, flow.source_port(), &flow.source, flow.source_service.as_ref());
+    let mut dst = host(dst_ip, flow.destination_port(), &flow.destination, flow.destination_service.as_ref());
+    let mut src_id = identity(flow.source.identity);
+    let mut dst_id = identity(flow.destination.identity);
+    let arrow = match flow.is_reply {
+        None => "<>",
+        Some(false) => "->",
+        Some(true) => {
+            // Keep the client on the left: the reply travels from right to left.
+            std::mem::swap(&mut src, &mut dst);
+            std::mem::swap(&mut src_id, &mut dst_id);
+            "<-"
+        }
+    };
+    format!(
+        "{time}{node}: {src} {src_id} {arrow} {dst} {dst_id} {} {} ({})",
+        event_type_text(flow),
+        flow.verdict.name(),
+        summary(flow),
+    )
+}
+
+/// The "type" column: the observation point for traces, the drop reason text for drops.
+pub fn event_type_text(flow: &Flow) -> String {
+    if flow.is_drop() {
+        return flow.drop_reason_desc.description();
+    }
+    if flow.is_trace() || flow.event_type.r#type == 0 {
+        return flow.trace_observation_point.name().to_string();
+    }
+    "UNKNOWN".to_string()
+}
+
+/// `(ID:n)`, or `(world)`, `(host)`, ... for reserved identities.
+fn identity(id: u32) -> String {
+    match Endpoint::reserved_identity_name(id) {
+        Some(name) => format!("({name})"),
+        None => format!("(ID:{id})"),
+    }
+}
+
+/// Hubble's `Hostname`: `ns/pod` if the pod is known, else `ns/service`, else the IP; then
+/// `:port` when there is a non-zero port (IPv6 addresses in brackets).
+fn host(ip: Option<IpAddr>, port: Option<u16>, ep: &Endpoint, svc: Option<&Service>) -> String {
+    let name = if !ep.pod_name.is_empty() {
+        Some(join_ns(&ep.namespace, &ep.pod_name))
+    } else {
+        svc.filter(|s| !s.name.is_empty()).map(|s| join_ns(&s.namespace, &s.name))
+    };
+    let port = port.filter(|p| *p != 0);
+    match (name, ip, port) {
+        (Some(name), _, Some(port)) => format!("{name}:{port}"),
+        (Some(name), _, None) => name,
+        (None, Some(IpAddr::V6(v6)), Some(port)) => format!("[{v6}]:{port}"),
+        (None, Some(ip), Some(port)) => format!("{ip}:{port}"),
+        (None, Some(ip), None) => ip.to_string(),
+        (None, None, _) => String::new(),
+    }
+}
+
+/// Go's `path.Join(ns, name)`: no slash when the namespace is empty.
+fn join_ns(ns: &str, name: &str) -> String {
+    if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Layer4, TraceObservationPoint};
+    use crate::testing::{curl_to_webpod, drop_no_backend};
+
+    #[test]
+    fn golden_guide_line() {
+        let flow = curl_to_webpod();
+        assert_eq!(
+            compact_line(&flow, false),
+            "Aug  9 14:06:08.749: default/curl-pod:40372 (ID:14553) -> \
+             default/webpod-697b545f57-lq7nw:80 (ID:8246) to-overlay FORWARDED (TCP Flags: ACK, FIN)"
+        );
+    }
+
+    #[test]
+    fn node_name_follows_the_time() {
+        let flow = curl_to_webpod();
+        assert!(compact_line(&flow, true).starts_with("Aug  9 14:06:08.749 [k8s-w1]: default/curl-pod:"));
+    }
+
+    #[test]
+    fn reply_swaps_sides_and_arrow() {
+        let mut flow = curl_to_webpod();
+        // The reply as the datapath sees it: webpod -> curl-pod.
+        std::mem::swap(&mut flow.source, &mut flow.destination);
+        if let Some(ip) = &mut flow.ip {
+            std::mem::swap(&mut ip.source, &mut ip.destination);
+        }
+        flow.l4 = Some(Layer4::Tcp {
+            source_port: 80,
+            destination_port: 40372,
+            flags: crate::model::TcpFlags::from_header_bits(0x12),
+        });
+        flow.is_reply = Some(true);
+        flow.trace_observation_point = TraceObservationPoint::ToEndpoint;
+        flow.event_type = crate::model::EventType::trace(TraceObservationPoint::ToEndpoint);
+        assert_eq!(
+            compact_line(&flow, false),
+            "Aug  9 14:06:08.749: default/curl-pod:40372 (ID:14553) <- \
+             default/webpod-697b545f57-lq7nw:80 (ID:8246) to-endpoint FORWARDED (TCP Flags: SYN, ACK)"
+        );
+    }
+
+    #[test]
+    fn unknown_direction_and_reserved_identity_and_bare_ip() {
+        let mut flow = curl_to_webpod();
+        flow.is_reply = None;
+        flow.destination_service = None;
+        flow.destination = Endpoint { identity: Endpoint::IDENTITY_WORLD, ..Endpoint::default() };
+        let line = compact_line(&flow, false);
+        assert!(line.contains(" <> 10.244.2.17:80 (world) "), "{line}");
+    }
+
+    #[test]
+    fn drop_prints_reason_and_service_when_no_pod() {
+        let line = compact_line(&drop_no_backend(), false);
+        assert_eq!(
+            line,
+            "Aug  9 14:07:01.002: default/curl-pod:51200 (ID:14553) -> default/nobackend:80 (world) \
+             Service backend not found DROPPED (TCP Flags: SYN)"
+        );
+    }
+
+    #[test]
+    fn single_digit_and_double_digit_days_align() {
+        let mut flow = curl_to_webpod();
+        flow.time = "2026-12-17T01:02:03.004Z".parse().unwrap();
+        assert!(compact_line(&flow, false).starts_with("Dec 17 01:02:03.004: "));
+        flow.time = "2026-01-02T01:02:03.000999Z".parse().unwrap();
+        assert!(compact_line(&flow, false).starts_with("Jan  2 01:02:03.000: "));
+    }
+}
