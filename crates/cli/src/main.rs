@@ -123,6 +123,8 @@ enum Command {
     },
     /// Run the node agent (one per node): pod networking, routes, the datapath.
     Agent(commands::agent::AgentArgs),
+    /// Run a node's cluster DNS (one per node, beside its agent).
+    Dns(commands::dns::DnsArgs),
     /// Run the cluster-wide controllers (one leads; others stand by).
     Operator {
         /// Name in the leader lease; defaults to the host name.
@@ -354,6 +356,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             commands::config::set(ctx.store.as_ref(), &pairs, restart.then_some(&lab)).await?;
         }
         Command::Agent(args) => return commands::agent::run(ctx.store.clone(), &url, &args).await,
+        Command::Dns(args) => return commands::dns::run(ctx.store.clone(), &args).await,
         Command::Lab(LabCmd::Kubelet(args)) => return commands::kubelet::run(ctx.store.clone(), &cli.lab, &args).await,
         Command::Lab(LabCmd::Controllers) => return commands::kubelet::run_controllers(ctx.store.clone()).await,
         Command::Lab(_) | Command::Operator { .. } | Command::Dbg { .. } | Command::Status { .. } => {

@@ -445,3 +445,48 @@ fn arp_on_the_router_returns_at_once_with_the_lab_names() {
     let root = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     assert!(!root.contains("cilia lab"), "{root}");
 }
+
+/// Lookups from curl-pod, 100 ms apart, while k8s-ctr's agent is killed with SIGKILL and then all
+/// agents are restarted by `cilia config set`: cluster DNS is its own process, so no lookup fails
+/// and none gets NXDOMAIN.
+#[test]
+fn lookups_go_on_across_an_agent_kill_and_a_config_restart() {
+    let c = Cluster::up("dnskill");
+    let stop = format!("/tmp/cilia-{}.stop", c.lab.name);
+    // Each line: the status of one lookup (1 s timeout, no retry), NOERROR expected. At most
+    // 600 lookups; the test ends the loop once both faults are over.
+    let script = format!(
+        "for i in $(seq 1 600); do [ -e {stop} ] && break; \
+         s=$(dig +time=1 +tries=1 web.default.svc.cluster.local | sed -n 's/.*status: \\([A-Z]*\\).*/\\1/p'); \
+         echo \"${{s:-TIMEOUT}}\"; sleep 0.1; done"
+    );
+    let load = c
+        .lab
+        .command(&["exec", "curl-pod", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the lookups");
+    std::thread::sleep(Duration::from_secs(2));
+    let status = c.lab.ok(&["lab", "status"]);
+    let pid = status
+        .lines()
+        .find(|l| l.starts_with("agent-k8s-ctr "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("the agent of k8s-ctr runs")
+        .to_string();
+    let killed = std::process::Command::new("kill").args(["-9", &pid]).status().expect("kill");
+    assert!(killed.success(), "kill -9 {pid}");
+    std::thread::sleep(Duration::from_secs(3));
+    // A change that restarts the operator and every agent in turn.
+    let out = c.lab.cilia(&["config", "set", "bpf-lb-algorithm=maglev"]);
+    assert!(out.status.success() && text(&out).contains("restarted"), "config set:\n{}", text(&out));
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(&stop, "").expect("stop marker");
+    let out = load.wait_with_output();
+    let _ = std::fs::remove_file(&stop);
+    let out = out.expect("the lookups end");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert!(lines.len() >= 40, "too few lookups to tell: {lines:?}");
+    let failed: Vec<(usize, &String)> = lines.iter().enumerate().filter(|(_, s)| *s != "NOERROR").collect();
+    assert!(failed.is_empty(), "{} of {} lookups failed (index, status): {failed:?}", failed.len(), lines.len());
+}

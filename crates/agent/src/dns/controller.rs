@@ -62,7 +62,7 @@ pub async fn run(store: Arc<dyn Store>, records: watch::Sender<Arc<Records>>, sh
                 due = None;
                 let previous = records.borrow().clone();
                 let next = build(&services.snapshot(), &slices.snapshot(), &pods.snapshot(), &namespaces.snapshot(), &previous);
-                if next.serial != previous.serial || previous.is_empty() && !next.is_empty() {
+                if next.serial != previous.serial || !previous.built {
                     tracing::debug!(services = next.len(), serial = next.serial, "cluster DNS records updated");
                     records.send_replace(Arc::new(next));
                 }

@@ -11,7 +11,9 @@
 //!   `resolv.conf`), cached for the answers' TTLs; SERVFAIL when no upstream answers, never a
 //!   made-up NXDOMAIN;
 //! - [`server`]: the message handling and truncation (TC over UDP, whole over TCP); the sockets
-//!   are here.
+//!   are here;
+//! - [`standalone`]: DNS as a process of its own beside the agent, so that restarting the agent
+//!   never interrupts name resolution.
 //!
 //! Messages are parsed and built with hickory-proto.
 
@@ -20,6 +22,7 @@ pub mod controller;
 pub mod forwarder;
 pub mod records;
 pub mod server;
+pub mod standalone;
 pub mod zone;
 
 #[cfg(test)]
@@ -75,6 +78,13 @@ pub async fn serve_with(
     shutdown: CancellationToken,
 ) {
     let at = SocketAddr::from((address, port));
+    // Not a single answer before the names are known: a query now goes unanswered (the client
+    // asks again) rather than getting a false NXDOMAIN.
+    let mut first = records.clone();
+    tokio::select! {
+        built = first.wait_for(|r| r.built) => if built.is_err() { return },
+        () = shutdown.cancelled() => return,
+    }
     let (udp, tcp) = loop {
         match (std::net::UdpSocket::bind(at), TcpListener::bind(at).await) {
             (Ok(u), Ok(t)) => break (u, t),

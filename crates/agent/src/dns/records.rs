@@ -66,6 +66,9 @@ pub struct Records {
     pub(crate) namespaces: HashSet<String>,
     pub(crate) ptr: HashMap<IpAddr, Name>,
     pub serial: u32,
+    /// Built from the cluster (false only for the empty stand-in before the first build): a
+    /// server never answers from the stand-in, whose every name would be NXDOMAIN.
+    pub built: bool,
 }
 
 impl Records {
@@ -75,7 +78,7 @@ impl Records {
     }
 
     pub fn build(services: &[Service], slices: &[EndpointSlice], pods: &[Pod]) -> Records {
-        let mut r = Records::default();
+        let mut r = Records { built: true, ..Records::default() };
         // Pods by (namespace, name): their hostname and subdomain, for headless endpoints.
         let mut pod_names: HashMap<(&str, &str), (&str, &str)> = HashMap::new();
         for pod in pods {

@@ -59,10 +59,23 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
                 let (dir, socket) = (lab.paths().node_dir(&node.name), lab.paths().cni_socket(&node.name));
                 let (dir, socket) = (dir.to_string_lossy(), socket.to_string_lossy());
                 // Routing settings come from kube-system/cilium-config, written below.
-                let args = ["agent", "--node", &node.name, "--wait-for-config"];
+                // Cluster DNS runs beside the agent (below), not in it.
+                let args = ["agent", "--node", &node.name, "--wait-for-config", "--dns-port", "0"];
                 let args = [&args[..], &["--state-dir", &dir, "--cni-socket", &socket]];
                 let mut spec =
                     lab::ProcessSpec::cilia(&lab, &format!("agent-{}", node.name), &node.name, &args.concat())?;
+                spec.env.insert("CILIA_LOG".into(), "info".into());
+                opts.processes.push(spec);
+            }
+            // Cluster DNS per node, a process of its own so that an agent restart never
+            // interrupts name resolution.
+            for node in lab::nodes(lab.topology()) {
+                let mut spec = lab::ProcessSpec::cilia(
+                    &lab,
+                    &format!("dns-{}", node.name),
+                    &node.name,
+                    &["dns", "--node", &node.name],
+                )?;
                 spec.env.insert("CILIA_LOG".into(), "info".into());
                 opts.processes.push(spec);
             }

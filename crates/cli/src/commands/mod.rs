@@ -5,6 +5,7 @@ pub mod apply;
 pub mod config;
 pub mod dbg;
 pub mod delete;
+pub mod dns;
 pub mod exec;
 pub mod get;
 pub mod kubelet;
