@@ -6,6 +6,7 @@
 //! (package `flow`) so that the conversion to the wire type is a rename, never a reinterpretation.
 
 pub mod compact;
+pub mod filter;
 pub mod json;
 pub mod model;
 pub mod summary;
