@@ -7,7 +7,9 @@
 
 pub mod compact;
 pub mod filter;
+pub mod filter_flags;
 pub mod json;
+pub mod merge;
 pub mod model;
 pub mod summary;
 pub mod testing;
