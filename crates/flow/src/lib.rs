@@ -6,11 +6,13 @@
 //! (package `flow`) so that the conversion to the wire type is a rename, never a reinterpretation.
 
 pub mod compact;
+pub mod convert;
 pub mod filter;
 pub mod filter_flags;
 pub mod json;
 pub mod merge;
 pub mod model;
+pub mod proto;
 pub mod summary;
 pub mod testing;
 
