@@ -12,12 +12,12 @@
  *   decremented); what the FIB does not forward (the node's own addresses) goes to the stack. */
 #include "lib/common.h"
 #include "lib/encap.h"
+#include "lib/events.h"
 #include "lib/fib.h"
 
 char _license[] SEC("license") = "GPL";
 
-SEC("classifier")
-int to_overlay(struct __sk_buff *skb)
+static __always_inline int handle_to_overlay(struct __sk_buff *skb, struct pkt4 *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -38,17 +38,40 @@ int to_overlay(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	int rc = encap_and_redirect(skb, ip->saddr, ip->daddr);
-	return rc < 0 ? TC_ACT_OK : rc;
+	if (rc < 0)
+		return TC_ACT_OK;
+	/* The flow's tuple, for the event and the counters: parsed only for the packets that go
+	 * through the overlay here (which are the minority: pods' packets are encapsulated on their
+	 * veth). The tunnel key is set already; parsing does not change the packet's headers. */
+	p->ev_flags |= EV_F_ENCAP;
+	if (parse_pkt4(skb, p) == PARSE_MALFORMED)
+		p->l3_off = 0;
+	return rc;
+}
+
+/* Packets that do not go through the overlay continue unchanged and are not traced here. */
+SEC("classifier")
+int to_overlay(struct __sk_buff *skb)
+{
+	struct pkt4 p = {};
+	int rc = handle_to_overlay(skb, &p);
+	return ev_finish(skb, &p, rc, OBS_NONE, OBS_TO_OVERLAY);
+}
+
+static __always_inline int handle_from_overlay(struct __sk_buff *skb, struct pkt4 *p)
+{
+	/* the decapsulated frame's destination MAC belongs to the sender's side */
+	bpf_skb_change_type(skb, PACKET_HOST);
+	if (parse_pkt4(skb, p) != PARSE_OK)
+		return TC_ACT_OK;
+	trace_entry(skb, p, OBS_FROM_OVERLAY);
+	return fib_redirect(skb, p);
 }
 
 SEC("classifier")
 int from_overlay(struct __sk_buff *skb)
 {
-	struct pkt4 p;
-
-	/* the decapsulated frame's destination MAC belongs to the sender's side */
-	bpf_skb_change_type(skb, PACKET_HOST);
-	if (parse_pkt4(skb, &p) != PARSE_OK)
-		return TC_ACT_OK;
-	return fib_redirect(skb, &p);
+	struct pkt4 p = {};
+	int rc = handle_from_overlay(skb, &p);
+	return ev_finish(skb, &p, rc, OBS_TO_STACK, OBS_TO_NETWORK);
 }

@@ -284,4 +284,89 @@ struct l2_liveness {
 };
 _Static_assert(sizeof(struct l2_liveness) == 16, "l2_liveness size");
 
+/* ---- flow events and packet counters (bpf/lib/events.h) ---- */
+/* events:      ring buffer of struct flow_event (cilia_events) */
+/* events_cfg:  __u32 0 -> struct events_config (cilia_events_cfg) */
+/* events_lost: per-CPU __u32 0 -> __u64, events the ring buffer had no room for (cilia_events_lost) */
+/* drops:       per-CPU __u32 reason -> struct pkt_count (cilia_drop_counts) */
+/* forwards:    per-CPU __u32 observation point -> struct pkt_count (cilia_fwd_counts) */
+#define EVENTS_RINGBUF_SIZE (1 << 20) /* bytes: ~18 000 events of 56 bytes (record + header) */
+#define DROP_REASONS_MAX 256
+#define OBS_POINTS_MAX 16
+
+/* flow_event.type: Cilium's monitor message types */
+#define EVENT_DROP 1
+#define EVENT_TRACE 4
+
+/* flow_event.obs_point: Cilium's trace observation points (pkg/monitor/api/types.go) */
+#define OBS_TO_ENDPOINT 0
+#define OBS_TO_HOST 2
+#define OBS_TO_STACK 3
+#define OBS_TO_OVERLAY 4
+#define OBS_FROM_ENDPOINT 5
+#define OBS_FROM_HOST 7
+#define OBS_FROM_STACK 8
+#define OBS_FROM_OVERLAY 9
+#define OBS_FROM_NETWORK 10
+#define OBS_TO_NETWORK 11
+#define OBS_NONE 0xff /* no trace for this verdict */
+
+/* flow_event.drop_reason: Cilium's drop codes (bpf/lib/common.h, flow.proto DropReason) */
+#define DROP_INVALID 134          /* malformed headers */
+#define DROP_WRITE_ERROR 141      /* a packet rewrite (NAT, TTL, MAC, encapsulation, answer) failed */
+#define DROP_CT_CREATE_FAILED 155 /* a NAT or conntrack map update failed */
+#define DROP_NO_SERVICE 158       /* service without backends (answered with a reject) */
+#define DROP_NAT_NO_MAPPING 167   /* SNAT ports exhausted: no free port after every probe */
+#define DROP_NOT_SET 0
+
+/* flow_event.flags */
+#define EV_F_REPLY 0x01      /* a reply: reverse-NATed, or SYN+ACK */
+#define EV_F_NOT_REPLY 0x02  /* an original direction packet: DNATed, or a SYN without ACK */
+#define EV_F_DNAT 0x04       /* svc_addr/svc_port: the frontend the packet was sent to */
+#define EV_F_REV_NAT 0x08    /* svc_addr/svc_port: the frontend the reply now comes from */
+#define EV_F_TRUNCATED 0x10  /* headers could not be read: the tuple is partial */
+#define EV_F_ENCAP 0x20      /* encapsulated towards another node here */
+#define EV_F_TO_POD 0x40     /* redirected to a pod's veth */
+
+/* events_config.level */
+#define EVENTS_OFF 0       /* counters only */
+#define EVENTS_MEDIUM 1    /* drops; traces at to-* points of TCP packets with SYN, FIN or RST and of non-TCP packets */
+#define EVENTS_ALL 2       /* drops; traces of every packet at to-* and from-* points */
+
+struct events_config {
+	__u32 level;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct events_config) == 8, "events_config size");
+
+struct pkt_count {
+	__u64 packets;
+	__u64 bytes;
+};
+_Static_assert(sizeof(struct pkt_count) == 16, "pkt_count size");
+
+/* One record of the ring buffer. Addresses and ports in network order, as in the packet. */
+struct flow_event {
+	__u64 ts_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u8 type;   /* EVENT_* */
+	__u8 obs_point;
+	__u8 drop_reason;
+	__u8 flags; /* EV_F_* */
+	__u32 ifindex; /* the device the program runs on */
+	__u32 pkt_len; /* skb->len as the program saw it last */
+	__be32 saddr;  /* the tuple as the packet leaves the program (after translation) */
+	__be32 daddr;
+	__be16 sport; /* ICMP echo: id */
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__be32 svc_addr; /* with EV_F_DNAT / EV_F_REV_NAT */
+	__be16 svc_port;
+	__u16 pad;
+	__u32 out_ifindex; /* where a redirect sent it (0: the stack, or back out of ifindex) */
+};
+_Static_assert(sizeof(struct flow_event) == 48, "flow_event size");
+
 #endif /* CILIA_ABI_H */

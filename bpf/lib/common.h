@@ -60,6 +60,12 @@ struct pkt4 {
 	__u8 icmp_type;
 	__u8 ttl;
 	__u16 tot_len;
+	/* for flow events and drop counters (lib/events.h), written on the way through */
+	__be32 svc_addr;   /* the frontend, once the LB translated (EV_F_DNAT / EV_F_REV_NAT) */
+	__be16 svc_port;
+	__u8 ev_flags;     /* EV_F_* */
+	__u8 drop_reason;  /* DROP_*: why the packet is dropped (or answered instead of forwarded) */
+	__u32 out_ifindex; /* the device a redirect sends it to */
 };
 
 #define TCP_FLAG_FIN 0x01

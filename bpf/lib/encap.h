@@ -219,6 +219,7 @@ static __always_inline int encap_from_pod(struct __sk_buff *skb, struct pkt4 *p)
 
 	if (ttl_decrement(skb, p) < 0)
 		return TC_ACT_SHOT;
+	p->ev_flags |= EV_F_ENCAP;
 	int rc = encap_direct(skb, dst, source_identity(p->saddr, cfg));
 	if (rc >= 0)
 		return rc;

@@ -61,11 +61,16 @@ static __always_inline int fib_forward(struct __sk_buff *skb, struct pkt4 *p, st
 	if (ttl_decrement(skb, p) < 0)
 		return TC_ACT_SHOT;
 
+	/* where it goes, for the flow event and the forward counters (lib/events.h) */
+	p->out_ifindex = fib->ifindex;
+	int to_pod = netdev_is_pod(fib->ifindex);
+	if (to_pod)
+		p->ev_flags |= EV_F_TO_POD;
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib->dmac, ETH_ALEN, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib->smac, ETH_ALEN, 0) < 0)
 			return TC_ACT_SHOT;
-		if (to_pod_peer && netdev_is_pod(fib->ifindex))
+		if (to_pod_peer && to_pod)
 			return bpf_redirect_peer(fib->ifindex, 0);
 		return bpf_redirect(fib->ifindex, 0);
 	}

@@ -53,6 +53,9 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt4 *p)
 		return -1;
 	if (rewrite_port(skb, p, 1, rn->port) < 0)
 		return -1;
+	p->ev_flags |= EV_F_REV_NAT | EV_F_REPLY;
+	p->svc_addr = rn->address;
+	p->svc_port = rn->port;
 	return 1;
 }
 
@@ -132,7 +135,9 @@ static __always_inline __be16 snat_existing_port(const struct pkt4 *p, struct na
 }
 
 /* Source-NATs a (post-DNAT) flow to snat_addr, reusing the port of its existing mapping or
- * allocating one with a bounded number of random probes; a port whose flow is over is taken. */
+ * allocating one with a bounded number of random probes; a port whose flow is over is taken.
+ * Returns 0, or the negated drop reason: DROP_NAT_NO_MAPPING (every probe found its port taken),
+ * DROP_CT_CREATE_FAILED (the mapping could not be written), DROP_WRITE_ERROR. */
 static __always_inline int snat_fwd(struct __sk_buff *skb, struct pkt4 *p, __be32 snat_addr)
 {
 	struct ct4_key ek = ct4_key_of(p->saddr, p->daddr, p->sport, p->dport, p->proto, NAT_EGRESS);
@@ -174,15 +179,15 @@ static __always_inline int snat_fwd(struct __sk_buff *skb, struct pkt4 *p, __be3
 			port = NAT_PORT_MIN + bpf_get_prandom_u32() % (NAT_PORT_MAX - NAT_PORT_MIN + 1);
 		}
 		if (!nat_port)
-			return -1;
+			return -DROP_NAT_NO_MAPPING;
 		struct nat_entry fwd = { .last_seen_ns = now, .to_addr = snat_addr, .to_port = nat_port };
 		if (bpf_map_update_elem(&cilia_snat_v4, &ek, &fwd, BPF_ANY) < 0)
-			return -1;
+			return -DROP_CT_CREATE_FAILED;
 	}
 	if (rewrite_addr(skb, p, 1, snat_addr) < 0)
-		return -1;
+		return -DROP_WRITE_ERROR;
 	if (rewrite_port(skb, p, 1, nat_port) < 0)
-		return -1;
+		return -DROP_WRITE_ERROR;
 	return 0;
 }
 

@@ -82,6 +82,9 @@ static __always_inline enum svc_verdict lb4_xlate(struct __sk_buff *skb, struct 
 	}
 
 	*be_out = *be;
+	p->svc_addr = p->daddr;
+	p->svc_port = p->dport;
+	p->ev_flags |= EV_F_DNAT | EV_F_NOT_REPLY;
 	if (lb4_dnat(skb, p, be) < 0)
 		return SVC_DROP;
 	return SVC_XLATED;
@@ -107,7 +110,7 @@ static __always_inline int lb4_reject(struct __sk_buff *skb, const struct pkt4 *
 
 /* Ping to a service VIP: answered while the VIP has a backend, host unreachable otherwise.
  * Returns -1 when the address is no VIP (for this hook). */
-static __always_inline int lb4_icmp_echo(struct __sk_buff *skb, const struct pkt4 *p, int north_south)
+static __always_inline int lb4_icmp_echo(struct __sk_buff *skb, struct pkt4 *p, int north_south)
 {
 	struct lb4_key key;
 	if (p->icmp_type != ICMP_ECHO)
@@ -117,8 +120,10 @@ static __always_inline int lb4_icmp_echo(struct __sk_buff *skb, const struct pkt
 		return -1;
 	if (north_south && !(svc->flags & SVC_F_ROUTABLE))
 		return -1;
-	if (!svc->count)
+	if (!svc->count) {
+		p->drop_reason = DROP_NO_SERVICE;
 		return reject_icmp_unreach(skb, ICMP_HOST_UNREACH);
+	}
 	return icmp_echo_reply(skb, p);
 }
 

@@ -11,6 +11,8 @@ use crate::abi::{self, DpConfig, NetdevInfo};
 use crate::attach::{self, Direction};
 use crate::dump;
 use crate::error::{Error, Result};
+use crate::event_maps::{Count, DatapathCounters, EventMaps, EventReader, EventsLevel};
+use crate::events::DropReason;
 use crate::l2::{L2Entry, L2Maps, L2Row, L2SyncStats};
 use crate::lbstate::{self, LbState, SyncStats};
 use crate::loader::{self, DatapathConfig, Programs};
@@ -111,6 +113,39 @@ pub trait LbDatapath: Send {
     fn l2_entries(&self) -> Result<Vec<L2Row>> {
         Err(Error::Unsupported { what: "L2 announcements (l2_entries)" })
     }
+
+    /// The always-on counters: drops by reason, forwards by observation point, events lost. The
+    /// default (test doubles) counts nothing.
+    fn counters(&self) -> Result<DatapathCounters> {
+        Ok(DatapathCounters::default())
+    }
+
+    /// Drops by reason, summed over CPUs.
+    fn drop_counters(&self) -> Result<Vec<(DropReason, Count)>> {
+        Ok(self.counters()?.drops)
+    }
+
+    /// Flow events the ring buffer had no room for.
+    fn lost_events(&self) -> Result<u64> {
+        Ok(self.counters()?.events_lost)
+    }
+
+    /// How many flow events the datapath writes (`bpf/lib/events.h`); the counters run at every
+    /// level. The default ignores it.
+    fn set_events_level(&mut self, level: EventsLevel) -> Result<()> {
+        let _ = level;
+        Ok(())
+    }
+
+    /// [`Self::set_events_level`] with Cilium's default aggregation when on.
+    fn set_events_enabled(&mut self, enabled: bool) -> Result<()> {
+        self.set_events_level(if enabled { EventsLevel::Medium } else { EventsLevel::Off })
+    }
+
+    /// A new consumer of the events ring buffer (one per node). The default has none.
+    fn event_reader(&self) -> Result<Option<EventReader>> {
+        Ok(None)
+    }
 }
 
 /// What one [`LbDatapath::gc`] pass removed.
@@ -132,6 +167,7 @@ pub struct Datapath {
     programs: Programs,
     maps: PinnedMaps,
     l2: L2Maps,
+    events: EventMaps,
     applied: LbState,
 }
 
@@ -150,8 +186,9 @@ impl Datapath {
         let programs = Programs::load(&pin_dir, config)?;
         let maps = PinnedMaps::open(&pin_dir)?;
         let l2 = L2Maps::open(&pin_dir)?;
+        let events = EventMaps::open(&pin_dir)?;
         let applied = maps.read_lb_state()?;
-        Ok(Datapath { pin_dir, programs, maps, l2, applied })
+        Ok(Datapath { pin_dir, programs, maps, l2, events, applied })
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -356,6 +393,18 @@ impl LbDatapath for Datapath {
 
     fn l2_entries(&self) -> Result<Vec<L2Row>> {
         self.l2.rows()
+    }
+
+    fn counters(&self) -> Result<DatapathCounters> {
+        self.events.counters()
+    }
+
+    fn set_events_level(&mut self, level: EventsLevel) -> Result<()> {
+        self.events.set_level(level)
+    }
+
+    fn event_reader(&self) -> Result<Option<EventReader>> {
+        EventReader::open(&self.pin_dir).map(Some)
     }
 }
 

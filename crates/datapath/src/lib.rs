@@ -15,13 +15,18 @@
 //! [`LbDatapath`] trait with desired state ([`ServiceEntry`] per frontend); controllers are tested
 //! against [`FakeDatapath`]. Maps and links are pinned, so forwarding continues while the agent
 //! restarts. L2 announcements program the ARP/NDP responder with [`LbDatapath::sync_l2`] and
-//! announce takeovers with [`neigh_announce`]. See `docs/datapath.md` for the packet walks and the inspection commands.
+//! announce takeovers with [`neigh_announce`]. Flow events (traces at observation points, drops
+//! with a reason) come out of a ring buffer ([`events`], [`EventReader`]); drop and forward
+//! counters are always on ([`LbDatapath::counters`]). See `docs/datapath.md` for the packet walks and the inspection commands.
 
 pub mod abi;
 mod attach;
 mod datapath;
 pub mod dump;
 mod error;
+pub mod event_maps;
+pub mod events;
+pub mod events_abi;
 mod fake;
 pub mod inventory;
 pub mod l2;
@@ -40,6 +45,8 @@ pub mod tunnel_abi;
 pub use attach::Direction;
 pub use datapath::{Datapath, GcStats, LbDatapath, ct_list_pinned, lb_list_pinned, nat_list_pinned};
 pub use error::{Error, Result};
+pub use event_maps::{Count, DatapathCounters, EventMaps, EventReader, EventsLevel, ReadBatch};
+pub use events::{DropReason, EventKind, FlowEvent, ObservationPoint, Translation};
 pub use fake::{Attachment, FakeDatapath};
 pub use l2::{L2Entry, L2Row, L2SyncStats, l2_entries_pinned, l2_list_pinned, l2_liveness_pinned};
 pub use lbstate::SyncStats;

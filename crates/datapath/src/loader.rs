@@ -226,7 +226,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
         std::fs::remove_dir(&links).map_err(|source| Error::Io { op: "remove", path: links.clone(), source })?;
     }
     crate::tunnel::remove_map_pins(pin_dir)?;
-    for name in abi::ALL_MAPS {
+    for name in abi::ALL_MAPS.iter().chain(crate::events_abi::EVENTS_MAPS.iter()) {
         let path: PathBuf = pin_dir.join(name);
         if path.exists() {
             std::fs::remove_file(&path).map_err(|source| Error::Io { op: "remove map pin", path, source })?;

@@ -1,0 +1,67 @@
+//! Rust mirror of the flow-event part of `bpf/include/abi.h` (`bpf/lib/events.h`): map names,
+//! codes, and the counter and configuration values. The event record itself is decoded from
+//! bytes by [`crate::events`].
+
+use std::mem::size_of;
+
+/// Ring buffer of `struct flow_event`.
+pub const MAP_EVENTS: &str = "cilia_events";
+/// `__u32 0 -> struct events_config`.
+pub const MAP_EVENTS_CFG: &str = "cilia_events_cfg";
+/// Per-CPU `__u32 0 -> __u64`: events the ring buffer had no room for.
+pub const MAP_EVENTS_LOST: &str = "cilia_events_lost";
+/// Per-CPU `__u32 reason -> struct pkt_count`.
+pub const MAP_DROP_COUNTS: &str = "cilia_drop_counts";
+/// Per-CPU `__u32 observation point -> struct pkt_count`.
+pub const MAP_FWD_COUNTS: &str = "cilia_fwd_counts";
+/// Every map pin of the events.
+pub const EVENTS_MAPS: [&str; 5] = [MAP_EVENTS, MAP_EVENTS_CFG, MAP_EVENTS_LOST, MAP_DROP_COUNTS, MAP_FWD_COUNTS];
+
+pub const EVENTS_RINGBUF_SIZE: u32 = 1 << 20;
+pub const DROP_REASONS_MAX: u32 = 256;
+pub const OBS_POINTS_MAX: u32 = 16;
+
+pub const EVENT_DROP: u8 = 1;
+pub const EVENT_TRACE: u8 = 4;
+
+pub const EV_F_REPLY: u8 = 0x01;
+pub const EV_F_NOT_REPLY: u8 = 0x02;
+pub const EV_F_DNAT: u8 = 0x04;
+pub const EV_F_REV_NAT: u8 = 0x08;
+pub const EV_F_TRUNCATED: u8 = 0x10;
+pub const EV_F_ENCAP: u8 = 0x20;
+pub const EV_F_TO_POD: u8 = 0x40;
+
+/// `events_config.level`.
+pub const EVENTS_OFF: u32 = 0;
+pub const EVENTS_MEDIUM: u32 = 1;
+pub const EVENTS_ALL: u32 = 2;
+
+/// Size of `struct flow_event`.
+pub const FLOW_EVENT_SIZE: usize = 48;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventsConfig {
+    pub level: u32,
+    pub pad: u32,
+}
+
+/// Packets and bytes of one counter slot (one CPU's share in the per-CPU maps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PktCount {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+const _: () = assert!(size_of::<EventsConfig>() == 8);
+const _: () = assert!(size_of::<PktCount>() == 16);
+
+// SAFETY: both are `#[repr(C)]` and made only of integers of one width (sizes asserted above), so
+// they have no padding and every bit pattern is valid.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for EventsConfig {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for PktCount {}
