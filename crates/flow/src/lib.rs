@@ -5,6 +5,7 @@
 //! `cilia observe` prints it. Its field names and enum numbers follow Hubble's `flow.proto`
 //! (package `flow`) so that the conversion to the wire type is a rename, never a reinterpretation.
 
+pub mod client;
 pub mod compact;
 pub mod convert;
 pub mod filter;
@@ -13,6 +14,7 @@ pub mod json;
 pub mod merge;
 pub mod model;
 pub mod proto;
+pub mod server;
 pub mod summary;
 pub mod testing;
 
