@@ -484,6 +484,7 @@ impl Announcer {
             };
             match stats {
                 Ok(stats) => {
+                    crate::metrics::l2_ownership_changed(stats.added.len(), stats.removed);
                     if !stats.added.is_empty() || stats.removed > 0 {
                         tracing::info!(
                             added = stats.added.len(),

@@ -36,6 +36,7 @@ pub mod heartbeat_socket;
 pub mod l2_announcer;
 pub mod l2_leases;
 pub mod membership;
+pub mod metrics;
 pub mod node_status;
 pub mod node_view;
 pub mod overlay;
@@ -114,6 +115,19 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         socket = %cni_server.socket_path().display(),
         "pod networking ready"
     );
+    tokio::spawn(metrics::start(
+        metrics::Sources {
+            bpf_dir: config.service_lb.as_ref().map(|lb| lb.bpf_dir.clone()),
+            network: network.clone(),
+            pod_cidr,
+        },
+        nodes
+            .get(None, &node_name)
+            .and_then(|o| NodeView::of(&o).internal_ip)
+            .map(|ip| std::net::SocketAddr::new(ip.into(), telemetry::AGENT_PORT)),
+        config.state_dir.join(telemetry::AGENT_SOCKET),
+        shutdown.child_token(),
+    ));
 
     let services = shutdown.child_token();
     let mut service_tasks = Vec::new();

@@ -121,6 +121,11 @@ impl ServiceController {
     pub fn frontends(&self) -> usize {
         self.applied.as_ref().map_or(0, Vec::len)
     }
+
+    /// Backends of all frontends the last sync wrote.
+    pub fn backends(&self) -> usize {
+        self.applied.as_ref().map_or(0, |entries| entries.iter().map(|e| e.backends.len()).sum())
+    }
 }
 
 /// Runs the controller until `shutdown`. `unreachable` carries the nodes the L2 heartbeats say
@@ -163,8 +168,10 @@ pub async fn run(
             },
             () = sleep_until_some(due) => {
                 due = None;
+                let started = std::time::Instant::now();
                 match controller.pass(&services.snapshot(), &slices.snapshot(), &nodes.snapshot()) {
                     Ok(Some(stats)) => {
+                        crate::metrics::services_programmed(started.elapsed(), controller.frontends(), controller.backends());
                         if !sync_log.started() || stats.upserts + stats.deletes > 0 {
                             sync_log.synced(controller.frontends(), stats.upserts, stats.deletes);
                         }

@@ -318,7 +318,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let ctx = Ctx { store: context::connect(&url).await?, namespace: cli.namespace.clone() };
     if let Command::Status { wait, wait_duration } = &cli.command {
-        return commands::status::run(ctx.store.as_ref(), wait.then_some(*wait_duration)).await;
+        return commands::status::run(ctx.store.as_ref(), &cli.lab, wait.then_some(*wait_duration)).await;
     }
     match cli.command {
         Command::Apply { files } => commands::apply::run(&ctx, &files).await?,

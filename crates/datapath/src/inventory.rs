@@ -36,6 +36,9 @@ pub fn map_counts(pin_dir: &Path) -> Result<Vec<MapCount>> {
             source: std::io::Error::other(e.to_string()),
         })?;
         let entries = match info.map_type() {
+            // A ring buffer has no keys to walk (the kernel refuses with ENOTSUPP); its size is
+            // in bytes, not entries.
+            Ok(MapType::RingBuf) => continue,
             Ok(MapType::Array | MapType::PerCpuArray) => info.max_entries() as usize,
             _ => count_keys(map.fd().as_fd(), info.key_size() as usize).map_err(|source| Error::Io {
                 op: "iterate map keys",

@@ -12,6 +12,7 @@ mod endpoints_controller;
 mod l2_policy_status;
 mod lbipam;
 pub mod leader;
+pub mod metrics;
 pub mod node_lifecycle;
 mod pod_cidr_controller;
 mod pod_cidrs;
@@ -34,6 +35,7 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
     if !datastore_wait::wait_ready(store.as_ref(), "operator", &shutdown).await {
         return Ok(());
     }
+    metrics::standing_by();
     let leadership = tokio::select! {
         l = leader::acquire(store.clone(), &config.identity, config.lease_ttl) => l?,
         () = shutdown.cancelled() => return Ok(()),
@@ -44,6 +46,7 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
 
     let services = Arc::new(Informer::start(store.clone(), &kinds::SERVICE, None));
     let pools = Arc::new(Informer::start(store.clone(), &kinds::LB_IP_POOL, None));
+    metrics::leading(pools.clone());
 
     let controllers = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -76,6 +79,11 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
     };
     controllers.cancel();
     tasks.shutdown().await;
+    let why = match &outcome {
+        Ok(()) => "shutting down".to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    metrics::stepped_down(&why);
     leadership.release().await;
     outcome
 }

@@ -28,7 +28,11 @@ pub async fn write(
     mutate: impl FnMut(&mut Object) -> store::Result<bool> + Send,
 ) -> Result<()> {
     match store::update_with_retry(store, target, mutate).await {
-        Ok(_) | Err(store::Error::NotFound(_)) => Ok(()),
+        Ok(_) => {
+            crate::metrics::wrote(target.kind.kind);
+            Ok(())
+        }
+        Err(store::Error::NotFound(_)) => Ok(()),
         Err(e) => Err(anyhow::Error::new(e).context(format!("writing {target}"))),
     }
 }

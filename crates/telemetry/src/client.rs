@@ -46,6 +46,26 @@ pub async fn get(path: &Path, uri: &str, timeout: Duration) -> Result<Answer, Cl
     parse_answer(&raw).map_err(|what| ClientError::Malformed { path: path.into(), what })
 }
 
+/// [`get`] for callers without a runtime: blocking socket calls, each bounded by `timeout`.
+pub fn get_blocking(path: &Path, uri: &str, timeout: Duration) -> Result<Answer, ClientError> {
+    use std::io::{Read as _, Write as _};
+    let io = |source: std::io::Error| {
+        if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+            ClientError::Timeout { path: path.into(), timeout }
+        } else {
+            ClientError::Io { path: path.into(), source }
+        }
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let request = format!("GET {uri} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(io)?;
+    let mut raw = Vec::new();
+    stream.take(MAX_ANSWER).read_to_end(&mut raw).map_err(io)?;
+    parse_answer(&raw).map_err(|what| ClientError::Malformed { path: path.into(), what })
+}
+
 /// Splits a complete HTTP/1.1 answer (the server closed the connection after it) into status
 /// and body, undoing chunked transfer coding if used.
 pub fn parse_answer(raw: &[u8]) -> Result<Answer, String> {
@@ -108,5 +128,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         let err = get(&dir.path().join("none.sock"), "/healthz", Duration::from_millis(200)).await.unwrap_err();
         assert!(err.to_string().contains("none.sock"), "{err}");
+        let blocking = get_blocking(&path, "/healthz", Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(blocking, ClientError::Timeout { .. }), "{blocking}");
     }
 }

@@ -161,6 +161,8 @@ mod tests {
         health.set("services", true, "synced");
         assert_eq!(get(&path, "/readyz", t).await.unwrap().status, 200);
         assert_eq!(get(&path, "/nothing", t).await.unwrap().status, 404);
+        let blocking = tokio::task::spawn_blocking(move || crate::client::get_blocking(&path, "/metrics", t));
+        assert_eq!(blocking.await.unwrap().unwrap().status, 200);
 
         stop.cancel();
         for task in tasks {

@@ -5,7 +5,9 @@
 //!   (`/sys/fs/bpf/cilia/<lab>/<node>/`); nothing is loaded or attached, and the agent need not run;
 //! - `db show l2-announce` (also as Cilium spells it, `shell -- db/show l2-announce`): the L2
 //!   announcements the node's agent owns, `IP  NetworkInterface`, from the table it keeps in its
-//!   state directory.
+//!   state directory;
+//! - `metrics`: the node agent's metrics exposition (what `:9962/metrics` serves), read over the
+//!   root-only unix socket in its state directory, so nothing is sent from this namespace.
 //!
 //! `cilia exec -n kube-system cilium-xxxxx -- cilium-dbg ARGS`, in an agent's pod as the guide does
 //! it, runs this for the pod's node (see `commands::exec`).
@@ -15,7 +17,10 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, Result, bail};
 
 const USAGE: &str = "usage: cilia dbg NODE bpf lb list | bpf ct list [global] | bpf nat list | bpf tunnel list | \
-                     bpf l2 list | db show l2-announce";
+                     bpf l2 list | db show l2-announce | metrics";
+
+/// How long the agent may take to answer `metrics` (it reads every map's size).
+const METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The pin directory of `node`: the lab's when the lab has one for it, else the agent's default.
 fn pin_dir(lab: &str, node: &str) -> Result<PathBuf> {
@@ -52,6 +57,16 @@ pub fn run(lab: &str, node: &str, args: &[String]) -> Result<ExitCode> {
             Err(e) => return Err(e).with_context(|| format!("reading the L2 announcement table in {}", dir.display())),
         };
         print!("{}", l2_announce_table(&rows));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let ["metrics"] = words.as_slice() {
+        let socket = state_dir(lab, node)?.join(telemetry::AGENT_SOCKET);
+        let answer = telemetry::client::get_blocking(&socket, "/metrics", METRICS_TIMEOUT)
+            .with_context(|| format!("reading the metrics of {node}'s agent (is it running?)"))?;
+        if answer.status != 200 {
+            bail!("{node}'s agent answered /metrics with HTTP {}: {}", answer.status, answer.body.trim());
+        }
+        print!("{}", answer.body);
         return Ok(ExitCode::SUCCESS);
     }
     let dir = pin_dir(lab, node)?;

@@ -21,6 +21,8 @@ pub async fn run(url: &str, identity: Option<String>, service_cidr: &str) -> Res
     let store = crate::context::connect(url).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let (tcp, socket) = telemetry_listen();
+    tokio::spawn(operator::metrics::start(store.clone(), tcp, socket, shutdown.clone()));
     loop {
         match operator::run(store.clone(), config.clone(), shutdown.clone()).await {
             Ok(()) => return Ok(ExitCode::SUCCESS),
@@ -30,6 +32,25 @@ pub async fn run(url: &str, identity: Option<String>, service_cidr: &str) -> Res
             }
         }
     }
+}
+
+/// Where the operator serves metrics and health: in a lab, on its host's address (port 9963)
+/// and in its host's node directory, where `cilia status` looks; elsewhere on a socket under
+/// /run/cilia only.
+fn telemetry_listen() -> (Option<std::net::SocketAddr>, std::path::PathBuf) {
+    let in_lab = std::env::var(lab::process::ENV_LAB).ok().zip(std::env::var(lab::process::ENV_HOST).ok());
+    if let Some((name, host)) = in_lab
+        && let Ok(lab) = lab::Lab::new(&name)
+    {
+        let dir = lab.paths().node_dir(&host);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the node directory for the metrics socket");
+        }
+        let ip = lab::nodes(lab.topology()).into_iter().find(|n| n.name == host).map(|n| n.internal_ip);
+        let tcp = ip.map(|ip| std::net::SocketAddr::new(ip.into(), telemetry::OPERATOR_PORT));
+        return (tcp, dir.join(telemetry::OPERATOR_SOCKET));
+    }
+    (None, std::path::PathBuf::from("/run/cilia").join(telemetry::OPERATOR_SOCKET))
 }
 
 async fn cancel_on_signal(token: CancellationToken) {

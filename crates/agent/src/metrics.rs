@@ -1,0 +1,321 @@
+//! The agent's metrics (`:9962/metrics`, Cilium's names under `cilia_`) and health
+//! (`/healthz`, `/readyz`), served on the node's address and on `<state dir>/metrics.sock`
+//! ([`telemetry`]).
+//!
+//! Two kinds of values:
+//! - kept by the agent as things happen ([`TELEMETRY`]): Services and backends programmed, the
+//!   programming latency, L2 ownership changes, flow events lost;
+//! - read from the kernel at scrape time ([`scraped`]): map entries and fill ratios (conntrack,
+//!   SNAT, ...), attached programs, ARP replies the responder sent, garbage collection totals,
+//!   IPAM usage.
+//!
+//! Ready means: services synced to the datapath at least once and the datapath's programs
+//! attached (with kube-proxy replacement; without it both checks pass as "off").
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use cni::PodNetwork;
+use datapath::{L2Row, inventory::MapCount};
+use ipnet::Ipv4Net;
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use telemetry::{Endpoints, Health, Listen, ScrapeCollector, ScrapedFamily, ScrapedKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::datapath_gc::COUNTERS;
+
+/// Readiness checks.
+pub const CHECK_SERVICES: &str = "services";
+pub const CHECK_DATAPATH: &str = "datapath";
+/// How often the datapath check looks at the attached programs.
+const DATAPATH_CHECK: Duration = Duration::from_millis(500);
+
+/// Flow events the datapath could not hand to the agent (ring buffer full). The flow reader
+/// adds to it; exported as `cilia_flow_events_lost_total`.
+pub static FLOW_EVENTS_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// What the agent records as it works. One agent per process.
+pub static TELEMETRY: LazyLock<AgentTelemetry> = LazyLock::new(AgentTelemetry::new);
+
+#[derive(Debug)]
+pub struct AgentTelemetry {
+    pub health: Arc<Health>,
+    services: Gauge,
+    backends: Gauge,
+    syncs: Counter,
+    delay: Histogram,
+    /// By `change`: `acquired` or `released`.
+    l2_changes: Family<Vec<(String, String)>, Counter>,
+}
+
+impl AgentTelemetry {
+    fn new() -> Self {
+        AgentTelemetry {
+            health: Arc::new(Health::new(&[CHECK_SERVICES, CHECK_DATAPATH])),
+            services: Gauge::default(),
+            backends: Gauge::default(),
+            syncs: Counter::default(),
+            // 100 µs to about 1.6 s.
+            delay: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15)),
+            l2_changes: Family::default(),
+        }
+    }
+}
+
+/// A sync of the service datapath succeeded: `took` from the start of the pass to the maps
+/// written, and what the maps hold now.
+pub fn services_programmed(took: Duration, frontends: usize, backends: usize) {
+    let t = &*TELEMETRY;
+    t.delay.observe(took.as_secs_f64());
+    t.syncs.inc();
+    t.services.set(i64::try_from(frontends).unwrap_or(i64::MAX));
+    t.backends.set(i64::try_from(backends).unwrap_or(i64::MAX));
+    t.health.set(CHECK_SERVICES, true, format!("{frontends} frontends, {backends} backends programmed"));
+}
+
+/// L2 announcements this node took over and gave up in one sync.
+pub fn l2_ownership_changed(acquired: usize, released: usize) {
+    for (change, n) in [("acquired", acquired), ("released", released)] {
+        if n > 0 {
+            TELEMETRY.l2_changes.get_or_create(&vec![("change".into(), change.into())]).inc_by(n as u64);
+        }
+    }
+}
+
+/// What the scrape reads from.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    /// The node's bpffs directory with the datapath's pins; None without kube-proxy replacement.
+    pub bpf_dir: Option<PathBuf>,
+    pub network: Arc<PodNetwork>,
+    pub pod_cidr: Ipv4Net,
+}
+
+/// The registry: the recorded metrics and the scraped ones.
+pub fn registry(sources: Sources) -> Registry {
+    let t = &*TELEMETRY;
+    let mut r = Registry::with_prefix("cilia");
+    r.register("services_programmed", "Service frontends programmed in the datapath", t.services.clone());
+    r.register(
+        "service_backends_programmed",
+        "Backends of all frontends programmed in the datapath",
+        t.backends.clone(),
+    );
+    r.register("service_syncs", "Successful syncs of the service datapath", t.syncs.clone());
+    r.register_with_unit(
+        "service_implementation_delay",
+        "Time to program the datapath for a change of Services, endpoints or nodes",
+        Unit::Seconds,
+        t.delay.clone(),
+    );
+    r.register(
+        "l2_announcement_ownership_changes",
+        "L2 announcements this node took over (acquired) or gave up (released)",
+        t.l2_changes.clone(),
+    );
+    r.register_collector(Box::new(ScrapeCollector::new(move || scraped(&sources))));
+    r
+}
+
+/// Everything read at scrape time. Unreadable parts are left out (the families stay).
+fn scraped(sources: &Sources) -> Vec<ScrapedFamily> {
+    let (maps, links, l2) = match &sources.bpf_dir {
+        Some(dir) => (
+            datapath::inventory::map_counts(dir).unwrap_or_default(),
+            datapath::inventory::link_pins(dir),
+            datapath::l2_entries_pinned(dir).unwrap_or_default(),
+        ),
+        None => (Vec::new(), 0, Vec::new()),
+    };
+    let mut out = datapath_families(&maps, links, &l2);
+    out.extend(gc_families());
+    out.extend(ipam_families(sources.network.allocations().len(), sources.pod_cidr));
+    out.push(ScrapedFamily::single(
+        "flow_events_lost",
+        "Flow events the datapath could not hand to the agent.",
+        ScrapedKind::Counter,
+        FLOW_EVENTS_LOST.load(Ordering::Relaxed) as f64,
+    ));
+    out.extend(packet_families());
+    out
+}
+
+/// Map fill, conntrack and NAT entries, attached programs, ARP replies.
+pub fn datapath_families(maps: &[MapCount], links: usize, l2: &[L2Row]) -> Vec<ScrapedFamily> {
+    let mut entries = ScrapedFamily::new("bpf_map_entries", "Entries in a BPF map.", ScrapedKind::Gauge);
+    let mut capacity = ScrapedFamily::new("bpf_map_capacity", "Maximum entries of a BPF map.", ScrapedKind::Gauge);
+    let mut pressure =
+        ScrapedFamily::new("bpf_map_pressure", "Fill ratio of a BPF map (entries / capacity).", ScrapedKind::Gauge);
+    for m in maps {
+        let name = [("map_name", m.name.as_str())];
+        entries = entries.sample(&name, m.entries as f64);
+        capacity = capacity.sample(&name, f64::from(m.max_entries));
+        pressure = pressure.sample(&name, fill_ratio(m));
+    }
+    let count = |name: &str| maps.iter().find(|m| m.name == name).map_or(0.0, |m| m.entries as f64);
+    let replies: u64 = l2.iter().map(|r| r.responses).sum();
+    vec![
+        entries,
+        capacity,
+        pressure,
+        ScrapedFamily::single(
+            "conntrack_entries",
+            "Entries in the conntrack map.",
+            ScrapedKind::Gauge,
+            count(datapath::abi::MAP_CT),
+        ),
+        ScrapedFamily::single(
+            "nat_entries",
+            "Entries in the SNAT map.",
+            ScrapedKind::Gauge,
+            count(datapath::abi::MAP_SNAT),
+        ),
+        ScrapedFamily::single(
+            "datapath_programs_attached",
+            "BPF programs attached through pinned links (devices, pods, socket-LB).",
+            ScrapedKind::Gauge,
+            links as f64,
+        ),
+        ScrapedFamily::single(
+            "l2_announcements",
+            "Addresses this node answers ARP for.",
+            ScrapedKind::Gauge,
+            l2.len() as f64,
+        ),
+        ScrapedFamily::single(
+            "l2_arp_replies",
+            "ARP replies the datapath sent for announced addresses.",
+            ScrapedKind::Counter,
+            replies as f64,
+        ),
+    ]
+}
+
+fn fill_ratio(m: &MapCount) -> f64 {
+    if m.max_entries == 0 { 0.0 } else { m.entries as f64 / f64::from(m.max_entries) }
+}
+
+fn gc_families() -> Vec<ScrapedFamily> {
+    let gc = COUNTERS.snapshot();
+    let counter = |name, help, v: u64| ScrapedFamily::single(name, help, ScrapedKind::Counter, v as f64);
+    vec![
+        counter("conntrack_gc_deleted", "Expired conntrack entries removed by the agent.", gc.conntrack_removed),
+        counter("nat_gc_deleted", "SNAT entries of finished flows removed by the agent.", gc.nat_removed),
+        counter("device_gc_deleted", "Device-map entries of devices that are gone.", gc.device_entries_removed),
+        counter("device_links_unpinned", "Link pins of devices that are gone.", gc.devices_unpinned),
+    ]
+}
+
+/// Pod IPs in use and the pod CIDR's room (less network, broadcast and the router IP).
+pub fn ipam_families(allocated: usize, pod_cidr: Ipv4Net) -> Vec<ScrapedFamily> {
+    let size = 1u64 << (32 - u32::from(pod_cidr.prefix_len()));
+    let capacity = size.saturating_sub(3);
+    vec![
+        ScrapedFamily::single(
+            "ipam_ip_addresses",
+            "Pod IPs allocated on this node.",
+            ScrapedKind::Gauge,
+            allocated as f64,
+        ),
+        ScrapedFamily::single(
+            "ipam_capacity",
+            "Pod IPs this node's pod CIDR can hand out.",
+            ScrapedKind::Gauge,
+            capacity as f64,
+        ),
+    ]
+}
+
+/// Packets forwarded and dropped by reason (Cilium's `forward_count_total` and
+/// `drop_count_total{reason,direction}`). The families are always declared; their samples come
+/// from the datapath's per-reason counters, read here once the datapath exports them.
+fn packet_families() -> Vec<ScrapedFamily> {
+    vec![
+        ScrapedFamily::new("forward_count", "Packets forwarded by the datapath.", ScrapedKind::Counter),
+        ScrapedFamily::new("drop_count", "Packets dropped by the datapath, by reason.", ScrapedKind::Counter),
+    ]
+}
+
+/// Serves the endpoints and keeps the datapath check current until `shutdown`. Failing to
+/// listen is logged, never fatal: the node works without its metrics.
+pub async fn start(sources: Sources, tcp: Option<SocketAddr>, socket: PathBuf, shutdown: CancellationToken) {
+    let health = TELEMETRY.health.clone();
+    let bpf_dir = sources.bpf_dir.clone();
+    if bpf_dir.is_none() {
+        health.set(CHECK_SERVICES, true, "off (no kube-proxy replacement)");
+        health.set(CHECK_DATAPATH, true, "off (no kube-proxy replacement)");
+    }
+    let registry = Arc::new(registry(sources));
+    let metrics = Arc::new(move || {
+        let mut text = String::new();
+        match prometheus_client::encoding::text::encode(&mut text, &registry) {
+            Ok(()) => text,
+            Err(e) => format!("# encoding failed: {e}\n# EOF\n"),
+        }
+    });
+    let listen = Listen { tcp, unix: Some(socket.clone()) };
+    match telemetry::serve(Endpoints { metrics, health: health.clone() }, &listen, shutdown.clone()).await {
+        Ok(_) => {
+            tracing::info!(address = ?tcp, socket = %listen.unix.as_ref().map(|p| p.display().to_string()).unwrap_or_default(), "metrics and health endpoints listening")
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics and health endpoints are not served"),
+    }
+    match bpf_dir {
+        Some(dir) => check_datapath(&health, &dir, &shutdown).await,
+        None => shutdown.cancelled().await,
+    }
+    // A socket left behind would read as "not running" rather than missing.
+    let _ = std::fs::remove_file(&socket);
+}
+
+/// Keeps the datapath check in line with the programs attached (pinned links) until `shutdown`.
+async fn check_datapath(health: &Health, dir: &std::path::Path, shutdown: &CancellationToken) {
+    let mut tick = tokio::time::interval(DATAPATH_CHECK);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let links = datapath::inventory::link_pins(dir);
+        if links > 0 {
+            health.set(CHECK_DATAPATH, true, format!("{links} programs attached"));
+        } else {
+            health.set(CHECK_DATAPATH, false, format!("no programs attached under {}", dir.display()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_fill_conntrack_nat_and_arp_replies_from_the_inventory() {
+        let maps = [
+            MapCount { name: datapath::abi::MAP_CT.into(), entries: 100, max_entries: 400 },
+            MapCount { name: datapath::abi::MAP_SNAT.into(), entries: 3, max_entries: 0 },
+        ];
+        let row = |responses| L2Row { ip: "192.168.10.211".parse().unwrap(), ifindex: 2, mac: [0; 6], responses };
+        let families = datapath_families(&maps, 7, &[row(4), row(5)]);
+        let get = |name: &str| families.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("{name}"));
+        let ct = vec![("map_name".to_string(), datapath::abi::MAP_CT.to_string())];
+        assert!(get("bpf_map_pressure").samples.contains(&(ct.clone(), 0.25)));
+        assert!(get("bpf_map_pressure").samples.iter().all(|(_, v)| v.is_finite()), "no division by zero");
+        assert!(get("bpf_map_capacity").samples.contains(&(ct, 400.0)));
+        assert_eq!(get("conntrack_entries").samples[0].1, 100.0);
+        assert_eq!(get("nat_entries").samples[0].1, 3.0);
+        assert_eq!(get("datapath_programs_attached").samples[0].1, 7.0);
+        assert_eq!(get("l2_announcements").samples[0].1, 2.0);
+        assert_eq!((get("l2_arp_replies").kind, get("l2_arp_replies").samples[0].1), (ScrapedKind::Counter, 9.0));
+    }
+
+    #[test]
+    fn ipam_capacity_leaves_out_network_broadcast_and_router() {
+        let f = ipam_families(5, "172.20.1.0/24".parse().unwrap());
+        assert_eq!((f[0].samples[0].1, f[1].samples[0].1), (5.0, 253.0));
+    }
+}
