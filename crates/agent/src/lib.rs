@@ -31,6 +31,7 @@ pub mod datapath_gc;
 pub mod direct_routes;
 pub mod dns;
 pub mod error;
+pub mod flows;
 pub mod heartbeat_key;
 pub mod heartbeat_socket;
 pub mod l2_announcer;
@@ -131,10 +132,19 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
 
     let services = shutdown.child_token();
     let mut service_tasks = Vec::new();
+    // The node's recent flows, filled from the eBPF datapath's events (empty without it).
+    let flow_hub = flows::FlowHub::new(&node_name, flows::DEFAULT_CAPACITY);
     let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));
     if let Some(lb) = &config.service_lb {
         let own_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
         let shared = open_datapath(lb, &node_name, pod_cidr)?;
+        service_tasks.push(tokio::spawn(flows::reader::run(
+            store.clone(),
+            flow_hub.clone(),
+            lb.bpf_dir.clone(),
+            flows::EventsLevel::Medium,
+            services.clone(),
+        )));
         // New pods get their programs before CNI ADD answers, so their first packet meets them;
         // the link poll below catches pods wired before this point.
         let hook_datapath = shared.clone();

@@ -1,0 +1,164 @@
+//! The task that fills the [`FlowHub`]: a thread blocked on the datapath's event ring buffer
+//! (poll on its fd, so an idle node costs nothing), turning each batch into flows with the
+//! current [`Directory`], and an async loop that rebuilds the directory when pods, Services or
+//! nodes change.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use api::{Object, kinds, types::Pod, types::Service};
+use datapath::{EventMaps, EventReader, EventsLevel, events};
+use store::{Informer, Store};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::FlowHub;
+use super::directory::Directory;
+use super::enrich;
+use crate::node_view::NodeView;
+
+/// Longest a batch waits in the poll: how soon the thread sees a shutdown.
+const POLL: Duration = Duration::from_millis(200);
+/// Records taken per batch.
+const BATCH: usize = 1024;
+/// How often the kernel's lost-events counter is read.
+const LOST_CHECK: Duration = Duration::from_secs(1);
+/// Changes to the cluster's objects within this window make one directory rebuild.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Runs until `shutdown`: reads the events of the datapath pinned in `bpf_dir` at `level` into
+/// `hub`. A datapath without events (pins missing) is logged once and leaves the hub empty.
+pub async fn run(
+    store: Arc<dyn Store>,
+    hub: Arc<FlowHub>,
+    bpf_dir: PathBuf,
+    level: EventsLevel,
+    shutdown: CancellationToken,
+) {
+    let opened = EventReader::open(&bpf_dir).and_then(|r| Ok((r, EventMaps::open(&bpf_dir)?)));
+    let (reader, mut maps) = match opened {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!(pins = %bpf_dir.display(), error = %e, "no flow events: the datapath's event maps cannot be opened");
+            return;
+        }
+    };
+    if let Err(e) = maps.set_level(level) {
+        tracing::warn!(error = %e, "cannot set the datapath's events level; flows may stay empty");
+    }
+    tracing::info!(?level, pins = %bpf_dir.display(), "flow buffer reading datapath events");
+    hub.set_reading(true);
+
+    let (dir_tx, dir_rx) = watch::channel(Arc::new(Directory::build(hub.node_name(), &[], &[], &[])));
+    let thread_hub = hub.clone();
+    let thread_stop = shutdown.clone();
+    let thread = tokio::task::spawn_blocking(move || read_loop(reader, maps, thread_hub, dir_rx, thread_stop));
+    maintain_directory(store, hub.node_name().to_string(), dir_tx, shutdown).await;
+    match thread.await {
+        Ok(mut maps) => {
+            // Nobody reads any more: stop writing events (the counters go on).
+            if let Err(e) = maps.set_level(EventsLevel::Off) {
+                tracing::warn!(error = %e, "cannot turn the datapath's events off");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "the flow event reader failed"),
+    }
+    hub.set_reading(false);
+}
+
+fn read_loop(
+    mut reader: EventReader,
+    maps: EventMaps,
+    hub: Arc<FlowHub>,
+    dir: watch::Receiver<Arc<Directory>>,
+    stop: CancellationToken,
+) -> EventMaps {
+    let mut next_lost_check = Instant::now();
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        match reader.read(POLL, BATCH) {
+            Ok(batch) => {
+                failures = 0;
+                if batch.undecodable > 0 {
+                    hub.add_undecodable(batch.undecodable);
+                }
+                if !batch.events.is_empty() {
+                    let now_mono = datapath::maps::monotonic_ns();
+                    let now_unix = unix_ns();
+                    let directory = dir.borrow().clone();
+                    for ev in &batch.events {
+                        let at = events::monotonic_to_unix_ns(ev.monotonic_ns, now_mono, now_unix);
+                        let mut flow = enrich::to_flow(ev, &directory, at, None);
+                        flow.uuid = uuid_v4();
+                        hub.publish(flow);
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(error = %e, failures, "reading flow events failed");
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        if Instant::now() >= next_lost_check {
+            next_lost_check = Instant::now() + LOST_CHECK;
+            match maps.events_lost() {
+                Ok(total) => {
+                    let grew = hub.set_events_lost(total);
+                    if grew > 0 {
+                        tracing::warn!(lost = grew, total, "flow events lost: the datapath's ring buffer was full");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read the lost-events counter"),
+            }
+        }
+    }
+    maps
+}
+
+/// Rebuilds the directory from pods, Services and nodes whenever they change.
+async fn maintain_directory(
+    store: Arc<dyn Store>,
+    node_name: String,
+    tx: watch::Sender<Arc<Directory>>,
+    shutdown: CancellationToken,
+) {
+    let pods = Informer::start(store.clone(), &kinds::POD, None);
+    let services = Informer::start(store.clone(), &kinds::SERVICE, None);
+    let nodes = Informer::start(store, &kinds::NODE, None);
+    let mut subs = [pods.subscribe(), services.subscribe(), nodes.subscribe()];
+    loop {
+        let node_views: Vec<NodeView> = nodes.snapshot().iter().map(NodeView::of).collect();
+        let pod_list: Vec<Pod> = Object::typed_all(&pods.snapshot());
+        let service_list: Vec<Service> = Object::typed_all(&services.snapshot());
+        let _ = tx.send(Arc::new(Directory::build(&node_name, &pod_list, &service_list, &node_views)));
+        let [a, b, c] = &mut subs;
+        tokio::select! {
+            _ = a.recv() => {}
+            _ = b.recv() => {}
+            _ = c.recv() => {}
+            () = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(DEBOUNCE) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A random (version 4) UUID, as Hubble gives each flow.
+fn uuid_v4() -> String {
+    let b = rand::random::<u128>().to_be_bytes();
+    let mut b = b;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
