@@ -19,6 +19,7 @@ pub mod enrich;
 pub mod identity;
 pub mod reader;
 pub mod ring;
+pub mod source;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,6 +42,8 @@ pub struct FlowHub {
     node_name: String,
     ring: Mutex<FlowRing>,
     follow: broadcast::Sender<Arc<Flow>>,
+    /// How many events the datapath lost since the last notice, for followers.
+    lost_notices: broadcast::Sender<u64>,
     events_lost: AtomicU64,
     undecodable: AtomicU64,
     reading: AtomicBool,
@@ -69,10 +72,12 @@ pub struct FlowHubStatus {
 impl FlowHub {
     pub fn new(node_name: &str, capacity: usize) -> Arc<FlowHub> {
         let (follow, _) = broadcast::channel(FOLLOW_QUEUE);
+        let (lost_notices, _) = broadcast::channel(64);
         Arc::new(FlowHub {
             node_name: node_name.to_string(),
             ring: Mutex::new(FlowRing::new(capacity)),
             follow,
+            lost_notices,
             events_lost: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
             reading: AtomicBool::new(false),
@@ -124,10 +129,20 @@ impl FlowHub {
         }
     }
 
-    /// Records the datapath's lost-events counter; returns by how much it grew.
+    /// Notices of events the datapath lost (how many since the previous notice).
+    pub fn follow_losses(&self) -> broadcast::Receiver<u64> {
+        self.lost_notices.subscribe()
+    }
+
+    /// Records the datapath's lost-events counter and tells followers; returns by how much it
+    /// grew.
     pub(crate) fn set_events_lost(&self, total: u64) -> u64 {
         let before = self.events_lost.swap(total, Ordering::Relaxed);
-        total.saturating_sub(before)
+        let grew = total.saturating_sub(before);
+        if grew > 0 {
+            let _ = self.lost_notices.send(grew);
+        }
+        grew
     }
 
     pub(crate) fn add_undecodable(&self, n: u64) {
@@ -166,10 +181,14 @@ mod tests {
     #[test]
     fn lost_events_are_reported_as_they_grow() {
         let hub = FlowHub::new("n", 10);
+        let mut notices = hub.follow_losses();
         assert_eq!(hub.set_events_lost(0), 0);
         assert_eq!(hub.set_events_lost(7), 7);
         assert_eq!(hub.set_events_lost(9), 2);
         assert_eq!(hub.status().events_lost, 9);
+        assert_eq!(notices.try_recv().unwrap(), 7);
+        assert_eq!(notices.try_recv().unwrap(), 2);
+        assert!(notices.try_recv().is_err());
     }
 
     #[test]
