@@ -287,12 +287,15 @@ _Static_assert(sizeof(struct l2_liveness) == 16, "l2_liveness size");
 /* ---- flow events and packet counters (bpf/lib/events.h) ---- */
 /* events:      ring buffer of struct flow_event (cilia_events) */
 /* events_cfg:  __u32 0 -> struct events_config (cilia_events_cfg) */
-/* events_lost: per-CPU __u32 0 -> __u64, events the ring buffer had no room for (cilia_events_lost) */
+/* events_stats: per-CPU __u32 EVENTS_STAT_* -> __u64 (cilia_events_stats) */
 /* drops:       per-CPU __u32 reason -> struct pkt_count (cilia_drop_counts) */
 /* forwards:    per-CPU __u32 observation point -> struct pkt_count (cilia_fwd_counts) */
 #define EVENTS_RINGBUF_SIZE (1 << 20) /* bytes: ~18 000 events of 56 bytes (record + header) */
 #define DROP_REASONS_MAX 256
 #define OBS_POINTS_MAX 16
+#define EVENTS_STAT_LOST 0    /* events the ring buffer had no room for */
+#define EVENTS_STAT_WRITTEN 1 /* events written */
+#define EVENTS_STATS 2
 
 /* flow_event.type: Cilium's monitor message types */
 #define EVENT_DROP 1

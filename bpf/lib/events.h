@@ -18,8 +18,9 @@
  *   An established TCP stream therefore costs, with events at MEDIUM, one array lookup and two
  *   compares per packet more than with them off; only a connection's first and last packets
  *   pay for a ring buffer write (~100 ns: reserve, copy 48 bytes, commit, wake-up).
- *   An event the ring buffer has no room for adds to cilia_events_lost (per CPU), which the
- *   reader reports: no loss is silent.
+ *   An event the ring buffer has no room for adds to cilia_events_stats[EVENTS_STAT_LOST] (per
+ *   CPU), which the reader reports: no loss is silent. Written events add to
+ *   [EVENTS_STAT_WRITTEN], so a benchmark can tell the rate the reader keeps up with.
  *
  * The packet's state comes from struct pkt4: the tuple as it leaves (after translation), the
  * frontend the LB translated from or to (svc_addr), where a redirect sends it (out_ifindex), and
@@ -47,9 +48,9 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64);
-	__uint(max_entries, 1);
+	__uint(max_entries, EVENTS_STATS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} cilia_events_lost SEC(".maps");
+} cilia_events_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -142,12 +143,10 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt4 
 		else if (p->icmp_type == ICMP_ECHOREPLY)
 			ev.flags |= EV_F_REPLY;
 	}
-	if (bpf_ringbuf_output(&cilia_events, &ev, sizeof(ev), 0) < 0) {
-		__u32 zero = 0;
-		__u64 *lost = bpf_map_lookup_elem(&cilia_events_lost, &zero);
-		if (lost)
-			*lost += 1;
-	}
+	__u32 stat = bpf_ringbuf_output(&cilia_events, &ev, sizeof(ev), 0) < 0 ? EVENTS_STAT_LOST : EVENTS_STAT_WRITTEN;
+	__u64 *n = bpf_map_lookup_elem(&cilia_events_stats, &stat);
+	if (n)
+		*n += 1;
 }
 
 /* Whether MEDIUM traces this packet: TCP segments that open or close, every non-TCP packet. */

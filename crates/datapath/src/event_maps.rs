@@ -60,6 +60,8 @@ pub struct DatapathCounters {
     pub forwards: Vec<(ObservationPoint, Count)>,
     /// Events the ring buffer had no room for, since the maps were created.
     pub events_lost: u64,
+    /// Events written to the ring buffer, since the maps were created.
+    pub events_written: u64,
 }
 
 impl DatapathCounters {
@@ -82,7 +84,7 @@ fn open(pin_dir: &Path, name: &'static str) -> Result<Map> {
 /// The level and the counters, from the pins (no programs needed: the CLI can read them too).
 pub struct EventMaps {
     config: Array<MapData, EventsConfig>,
-    lost: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
     drops: PerCpuArray<MapData, PktCount>,
     forwards: PerCpuArray<MapData, PktCount>,
 }
@@ -93,8 +95,8 @@ impl EventMaps {
         Ok(EventMaps {
             config: Array::try_from(typed(events_abi::MAP_EVENTS_CFG)?)
                 .map_err(Error::map(events_abi::MAP_EVENTS_CFG, "open as array"))?,
-            lost: PerCpuArray::try_from(typed(events_abi::MAP_EVENTS_LOST)?)
-                .map_err(Error::map(events_abi::MAP_EVENTS_LOST, "open as per-CPU array"))?,
+            stats: PerCpuArray::try_from(typed(events_abi::MAP_EVENTS_STATS)?)
+                .map_err(Error::map(events_abi::MAP_EVENTS_STATS, "open as per-CPU array"))?,
             drops: PerCpuArray::try_from(typed(events_abi::MAP_DROP_COUNTS)?)
                 .map_err(Error::map(events_abi::MAP_DROP_COUNTS, "open as per-CPU array"))?,
             forwards: PerCpuArray::try_from(typed(events_abi::MAP_FWD_COUNTS)?)
@@ -113,7 +115,16 @@ impl EventMaps {
     }
 
     pub fn events_lost(&self) -> Result<u64> {
-        let per_cpu = self.lost.get(&0, 0).map_err(Error::map(events_abi::MAP_EVENTS_LOST, "get"))?;
+        self.stat(events_abi::EVENTS_STAT_LOST)
+    }
+
+    pub fn events_written(&self) -> Result<u64> {
+        self.stat(events_abi::EVENTS_STAT_WRITTEN)
+    }
+
+    fn stat(&self, index: u32) -> Result<u64> {
+        let per_cpu =
+            self.stats.get(&index, 0).map_err(Error::map(events_abi::MAP_EVENTS_STATS, format!("get {index}")))?;
         Ok(per_cpu.iter().sum())
     }
 
@@ -125,7 +136,11 @@ impl EventMaps {
                 bytes: acc.bytes + c.bytes,
             }))
         };
-        let mut out = DatapathCounters { events_lost: self.events_lost()?, ..Default::default() };
+        let mut out = DatapathCounters {
+            events_lost: self.events_lost()?,
+            events_written: self.events_written()?,
+            ..Default::default()
+        };
         for reason in 0..DROP_REASONS_MAX {
             let c = sum(&self.drops, events_abi::MAP_DROP_COUNTS, reason)?;
             if c.packets > 0 {

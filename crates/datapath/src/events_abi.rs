@@ -8,14 +8,16 @@ use std::mem::size_of;
 pub const MAP_EVENTS: &str = "cilia_events";
 /// `__u32 0 -> struct events_config`.
 pub const MAP_EVENTS_CFG: &str = "cilia_events_cfg";
-/// Per-CPU `__u32 0 -> __u64`: events the ring buffer had no room for.
-pub const MAP_EVENTS_LOST: &str = "cilia_events_lost";
+/// Per-CPU `__u32 EVENTS_STAT_* -> __u64`: events lost (the ring buffer had no room) and written.
+pub const MAP_EVENTS_STATS: &str = "cilia_events_stats";
+pub const EVENTS_STAT_LOST: u32 = 0;
+pub const EVENTS_STAT_WRITTEN: u32 = 1;
 /// Per-CPU `__u32 reason -> struct pkt_count`.
 pub const MAP_DROP_COUNTS: &str = "cilia_drop_counts";
 /// Per-CPU `__u32 observation point -> struct pkt_count`.
 pub const MAP_FWD_COUNTS: &str = "cilia_fwd_counts";
 /// Every map pin of the events.
-pub const EVENTS_MAPS: [&str; 5] = [MAP_EVENTS, MAP_EVENTS_CFG, MAP_EVENTS_LOST, MAP_DROP_COUNTS, MAP_FWD_COUNTS];
+pub const EVENTS_MAPS: [&str; 5] = [MAP_EVENTS, MAP_EVENTS_CFG, MAP_EVENTS_STATS, MAP_DROP_COUNTS, MAP_FWD_COUNTS];
 
 pub const EVENTS_RINGBUF_SIZE: u32 = 1 << 20;
 pub const DROP_REASONS_MAX: u32 = 256;

@@ -105,11 +105,13 @@ fn traffic_gives_trace_and_drop_events_and_counters_run_with_events_off() {
         "{counters:?}"
     );
     assert_eq!(counters.events_lost, 0);
+    assert!(counters.events_written >= 3, "{counters:?}");
     assert_eq!(dp.lost_events().unwrap(), 0);
 
     // Events off: nothing reaches the ring buffer, the counters go on.
     dp.set_events_level(EventsLevel::Off).unwrap();
     read_until(&mut reader, Duration::from_millis(200), |_| false); // whatever was in flight
+    let written_before = dp.counters().unwrap().events_written;
     let drops_before = dp.counters().unwrap().drops_of(DropReason::NO_SERVICE).packets;
     let fwd_before: u64 = dp.counters().unwrap().forwards.iter().map(|(_, c)| c.packets).sum();
     http_get_from(&podc, vip).expect("GET with events off");
@@ -120,6 +122,7 @@ fn traffic_gives_trace_and_drop_events_and_counters_run_with_events_off() {
     assert_eq!(counters.drops_of(DropReason::NO_SERVICE).packets, drops_before + 1, "{counters:?}");
     let fwd_after: u64 = counters.forwards.iter().map(|(_, c)| c.packets).sum();
     assert!(fwd_after > fwd_before, "forward counters stopped: {fwd_before} -> {fwd_after}");
+    assert_eq!(counters.events_written, written_before, "events written while off");
 
     drop(reader);
     drop(dp);
