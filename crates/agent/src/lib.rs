@@ -32,6 +32,7 @@ pub mod direct_routes;
 pub mod dns;
 pub mod error;
 pub mod flows;
+pub mod flows_api;
 pub mod heartbeat_key;
 pub mod heartbeat_socket;
 pub mod l2_announcer;
@@ -134,6 +135,8 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
     let mut service_tasks = Vec::new();
     // The node's recent flows, filled from the eBPF datapath's events (empty without it).
     let flow_hub = flows::FlowHub::new(&node_name, flows::DEFAULT_CAPACITY);
+    let node_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
+    flows_api::start(flow_hub.clone(), &config.state_dir, node_ip.map(Into::into), shutdown.child_token());
     let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));
     if let Some(lb) = &config.service_lb {
         let own_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);

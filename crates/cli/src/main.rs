@@ -121,6 +121,8 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = commands::status::duration_arg)]
         wait_duration: std::time::Duration,
     },
+    /// The cluster's flows in Hubble's format (`hubble observe`): `observe -f --protocol tcp --pod curl-pod`.
+    Observe(commands::observe::ObserveArgs),
     /// Run the node agent (one per node): pod networking, routes, the datapath.
     Agent(commands::agent::AgentArgs),
     /// Run a node's cluster DNS (one per node, beside its agent).
@@ -308,6 +310,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Lab(LabCmd::Whoami(args)) = &cli.command {
         return commands::whoami::run(args).await;
     }
+    // observe reads the nodes' Observer sockets and needs no datastore.
+    if let Command::Observe(args) = &cli.command {
+        return commands::observe::run(&cli.lab, &cli.namespace, args).await;
+    }
     // dbg reads pinned maps and needs no datastore.
     if let Command::Dbg { node, args } = &cli.command {
         return commands::dbg::run(&cli.lab, node, args);
@@ -359,7 +365,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dns(args) => return commands::dns::run(ctx.store.clone(), &args).await,
         Command::Lab(LabCmd::Kubelet(args)) => return commands::kubelet::run(ctx.store.clone(), &cli.lab, &args).await,
         Command::Lab(LabCmd::Controllers) => return commands::kubelet::run_controllers(ctx.store.clone()).await,
-        Command::Lab(_) | Command::Operator { .. } | Command::Dbg { .. } | Command::Status { .. } => {
+        Command::Lab(_)
+        | Command::Operator { .. }
+        | Command::Dbg { .. }
+        | Command::Status { .. }
+        | Command::Observe(_) => {
             unreachable!("handled above")
         }
     }

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod get;
 pub mod kubelet;
 pub mod lab;
+pub mod observe;
 pub mod operator;
 pub mod patch;
 pub mod pod_deletion;
