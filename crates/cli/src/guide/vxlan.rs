@@ -53,6 +53,21 @@ fn guide_capture(out: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The guide's `hubble observe` lines: `default/curl-pod:PORT (ID:n) -> default/webpod-…:80
+/// (ID:n) to-overlay FORWARDED (TCP Flags: …)`.
+fn to_overlay_forwarded(out: &str) -> Result<(), String> {
+    let guide_line = |l: &&str| {
+        l.contains(": default/curl-pod:")
+            && l.contains(" -> default/webpod-")
+            && l.contains(":80 (ID:")
+            && l.contains(" to-overlay FORWARDED (TCP Flags: ")
+    };
+    match out.lines().filter(guide_line).count() {
+        0 => Err("no `default/curl-pod:… -> default/webpod-…:80 … to-overlay FORWARDED (TCP Flags: …)` line".into()),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `capture` on k8s-w0 in the background while curl-pod pings the k8s-w0 pod twice, then
 /// prints the capture, as the guide's two terminals do.
 fn ping_with_w0_capture(capture: &str) -> String {
@@ -129,10 +144,17 @@ pub fn section() -> Section {
             "Where the datapath sends each pod CIDR: k8s-w1's and k8s-w0's through the tunnel",
             "cilia dbg k8s-ctr bpf tunnel list",
             contains(["172.20.1.0/24", "192.168.10.101", "172.20.2.0/24", "192.168.20.100"]),
+        ),
+        Step::new(
+            "Hubble's view of curl-pod's requests: to-overlay FORWARDED towards the webpods on other nodes",
+            "cilia exec curl-pod -- sh -c 'for i in 1 2 3 4 5 6; do curl -s -o /dev/null webpod; done'\n\
+             cilia observe --protocol tcp --pod curl-pod --last 60",
+            Check::Output(Box::new(to_overlay_forwarded)),
         )
+        .waiting(Duration::from_secs(20))
         .differs(
-            "cilium hubble port-forward& hubble observe -f --protocol tcp --pod curl-pod (to-overlay FORWARDED)",
-            "cilia has no Hubble; the tunnel map its BPF programs read shows where to-overlay sends each pod CIDR",
+            "cilium hubble port-forward& hubble observe -f --protocol tcp --pod curl-pod",
+            "cilia observe reads every agent's Observer API (Hubble's, also on TCP 4244 at each node) through its socket, so no port-forward; --last instead of -f so that the step ends",
         ),
         Step::new(
             "The k8s-w0 pod's IP",
