@@ -5,9 +5,10 @@
 //! Two kinds of values:
 //! - kept by the agent as things happen ([`TELEMETRY`]): Services and backends programmed, the
 //!   programming latency, L2 ownership changes, flow events lost;
-//! - read from the kernel at scrape time ([`scraped`]): map entries and fill ratios (conntrack,
-//!   SNAT, ...), attached programs, ARP replies the responder sent, garbage collection totals,
-//!   IPAM usage.
+//! - read from the kernel at scrape time ([`scraped`]): packets forwarded and dropped by reason
+//!   and flow events lost (the datapath's per-CPU counters), map entries and fill ratios
+//!   (conntrack, SNAT, ...), attached programs, ARP replies the responder sent, garbage
+//!   collection totals, IPAM usage.
 //!
 //! Ready means: services synced to the datapath at least once and the datapath's programs
 //! attached (with kube-proxy replacement; without it both checks pass as "off").
@@ -19,7 +20,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use cni::PodNetwork;
-use datapath::{L2Row, inventory::MapCount};
+use datapath::{DatapathCounters, EventMaps, L2Row, inventory::MapCount};
 use ipnet::Ipv4Net;
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use prometheus_client::registry::{Registry, Unit};
@@ -34,8 +35,9 @@ pub const CHECK_DATAPATH: &str = "datapath";
 /// How often the datapath check looks at the attached programs.
 const DATAPATH_CHECK: Duration = Duration::from_millis(500);
 
-/// Flow events the datapath could not hand to the agent (ring buffer full). The flow reader
-/// adds to it; exported as `cilia_flow_events_lost_total`.
+/// Flow events the agent itself could not keep (its reader fell behind); exported, added to the
+/// datapath's own count of events its ring buffer had no room for, as
+/// `cilia_flow_events_lost_total`.
 pub static FLOW_EVENTS_LOST: AtomicU64 = AtomicU64::new(0);
 
 /// What the agent records as it works. One agent per process.
@@ -54,6 +56,11 @@ pub struct AgentTelemetry {
 
 impl AgentTelemetry {
     fn new() -> Self {
+        let l2_changes: Family<Vec<(String, String)>, Counter> = Family::default();
+        // Both series exist from the start, at zero, so a scraper sees the family before any change.
+        for change in ["acquired", "released"] {
+            let _ = l2_changes.get_or_create(&vec![("change".into(), change.into())]);
+        }
         AgentTelemetry {
             health: Arc::new(Health::new(&[CHECK_SERVICES, CHECK_DATAPATH])),
             services: Gauge::default(),
@@ -61,7 +68,7 @@ impl AgentTelemetry {
             syncs: Counter::default(),
             // 100 µs to about 1.6 s.
             delay: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15)),
-            l2_changes: Family::default(),
+            l2_changes,
         }
     }
 }
@@ -134,13 +141,8 @@ fn scraped(sources: &Sources) -> Vec<ScrapedFamily> {
     let mut out = datapath_families(&maps, links, &l2);
     out.extend(gc_families());
     out.extend(ipam_families(sources.network.allocations().len(), sources.pod_cidr));
-    out.push(ScrapedFamily::single(
-        "flow_events_lost",
-        "Flow events the datapath could not hand to the agent.",
-        ScrapedKind::Counter,
-        FLOW_EVENTS_LOST.load(Ordering::Relaxed) as f64,
-    ));
-    out.extend(packet_families());
+    let counters = sources.bpf_dir.as_deref().and_then(|dir| EventMaps::open(dir).and_then(|m| m.counters()).ok());
+    out.extend(packet_families(counters.as_ref()));
     out
 }
 
@@ -230,13 +232,40 @@ pub fn ipam_families(allocated: usize, pod_cidr: Ipv4Net) -> Vec<ScrapedFamily> 
     ]
 }
 
-/// Packets forwarded and dropped by reason (Cilium's `forward_count_total` and
-/// `drop_count_total{reason,direction}`). The families are always declared; their samples come
-/// from the datapath's per-reason counters, read here once the datapath exports them.
-fn packet_families() -> Vec<ScrapedFamily> {
+/// Packets forwarded by observation point and dropped by reason, with their bytes (Cilium's
+/// `forward_count_total`, `drop_count_total{reason}`), from the datapath's per-CPU counters.
+/// The families are declared also when the counters cannot be read (no datapath).
+pub fn packet_families(counters: Option<&DatapathCounters>) -> Vec<ScrapedFamily> {
+    let mut fwd = ScrapedFamily::new("forward_count", "Packets forwarded, by observation point.", ScrapedKind::Counter);
+    let mut fwd_bytes =
+        ScrapedFamily::new("forward_bytes", "Bytes forwarded, by observation point.", ScrapedKind::Counter);
+    let mut drop = ScrapedFamily::new("drop_count", "Packets dropped, by reason.", ScrapedKind::Counter);
+    let mut drop_bytes = ScrapedFamily::new("drop_bytes", "Bytes dropped, by reason.", ScrapedKind::Counter);
+    if let Some(c) = counters {
+        for (point, count) in &c.forwards {
+            let labels = [("point", point.name())];
+            fwd = fwd.sample(&labels, count.packets as f64);
+            fwd_bytes = fwd_bytes.sample(&labels, count.bytes as f64);
+        }
+        for (reason, count) in &c.drops {
+            let labels = [("reason", reason.description())];
+            drop = drop.sample(&labels, count.packets as f64);
+            drop_bytes = drop_bytes.sample(&labels, count.bytes as f64);
+        }
+    }
+    // Lost in the ring buffer (the datapath's count) and after it (the agent's).
+    let lost = counters.map_or(0, |c| c.events_lost) + FLOW_EVENTS_LOST.load(Ordering::Relaxed);
     vec![
-        ScrapedFamily::new("forward_count", "Packets forwarded by the datapath.", ScrapedKind::Counter),
-        ScrapedFamily::new("drop_count", "Packets dropped by the datapath, by reason.", ScrapedKind::Counter),
+        fwd,
+        fwd_bytes,
+        drop,
+        drop_bytes,
+        ScrapedFamily::single(
+            "flow_events_lost",
+            "Flow events lost: no room in the datapath's ring buffer, or dropped by the agent.",
+            ScrapedKind::Counter,
+            lost as f64,
+        ),
     ]
 }
 
@@ -311,6 +340,24 @@ mod tests {
         assert_eq!(get("datapath_programs_attached").samples[0].1, 7.0);
         assert_eq!(get("l2_announcements").samples[0].1, 2.0);
         assert_eq!((get("l2_arp_replies").kind, get("l2_arp_replies").samples[0].1), (ScrapedKind::Counter, 9.0));
+    }
+
+    #[test]
+    fn forwards_by_point_and_drops_by_reason_with_the_losses() {
+        let mut c = DatapathCounters::default();
+        c.forwards.push((datapath::ObservationPoint::ToOverlay, datapath::Count { packets: 5, bytes: 500 }));
+        c.drops.push((datapath::DropReason::NO_SERVICE, datapath::Count { packets: 2, bytes: 120 }));
+        c.events_lost = 7;
+        let families = packet_families(Some(&c));
+        let get = |name: &str| families.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("{name}"));
+        let point = vec![("point".to_string(), "to-overlay".to_string())];
+        assert_eq!(get("forward_count").samples, [(point.clone(), 5.0)]);
+        assert_eq!(get("forward_bytes").samples, [(point, 500.0)]);
+        let reason = vec![("reason".to_string(), "Service backend not found".to_string())];
+        assert_eq!(get("drop_count").samples, [(reason, 2.0)]);
+        assert!(get("flow_events_lost").samples[0].1 >= 7.0);
+        let none = packet_families(None);
+        assert!(none.iter().take(4).all(|f| f.samples.is_empty()), "declared, without samples");
     }
 
     #[test]
