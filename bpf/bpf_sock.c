@@ -10,6 +10,7 @@
  * by its config (netns cookie). */
 #include "lib/common.h"
 #include "lib/config.h"
+#include "lib/events.h"
 #include "lib/lb.h"
 
 char _license[] SEC("license") = "GPL";
@@ -60,6 +61,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 		return SYS_PROCEED;
 	if (!svc->count) {
 		/* fail fast, as a RST would, instead of letting SYNs to the VIP time out */
+		sock_drop(vip, vport, proto, DROP_NO_SERVICE);
 		sock_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
@@ -68,6 +70,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	__u32 backend_id = lb4_select_backend(&key, svc, &client, 0, 0, 0);
 	struct lb4_backend *be = lb4_lookup_backend(backend_id);
 	if (!be) {
+		sock_drop(vip, vport, proto, DROP_NO_SERVICE);
 		sock_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}

@@ -108,7 +108,16 @@ static __always_inline __u8 exit_point(struct __sk_buff *skb, const struct pkt4 
 	return OBS_TO_NETWORK;
 }
 
-/* Writes one event. A full ring buffer counts the event as lost. */
+/* Writes an event to the ring buffer and counts it, as written or as lost (no room). */
+static __always_inline void ring_write(struct flow_event *ev)
+{
+	__u32 stat = bpf_ringbuf_output(&cilia_events, ev, sizeof(*ev), 0) < 0 ? EVENTS_STAT_LOST : EVENTS_STAT_WRITTEN;
+	__u64 *n = bpf_map_lookup_elem(&cilia_events_stats, &stat);
+	if (n)
+		*n += 1;
+}
+
+/* Writes one event about a packet. */
 static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt4 *p, __u8 type, __u8 obs_point,
 				       __u8 reason)
 {
@@ -143,10 +152,26 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct pkt4 
 		else if (p->icmp_type == ICMP_ECHOREPLY)
 			ev.flags |= EV_F_REPLY;
 	}
-	__u32 stat = bpf_ringbuf_output(&cilia_events, &ev, sizeof(ev), 0) < 0 ? EVENTS_STAT_LOST : EVENTS_STAT_WRITTEN;
-	__u64 *n = bpf_map_lookup_elem(&cilia_events_stats, &stat);
-	if (n)
-		*n += 1;
+	ring_write(&ev);
+}
+
+/* A connect() or sendmsg() socket-LB refuses (a Service without backends): counted and reported
+ * as the drop of the packet it stands for. The socket may have no source address yet (0), and
+ * there is no device and no length. */
+static __always_inline void sock_drop(__be32 daddr, __be16 dport, __u8 proto, __u8 reason)
+{
+	count_packet(&cilia_drop_counts, reason, 0);
+	if (events_level() == EVENTS_OFF)
+		return;
+	struct flow_event ev = {};
+	ev.ts_ns = bpf_ktime_get_ns();
+	ev.type = EVENT_DROP;
+	ev.drop_reason = reason;
+	ev.flags = EV_F_NOT_REPLY;
+	ev.daddr = daddr;
+	ev.dport = dport;
+	ev.proto = proto;
+	ring_write(&ev);
 }
 
 /* Whether MEDIUM traces this packet: TCP segments that open or close, every non-TCP packet. */

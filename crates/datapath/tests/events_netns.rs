@@ -1,7 +1,8 @@
 //! Flow events and drop counters from real traffic through the attached programs (root): a pod's
 //! connection to a ClusterIP gives trace events with the frontend it was translated from, a
 //! connection to a Service without backends gives a drop event with its reason, and with events
-//! off nothing reaches the ring buffer while the drop counter still moves.
+//! off nothing reaches the ring buffer while the drop counter still moves. A connect() socket-LB
+//! refuses is a counted drop with its event too.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::Bpffs;
-use common::topo::{POD_A, POD_C, SERVER_PORT, Server, Topology, http_get_from, in_netns};
+use common::topo::{POD_A, POD_C, SERVER_PORT, Server, TestCgroup, Topology, http_get, http_get_from, in_netns};
 use datapath::{
     Backend, Datapath, DropReason, EventKind, EventReader, EventsLevel, FlowEvent, LbDatapath, ObservationPoint,
     Protocol, ServiceEntry, ServiceKind, Translation,
@@ -128,4 +129,33 @@ fn traffic_gives_trace_and_drop_events_and_counters_run_with_events_off() {
     drop(dp);
     datapath::remove_pins(&fs.node_dir("node1")).unwrap();
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn socket_lb_refusals_are_counted_drops_with_an_event() {
+    require_root!();
+    let topo = Topology::build();
+    let fs = Bpffs::new("evsock");
+    let cgroup = TestCgroup::new().expect("needs a cgroup v2 mount for socket-LB's hooks");
+    let pin = fs.node_dir("node1");
+    let mut dp = in_netns(&topo.ns("node1"), || Datapath::open(&pin).expect("load datapath"));
+    dp.sync_services(&services()).unwrap();
+    in_netns(&topo.ns("node1"), || dp.attach_socket_lb(&cgroup.path)).expect("attach socket-LB");
+    cgroup.enter();
+    let mut reader = dp.event_reader().unwrap().expect("a reader");
+    dp.set_events_level(EventsLevel::Medium).unwrap();
+
+    let err = in_netns(&topo.ns("node1"), || http_get(SocketAddr::from((VIP_EMPTY, 80)))).expect_err("no backends");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    let events = read_until(&mut reader, Duration::from_secs(3), |seen| !seen.is_empty());
+    let [refused] = events.as_slice() else { panic!("one drop expected: {events:#?}") };
+    assert_eq!(refused.drop_reason(), Some(DropReason::NO_SERVICE), "{refused:?}");
+    assert_eq!((refused.daddr, refused.dport, refused.proto), (VIP_EMPTY, 80, 6), "{refused:?}");
+    assert_eq!(refused.saddr, Ipv4Addr::UNSPECIFIED, "an unbound socket has no source yet");
+    assert_eq!(dp.counters().unwrap().drops_of(DropReason::NO_SERVICE).packets, 1);
+
+    drop(cgroup);
+    drop(reader);
+    drop(dp);
+    datapath::remove_pins(&fs.node_dir("node1")).unwrap();
 }

@@ -121,8 +121,12 @@ impl Directory {
     }
 
     /// What a non-pod address is: a node's own address or an address of its pod CIDR (its router
-    /// IP) is the host here and a remote node elsewhere; the rest is the world.
+    /// IP) is the host here and a remote node elsewhere; the rest is the world. No address at all
+    /// is the host too: a socket of the node refused by socket-LB before it had one.
     pub fn reserved(&self, ip: Ipv4Addr) -> Reserved {
+        if ip.is_unspecified() {
+            return Reserved::Host;
+        }
         for (name, addr, cidr) in &self.nodes {
             if *addr == Some(ip) || cidr.is_some_and(|c| c.contains(&ip)) {
                 return if *name == self.node_name { Reserved::Host } else { Reserved::RemoteNode };

@@ -147,6 +147,13 @@ fn node_addresses_are_host_or_remote_node_and_the_rest_is_world() {
     );
     assert_eq!(here.source.identity, Endpoint::IDENTITY_HOST);
     assert_eq!(here.source.labels, ["reserved:host"]);
+    let unbound = to_flow(
+        &event(EventKind::Drop, ObservationPoint::Other(0xff), (Ipv4Addr::UNSPECIFIED, 0), (EMPTY_VIP, 80)),
+        &dir,
+        0,
+        None,
+    );
+    assert_eq!(unbound.source.identity, Endpoint::IDENTITY_HOST, "a node socket refused by socket-LB");
     let remote = to_flow(
         &event(EventKind::Trace, ObservationPoint::ToNetwork, (Ipv4Addr::new(192, 168, 10, 101), 8472), (CURL, 40000)),
         &dir,
