@@ -167,6 +167,26 @@ fn observe_shows_the_guides_flows_drops_and_filters() {
     only(&["--pod", "curl-pod"], &|l| l.contains("default/curl-pod"), "--pod curl-pod");
     only(&["-n", "default"], &|l| l.contains(" default/"), "--namespace default");
 
+    // Hubble's port: k8s-w1 reads k8s-ctr's flows over TCP 4244 at its node address, inside the lab.
+    let k8s_ctr = "192.168.10.100:4244";
+    let over_tcp = lab.ok(&[
+        "lab",
+        "exec",
+        "k8s-w1",
+        "--",
+        common::cilia_bin(),
+        "observe",
+        "--server",
+        k8s_ctr,
+        "--last",
+        "5",
+        "--print-node-name",
+    ]);
+    assert!(
+        over_tcp.lines().count() == 5 && over_tcp.lines().all(|l| l.contains(" [k8s-ctr]: ")),
+        "observe --server {k8s_ctr} from k8s-w1:\n{over_tcp}"
+    );
+
     // -o json: Hubble's field names.
     let json = observe(&lab, &["--pod", "curl-pod", "--type", "trace:to-overlay", "-o", "json", "--last", "20"]);
     assert!(!json.is_empty(), "no JSON flows");

@@ -291,7 +291,10 @@ fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    tokio::net::UnixListener::bind(path)
+    let listener = tokio::net::UnixListener::bind(path)?;
+    // Flows name every pod and connection of the node: the socket is for root only.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// The unix socket of the Observer API under a node's state directory.

@@ -104,7 +104,7 @@ async fn collect(client: &mut ObserverClient, q: FlowsQuery) -> Vec<FlowsEvent> 
 
 #[tokio::test]
 async fn history_is_filtered_and_limited_server_side() {
-    let (ring, mut client, _dir) = start().await;
+    let (ring, mut client, dir) = start().await;
     for i in 0..10 {
         ring.push(at(i));
     }
@@ -121,6 +121,10 @@ async fn history_is_filtered_and_limited_server_side() {
     assert_eq!(collect(&mut client, dropped).await, vec![FlowsEvent::Flow(drop_no_backend())]);
     let status = client.server_status().await.unwrap();
     assert_eq!((status.num_flows, status.max_flows), (11, 4095));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(flow::server::socket_path(dir.path())).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the observer socket is not root-only");
     let nodes = client.get_nodes().await.unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].name, "k8s-w1");
