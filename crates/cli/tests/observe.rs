@@ -163,6 +163,12 @@ fn observe_shows_the_guides_flows_drops_and_filters() {
     only(&["--type", "trace:to-overlay"], &|l| l.contains(" to-overlay "), "--type trace:to-overlay");
     only(&["--node", "k8s-w1"], &|l| l.contains(" [k8s-w1]: "), "--node k8s-w1");
     only(&["--port", "80", "--protocol", "tcp"], &|l| l.contains(":80 ") && l.contains("TCP Flags"), "--port 80");
+    only(&["--protocol", "udp"], &|l| l.ends_with(" (UDP)"), "--protocol udp");
+    only(
+        &["--verdict", "FORWARDED", "--type", "trace"],
+        &|l| l.contains(" FORWARDED ("),
+        "--verdict FORWARDED --type trace",
+    );
     only(&["--label", "app=webpod"], &|l| l.contains("default/webpod-"), "--label app=webpod");
     only(&["--pod", "curl-pod"], &|l| l.contains("default/curl-pod"), "--pod curl-pod");
     only(&["-n", "default"], &|l| l.contains(" default/"), "--namespace default");

@@ -106,6 +106,29 @@ mod tests {
     }
 
     #[test]
+    fn golden_icmp_reply_without_ports() {
+        // The study notes' line: a reply, so the client stays on the left.
+        let mut flow = curl_to_webpod();
+        flow.time = "2026-08-06T06:50:26.228Z".parse().unwrap();
+        flow.l4 = Some(Layer4::Icmpv4 { r#type: 0, code: 0 });
+        flow.source = Endpoint {
+            identity: 47080,
+            namespace: "default".into(),
+            pod_name: "netshoot-pod".into(),
+            ..Endpoint::default()
+        };
+        flow.destination = Endpoint { pod_name: "curl-pod".into(), ..flow.source.clone() };
+        flow.is_reply = Some(true);
+        flow.trace_observation_point = TraceObservationPoint::ToEndpoint;
+        flow.event_type = crate::model::EventType::trace(TraceObservationPoint::ToEndpoint);
+        assert_eq!(
+            compact_line(&flow, false),
+            "Aug  6 06:50:26.228: default/curl-pod (ID:47080) <- default/netshoot-pod (ID:47080) \
+             to-endpoint FORWARDED (ICMPv4 EchoReply)"
+        );
+    }
+
+    #[test]
     fn node_name_follows_the_time() {
         let flow = curl_to_webpod();
         assert!(compact_line(&flow, true).starts_with("Aug  9 14:06:08.749 [k8s-w1]: default/curl-pod:"));
