@@ -286,7 +286,7 @@ pub async fn start(sources: Sources, tcp: Option<SocketAddr>, socket: PathBuf, s
             Err(e) => format!("# encoding failed: {e}\n# EOF\n"),
         }
     });
-    let listen = Listen { tcp, unix: Some(socket.clone()) };
+    let listen = Listen { tcp, unix: Some(socket.clone()), tls: telemetry::tls::TlsFiles::from_env() };
     match telemetry::serve(Endpoints { metrics, health: health.clone() }, &listen, shutdown.clone()).await {
         Ok(_) => {
             tracing::info!(address = ?tcp, socket = %listen.unix.as_ref().map(|p| p.display().to_string()).unwrap_or_default(), "metrics and health endpoints listening")

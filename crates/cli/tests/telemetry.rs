@@ -1,6 +1,6 @@
 //! Metrics and health end to end, on one lab: the agents' and the operator's endpoints answer on
-//! their node's address (read from inside the node's namespace) with Cilium's families under
-//! `cilia_`; the conntrack count moves when curl-pod talks to webpod; `cilia dbg NODE metrics`
+//! their node's address (read from inside the node's namespace, over TLS with the CLI's client
+//! certificate) with Cilium's families under `cilia_`, and curl-pod gets nothing from them; the conntrack count moves when curl-pod talks to webpod; `cilia dbg NODE metrics`
 //! prints the same exposition from the unix socket; and `cilia status` names an agent stopped
 //! with SIGSTOP within 2 s, then sees it healthy again after SIGCONT.
 
@@ -53,9 +53,14 @@ fn declares(exposition: &str, family: &str, kind: &str) -> bool {
     exposition.lines().any(|l| l == format!("# TYPE {family} {kind}"))
 }
 
-/// `curl` inside `node`'s network namespace, to that node's own address.
+/// `curl` inside `node`'s network namespace, to that node's own address, over TLS with the
+/// CLI's client certificate (`https://...`).
 fn node_curl(lab: &TestLab, node: &str, url: &str) -> (String, String) {
-    let out = lab.cilia(&["lab", "exec", node, "--", "curl", "-s", "-m", "3", "-w", "\n%{http_code}", url]);
+    let pki = format!("/var/lib/cilia/lab/{}/pki", lab.name);
+    let (ca, cert, key) =
+        (format!("{pki}/ca.crt"), format!("{pki}/client-admin.crt"), format!("{pki}/client-admin.key"));
+    let args = ["-s", "-m", "3", "--cacert", &ca, "--cert", &cert, "--key", &key, "-w", "\n%{http_code}", url];
+    let out = lab.cilia(&[&["lab", "exec", node, "--", "curl"][..], &args[..]].concat());
     assert!(out.status.success(), "curl {url} in {node}:\n{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = stdout.rsplit_once('\n').unwrap_or((&stdout, ""));
@@ -103,29 +108,41 @@ fn metrics_and_health_answer_move_with_traffic_and_status_names_a_stopped_agent(
     assert!(out.status.success(), "status --wait:\n{}", text(&out));
 
     // The agent's endpoints on its node's address (9962), from inside the node's namespace.
-    let (metrics, code) = node_curl(&lab, "k8s-w1", "http://192.168.10.101:9962/metrics");
+    let (metrics, code) = node_curl(&lab, "k8s-w1", "https://192.168.10.101:9962/metrics");
     assert_eq!(code, "200", "{metrics}");
     for (family, kind) in AGENT_FAMILIES {
         assert!(declares(&metrics, family, kind), "no {kind} {family} in:\n{metrics}");
     }
     assert!(metrics.ends_with("# EOF\n"), "not OpenMetrics text:\n{metrics}");
     for path in ["/healthz", "/readyz"] {
-        let (body, code) = node_curl(&lab, "k8s-w1", &format!("http://192.168.10.101:9962{path}"));
+        let (body, code) = node_curl(&lab, "k8s-w1", &format!("https://192.168.10.101:9962{path}"));
         assert_eq!(code, "200", "{path}: {body}");
         let report: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         assert_eq!(report["healthy"], true, "{body}");
         assert_eq!(report["ready"], true, "{body}");
     }
-    let (body, code) = node_curl(&lab, "k8s-w1", "http://192.168.10.101:9962/readyz");
+    let (body, code) = node_curl(&lab, "k8s-w1", "https://192.168.10.101:9962/readyz");
     assert!(code == "200" && body.contains("programs attached"), "{body}");
 
+    // Closed to pods as the datastore is: no plain HTTP, no answer to TLS without a client
+    // certificate of the cluster's CA.
+    for (what, args) in [
+        ("plain HTTP", vec!["curl", "-s", "-m", "3", "http://192.168.10.101:9962/metrics"]),
+        ("TLS without a client certificate", vec!["curl", "-sk", "-m", "3", "https://192.168.10.101:9962/metrics"]),
+        ("the operator without a certificate", vec!["curl", "-sk", "-m", "3", "https://192.168.10.100:9963/metrics"]),
+    ] {
+        let out = lab.cilia(&[&["exec", "curl-pod", "--"][..], &args[..]].concat());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success() && !stdout.contains("cilia_"), "{what} from curl-pod answered:\n{}", text(&out));
+    }
+
     // The operator's (9963) on k8s-ctr.
-    let (op, code) = node_curl(&lab, "k8s-ctr", "http://192.168.10.100:9963/metrics");
+    let (op, code) = node_curl(&lab, "k8s-ctr", "https://192.168.10.100:9963/metrics");
     assert_eq!(code, "200", "{op}");
     assert_eq!(value(&op, "cilia_operator_is_leader"), 1.0, "{op}");
     assert!(declares(&op, "cilia_operator_lbipam_ips_used", "gauge"), "{op}");
     assert!(op.contains("cilia_operator_reconciles_total{kind="), "{op}");
-    let (body, code) = node_curl(&lab, "k8s-ctr", "http://192.168.10.100:9963/readyz");
+    let (body, code) = node_curl(&lab, "k8s-ctr", "https://192.168.10.100:9963/readyz");
     assert!(code == "200" && body.contains("leading"), "{body}");
 
     // `dbg NODE metrics` reads curl-pod's node's agent over its socket; traffic moves the

@@ -53,16 +53,31 @@ impl Pki {
         self.pair(&format!("client-{name}"))
     }
 
+    /// The serving certificate of `node`'s metrics endpoints (its address; server and client
+    /// auth), so they take TLS with client certificates as etcd does.
+    pub fn server(&self, node: &str) -> CertFiles {
+        self.pair(&format!("server-{node}"))
+    }
+
     fn pair(&self, base: &str) -> CertFiles {
         CertFiles { cert: self.dir.join(format!("{base}.crt")), key: self.dir.join(format!("{base}.key")) }
     }
 
     /// Makes the CA and every certificate unless all are there already. `etcd_ips` are the
-    /// addresses etcd is reached at; `clients` the names that get a client certificate.
-    pub fn ensure(&self, etcd_ips: &[Ipv4Addr], clients: &[&str]) -> Result<bool, LabError> {
+    /// addresses etcd is reached at; `clients` the names that get a client certificate;
+    /// `servers` the nodes (and their addresses) that get a serving certificate.
+    pub fn ensure(
+        &self,
+        etcd_ips: &[Ipv4Addr],
+        clients: &[&str],
+        servers: &[(&str, Ipv4Addr)],
+    ) -> Result<bool, LabError> {
         let mut wanted = vec![self.ca(), self.etcd().cert, self.etcd().key];
         for c in clients {
             wanted.extend([self.client(c).cert, self.client(c).key]);
+        }
+        for (node, _) in servers {
+            wanted.extend([self.server(node).cert, self.server(node).key]);
         }
         if wanted.iter().all(|p| p.exists()) {
             return Ok(false);
@@ -83,6 +98,10 @@ impl Pki {
         self.leaf(&self.etcd(), "etcd", &ips, &usages, &ca, &ca_key)?;
         for c in clients {
             self.leaf(&self.client(c), c, &[], &[ExtendedKeyUsagePurpose::ClientAuth], &ca, &ca_key)?;
+        }
+        for (node, ip) in servers {
+            let ips = [IpAddr::V4(*ip), IpAddr::V4(Ipv4Addr::LOCALHOST)];
+            self.leaf(&self.server(node), node, &ips, &usages, &ca, &ca_key)?;
         }
         Ok(true)
     }
@@ -144,15 +163,21 @@ mod tests {
     fn makes_everything_once_with_private_keys() {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path().join("pki"));
-        assert!(pki.ensure(&[Ipv4Addr::new(192, 168, 10, 100)], &["k8s-w1", "admin"]).unwrap());
-        for f in [pki.ca(), pki.etcd().cert, pki.client("k8s-w1").key, pki.client("admin").cert] {
+        let servers = [("k8s-w1", Ipv4Addr::new(192, 168, 10, 101))];
+        assert!(pki.ensure(&[Ipv4Addr::new(192, 168, 10, 100)], &["k8s-w1", "admin"], &servers).unwrap());
+        for f in
+            [pki.ca(), pki.etcd().cert, pki.client("k8s-w1").key, pki.client("admin").cert, pki.server("k8s-w1").key]
+        {
             assert!(fs::read_to_string(&f).unwrap().starts_with("-----BEGIN"), "{}", f.display());
         }
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(pki.client("k8s-w1").key).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(pki.dir()).unwrap().permissions().mode() & 0o777, 0o700);
         let ca = fs::read_to_string(pki.ca()).unwrap();
-        assert!(!pki.ensure(&[Ipv4Addr::new(192, 168, 10, 100)], &["k8s-w1", "admin"]).unwrap(), "made twice");
+        assert!(
+            !pki.ensure(&[Ipv4Addr::new(192, 168, 10, 100)], &["k8s-w1", "admin"], &servers).unwrap(),
+            "made twice"
+        );
         assert_eq!(fs::read_to_string(pki.ca()).unwrap(), ca);
     }
 }

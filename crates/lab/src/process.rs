@@ -32,6 +32,11 @@ pub const ENV_DATASTORE: &str = "CILIA_DATASTORE";
 pub const ENV_DATASTORE_CA: &str = "CILIA_DATASTORE_CA";
 pub const ENV_DATASTORE_CERT: &str = "CILIA_DATASTORE_CERT";
 pub const ENV_DATASTORE_KEY: &str = "CILIA_DATASTORE_KEY";
+/// The CA and the host's serving certificate for the metrics endpoints (TLS with client
+/// certificates on the node's address, as etcd's).
+pub const ENV_METRICS_CA: &str = "CILIA_METRICS_CA";
+pub const ENV_METRICS_CERT: &str = "CILIA_METRICS_CERT";
+pub const ENV_METRICS_KEY: &str = "CILIA_METRICS_KEY";
 /// Where the process should pin BPF objects: `/sys/fs/bpf/cilia/<lab>/<host>`, removed by `down`.
 pub const ENV_BPF_DIR: &str = "CILIA_BPF_DIR";
 
@@ -95,6 +100,11 @@ impl ProcessSpec {
                 spec.env.insert(ENV_DATASTORE.into(), lab.paths().datastore_url());
             }
         }
+        let pki = lab.paths().pki();
+        let server = pki.server(host);
+        spec.env.insert(ENV_METRICS_CA.into(), pki.ca().to_string_lossy().into_owned());
+        spec.env.insert(ENV_METRICS_CERT.into(), server.cert.to_string_lossy().into_owned());
+        spec.env.insert(ENV_METRICS_KEY.into(), server.key.to_string_lossy().into_owned());
         Ok(spec)
     }
 }

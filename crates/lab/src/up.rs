@@ -92,7 +92,10 @@ pub(crate) fn up(lab: &Lab, opts: &UpOptions) -> Result<UpReport, LabError> {
         .map(|n| n.internal_ip)
         .collect();
     let clients: Vec<&str> = node_names.iter().map(String::as_str).chain(["admin"]).collect();
-    paths.pki().ensure(&ctr_ips, &clients)?;
+    let servers: Vec<(String, std::net::Ipv4Addr)> =
+        crate::topology::nodes(lab.topology()).into_iter().map(|n| (n.name, n.internal_ip)).collect();
+    let servers: Vec<(&str, std::net::Ipv4Addr)> = servers.iter().map(|(n, ip)| (n.as_str(), *ip)).collect();
+    paths.pki().ensure(&ctr_ips, &clients, &servers)?;
 
     let network = network::ensure(lab.topology(), &progress)?;
     crate::router_dns::write_resolv_confs(lab)?;

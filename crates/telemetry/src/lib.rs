@@ -18,6 +18,7 @@ pub mod exposition;
 pub mod health;
 pub mod scrape;
 pub mod server;
+pub mod tls;
 
 pub use health::{Check, Health, HealthReport};
 pub use scrape::{ScrapeCollector, ScrapedFamily, ScrapedKind};

@@ -39,6 +39,9 @@ pub struct Listen {
     pub tcp: Option<SocketAddr>,
     /// A socket file, created root-only (0600); a stale one is replaced.
     pub unix: Option<PathBuf>,
+    /// TLS with client certificates on `tcp` (as the datastore's port is closed to pods); plain
+    /// HTTP without.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +96,16 @@ pub async fn serve(
 ) -> Result<Vec<JoinHandle<()>>, ServeError> {
     let mut tasks = Vec::new();
     let app = router(endpoints.clone());
+    // Without a usable certificate the node's address stays closed; the socket still serves.
+    let (tls, tcp_addr) = match listen.tls.as_ref().map(crate::tls::server_config).transpose() {
+        Ok(tls) => (tls, listen.tcp),
+        Err(e) => {
+            tracing::warn!(error = %e, address = ?listen.tcp, "not serving on the node's address");
+            (None, None)
+        }
+    };
     let mut tcp = None;
-    if let Some(addr) = listen.tcp {
+    if let Some(addr) = tcp_addr {
         tcp = Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Tcp { addr, source })?);
     }
     let mut unix = None;
@@ -109,13 +120,27 @@ pub async fn serve(
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
         unix = Some(listener);
     }
-    if let Some(listener) = tcp {
-        let (app, stop) = (app.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-                tracing::warn!(error = %e, "the metrics listener stopped");
-            }
-        }));
+    match (tcp, tls) {
+        (Some(listener), Some(config)) => {
+            let addr = listener.local_addr().ok();
+            let listener = crate::tls::TlsListener::new(listener, config)
+                .map_err(|source| ServeError::Tcp { addr: addr.unwrap_or(([0, 0, 0, 0], 0).into()), source })?;
+            let (app, stop) = (app.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                    tracing::warn!(error = %e, "the metrics listener stopped");
+                }
+            }));
+        }
+        (Some(listener), None) => {
+            let (app, stop) = (app.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                    tracing::warn!(error = %e, "the metrics listener stopped");
+                }
+            }));
+        }
+        (None, _) => {}
     }
     if let Some(listener) = unix {
         let (app, stop) = (app.clone(), shutdown.clone());
@@ -145,7 +170,7 @@ mod tests {
         let health = Arc::new(Health::new(&["services"]));
         let endpoints = Endpoints { metrics: Arc::new(|| "cilia_up 1\n# EOF\n".to_string()), health: health.clone() };
         let stop = CancellationToken::new();
-        let listen = Listen { tcp: None, unix: Some(path.clone()) };
+        let listen = Listen { tcp: None, unix: Some(path.clone()), tls: None };
         let tasks = serve(endpoints, &listen, stop.clone()).await.unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let t = Duration::from_secs(2);
