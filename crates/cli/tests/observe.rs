@@ -172,6 +172,9 @@ fn observe_shows_the_guides_flows_drops_and_filters() {
     only(&["--label", "app=webpod"], &|l| l.contains("default/webpod-"), "--label app=webpod");
     only(&["--pod", "curl-pod"], &|l| l.contains("default/curl-pod"), "--pod curl-pod");
     only(&["-n", "default"], &|l| l.contains(" default/"), "--namespace default");
+    // No pod of kube-system talks here: an explicit -n filters even though -n has a default.
+    let kube_system = observe(&lab, &["-n", "kube-system", "--last", "4000"]);
+    assert!(kube_system.iter().all(|l| l.contains(" kube-system/")), "-n kube-system:\n{}", kube_system.join("\n"));
 
     // Hubble's port: k8s-w1 reads k8s-ctr's flows over TCP 4244 at its node address, inside the lab.
     let k8s_ctr = "192.168.10.100:4244";

@@ -60,6 +60,22 @@ pub enum FlowsEvent {
     },
 }
 
+/// An error with its causes (`transport error: No such file or directory`): tonic's transport
+/// errors say little on their own.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        // Wrappers often repeat their inner error's text.
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
 #[derive(Debug, Clone)]
 pub struct ObserverClient {
     inner: GrpcClient<Channel>,
@@ -81,7 +97,9 @@ impl ObserverClient {
                 }
             }))
             .await
-            .map_err(|e| format!("connecting to the observer socket {shown}: {e}"))?;
+            .map_err(|e| {
+                format!("connecting to the observer socket {shown} (is the node's agent running?): {}", causes(&e))
+            })?;
         Ok(ObserverClient { inner: GrpcClient::new(channel) })
     }
 
@@ -91,7 +109,7 @@ impl ObserverClient {
             .map_err(|e| format!("invalid observer address {addr:?}: {e}"))?
             .connect()
             .await
-            .map_err(|e| format!("connecting to the observer at {addr}: {e}"))?;
+            .map_err(|e| format!("connecting to the observer at {addr}: {}", causes(&e)))?;
         Ok(ObserverClient { inner: GrpcClient::new(channel) })
     }
 
