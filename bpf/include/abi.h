@@ -291,6 +291,10 @@ _Static_assert(sizeof(struct l2_liveness) == 16, "l2_liveness size");
 /* drops:       per-CPU __u32 reason -> struct pkt_count (cilia_drop_counts) */
 /* forwards:    per-CPU __u32 observation point -> struct pkt_count (cilia_fwd_counts) */
 #define EVENTS_RINGBUF_SIZE (1 << 20) /* bytes: ~18 000 events of 56 bytes (record + header) */
+/* The reader is woken when this much waits (~1 100 events), and drains every EVENTS_POLL_MS
+ * anyway: events do not wake it one by one. */
+#define EVENTS_WAKEUP_BYTES (64 << 10)
+#define EVENTS_POLL_MS 100
 #define DROP_REASONS_MAX 256
 #define OBS_POINTS_MAX 16
 #define EVENTS_STAT_LOST 0    /* events the ring buffer had no room for */

@@ -179,7 +179,10 @@ impl EventReader {
     }
 
     /// Waits up to `timeout` for events (poll on the ring buffer's fd), then takes up to `max`.
-    /// Returns an empty batch on timeout. Blocking: run it on a thread of its own.
+    /// Returns an empty batch on timeout. Blocking: run it on a thread of its own. The datapath
+    /// wakes the poll only once a backlog builds up ([`events_abi::EVENTS_WAKEUP_BYTES`]), so
+    /// `timeout` is also the longest a lone event waits: keep it at
+    /// [`events_abi::EVENTS_POLL_MS`] or less.
     pub fn read(&mut self, timeout: Duration, max: usize) -> Result<ReadBatch> {
         let mut batch = self.drain(max);
         if !batch.events.is_empty() || batch.undecodable > 0 {

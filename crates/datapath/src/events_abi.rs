@@ -20,6 +20,10 @@ pub const MAP_FWD_COUNTS: &str = "cilia_fwd_counts";
 pub const EVENTS_MAPS: [&str; 5] = [MAP_EVENTS, MAP_EVENTS_CFG, MAP_EVENTS_STATS, MAP_DROP_COUNTS, MAP_FWD_COUNTS];
 
 pub const EVENTS_RINGBUF_SIZE: u32 = 1 << 20;
+/// The datapath wakes the reader when this many bytes wait; below, the reader must drain on its
+/// own at least every [`EVENTS_POLL_MS`] (see `bpf/lib/events.h`).
+pub const EVENTS_WAKEUP_BYTES: u32 = 64 << 10;
+pub const EVENTS_POLL_MS: u64 = 100;
 pub const DROP_REASONS_MAX: u32 = 256;
 pub const OBS_POINTS_MAX: u32 = 16;
 

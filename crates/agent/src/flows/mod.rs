@@ -98,6 +98,16 @@ impl FlowHub {
         let _ = self.follow.send(flow);
     }
 
+    /// Publishes a batch under one lock of the ring.
+    pub fn publish_all(&self, flows: impl IntoIterator<Item = Flow>) {
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        for flow in flows {
+            let flow = Arc::new(flow);
+            ring.push(flow.clone());
+            let _ = self.follow.send(flow);
+        }
+    }
+
     /// The last `n` flows, oldest first.
     pub fn recent(&self, n: usize) -> Vec<Arc<Flow>> {
         self.ring.lock().unwrap_or_else(PoisonError::into_inner).last(n)

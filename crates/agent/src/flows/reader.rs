@@ -18,8 +18,9 @@ use super::directory::Directory;
 use super::enrich;
 use crate::node_view::NodeView;
 
-/// Longest a batch waits in the poll: how soon the thread sees a shutdown.
-const POLL: Duration = Duration::from_millis(200);
+/// Longest a batch waits in the poll: the datapath does not wake the reader for each event, so
+/// this is the longest a flow waits before followers see it (and how soon a shutdown is seen).
+const POLL: Duration = Duration::from_millis(datapath::events_abi::EVENTS_POLL_MS);
 /// Records taken per batch.
 const BATCH: usize = 1024;
 /// How often the kernel's lost-events counter is read.
@@ -87,12 +88,18 @@ fn read_loop(
                     let now_mono = datapath::maps::monotonic_ns();
                     let now_unix = unix_ns();
                     let directory = dir.borrow().clone();
-                    for ev in &batch.events {
-                        let at = events::monotonic_to_unix_ns(ev.monotonic_ns, now_mono, now_unix);
-                        let mut flow = enrich::to_flow(ev, &directory, at, None);
-                        flow.uuid = uuid_v4();
-                        hub.publish(flow);
-                    }
+                    // built before the ring is locked, so readers of the ring never wait for it
+                    let flows: Vec<_> = batch
+                        .events
+                        .iter()
+                        .map(|ev| {
+                            let at = events::monotonic_to_unix_ns(ev.monotonic_ns, now_mono, now_unix);
+                            let mut flow = enrich::to_flow(ev, &directory, at, None);
+                            flow.uuid = uuid_v4();
+                            flow
+                        })
+                        .collect();
+                    hub.publish_all(flows);
                 }
             }
             Err(e) => {
@@ -155,10 +162,33 @@ fn unix_ns() -> u64 {
 
 /// A random (version 4) UUID, as Hubble gives each flow.
 fn uuid_v4() -> String {
-    let b = rand::random::<u128>().to_be_bytes();
-    let mut b = b;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut b = rand::random::<u128>().to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0xf)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uuid_v4;
+
+    #[test]
+    fn uuids_have_the_version_4_form_and_differ() {
+        let a = uuid_v4();
+        assert_eq!(a.len(), 36);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
+        assert_eq!(&a[14..15], "4", "{a}");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+        assert_ne!(a, uuid_v4());
+    }
 }
