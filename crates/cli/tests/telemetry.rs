@@ -2,7 +2,7 @@
 //! their node's address (read from inside the node's namespace, over TLS with the CLI's client
 //! certificate) with Cilium's families under `cilia_`, and curl-pod gets nothing from them; the conntrack count moves when curl-pod talks to webpod; `cilia dbg NODE metrics`
 //! prints the same exposition from the unix socket; and `cilia status` names an agent stopped
-//! with SIGSTOP within 2 s, then sees it healthy again after SIGCONT.
+//! with SIGSTOP within 2 s, then sees it healthy again after SIGCONT, and names a killed one.
 
 mod common;
 
@@ -179,4 +179,18 @@ fn metrics_and_health_answer_move_with_traffic_and_status_names_a_stopped_agent(
     drop(stopped);
     let out = lab.cilia(&["status", "--wait", "--wait-duration", "30s"]);
     assert!(out.status.success(), "k8s-w1's agent did not come back:\n{}", text(&out));
+
+    // A killed one (the supervisor restarts it): named too, before its membership Lease lapses.
+    let pid = agent_pid(&lab, "k8s-w0");
+    let st = Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+    assert!(st.success(), "kill -KILL {pid}");
+    let started = Instant::now();
+    let out = lab.cilia(&["status"]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("agent k8s-w0")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("FAIL"), "{line}");
+    assert!(took < Duration::from_secs(2), "status took {took:?}");
+    let out = lab.cilia(&["status", "--wait", "--wait-duration", "30s"]);
+    assert!(out.status.success(), "k8s-w0's agent did not come back:\n{}", text(&out));
 }
