@@ -73,7 +73,9 @@ fn churn_leaves_nothing_behind() {
     assert!(out.status.success(), "{}", text(&out));
 
     // A quiet start: every process started before etcd answered, and said so at INFO.
-    for name in ["operator", "agent-k8s-ctr", "agent-k8s-w1", "agent-k8s-w0", "kubelet-k8s-ctr", "dns-k8s-ctr", "controllers"] {
+    for name in
+        ["operator", "agent-k8s-ctr", "agent-k8s-w1", "agent-k8s-w0", "kubelet-k8s-ctr", "dns-k8s-ctr", "controllers"]
+    {
         let text = log(&lab, name);
         let noisy: Vec<&str> = text
             .lines()
