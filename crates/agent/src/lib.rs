@@ -117,19 +117,6 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         socket = %cni_server.socket_path().display(),
         "pod networking ready"
     );
-    tokio::spawn(metrics::start(
-        metrics::Sources {
-            bpf_dir: config.service_lb.as_ref().map(|lb| lb.bpf_dir.clone()),
-            network: network.clone(),
-            pod_cidr,
-        },
-        nodes
-            .get(None, &node_name)
-            .and_then(|o| NodeView::of(&o).internal_ip)
-            .map(|ip| std::net::SocketAddr::new(ip.into(), telemetry::AGENT_PORT)),
-        config.state_dir.join(telemetry::AGENT_SOCKET),
-        shutdown.child_token(),
-    ));
 
     let services = shutdown.child_token();
     let mut service_tasks = Vec::new();
@@ -137,6 +124,17 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
     let flow_hub = flows::FlowHub::new(&node_name, flows::DEFAULT_CAPACITY);
     let node_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
     flows_api::start(flow_hub.clone(), &config.state_dir, node_ip.map(Into::into), shutdown.child_token());
+    tokio::spawn(metrics::start(
+        metrics::Sources {
+            bpf_dir: config.service_lb.as_ref().map(|lb| lb.bpf_dir.clone()),
+            network: network.clone(),
+            pod_cidr,
+            flows: flow_hub.clone(),
+        },
+        node_ip.map(|ip| std::net::SocketAddr::new(ip.into(), telemetry::AGENT_PORT)),
+        config.state_dir.join(telemetry::AGENT_SOCKET),
+        shutdown.child_token(),
+    ));
     let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));
     if let Some(lb) = &config.service_lb {
         let own_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);

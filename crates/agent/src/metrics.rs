@@ -28,6 +28,7 @@ use telemetry::{Endpoints, Health, Listen, ScrapeCollector, ScrapedFamily, Scrap
 use tokio_util::sync::CancellationToken;
 
 use crate::datapath_gc::COUNTERS;
+use crate::flows::{FlowHub, FlowHubStatus};
 
 /// Readiness checks.
 pub const CHECK_SERVICES: &str = "services";
@@ -100,6 +101,8 @@ pub struct Sources {
     pub bpf_dir: Option<PathBuf>,
     pub network: Arc<PodNetwork>,
     pub pod_cidr: Ipv4Net,
+    /// The node's flow buffer.
+    pub flows: Arc<FlowHub>,
 }
 
 /// The registry: the recorded metrics and the scraped ones.
@@ -141,6 +144,7 @@ fn scraped(sources: &Sources) -> Vec<ScrapedFamily> {
     let mut out = datapath_families(&maps, links, &l2);
     out.extend(gc_families());
     out.extend(ipam_families(sources.network.allocations().len(), sources.pod_cidr));
+    out.extend(flow_buffer_families(&sources.flows.status()));
     let counters = sources.bpf_dir.as_deref().and_then(|dir| EventMaps::open(dir).and_then(|m| m.counters()).ok());
     out.extend(packet_families(counters.as_ref()));
     out
@@ -209,6 +213,18 @@ fn gc_families() -> Vec<ScrapedFamily> {
         counter("nat_gc_deleted", "SNAT entries of finished flows removed by the agent.", gc.nat_removed),
         counter("device_gc_deleted", "Device-map entries of devices that are gone.", gc.device_entries_removed),
         counter("device_links_unpinned", "Link pins of devices that are gone.", gc.devices_unpinned),
+    ]
+}
+
+/// The flow buffer: flows held, its capacity, flows seen, records that did not decode.
+pub fn flow_buffer_families(status: &FlowHubStatus) -> Vec<ScrapedFamily> {
+    let gauge = |name, help, v: u64| ScrapedFamily::single(name, help, ScrapedKind::Gauge, v as f64);
+    let counter = |name, help, v: u64| ScrapedFamily::single(name, help, ScrapedKind::Counter, v as f64);
+    vec![
+        gauge("flow_buffer_flows", "Flows in the node's flow buffer.", status.num_flows),
+        gauge("flow_buffer_capacity", "Flows the node's flow buffer holds at most.", status.max_flows),
+        counter("flows_seen", "Flows the node's flow buffer received.", status.seen_flows),
+        counter("flow_events_undecodable", "Datapath event records that did not decode.", status.undecodable),
     ]
 }
 
@@ -358,6 +374,21 @@ mod tests {
         assert!(get("flow_events_lost").samples[0].1 >= 7.0);
         let none = packet_families(None);
         assert!(none.iter().take(4).all(|f| f.samples.is_empty()), "declared, without samples");
+    }
+
+    #[test]
+    fn the_flow_buffer_reports_its_fill() {
+        let status = FlowHubStatus { num_flows: 12, max_flows: 4096, seen_flows: 40, ..FlowHubStatus::default() };
+        let values: Vec<(&str, f64)> = flow_buffer_families(&status).iter().map(|f| (f.name, f.samples[0].1)).collect();
+        assert_eq!(
+            values,
+            [
+                ("flow_buffer_flows", 12.0),
+                ("flow_buffer_capacity", 4096.0),
+                ("flows_seen", 40.0),
+                ("flow_events_undecodable", 0.0)
+            ]
+        );
     }
 
     #[test]

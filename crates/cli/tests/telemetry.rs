@@ -27,6 +27,7 @@ const AGENT_FAMILIES: &[(&str, &str)] = &[
     ("cilia_l2_announcement_ownership_changes", "counter"),
     ("cilia_ipam_ip_addresses", "gauge"),
     ("cilia_flow_events_lost", "counter"),
+    ("cilia_flow_buffer_flows", "gauge"),
     ("cilia_conntrack_gc_deleted", "counter"),
 ];
 

@@ -4,7 +4,7 @@
 //! ```text
 //! datastore          OK     revision 4182
 //! operator           OK     leader k8s-ctr (ready: datastore connected (revision 4182), leading)
-//! agent k8s-ctr      OK     heartbeat 31ms ago; 9 programs attached; IPAM 3/253; flow events lost 0
+//! agent k8s-ctr      OK     heartbeat 31ms ago; 9 programs attached; IPAM 3/253; flows 212/4096; flow events lost 0
 //! agent k8s-w1       FAIL   stalled: no answer on .../nodes/k8s-w1/metrics.sock within 500ms
 //! routing            OK     native, auto-direct-node-routes=true
 //! l2-announcements   OK     enabled (heartbeat 100ms, dead after 500ms), 1 address announced
@@ -18,7 +18,7 @@
 //! node's directory ([`telemetry`]) with a deadline of [`PROBE_TIMEOUT`]: a killed agent refuses
 //! the connection and a stopped one (SIGSTOP) lets the deadline pass, so either shows by name at
 //! once, long before its Lease lapses. Its metrics give the datapath programs attached, IPAM
-//! usage, the flow events lost and the L2 addresses announced. Operators are found by their
+//! usage, the flow buffer's fill, the flow events lost and the L2 addresses announced. Operators are found by their
 //! sockets: the Lease holder's must answer; others that answer are standbys.
 
 use std::collections::BTreeMap;
@@ -313,6 +313,11 @@ fn agent_endpoint(line: Component, probe: &Probe) -> Component {
     if let (Some(used), Some(cap)) = (probe.metric("cilia_ipam_ip_addresses"), probe.metric("cilia_ipam_capacity")) {
         detail.push_str(&format!("; IPAM {used}/{cap}"));
     }
+    if let (Some(flows), Some(cap)) =
+        (probe.metric("cilia_flow_buffer_flows"), probe.metric("cilia_flow_buffer_capacity"))
+    {
+        detail.push_str(&format!("; flows {flows}/{cap}"));
+    }
     if let Some(lost) = probe.metric("cilia_flow_events_lost_total") {
         detail.push_str(&format!("; flow events lost {lost}"));
     }
@@ -504,11 +509,14 @@ mod tests {
         let unready = Probe { health: Ok(report(false, 20)), metrics: vec![] };
         assert_eq!(agent_endpoint(ok.clone(), &unready).detail, "not ready: datapath: no programs");
         let text = "cilia_datapath_programs_attached 9\ncilia_ipam_ip_addresses 3\ncilia_ipam_capacity 253\n\
-                    cilia_flow_events_lost_total 0\n";
+                    cilia_flow_buffer_flows 12\ncilia_flow_buffer_capacity 4096\ncilia_flow_events_lost_total 0\n";
         let fine = Probe { health: Ok(report(true, 20)), metrics: exposition::samples(text) };
         assert_eq!(
             agent_endpoint(ok, &fine),
-            Component::ok("agent k8s-w1", "heartbeat 20ms ago; 9 programs attached; IPAM 3/253; flow events lost 0")
+            Component::ok(
+                "agent k8s-w1",
+                "heartbeat 20ms ago; 9 programs attached; IPAM 3/253; flows 12/4096; flow events lost 0"
+            )
         );
         let no_lease = Component::fail("agent k8s-w1", "no membership lease: agent not running");
         assert_eq!(agent_endpoint(no_lease.clone(), &fine), no_lease, "the datastore's verdict still counts");
