@@ -39,15 +39,13 @@ pub struct Listen {
     pub tcp: Option<SocketAddr>,
     /// A socket file, created root-only (0600); a stale one is replaced.
     pub unix: Option<PathBuf>,
-    /// TLS with client certificates on `tcp` (as the datastore's port is closed to pods); plain
-    /// HTTP without.
+    /// TLS with client certificates on `tcp`, as the datastore's port is closed to pods. `tcp`
+    /// is served only with it: the node's address is never served in plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}")]
-    Tcp { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen on {}: {source}", path.display())]
     Unix { path: PathBuf, source: std::io::Error },
 }
@@ -86,9 +84,9 @@ async fn readyz(State(e): State<Endpoints>) -> Response {
     json_answer(report.ready, &report)
 }
 
-/// Binds every listener of `listen` and serves until `shutdown`; also runs the heartbeat. A
-/// listener that cannot be bound is an error (nothing is served then); the caller decides
-/// whether the process goes on without it.
+/// Binds the listeners of `listen` and serves until `shutdown`; also runs the heartbeat. The
+/// unix socket failing is an error; the node's address failing (no certificates, address not
+/// bound) is logged, and the socket serves alone.
 pub async fn serve(
     endpoints: Endpoints,
     listen: &Listen,
@@ -96,17 +94,22 @@ pub async fn serve(
 ) -> Result<Vec<JoinHandle<()>>, ServeError> {
     let mut tasks = Vec::new();
     let app = router(endpoints.clone());
-    // Without a usable certificate the node's address stays closed; the socket still serves.
-    let (tls, tcp_addr) = match listen.tls.as_ref().map(crate::tls::server_config).transpose() {
-        Ok(tls) => (tls, listen.tcp),
-        Err(e) => {
-            tracing::warn!(error = %e, address = ?listen.tcp, "not serving on the node's address");
-            (None, None)
-        }
-    };
+    // Without a usable certificate, or when the address cannot be bound, the node's address
+    // stays closed; the socket still serves.
     let mut tcp = None;
-    if let Some(addr) = tcp_addr {
-        tcp = Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Tcp { addr, source })?);
+    match (listen.tcp, listen.tls.as_ref().map(crate::tls::server_config)) {
+        (Some(addr), Some(Ok(config))) => {
+            match tokio::net::TcpListener::bind(addr).await.and_then(|l| crate::tls::TlsListener::new(l, config)) {
+                Ok(listener) => tcp = Some(listener),
+                Err(e) => tracing::warn!(address = %addr, error = %e, "cannot listen on the node's address"),
+            }
+        }
+        (Some(addr), Some(Err(e))) => tracing::warn!(address = %addr, error = %e, "not serving on the node's address"),
+        (Some(addr), None) => tracing::warn!(
+            address = %addr,
+            "no TLS certificates (CILIA_METRICS_CA, _CERT, _KEY): not serving on the node's address"
+        ),
+        (None, _) => {}
     }
     let mut unix = None;
     if let Some(path) = &listen.unix {
@@ -120,27 +123,13 @@ pub async fn serve(
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
         unix = Some(listener);
     }
-    match (tcp, tls) {
-        (Some(listener), Some(config)) => {
-            let addr = listener.local_addr().ok();
-            let listener = crate::tls::TlsListener::new(listener, config)
-                .map_err(|source| ServeError::Tcp { addr: addr.unwrap_or(([0, 0, 0, 0], 0).into()), source })?;
-            let (app, stop) = (app.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-                    tracing::warn!(error = %e, "the metrics listener stopped");
-                }
-            }));
-        }
-        (Some(listener), None) => {
-            let (app, stop) = (app.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-                    tracing::warn!(error = %e, "the metrics listener stopped");
-                }
-            }));
-        }
-        (None, _) => {}
+    if let Some(listener) = tcp {
+        let (app, stop) = (app.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
+        }));
     }
     if let Some(listener) = unix {
         let (app, stop) = (app.clone(), shutdown.clone());
@@ -193,5 +182,20 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn without_certificates_the_address_is_not_served_and_the_socket_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.sock");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let endpoints = Endpoints { metrics: Arc::new(String::new), health: Arc::new(Health::new(&[])) };
+        let stop = CancellationToken::new();
+        let listen = Listen { tcp: Some(addr), unix: Some(path.clone()), tls: None };
+        let _tasks = serve(endpoints, &listen, stop.clone()).await.unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "plain HTTP on the address");
+        assert_eq!(get(&path, "/metrics", Duration::from_secs(2)).await.unwrap().status, 200);
+        stop.cancel();
     }
 }
