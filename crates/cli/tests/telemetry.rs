@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TestLab, guide_manifest, text};
@@ -80,6 +80,16 @@ fn agent_pid(lab: &TestLab, node: &str) -> i32 {
         .unwrap_or_else(|| panic!("no running {process}:\n{status}"))
 }
 
+/// A process killed when dropped (what it started in the lab goes with `lab down`).
+struct Standby(Child);
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Resumes a stopped process when dropped, so a failing test leaves nothing stopped.
 struct Stopped(i32);
 
@@ -145,6 +155,19 @@ fn metrics_and_health_answer_move_with_traffic_and_status_names_a_stopped_agent(
     assert!(op.contains("cilia_operator_reconciles_total{kind="), "{op}");
     let (body, code) = node_curl(&lab, "k8s-ctr", "https://192.168.10.100:9963/readyz");
     assert!(code == "200" && body.contains("leading"), "{body}");
+
+    // A second operator, in k8s-w1, stands by; status lists it from its socket.
+    let _standby = Standby(
+        lab.command(&["lab", "exec", "k8s-w1", "--", common::cilia_bin(), "operator", "--identity", "k8s-w1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("a standby operator"),
+    );
+    let status = lab.eventually(&["status"], WAIT, |o| o.contains("operator k8s-w1"));
+    let line = status.lines().find(|l| l.starts_with("operator k8s-w1")).unwrap_or_default();
+    assert!(line.contains("OK") && line.contains("standby"), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("operator ") && l.contains("leader k8s-ctr")), "{status}");
 
     // `dbg NODE metrics` reads curl-pod's node's agent over its socket; traffic moves the
     // conntrack count there (pods get per-packet service translation, with conntrack entries).
