@@ -72,6 +72,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Runs the agent until `shutdown` is cancelled. Must run inside the node's network namespace.
 pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     config.validate()?;
+    tokio::spawn(metrics::serve_socket(config.state_dir.join(telemetry::AGENT_SOCKET), shutdown.child_token()));
     let node_name = config.node_name.clone();
     tracing::info!(
         node = %node_name,
@@ -132,7 +133,6 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
             flows: flow_hub.clone(),
         },
         node_ip.map(|ip| std::net::SocketAddr::new(ip.into(), telemetry::AGENT_PORT)),
-        config.state_dir.join(telemetry::AGENT_SOCKET),
         shutdown.child_token(),
     ));
     let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));

@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use cni::PodNetwork;
@@ -31,6 +31,7 @@ use crate::datapath_gc::COUNTERS;
 use crate::flows::{FlowHub, FlowHubStatus};
 
 /// Readiness checks.
+pub const CHECK_POD_NETWORK: &str = "pod-network";
 pub const CHECK_SERVICES: &str = "services";
 pub const CHECK_DATAPATH: &str = "datapath";
 /// How often the datapath check looks at the attached programs.
@@ -63,7 +64,7 @@ impl AgentTelemetry {
             let _ = l2_changes.get_or_create(&vec![("change".into(), change.into())]);
         }
         AgentTelemetry {
-            health: Arc::new(Health::new(&[CHECK_SERVICES, CHECK_DATAPATH])),
+            health: Arc::new(Health::new(&[CHECK_POD_NETWORK, CHECK_SERVICES, CHECK_DATAPATH])),
             services: Gauge::default(),
             backends: Gauge::default(),
             syncs: Counter::default(),
@@ -105,8 +106,11 @@ pub struct Sources {
     pub flows: Arc<FlowHub>,
 }
 
+/// What the scrape reads from, once pod networking is up ([`start`]).
+static SOURCES: Mutex<Option<Sources>> = Mutex::new(None);
+
 /// The registry: the recorded metrics and the scraped ones.
-pub fn registry(sources: Sources) -> Registry {
+pub fn registry() -> Registry {
     let t = &*TELEMETRY;
     let mut r = Registry::with_prefix("cilia");
     r.register("services_programmed", "Service frontends programmed in the datapath", t.services.clone());
@@ -127,7 +131,18 @@ pub fn registry(sources: Sources) -> Registry {
         "L2 announcements this node took over (acquired) or gave up (released)",
         t.l2_changes.clone(),
     );
-    r.register_collector(Box::new(ScrapeCollector::new(move || scraped(&sources))));
+    r.register_collector(Box::new(ScrapeCollector::new(|| {
+        let sources = SOURCES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match sources {
+            Some(s) => scraped(&s),
+            // Before the node has its pod network: the families, without node figures.
+            None => {
+                let mut out = gc_families();
+                out.extend(packet_families(None));
+                out
+            }
+        }
+    })));
     r
 }
 
@@ -285,36 +300,61 @@ pub fn packet_families(counters: Option<&DatapathCounters>) -> Vec<ScrapedFamily
     ]
 }
 
-/// Serves the endpoints and keeps the datapath check current until `shutdown`. Failing to
-/// listen is logged, never fatal: the node works without its metrics.
-pub async fn start(sources: Sources, tcp: Option<SocketAddr>, socket: PathBuf, shutdown: CancellationToken) {
+/// Serves the endpoints on the agent's socket from its start until `shutdown`, so that `status`
+/// tells an agent that waits (for the datastore, for a pod CIDR) from one that is not running.
+/// Failing to listen is logged, never fatal: the node works without its metrics.
+pub async fn serve_socket(socket: PathBuf, shutdown: CancellationToken) {
+    let health = TELEMETRY.health.clone();
+    health.set(CHECK_POD_NETWORK, false, "waiting for the datastore and this node's pod CIDR");
+    if let Some(dir) = socket.parent()
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the directory of the metrics socket");
+    }
+    let listen = Listen { tcp: None, unix: Some(socket.clone()), tls: None };
+    match telemetry::serve(endpoints(), &listen, shutdown.clone()).await {
+        Ok(_) => tracing::info!(socket = %socket.display(), "metrics and health endpoints listening"),
+        Err(e) => tracing::warn!(error = %e, "metrics and health endpoints are not served"),
+    }
+    shutdown.cancelled().await;
+    // A socket left behind would read as "not running" rather than missing.
+    let _ = std::fs::remove_file(&socket);
+}
+
+/// Pod networking is up: the scrape reads the node's figures from `sources`, the node's address
+/// is served (TLS with client certificates) and the datapath check runs until `shutdown`.
+pub async fn start(sources: Sources, tcp: Option<SocketAddr>, shutdown: CancellationToken) {
     let health = TELEMETRY.health.clone();
     let bpf_dir = sources.bpf_dir.clone();
+    health.set(CHECK_POD_NETWORK, true, format!("pod CIDR {}", sources.pod_cidr));
     if bpf_dir.is_none() {
         health.set(CHECK_SERVICES, true, "off (no kube-proxy replacement)");
         health.set(CHECK_DATAPATH, true, "off (no kube-proxy replacement)");
     }
-    let registry = Arc::new(registry(sources));
-    let metrics = Arc::new(move || {
-        let mut text = String::new();
-        match prometheus_client::encoding::text::encode(&mut text, &registry) {
-            Ok(()) => text,
-            Err(e) => format!("# encoding failed: {e}\n# EOF\n"),
+    *SOURCES.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sources);
+    if tcp.is_some() {
+        let listen = Listen { tcp, unix: None, tls: telemetry::tls::TlsFiles::from_env() };
+        if let Err(e) = telemetry::serve(endpoints(), &listen, shutdown.clone()).await {
+            tracing::warn!(error = %e, "metrics and health endpoints are not served on the node's address");
         }
-    });
-    let listen = Listen { tcp, unix: Some(socket.clone()), tls: telemetry::tls::TlsFiles::from_env() };
-    match telemetry::serve(Endpoints { metrics, health: health.clone() }, &listen, shutdown.clone()).await {
-        Ok(_) => {
-            tracing::info!(address = ?tcp, socket = %listen.unix.as_ref().map(|p| p.display().to_string()).unwrap_or_default(), "metrics and health endpoints listening")
-        }
-        Err(e) => tracing::warn!(error = %e, "metrics and health endpoints are not served"),
     }
     match bpf_dir {
         Some(dir) => check_datapath(&health, &dir, &shutdown).await,
         None => shutdown.cancelled().await,
     }
-    // A socket left behind would read as "not running" rather than missing.
-    let _ = std::fs::remove_file(&socket);
+}
+
+/// The endpoints over the process's one registry.
+fn endpoints() -> Endpoints {
+    static REGISTRY: LazyLock<Registry> = LazyLock::new(registry);
+    let metrics = Arc::new(|| {
+        let mut text = String::new();
+        match prometheus_client::encoding::text::encode(&mut text, &REGISTRY) {
+            Ok(()) => text,
+            Err(e) => format!("# encoding failed: {e}\n# EOF\n"),
+        }
+    });
+    Endpoints { metrics, health: TELEMETRY.health.clone() }
 }
 
 /// Keeps the datapath check in line with the programs attached (pinned links) until `shutdown`.
