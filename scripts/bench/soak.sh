@@ -303,9 +303,20 @@ for metric in sorted(series):
     peak = max(s.values())
     tol = max(0.10 * base, 2)
     if kind.startswith("cilia_ct4") or kind.startswith("cilia_snat") or kind.startswith("cilia_lb4_affinity"):
-        # Flow state: the baseline is the load's own live flows, the most of minutes 1-5.
+        # Flow state: the baseline is the load's own live flows, the most of minutes 1-5. The GC
+        # runs every 30 s, so a minute's sample lands before or after a pass (a sawtooth whose
+        # phase moves when an agent restarts): a leak is a peak that keeps rising, so the last
+        # third's peak is held against the middle third's.
         base = max([v for m, v in s.items() if 1 <= m <= 5] or [base])
         tol = max(0.25 * base, 64)
+        third = minutes // 3
+        mid = [v for m, v in s.items() if third <= m < 2 * third]
+        last = [v for m, v in s.items() if m >= 2 * third]
+        if mid and last:
+            rise = max(last) - max(mid)
+            verdict = "bounded" if rise <= tol else f"growing: peak {fmt(max(mid))} -> {fmt(max(last))}"
+            rows.append((metric, fmt(base), fmt(end), f"{verdict} (last third {fmt(min(last))}-{fmt(max(last))})"))
+            continue
     if kind.startswith("etcd_db"):
         half = [(m, v) for m, v in s.items() if m >= minutes // 2]
         sl = slope(half)
