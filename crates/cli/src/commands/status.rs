@@ -4,7 +4,7 @@
 //! ```text
 //! datastore          OK     revision 4182
 //! operator           OK     leader k8s-ctr (ready: datastore connected (revision 4182), leading)
-//! agent k8s-ctr      OK     heartbeat 31ms ago; 9 programs attached; IPAM 3/253; flows 212/4096; flow events lost 0
+//! agent k8s-ctr      OK     heartbeat 31ms ago; 9 programs attached; IPAM 3/253; flows 212/4096; flow events lost 0; GC removed 40 conntrack, 7 SNAT, pins of 2 devices
 //! agent k8s-w1       FAIL   stalled: no answer on .../nodes/k8s-w1/metrics.sock within 500ms
 //! routing            OK     native, auto-direct-node-routes=true
 //! l2-announcements   OK     enabled (heartbeat 100ms, dead after 500ms), 1 address announced
@@ -321,6 +321,14 @@ fn agent_endpoint(line: Component, probe: &Probe) -> Component {
     if let Some(lost) = probe.metric("cilia_flow_events_lost_total") {
         detail.push_str(&format!("; flow events lost {lost}"));
     }
+    // What the datapath's garbage collection removed since the agent started.
+    if let (Some(ct), Some(nat), Some(pins)) = (
+        probe.metric("cilia_conntrack_gc_deleted_total"),
+        probe.metric("cilia_nat_gc_deleted_total"),
+        probe.metric("cilia_device_links_unpinned_total"),
+    ) {
+        detail.push_str(&format!("; GC removed {ct} conntrack, {nat} SNAT, pins of {pins} devices"));
+    }
     Component::ok(line.name, detail)
 }
 
@@ -509,13 +517,15 @@ mod tests {
         let unready = Probe { health: Ok(report(false, 20)), metrics: vec![] };
         assert_eq!(agent_endpoint(ok.clone(), &unready).detail, "not ready: datapath: no programs");
         let text = "cilia_datapath_programs_attached 9\ncilia_ipam_ip_addresses 3\ncilia_ipam_capacity 253\n\
-                    cilia_flow_buffer_flows 12\ncilia_flow_buffer_capacity 4096\ncilia_flow_events_lost_total 0\n";
+                    cilia_flow_buffer_flows 12\ncilia_flow_buffer_capacity 4096\ncilia_flow_events_lost_total 0\n\
+                    cilia_conntrack_gc_deleted_total 40\ncilia_nat_gc_deleted_total 7\ncilia_device_links_unpinned_total 2\n";
         let fine = Probe { health: Ok(report(true, 20)), metrics: exposition::samples(text) };
         assert_eq!(
             agent_endpoint(ok, &fine),
             Component::ok(
                 "agent k8s-w1",
-                "heartbeat 20ms ago; 9 programs attached; IPAM 3/253; flows 12/4096; flow events lost 0"
+                "heartbeat 20ms ago; 9 programs attached; IPAM 3/253; flows 12/4096; flow events lost 0; \
+                 GC removed 40 conntrack, 7 SNAT, pins of 2 devices"
             )
         );
         let no_lease = Component::fail("agent k8s-w1", "no membership lease: agent not running");
