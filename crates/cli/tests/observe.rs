@@ -195,6 +195,17 @@ fn observe_shows_the_guides_flows_drops_and_filters() {
         over_tcp.lines().count() == 5 && over_tcp.lines().all(|l| l.contains(" [k8s-ctr]: ")),
         "observe --server {k8s_ctr} from k8s-w1:\n{over_tcp}"
     );
+    // The port takes only TLS with a client certificate of the cluster's CA: a pod that reaches
+    // the node's address reads nothing, in plain gRPC nor in TLS without a certificate.
+    let pki = format!("/var/lib/cilia/lab/{}/pki", lab.name);
+    let plain = ["--http2-prior-knowledge", "http://192.168.10.100:4244/observer.Observer/ServerStatus"];
+    let no_cert = ["--cacert", &format!("{pki}/ca.crt"), "https://192.168.10.100:4244/observer.Observer/ServerStatus"];
+    for (what, how) in [("plain gRPC", &plain[..]), ("TLS without a certificate", &no_cert[..])] {
+        let mut args = vec!["exec", "curl-pod", "--", "curl", "-sS", "-m", "3", "-X", "POST"];
+        args.extend(how);
+        let out = lab.cilia(&args);
+        assert!(!out.status.success(), "curl-pod reached 4244 with {what}:\n{}", text(&out));
+    }
 
     // -o json: Hubble's field names.
     let json = observe(&lab, &["--pod", "curl-pod", "--type", "trace:to-overlay", "-o", "json", "--last", "20"]);

@@ -103,7 +103,31 @@ impl ObserverClient {
         Ok(ObserverClient { inner: GrpcClient::new(channel) })
     }
 
-    /// Connects to the Observer API at `host:port` over TCP.
+    /// Connects to the Observer API at `ip:port` over TLS with `config` (the cluster's CA and a
+    /// client certificate): the servers on the nodes' addresses take nothing else.
+    pub async fn connect_tls(
+        addr: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<ObserverClient, String> {
+        let target: std::net::SocketAddr =
+            addr.parse().map_err(|e| format!("invalid observer address {addr:?} (IP:PORT): {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let channel = Endpoint::from_static("http://observer.invalid")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let connector = connector.clone();
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(target).await?;
+                    let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+                    let tls = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                }
+            }))
+            .await
+            .map_err(|e| format!("connecting to the observer at {addr} over TLS: {}", causes(&e)))?;
+        Ok(ObserverClient { inner: GrpcClient::new(channel) })
+    }
+
+    /// Connects to the Observer API at `host:port` over TCP, without TLS.
     pub async fn connect_tcp(addr: &str) -> Result<ObserverClient, String> {
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("invalid observer address {addr:?}: {e}"))?

@@ -274,6 +274,61 @@ pub async fn serve(addr: SocketAddr, source: Arc<dyn FlowSource>) -> std::io::Re
         .map_err(std::io::Error::other)
 }
 
+/// Serves the Observer API on the connections `incoming` yields (a TLS listener's, say); `name`
+/// is what `ServerStatus` calls this server.
+pub async fn serve_incoming<IO, S>(incoming: S, source: Arc<dyn FlowSource>, name: String) -> std::io::Result<()>
+where
+    S: Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tonic::transport::Server::builder()
+        .add_service(ObserverService::new(source, name).into_server())
+        .serve_with_incoming(incoming.map(|c| c.map(Conn)))
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// A connection the server takes from [`serve_incoming`]: tonic wants to know whom it talks to,
+/// which the Observer API never asks.
+struct Conn<T>(T);
+
+impl<T> tonic::transport::server::Connected for Conn<T> {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Conn<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Conn<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// Serves the Observer API on the unix socket at `path` (a stale socket file is replaced).
 pub async fn serve_unix(path: &Path, source: Arc<dyn FlowSource>) -> std::io::Result<()> {
     let listener = bind_unix(path)?;

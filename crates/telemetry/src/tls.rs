@@ -55,8 +55,13 @@ fn pem_error(path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError 
     move |e| TlsError::Pem { path: path.into(), what: e.to_string() }
 }
 
-/// A server configuration that requires a client certificate signed by `files.ca`.
+/// A server configuration that requires a client certificate signed by `files.ca`, for HTTP/1.1.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for(files, b"http/1.1")
+}
+
+/// [`server_config`] for another application protocol (`h2` for gRPC).
+pub fn server_config_for(files: &TlsFiles, alpn: &[u8]) -> Result<Arc<ServerConfig>, TlsError> {
     // ring, as the datastore client uses: the project builds no aws-lc. Its provider is
     // deprecated only for lacking post-quantum key exchange.
     #[allow(deprecated)]
@@ -79,7 +84,31 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration that trusts the servers `files.ca` signed and presents `files.cert`,
+/// offering `alpn`.
+pub fn client_config(files: &TlsFiles, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&files.ca).map_err(pem_error(&files.ca))? {
+        roots.add(cert.map_err(pem_error(&files.ca))?).map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(pem_error(&files.cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error(&files.cert))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(pem_error(&files.key))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -121,6 +150,13 @@ impl TlsListener {
             }
         });
         Ok(TlsListener { local, ready })
+    }
+}
+
+impl TlsListener {
+    /// The next connection that completed its handshake; `None` once the listener failed for good.
+    pub async fn next(&mut self) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
+        self.ready.recv().await
     }
 }
 

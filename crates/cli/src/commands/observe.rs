@@ -75,22 +75,61 @@ pub struct ObserveArgs {
     /// `host:port` (Hubble's `--server`).
     #[arg(long, value_name = "ADDR")]
     pub server: Option<String>,
+    /// For a `host:port` server: the CA that signed its certificate (Hubble's flag). The nodes'
+    /// ports take only TLS with a client certificate; by default the lab's CA and its admin
+    /// certificate are used.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_cert_files: Option<PathBuf>,
+    /// This client's certificate, signed by the cluster's CA.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// This client's key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_key_file: Option<PathBuf>,
 }
 
 /// Where one node's Observer API answers.
 #[derive(Debug, Clone)]
 enum Target {
     Unix(PathBuf),
-    Tcp(String),
+    /// A node's address, over TLS with these files.
+    Tls(String, telemetry::tls::TlsFiles),
 }
 
 impl Target {
     async fn connect(&self) -> Result<ObserverClient, String> {
         match self {
             Target::Unix(path) => ObserverClient::connect_unix(path).await,
-            Target::Tcp(addr) => ObserverClient::connect_tcp(addr).await,
+            Target::Tls(addr, files) => {
+                let config = telemetry::tls::client_config(files, b"h2").map_err(|e| e.to_string())?;
+                ObserverClient::connect_tls(addr, config).await
+            }
         }
     }
+}
+
+/// The TLS files for a `host:port` server: the flags, else the lab's CA and admin certificate.
+fn tls_files(lab_name: &str, args: &ObserveArgs) -> Result<telemetry::tls::TlsFiles> {
+    let pki = lab::Lab::new(lab_name)?.paths().pki();
+    let admin = pki.client("admin");
+    let files = telemetry::tls::TlsFiles {
+        ca: args.tls_ca_cert_files.clone().unwrap_or_else(|| pki.ca()),
+        cert: args.tls_client_cert_file.clone().unwrap_or(admin.cert),
+        key: args.tls_client_key_file.clone().unwrap_or(admin.key),
+    };
+    for (flag, path) in [
+        ("--tls-ca-cert-files", &files.ca),
+        ("--tls-client-cert-file", &files.cert),
+        ("--tls-client-key-file", &files.key),
+    ] {
+        if !path.exists() {
+            anyhow::bail!(
+                "{} does not exist: the server takes only TLS with a client certificate; give {flag}",
+                path.display()
+            );
+        }
+    }
+    Ok(files)
 }
 
 /// Whether `-n/--namespace` was given on the command line (it is a global flag with a default,
@@ -126,7 +165,7 @@ fn targets(lab_name: &str, args: &ObserveArgs) -> Result<Vec<(String, Target)>> 
     if let Some(server) = &args.server {
         let target = match server.strip_prefix("unix://") {
             Some(path) => Target::Unix(PathBuf::from(path)),
-            None => Target::Tcp(server.clone()),
+            None => Target::Tls(server.clone(), tls_files(lab_name, args)?),
         };
         return Ok(vec![(server.clone(), target)]);
     }
