@@ -116,6 +116,13 @@ impl Directory {
         self.pods.get(&ip)
     }
 
+    /// Whether `ip` lies in this node's pod CIDR: one of its pods (or its router IP), known yet
+    /// or not (a pod's address reaches the datastore, and this directory, a moment after its
+    /// first packets).
+    pub fn in_own_pod_cidr(&self, ip: Ipv4Addr) -> bool {
+        self.nodes.iter().any(|(name, _, cidr)| *name == self.node_name && cidr.is_some_and(|c| c.contains(&ip)))
+    }
+
     pub fn service(&self, ip: Ipv4Addr, port: u16) -> Option<&ServiceName> {
         self.frontends.get(&(ip, port))
     }

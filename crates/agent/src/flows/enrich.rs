@@ -34,8 +34,8 @@ pub fn to_flow(ev: &FlowEvent, dir: &Directory, unix_ns: u64, ifname: Option<Str
     let (source_service, destination_service) = services(ev, dir);
     let traffic_direction = if point == TraceObservationPoint::ToEndpoint {
         TrafficDirection::Ingress
-    } else if !source.pod_name.is_empty() && dir.pod(ev.saddr).and_then(|p| p.node.as_deref()) == Some(dir.node_name())
-    {
+    } else if dir.pod(ev.saddr).map_or(dir.in_own_pod_cidr(ev.saddr), |p| p.node.as_deref() == Some(dir.node_name())) {
+        // Leaving one of this node's pods, whether the directory knows the pod yet or not.
         TrafficDirection::Egress
     } else {
         TrafficDirection::Unknown

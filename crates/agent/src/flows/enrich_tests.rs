@@ -183,3 +183,24 @@ fn icmp_keeps_type_and_code_and_direction_stays_unknown_between_ephemeral_ports(
     let udp = FlowEvent { proto: 17, sport: 40000, dport: 50000, ..ev };
     assert_eq!(to_flow(&udp, &directory(), 0, None).is_reply, None);
 }
+
+#[test]
+fn a_pod_of_this_node_the_directory_does_not_know_yet_still_sends_egress() {
+    let newcomer = Ipv4Addr::new(172, 20, 0, 77);
+    let f = to_flow(
+        &event(EventKind::Trace, ObservationPoint::ToOverlay, (newcomer, 80), (WEB, 40000)),
+        &directory(),
+        0,
+        None,
+    );
+    assert_eq!(f.traffic_direction, TrafficDirection::Egress);
+    // A remote node's pod CIDR is not this node's.
+    let remote = Ipv4Addr::new(172, 20, 1, 77);
+    let f = to_flow(
+        &event(EventKind::Trace, ObservationPoint::ToOverlay, (remote, 80), (CURL, 40000)),
+        &directory(),
+        0,
+        None,
+    );
+    assert_eq!(f.traffic_direction, TrafficDirection::Unknown);
+}
