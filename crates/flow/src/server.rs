@@ -9,12 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
+use crate::client::FlowsQuery;
 use crate::convert::{filter_from_proto, flow_to_proto, timestamp_from_proto, timestamp_to_proto};
 use crate::filter::{FlowFilter, is_selected};
 use crate::model::Flow;
@@ -101,20 +102,9 @@ fn version() -> String {
     format!("cilia {}", env!("CARGO_PKG_VERSION"))
 }
 
-/// A parsed `GetFlowsRequest`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Selection {
-    pub number: u64,
-    pub first: bool,
-    pub follow: bool,
-    pub whitelist: Vec<FlowFilter>,
-    pub blacklist: Vec<FlowFilter>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-}
-
-impl Selection {
-    pub(crate) fn from_request(req: &GetFlowsRequest) -> Result<Selection, String> {
+/// The server's side of a `GetFlowsRequest`: the same query the client sends, checked.
+impl FlowsQuery {
+    pub(crate) fn from_request(req: &GetFlowsRequest) -> Result<FlowsQuery, String> {
         let whitelist: Vec<FlowFilter> = req.whitelist.iter().map(filter_from_proto).collect();
         let blacklist: Vec<FlowFilter> = req.blacklist.iter().map(filter_from_proto).collect();
         for f in whitelist.iter().chain(&blacklist) {
@@ -123,7 +113,7 @@ impl Selection {
         if req.first && req.follow {
             return Err("first and follow cannot be combined".into());
         }
-        Ok(Selection {
+        Ok(FlowsQuery {
             number: req.number,
             first: req.first,
             follow: req.follow,
@@ -180,7 +170,7 @@ impl Observer for ObserverService {
     type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
 
     async fn get_flows(&self, request: Request<GetFlowsRequest>) -> Result<Response<Self::GetFlowsStream>, Status> {
-        let sel = Selection::from_request(request.get_ref()).map_err(Status::invalid_argument)?;
+        let sel = FlowsQuery::from_request(request.get_ref()).map_err(Status::invalid_argument)?;
         // Subscribe before reading the ring so that no flow falls between the two.
         let mut live = sel.follow.then(|| self.source.follow());
         let recent = self.source.recent();
@@ -365,24 +355,24 @@ mod tests {
 
     fn at(ms: i64) -> Flow {
         let mut f = curl_to_webpod();
-        f.time = DateTime::<Utc>::from_timestamp_millis(1_000_000 + ms).unwrap();
+        f.time = chrono::DateTime::<Utc>::from_timestamp_millis(1_000_000 + ms).unwrap();
         f
     }
 
     #[test]
     fn history_takes_last_or_first_n_of_the_selected() {
         let ring = vec![at(1), at(2), drop_no_backend(), at(3)];
-        let sel = |number, first, follow| Selection { number, first, follow, ..Selection::default() };
+        let sel = |number, first, follow| FlowsQuery { number, first, follow, ..FlowsQuery::default() };
         assert_eq!(sel(2, false, false).history(&ring).len(), 2);
         assert_eq!(sel(2, false, false).history(&ring)[1], at(3));
         assert_eq!(sel(2, true, false).history(&ring)[0], at(1));
         assert_eq!(sel(0, false, false).history(&ring).len(), 4);
         assert_eq!(sel(0, false, true).history(&ring).len(), 0);
         assert_eq!(sel(100, false, false).history(&ring).len(), 4);
-        let dropped = Selection {
+        let dropped = FlowsQuery {
             number: 10,
             whitelist: FilterFlags { verdicts: vec!["DROPPED".into()], ..FilterFlags::default() }.to_filters().unwrap(),
-            ..Selection::default()
+            ..FlowsQuery::default()
         };
         assert_eq!(dropped.history(&ring), vec![drop_no_backend()]);
     }
@@ -390,16 +380,16 @@ mod tests {
     #[test]
     fn since_and_until_bound_the_selection() {
         let ring = vec![at(1), at(2), at(3)];
-        let s = Selection { since: Some(at(2).time), until: Some(at(2).time), ..Selection::default() };
+        let s = FlowsQuery { since: Some(at(2).time), until: Some(at(2).time), ..FlowsQuery::default() };
         assert_eq!(s.history(&ring), vec![at(2)]);
     }
 
     #[test]
     fn bad_filters_and_first_with_follow_are_rejected() {
         let mut req = GetFlowsRequest { follow: true, first: true, ..GetFlowsRequest::default() };
-        assert!(Selection::from_request(&req).is_err());
+        assert!(FlowsQuery::from_request(&req).is_err());
         req.first = false;
         req.whitelist = vec![pb_flow::FlowFilter { destination_port: vec!["eighty".into()], ..Default::default() }];
-        assert!(Selection::from_request(&req).unwrap_err().contains("eighty"));
+        assert!(FlowsQuery::from_request(&req).unwrap_err().contains("eighty"));
     }
 }
