@@ -267,38 +267,10 @@ fn reserve_nat_ports() {
     }
 }
 
-/// Probes the datastore until it answers; `false` if shut down first. In the lab the agent starts
-/// together with etcd, so the first probes find no socket: that is said at INFO, at once and then
-/// every 15 s.
+/// Probes the datastore until it answers; `false` if shut down first (said at INFO while it
+/// waits: in the lab the agent starts together with etcd).
 pub async fn wait_for_datastore(store: &dyn Store, shutdown: &CancellationToken) -> bool {
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(100);
-    let mut next_report = started;
-    loop {
-        let probe = tokio::select! {
-            r = store.revision() => r,
-            () = shutdown.cancelled() => return false,
-        };
-        match probe {
-            Ok(_) => {
-                if started.elapsed() > backoff {
-                    tracing::info!(waited = ?started.elapsed(), "the datastore answers");
-                }
-                return true;
-            }
-            Err(e) => {
-                if Instant::now() >= next_report {
-                    tracing::info!(waited = ?started.elapsed(), reason = %e, "waiting for the datastore");
-                    next_report = Instant::now() + Duration::from_secs(15);
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return false,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
+    store::datastore_wait::wait_ready(store, "agent", shutdown).await
 }
 
 /// Waits until the node's Node carries a pod CIDR; `None` if shut down first. Says what it waits

@@ -7,7 +7,6 @@
 
 pub mod cilium_pods;
 pub mod config;
-pub mod datastore_wait;
 mod endpoints_controller;
 mod l2_policy_status;
 mod lbipam;
@@ -32,7 +31,7 @@ pub use config::OperatorConfig;
 /// Runs the operator until `shutdown` is cancelled or leadership is lost (the caller restarts it).
 pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: CancellationToken) -> Result<()> {
     pod_cidr_controller::check_config(&config)?;
-    if !datastore_wait::wait_ready(store.as_ref(), "operator", &shutdown).await {
+    if !store::datastore_wait::wait_ready(store.as_ref(), "operator", &shutdown).await {
         return Ok(());
     }
     metrics::standing_by();

@@ -12,6 +12,7 @@
 //! A resourceVersion is the store revision of the object's last write, as a decimal string.
 #![forbid(unsafe_code)]
 
+pub mod datastore_wait;
 pub mod error;
 pub mod etcd;
 pub mod etcd_process;

@@ -19,7 +19,7 @@ pub struct DnsArgs {
 pub async fn run(store: Arc<dyn Store>, args: &DnsArgs) -> Result<ExitCode> {
     let shutdown = CancellationToken::new();
     // Started with etcd in the lab: wait for it quietly.
-    operator::datastore_wait::wait_ready(store.as_ref(), "cluster DNS", &shutdown).await;
+    store::datastore_wait::wait_ready(store.as_ref(), "cluster DNS", &shutdown).await;
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};

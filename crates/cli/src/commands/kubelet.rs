@@ -23,7 +23,7 @@ pub struct KubeletArgs {
 
 pub async fn run(store: Arc<dyn Store>, lab: &str, args: &KubeletArgs) -> Result<ExitCode> {
     // Started with etcd in the lab: wait for it quietly.
-    operator::datastore_wait::wait_ready(store.as_ref(), "pod runtime", &CancellationToken::new()).await;
+    store::datastore_wait::wait_ready(store.as_ref(), "pod runtime", &CancellationToken::new()).await;
     let config = podruntime::kubelet::KubeletConfig {
         lab: lab::Lab::new(lab)?,
         node: args.node.clone(),
@@ -37,7 +37,7 @@ pub async fn run(store: Arc<dyn Store>, lab: &str, args: &KubeletArgs) -> Result
 }
 
 pub async fn run_controllers(store: Arc<dyn Store>) -> Result<ExitCode> {
-    operator::datastore_wait::wait_ready(store.as_ref(), "lab controllers", &CancellationToken::new()).await;
+    store::datastore_wait::wait_ready(store.as_ref(), "lab controllers", &CancellationToken::new()).await;
     podruntime::controllers::run(store, until_signalled()).await.context("lab controllers")?;
     Ok(ExitCode::SUCCESS)
 }

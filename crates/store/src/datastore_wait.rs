@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use store::Store;
+use crate::Store;
 use tokio_util::sync::CancellationToken;
 
 /// How often a wait that goes on is reported.
@@ -58,10 +58,10 @@ mod tests {
 
     #[tokio::test]
     async fn returns_once_the_datastore_answers_or_on_shutdown() {
-        let store: Arc<dyn Store> = Arc::new(store::MemoryStore::new());
+        let store: Arc<dyn Store> = Arc::new(crate::MemoryStore::new());
         assert!(wait_ready(store.as_ref(), "test", &CancellationToken::new()).await);
         let url = format!("unix:///run/cilia-no-such-dir-{}/none.sock", std::process::id());
-        let absent = store::EtcdStore::connect(&url).await.unwrap();
+        let absent = crate::EtcdStore::connect(&url).await.unwrap();
         let shutdown = CancellationToken::new();
         let cancel = shutdown.clone();
         tokio::spawn(async move {
