@@ -144,7 +144,15 @@ fn observe_shows_the_guides_flows_drops_and_filters() {
         drops.join("\n")
     );
 
-    // Each filter keeps exactly what it names.
+    // Each filter keeps exactly what it names. `curl webpod` picks a backend at random, so a
+    // node can have seen none of the requests yet: curl until every node has flows of its own.
+    for node in ["k8s-ctr", "k8s-w1", "k8s-w0"] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while observe(&lab, &["--node", node, "--last", "1"]).is_empty() {
+            assert!(Instant::now() < deadline, "no flow on {node} after 20 s of curl webpod");
+            curl_webpod(&lab, 3);
+        }
+    }
     let all = observe(&lab, &["--last", "4000", "--print-node-name"]);
     assert!(all.len() > guide.len(), "the unfiltered view is not larger than the filtered one");
     let only = |args: &[&str], pred: &dyn Fn(&str) -> bool, what: &str| {
