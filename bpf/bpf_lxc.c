@@ -2,6 +2,7 @@
 /* Programs on the host side of pod veths (tcx), like Cilium's bpf_lxc.
  *
  * from_container (ingress of lxc*, i.e. packets the pod sends):
+ *   - IPv4 packets whose source is not the pod's address: dropped (DROP_INVALID_SIP);
  *   - replies of service flows whose backend is this pod: source back to the frontend;
  *   - pod -> service frontend: pick a backend, conntrack, DNAT; no backend: reject; a pod that
  *     is its own backend (hairpin) is also SNATed to LB_HAIRPIN_ADDR;
@@ -38,6 +39,11 @@ static __always_inline int handle_from_container(struct __sk_buff *skb, struct p
 		return TC_ACT_OK;
 	}
 	trace_entry(skb, p, OBS_FROM_ENDPOINT);
+	/* A pod sends from its own address only: one that spoofs another pod, a node or a Service
+	 * address is dropped here, before any translation or conntrack entry (Cilium's
+	 * DROP_INVALID_SIP). */
+	if (!netdev_pod_source_ok(skb->ifindex, p->saddr))
+		return drop_for(p, DROP_INVALID_SIP);
 
 	if (p->proto == IPPROTO_ICMP) {
 		int rc = lb4_icmp_echo(skb, p, 0);

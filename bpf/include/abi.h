@@ -235,7 +235,9 @@ _Static_assert(sizeof(struct sock_rev_val) == 8, "sock_rev_val size");
 #define NETDEV_F_POD 0x01 /* a pod's host-side veth: deliver to its peer with bpf_redirect_peer */
 
 struct netdev_info {
-	__be32 snat_addr; /* source address for north-south flows leaving through this device */
+	/* A node device: the source address of north-south flows leaving through it (0: none).
+	 * A pod veth (NETDEV_F_POD): the pod's address, the only source its packets may have. */
+	__be32 addr;
 	__u32 flags;
 };
 _Static_assert(sizeof(struct netdev_info) == 8, "netdev_info size");
@@ -319,6 +321,7 @@ _Static_assert(sizeof(struct l2_liveness) == 16, "l2_liveness size");
 #define OBS_NONE 0xff /* no trace for this verdict */
 
 /* flow_event.drop_reason: Cilium's drop codes (bpf/lib/common.h, flow.proto DropReason) */
+#define DROP_INVALID_SIP 132      /* a pod's packet (or a tunnel's) from an address that is not its own */
 #define DROP_INVALID 134          /* malformed headers */
 #define DROP_WRITE_ERROR 141      /* a packet rewrite (NAT, TTL, MAC, encapsulation, answer) failed */
 #define DROP_CT_CREATE_FAILED 155 /* a NAT or conntrack map update failed */

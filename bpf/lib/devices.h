@@ -19,7 +19,16 @@ struct {
 static __always_inline __be32 netdev_snat_addr(__u32 ifindex)
 {
 	struct netdev_info *nd = bpf_map_lookup_elem(&cilia_netdevs, &ifindex);
-	return nd ? nd->snat_addr : 0;
+	return nd && !(nd->flags & NETDEV_F_POD) ? nd->addr : 0;
+}
+
+/* Whether a packet a pod sent through its veth carries the pod's own address as its source. A
+ * veth the map does not know as a pod's is refused too: its programs are attached only after its
+ * entry is written. */
+static __always_inline int netdev_pod_source_ok(__u32 ifindex, __be32 saddr)
+{
+	struct netdev_info *nd = bpf_map_lookup_elem(&cilia_netdevs, &ifindex);
+	return nd && (nd->flags & NETDEV_F_POD) && nd->addr == saddr;
 }
 
 static __always_inline int netdev_is_pod(__u32 ifindex)

@@ -1,8 +1,10 @@
 //! Puts the datapath's programs on the node's devices and keeps them there as pods come and go:
 //! `from_netdev` on the node's devices, `from_container`/`to_container` on every pod veth
-//! (`lxc*`). A link watcher looks at the node's links every few hundred milliseconds and attaches
-//! to whatever is new, or was recreated under the same name (a new ifindex); the CNI path needs
-//! no hook. A deleted pod's veth takes its hooks with it, but not its link pins (each holds the
+//! (`lxc*`). New pods get theirs from the CNI path before ADD answers; a link watcher looks at
+//! the node's links every few hundred milliseconds and attaches to whatever is new, or was
+//! recreated under the same name (a new ifindex): node devices, and pods wired while no datapath
+//! was open. A pod veth is attached with its pod's address, the only source its packets may
+//! have; one whose address the pod network does not know is left for the next pass. A deleted pod's veth takes its hooks with it, but not its link pins (each holds the
 //! defunct link and its program) nor its device-map entry: when a device goes (one it attached,
 //! or one with pins that is not among the links), at start and every [`RECONCILE_EVERY`] the
 //! attacher forgets devices that are gone and removes their pins, and logs what it removed.
@@ -88,8 +90,12 @@ pub fn plan(
     out
 }
 
+/// The address of the pod behind a host-side veth, as the pod network allocated it.
+pub type PodAddressOf = std::sync::Arc<dyn Fn(&str) -> Option<Ipv4Addr> + Send + Sync>;
+
 pub struct Attacher {
     datapath: SharedDatapath,
+    pod_address: PodAddressOf,
     devices: Vec<String>,
     internal_ip: Option<Ipv4Addr>,
     /// Device name → ifindex it was attached under.
@@ -103,9 +109,15 @@ pub struct Attacher {
 }
 
 impl Attacher {
-    pub fn new(datapath: SharedDatapath, devices: Vec<String>, internal_ip: Option<Ipv4Addr>) -> Self {
+    pub fn new(
+        datapath: SharedDatapath,
+        pod_address: PodAddressOf,
+        devices: Vec<String>,
+        internal_ip: Option<Ipv4Addr>,
+    ) -> Self {
         Attacher {
             datapath,
+            pod_address,
             devices,
             internal_ip,
             attached: BTreeMap::new(),
@@ -151,12 +163,15 @@ impl Attacher {
             }
         }
         for action in plan(&links, &self.devices, self.internal_ip, &self.attached) {
-            let result = {
-                let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                match &action {
-                    Attach::Pod { name, .. } => dp.attach_pod_device(name),
-                    Attach::Netdev { name, snat, .. } => dp.attach_netdev(name, *snat),
-                }
+            let result = match &action {
+                Attach::Pod { name, .. } => match (self.pod_address)(name) {
+                    Some(addr) => self.datapath().attach_pod_device(name, addr),
+                    None => Err(datapath::Error::Interface {
+                        ifname: name.clone(),
+                        reason: "the pod network knows no address for this veth".into(),
+                    }),
+                },
+                Attach::Netdev { name, snat, .. } => self.datapath().attach_netdev(name, *snat),
             };
             let (name, index) = action.key();
             match result {
@@ -180,9 +195,13 @@ impl Attacher {
         Ok(failed)
     }
 
+    fn datapath(&self) -> std::sync::MutexGuard<'_, Box<dyn datapath::LbDatapath>> {
+        self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Forgets devices that are gone from the device map and removes their link pins.
     fn reconcile_gone_devices(&mut self) -> datapath::Result<()> {
-        let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut dp = self.datapath();
         let forgotten = dp.forget_missing_devices()?;
         let unpinned = dp.remove_stale_links()?;
         drop(dp);

@@ -149,11 +149,13 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         // New pods get their programs before CNI ADD answers, so their first packet meets them;
         // the link poll below catches pods wired before this point.
         let hook_datapath = shared.clone();
-        network.set_wired_hook(std::sync::Arc::new(move |ifname: &str| {
+        network.set_wired_hook(std::sync::Arc::new(move |ifname: &str, pod_addr| {
             let mut dp = hook_datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            dp.attach_pod_device(ifname).map_err(|e| e.to_string())
+            dp.attach_pod_device(ifname, pod_addr).map_err(|e| e.to_string())
         }));
-        let attacher = datapath_attach::Attacher::new(shared.clone(), lb.devices.clone(), own_ip);
+        let pod_network = network.clone();
+        let pod_address = std::sync::Arc::new(move |ifname: &str| pod_network.address_of_host_veth(ifname));
+        let attacher = datapath_attach::Attacher::new(shared.clone(), pod_address, lb.devices.clone(), own_ip);
         service_tasks.push(tokio::spawn(attacher.run(Netconf::current()?, lb.link_poll, services.clone())));
         let options = services::BuildOptions {
             node_name: node_name.clone(),

@@ -278,8 +278,8 @@ mod tests {
         fn sync_services(&mut self, s: &[ServiceEntry]) -> datapath::Result<SyncStats> {
             self.0.lock().unwrap().sync_services(s)
         }
-        fn attach_pod_device(&mut self, ifname: &str) -> datapath::Result<()> {
-            self.0.lock().unwrap().attach_pod_device(ifname)
+        fn attach_pod_device(&mut self, ifname: &str, addr: std::net::Ipv4Addr) -> datapath::Result<()> {
+            self.0.lock().unwrap().attach_pod_device(ifname, addr)
         }
         fn forget_missing_devices(&mut self) -> datapath::Result<usize> {
             self.0.lock().unwrap().forget_missing_devices()

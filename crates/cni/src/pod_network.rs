@@ -94,10 +94,10 @@ pub struct ReconcileReport {
 
 /// Pod networking of one node: wires pods with [`netconf`], addresses them from the node's pod
 /// CIDR.
-/// Called with a pod's host-side interface once it is wired, before ADD answers (the agent puts
-/// its datapath programs there), so the pod's first packet already meets them. An error fails
-/// the ADD, and the runtime retries it.
-pub type WiredHook = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// Called with a pod's host-side interface and address once it is wired, before ADD answers (the
+/// agent puts its datapath programs there), so the pod's first packet already meets them. An
+/// error fails the ADD, and the runtime retries it.
+pub type WiredHook = Arc<dyn Fn(&str, Ipv4Addr) -> Result<(), String> + Send + Sync>;
 
 pub struct PodNetwork {
     config: PodNetworkConfig,
@@ -161,6 +161,12 @@ impl PodNetwork {
     /// A snapshot of the allocations, by container ID.
     pub fn allocations(&self) -> BTreeMap<String, Allocation> {
         self.allocator().allocations().clone()
+    }
+
+    /// The address of the pod whose host-side veth is `ifname`, if it has one.
+    pub fn address_of_host_veth(&self, ifname: &str) -> Option<Ipv4Addr> {
+        let ips = self.allocator();
+        ips.allocations().iter().find(|(container_id, _)| host_ifname_for(container_id) == ifname).map(|(_, a)| a.ip)
     }
 
     /// Aligns allocations and pod veths: an allocation whose veth exists keeps its address; one
@@ -234,7 +240,7 @@ impl PodNetwork {
                 match self.node.verify_pod_veth(&spec).await {
                     Ok(veth) => {
                         tracing::info!(container = %req.container_id, %ip, "ADD again: already wired, same address");
-                        self.run_wired_hook(&veth.host.name)?;
+                        self.run_wired_hook(&veth.host.name, ip)?;
                         return Ok(self.attachment(req, &veth, ip, mtu));
                     }
                     Err(e) => {
@@ -251,7 +257,7 @@ impl PodNetwork {
         };
         let spec = self.spec(req, &pod_ns, ip, mtu);
         let wired = match self.node.add_pod_veth(&spec).await {
-            Ok(veth) => self.run_wired_hook(&veth.host.name).map(|()| veth),
+            Ok(veth) => self.run_wired_hook(&veth.host.name, ip).map(|()| veth),
             Err(e) => Err(e.into()),
         };
         match wired {
@@ -274,10 +280,12 @@ impl PodNetwork {
         *self.wired_hook.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
     }
 
-    fn run_wired_hook(&self, ifname: &str) -> Result<(), PodNetworkError> {
+    fn run_wired_hook(&self, ifname: &str, ip: Ipv4Addr) -> Result<(), PodNetworkError> {
         let hook = self.wired_hook.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         match hook {
-            Some(hook) => hook(ifname).map_err(|reason| PodNetworkError::Datapath { ifname: ifname.into(), reason }),
+            Some(hook) => {
+                hook(ifname, ip).map_err(|reason| PodNetworkError::Datapath { ifname: ifname.into(), reason })
+            }
             None => Ok(()),
         }
     }

@@ -274,22 +274,24 @@ fn add_answers_after_the_wired_hook_ran() {
     let pod = TestNetns::new("pod");
     let agent = Agent::start(&node, dir.path());
     let conf = net_conf(&agent.socket);
-    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, std::net::Ipv4Addr)>::new()));
     let record = seen.clone();
-    agent.network.set_wired_hook(Arc::new(move |ifname: &str| {
-        record.lock().unwrap().push(ifname.to_string());
+    agent.network.set_wired_hook(Arc::new(move |ifname: &str, addr| {
+        record.lock().unwrap().push((ifname.to_string(), addr));
         Ok(())
     }));
 
     let add = cni("ADD", "ctr-hook", &pod.path(), &conf);
     add.assert_ok();
     let host = add.json()["interfaces"][0]["name"].as_str().unwrap().to_string();
-    assert_eq!(*seen.lock().unwrap(), [host], "ADD answered before the hook ran");
+    let address = add.json()["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
+    assert_eq!(*seen.lock().unwrap(), [(host.clone(), address)], "ADD answered before the hook ran");
+    assert_eq!(agent.network.address_of_host_veth(&host), Some(address));
     // A retried ADD of a wired container runs it again (a restarted agent attaches again).
     cni("ADD", "ctr-hook", &pod.path(), &conf).assert_ok();
     assert_eq!(seen.lock().unwrap().len(), 2);
 
-    agent.network.set_wired_hook(Arc::new(|_: &str| Err("no datapath".to_string())));
+    agent.network.set_wired_hook(Arc::new(|_: &str, _| Err("no datapath".to_string())));
     let pod2 = TestNetns::new("pod2");
     let failed = cni("ADD", "ctr-fails", &pod2.path(), &conf);
     failed.error_code();

@@ -84,7 +84,7 @@ fn bench(services: u32) -> Result<()> {
         .context("mount bpffs (run as root)")?;
     let fs = Bpffs(dir);
     let mut dp = Datapath::open_with(fs.0.join("node"), &DatapathConfig::default())?;
-    dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0)?;
+    dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: NODE.octets(), flags: 0 }, 0)?;
 
     let mut entries: Vec<ServiceEntry> = (1..services)
         .map(|i| {

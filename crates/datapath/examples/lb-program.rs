@@ -38,7 +38,7 @@ fn run() -> Result<(), String> {
         .collect();
     let mut dp = Datapath::open(pin).map_err(|e| e.to_string())?;
     dp.attach_netdev(client_dev, None).map_err(|e| e.to_string())?;
-    dp.attach_pod_device(backend_dev).map_err(|e| e.to_string())?;
+    dp.attach_pod_device(backend_dev, backend).map_err(|e| e.to_string())?;
     let stats = dp.sync_services(&entries).map_err(|e| e.to_string())?;
     eprintln!("lb-program: {count} services programmed ({stats:?})");
     Ok(())

@@ -238,7 +238,9 @@ pub struct SockRevVal {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetdevInfo {
-    pub snat_addr: [u8; 4],
+    /// A node device: the source of north-south flows leaving through it. A pod veth: the pod's
+    /// address, the only source its packets may have.
+    pub addr: [u8; 4],
     pub flags: u32,
 }
 

@@ -31,8 +31,9 @@ pub trait LbDatapath: Send {
 
     /// Attaches `from_container` (tcx ingress) and `to_container` (tcx egress) to the host side
     /// of a pod veth, in the calling thread's network namespace, and marks it as a pod device so
-    /// translated packets for the pod are handed to its peer directly.
-    fn attach_pod_device(&mut self, ifname: &str) -> Result<()>;
+    /// translated packets for the pod are handed to its peer directly. Packets the pod sends
+    /// from any address but `pod_addr` are dropped.
+    fn attach_pod_device(&mut self, ifname: &str, pod_addr: Ipv4Addr) -> Result<()>;
 
     /// Forgets devices the datapath was told about that no longer exist (veths of deleted
     /// pods). Returns how many were forgotten.
@@ -275,9 +276,9 @@ impl LbDatapath for Datapath {
         Ok(lbstate::stats(&ops))
     }
 
-    fn attach_pod_device(&mut self, ifname: &str) -> Result<()> {
+    fn attach_pod_device(&mut self, ifname: &str, pod_addr: Ipv4Addr) -> Result<()> {
         let ifindex = ifindex_of(ifname)?;
-        let info = NetdevInfo { snat_addr: [0; 4], flags: abi::NETDEV_F_POD };
+        let info = NetdevInfo { addr: pod_addr.octets(), flags: abi::NETDEV_F_POD };
         self.maps.netdevs.insert(ifindex, info, 0).map_err(Error::map(abi::MAP_NETDEVS, format!("set {ifname}")))?;
         attach::attach_tcx(
             &mut self.programs,
@@ -314,7 +315,7 @@ impl LbDatapath for Datapath {
         let ifindex = ifindex_of(ifname)?;
         match snat_addr {
             Some(a) => {
-                let info = NetdevInfo { snat_addr: a.octets(), flags: 0 };
+                let info = NetdevInfo { addr: a.octets(), flags: 0 };
                 self.maps
                     .netdevs
                     .insert(ifindex, info, 0)

@@ -157,16 +157,24 @@ pub struct DropReason(pub u8);
 impl DropReason {
     pub const INVALID: DropReason = DropReason(134);
     pub const WRITE_ERROR: DropReason = DropReason(141);
+    pub const INVALID_SOURCE_IP: DropReason = DropReason(132);
     pub const CT_CREATE_FAILED: DropReason = DropReason(155);
     pub const NO_SERVICE: DropReason = DropReason(158);
     pub const NAT_NO_MAPPING: DropReason = DropReason(167);
     /// Every reason the datapath gives today.
-    pub const ALL: [DropReason; 5] =
-        [Self::INVALID, Self::WRITE_ERROR, Self::CT_CREATE_FAILED, Self::NO_SERVICE, Self::NAT_NO_MAPPING];
+    pub const ALL: [DropReason; 6] = [
+        Self::INVALID_SOURCE_IP,
+        Self::INVALID,
+        Self::WRITE_ERROR,
+        Self::CT_CREATE_FAILED,
+        Self::NO_SERVICE,
+        Self::NAT_NO_MAPPING,
+    ];
 
     /// Cilium's text for the code, as `hubble observe` prints it for a drop.
     pub fn description(self) -> &'static str {
         match self.0 {
+            132 => "Invalid source ip",
             134 => "Invalid packet",
             141 => "Error writing to packet",
             155 => "CT: Map insertion failed",
@@ -179,6 +187,7 @@ impl DropReason {
     /// The `flow.DropReason` enum name, for JSON output and metric labels.
     pub fn proto_name(self) -> &'static str {
         match self.0 {
+            132 => "INVALID_SOURCE_IP",
             134 => "INVALID_PACKET_DROPPED",
             141 => "ERROR_WRITING_TO_PACKET",
             155 => "CT_MAP_INSERTION_FAILED",

@@ -17,7 +17,7 @@ use crate::service::ServiceEntry;
 /// What is attached where, as the fake remembers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attachment {
-    Pod,
+    Pod { addr: Ipv4Addr },
     Netdev { snat_addr: Option<Ipv4Addr> },
 }
 
@@ -68,9 +68,9 @@ impl LbDatapath for FakeDatapath {
         Ok(lbstate::stats(&ops))
     }
 
-    fn attach_pod_device(&mut self, ifname: &str) -> Result<()> {
+    fn attach_pod_device(&mut self, ifname: &str, pod_addr: Ipv4Addr) -> Result<()> {
         self.check_failure()?;
-        self.devices.insert(ifname.into(), Attachment::Pod);
+        self.devices.insert(ifname.into(), Attachment::Pod { addr: pod_addr });
         Ok(())
     }
 
@@ -162,7 +162,7 @@ mod tests {
         assert!(first.upserts > 0);
         assert_eq!(dp.sync_services(&[svc]).unwrap(), SyncStats::default());
         dp.attach_netdev("eth1", Some(Ipv4Addr::new(192, 168, 10, 100))).unwrap();
-        dp.attach_pod_device("lxc0123").unwrap();
+        dp.attach_pod_device("lxc0123", Ipv4Addr::new(172, 20, 0, 5)).unwrap();
         assert_eq!(dp.devices.len(), 2);
         assert!(dp.lb_list().unwrap().contains("10.96.0.1:443/TCP (1)   172.20.0.5:6443/TCP"));
         dp.fail_next = Some("boom".into());

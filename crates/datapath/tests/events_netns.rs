@@ -2,7 +2,8 @@
 //! connection to a ClusterIP gives trace events with the frontend it was translated from, a
 //! connection to a Service without backends gives a drop event with its reason, and with events
 //! off nothing reaches the ring buffer while the drop counter still moves. A connect() socket-LB
-//! refuses is a counted drop with its event too.
+//! refuses is a counted drop with its event too. A pod that sends from an address not its own is
+//! dropped, counted and reported with Cilium's reason.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::Bpffs;
-use common::topo::{POD_A, POD_C, SERVER_PORT, Server, TestCgroup, Topology, http_get, http_get_from, in_netns};
+use common::topo::{POD_A, POD_C, SERVER_PORT, Server, TestCgroup, Topology, http_get, http_get_from, in_netns, ipn};
 use datapath::{
     Backend, Datapath, DropReason, EventKind, EventReader, EventsLevel, FlowEvent, LbDatapath, ObservationPoint,
     Protocol, ServiceEntry, ServiceKind, Translation,
@@ -59,8 +60,8 @@ fn traffic_gives_trace_and_drop_events_and_counters_run_with_events_off() {
     let pin = fs.node_dir("node1");
     let mut dp = in_netns(&topo.ns("node1"), || {
         let mut dp = Datapath::open(&pin).expect("load datapath");
-        dp.attach_pod_device("lxca").expect("attach lxca");
-        dp.attach_pod_device("lxcc").expect("attach lxcc");
+        dp.attach_pod_device("lxca", POD_A).expect("attach lxca");
+        dp.attach_pod_device("lxcc", POD_C).expect("attach lxcc");
         dp
     });
     dp.sync_services(&services()).unwrap();
@@ -129,6 +130,62 @@ fn traffic_gives_trace_and_drop_events_and_counters_run_with_events_off() {
     drop(dp);
     datapath::remove_pins(&fs.node_dir("node1")).unwrap();
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_pod_that_spoofs_its_source_is_dropped_and_counted() {
+    require_root!();
+    let topo = Topology::build();
+    let fs = Bpffs::new("spoof");
+    let pin = fs.node_dir("node1");
+    let mut dp = in_netns(&topo.ns("node1"), || {
+        let mut dp = Datapath::open(&pin).expect("load datapath");
+        dp.attach_pod_device("lxca", POD_A).expect("attach lxca");
+        dp.attach_pod_device("lxcc", POD_C).expect("attach lxcc");
+        dp
+    });
+    dp.set_events_level(EventsLevel::Medium).unwrap();
+    let mut reader = dp.event_reader().unwrap().expect("the real datapath has a reader");
+    // podC also holds an address outside the node's pod range, and one of another pod in it: the
+    // node routes either (rp_filter is off on the veths), so only the datapath can refuse them.
+    let podc = topo.ns("podC");
+    let spoofed = [Ipv4Addr::new(10, 0, 0, 66), Ipv4Addr::new(172, 30, 1, 30)];
+    for addr in spoofed {
+        ipn(&podc, &["addr", "add", &format!("{addr}/32"), "dev", "eth0"]);
+    }
+    let receiver = in_netns(&topo.ns("podA"), || std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 5599))).unwrap();
+    receiver.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let to = SocketAddr::from((POD_A, 5599));
+    let send_from = |source: Ipv4Addr, payload: &[u8]| {
+        let sock = in_netns(&podc, || std::net::UdpSocket::bind((source, 0))).expect("bind in podC");
+        sock.send_to(payload, to).expect("send from podC");
+    };
+    let before = dp.counters().unwrap().drops_of(DropReason::INVALID_SOURCE_IP).packets;
+    for source in spoofed {
+        send_from(source, b"spoofed");
+    }
+    send_from(POD_C, b"genuine");
+
+    let mut buf = [0u8; 64];
+    let (n, from) = receiver.recv_from(&mut buf).expect("podC's genuine datagram");
+    assert_eq!((&buf[..n], from.ip()), (&b"genuine"[..], std::net::IpAddr::V4(POD_C)));
+    let more = receiver.recv_from(&mut buf);
+    assert!(more.is_err(), "a spoofed datagram got through: {:?}", more.map(|(n, f)| (buf[..n].to_vec(), f)));
+    let counters = dp.counters().unwrap();
+    assert_eq!(counters.drops_of(DropReason::INVALID_SOURCE_IP).packets, before + 2, "{counters:?}");
+    let events = read_until(&mut reader, Duration::from_secs(3), |seen| {
+        seen.iter().filter(|e| e.kind == EventKind::Drop).count() >= 2
+    });
+    for source in spoofed {
+        let drop = events.iter().find(|e| e.kind == EventKind::Drop && e.saddr == source);
+        let drop = drop.unwrap_or_else(|| panic!("no drop event from {source}: {events:#?}"));
+        assert_eq!(drop.drop_reason(), Some(DropReason::INVALID_SOURCE_IP), "{drop:?}");
+        assert_eq!(drop.drop_reason().unwrap().description(), "Invalid source ip");
+        assert_eq!((drop.daddr, drop.dport, drop.proto), (POD_A, 5599, 17), "{drop:?}");
+    }
+    drop(reader);
+    drop(dp);
+    datapath::remove_pins(&fs.node_dir("node1")).unwrap();
 }
 
 #[test]

@@ -104,7 +104,7 @@ fn link_pins_of_deleted_devices_are_removed() {
     for dev in ["lxcgone", "lxckeep"] {
         ip(&["link", "add", dev, "type", "veth", "peer", "name", &format!("{dev}p")]);
         ip(&["link", "set", dev, "up"]);
-        dp.attach_pod_device(dev).unwrap();
+        dp.attach_pod_device(dev, std::net::Ipv4Addr::new(172, 20, 0, 9)).unwrap();
     }
     assert_eq!(pins(&fs).len(), 4);
     // The pod goes: its veth with it.

@@ -43,8 +43,8 @@ fn open_node1(topo: &Topology, pin: &std::path::Path) -> Datapath {
     in_netns(&topo.ns("node1"), || {
         let mut dp = Datapath::open(pin).expect("load datapath");
         dp.attach_netdev("eth1", Some(NODE1)).expect("attach eth1");
-        dp.attach_pod_device("lxca").expect("attach lxca");
-        dp.attach_pod_device("lxcc").expect("attach lxcc");
+        dp.attach_pod_device("lxca", POD_A).expect("attach lxca");
+        dp.attach_pod_device("lxcc", POD_C).expect("attach lxcc");
         dp
     })
 }
@@ -277,7 +277,7 @@ fn attaching_again_after_a_device_was_recreated_replaces_the_stale_link() {
     assert_eq!(in_netns(&topo.ns("node1"), || dp.forget_missing_devices()).unwrap(), 1);
     assert_eq!(in_netns(&topo.ns("node1"), || dp.forget_missing_devices()).unwrap(), 0);
     assert_eq!(pod_devices(&dp), 1);
-    in_netns(&topo.ns("node1"), || dp.attach_pod_device("lxcc")).expect("attach again");
+    in_netns(&topo.ns("node1"), || dp.attach_pod_device("lxcc", POD_C)).expect("attach again");
     assert_eq!(pod_devices(&dp), 2);
     let (body, _) = http_get_from(&topo.ns("podC"), sa(VIP, 80)).expect("translated on the new device");
     assert_eq!(body, format!("podA {POD_C}"));

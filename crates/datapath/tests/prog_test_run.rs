@@ -39,7 +39,25 @@ fn setup(tag: &str) -> Env {
     Env { dp, _fs: fs }
 }
 
-fn run(dp: &Datapath, prog: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+/// Runs `prog` on `frame` on lo (ifindex 1), the test namespace's only device. from_container
+/// passes only packets from the address of the pod behind its veth: for it, lo plays the veth of
+/// the pod that owns the frame's source address, and gets its node device entry back after.
+fn run(dp: &mut Datapath, prog: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+    if prog != PROG_FROM_CONTAINER {
+        return run_as_is(dp, prog, frame);
+    }
+    let node_entry = dp.maps().netdevs.get(&1, 0).ok();
+    let source = frame.get(26..30).map_or([0; 4], |s| [s[0], s[1], s[2], s[3]]);
+    dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: source, flags: abi::NETDEV_F_POD }, 0).unwrap();
+    let result = run_as_is(dp, prog, frame);
+    match node_entry {
+        Some(info) => dp.maps_mut().netdevs.insert(1, info, 0).unwrap(),
+        None => dp.maps_mut().netdevs.remove(&1).unwrap(),
+    }
+    result
+}
+
+fn run_as_is(dp: &Datapath, prog: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 512];
     let res = dp
         .classifier(prog)
@@ -58,7 +76,7 @@ fn cluster_ip(backends: Vec<Backend>) -> ServiceEntry {
 /// from_netdev SNATs to NODE: the address of the test netns' only device, lo (ifindex 1), where
 /// BPF_PROG_TEST_RUN runs.
 fn remote_node_port(env: &mut Env, node_port: u16, protocol: Protocol, backend_port: u16) {
-    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0).unwrap();
+    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: NODE.octets(), flags: 0 }, 0).unwrap();
     let backends = vec![Backend::active(BE2, backend_port, false)];
     env.dp.sync_services(&[ServiceEntry::new(ServiceKind::NodePort, NODE, node_port, protocol, backends)]).unwrap();
 }
@@ -70,7 +88,7 @@ fn pod_to_cluster_ip_is_dnated_and_reply_reverse_nated() {
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
 
     let syn = packet::tcp((POD, 40000), (VIP, 80), "S", 1000, b"");
-    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &syn);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &syn);
     assert_eq!(verdict, TC_ACT_OK, "no route in the empty netns: handed to the stack");
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src, seen.dst), ((POD, 40000), (BE1, 8080)));
@@ -78,20 +96,20 @@ fn pod_to_cluster_ip_is_dnated_and_reply_reverse_nated() {
 
     // A data packet with payload exercises the incremental checksum on a longer segment.
     let data = packet::tcp((POD, 40000), (VIP, 80), "A", 1001, b"GET / HTTP/1.1\r\n\r\n");
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &data);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &data);
     let seen = packet::parse_checked(&out);
     assert_eq!(seen.dst, (BE1, 8080));
     assert_eq!(seen.payload, b"GET / HTTP/1.1\r\n\r\n");
 
     // The backend (a pod on this node) answers: its own veth's from_container restores the VIP.
     let synack = packet::tcp((BE1, 8080), (POD, 40000), "SA", 5000, b"");
-    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &synack);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &synack);
     assert_eq!(verdict, TC_ACT_OK);
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src, seen.dst), ((VIP, 80), (POD, 40000)));
 
     // The same reply seen on the client's veth (to_container) is translated there too.
-    let (verdict, out) = run(&env.dp, PROG_TO_CONTAINER, &synack);
+    let (verdict, out) = run(&mut env.dp, PROG_TO_CONTAINER, &synack);
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(packet::parse_checked(&out).src, (VIP, 80));
 
@@ -109,7 +127,7 @@ fn udp_with_and_without_checksum_is_rewritten_correctly() {
     env.dp.sync_services(&[dns]).unwrap();
 
     let q = packet::udp((POD, 33333), (VIP, 53), b"query");
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &q);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &q);
     let seen = packet::parse_checked(&out);
     assert_eq!(seen.dst, (BE1, 5353));
 
@@ -117,7 +135,7 @@ fn udp_with_and_without_checksum_is_rewritten_correctly() {
     let mut q0 = packet::udp((POD, 33334), (VIP, 53), b"query");
     q0[14 + 20 + 6] = 0;
     q0[14 + 20 + 7] = 0;
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &q0);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &q0);
     assert_eq!(&out[40..42], &[0, 0], "zero UDP checksum preserved");
     assert_eq!(packet::parse_checked(&out).dst, (BE1, 5353));
 }
@@ -129,7 +147,7 @@ fn service_without_backends_rejects_tcp_with_rst() {
     env.dp.sync_services(&[cluster_ip(vec![])]).unwrap();
 
     let syn = packet::tcp((POD, 40001), (VIP, 80), "S", 777, b"");
-    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &syn);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &syn);
     assert_eq!(verdict, TC_ACT_REDIRECT, "the RST goes back out of the ingress device");
     assert_eq!(out.len(), 14 + 20 + 20);
     let seen = packet::parse_checked(&out);
@@ -140,14 +158,14 @@ fn service_without_backends_rejects_tcp_with_rst() {
 
     // A segment with ACK gets a bare RST with seq = its ack.
     let ack = packet::tcp((POD, 40001), (VIP, 80), "A", 778, b"x");
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &ack);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &ack);
     let seen = packet::parse_checked(&out);
     assert_eq!(seen.tcp_flags, Some((true, false)));
     assert_eq!(seen.seq_ack.unwrap().0, 1000);
 
     // An RST is never answered.
     let rst = packet::tcp((POD, 40001), (VIP, 80), "R", 778, b"");
-    assert_eq!(run(&env.dp, PROG_FROM_CONTAINER, &rst).0, TC_ACT_SHOT);
+    assert_eq!(run(&mut env.dp, PROG_FROM_CONTAINER, &rst).0, TC_ACT_SHOT);
 }
 
 #[test]
@@ -156,7 +174,7 @@ fn service_without_backends_rejects_udp_with_port_unreachable() {
     let mut env = setup("icmpun");
     env.dp.sync_services(&[ServiceEntry::new(ServiceKind::ClusterIp, VIP, 53, Protocol::Udp, vec![])]).unwrap();
     let q = packet::udp((POD, 33333), (VIP, 53), b"q");
-    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &q);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &q);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src.0, seen.dst.0), (VIP, POD));
@@ -178,20 +196,20 @@ fn ping_to_vip_is_answered_and_unreachable_without_backends() {
         .unwrap();
 
     let echo = packet::icmp_echo(POD, VIP, 7, 1);
-    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &echo);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &echo);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src.0, seen.dst.0, seen.icmp), (VIP, POD, Some((0, 0))));
     assert_eq!(&out[42..], &echo[42..], "echo payload returned unchanged");
 
-    let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &packet::icmp_echo(POD, other, 7, 1));
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &packet::icmp_echo(POD, other, 7, 1));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(packet::parse_checked(&out).icmp, Some((3, 1)), "host unreachable");
 
     // Not a VIP: untouched. A ClusterIP is not answered from outside (from_netdev).
     let stranger = packet::icmp_echo(POD, Ipv4Addr::new(8, 8, 8, 8), 7, 1);
-    assert_eq!(run(&env.dp, PROG_FROM_CONTAINER, &stranger), (TC_ACT_OK, stranger.clone()));
-    assert_eq!(run(&env.dp, PROG_FROM_NETDEV, &echo), (TC_ACT_OK, echo.clone()));
+    assert_eq!(run(&mut env.dp, PROG_FROM_CONTAINER, &stranger), (TC_ACT_OK, stranger.clone()));
+    assert_eq!(run(&mut env.dp, PROG_FROM_NETDEV, &echo), (TC_ACT_OK, echo.clone()));
 }
 
 #[test]
@@ -234,10 +252,10 @@ fn malformed_truncated_and_foreign_packets_are_never_rewritten() {
     cases.push(("arp", arp, TC_ACT_OK));
 
     for (name, frame, want) in cases {
-        let (verdict, out) = run(&env.dp, PROG_FROM_CONTAINER, &frame);
+        let (verdict, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &frame);
         assert_eq!(verdict, want, "from_container verdict for {name}");
         assert_eq!(out, frame, "from_container must not rewrite {name}");
-        let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &frame);
+        let (verdict, out) = run(&mut env.dp, PROG_FROM_NETDEV, &frame);
         assert_eq!(verdict, TC_ACT_OK, "from_netdev leaves {name} to the stack");
         assert_eq!(out, frame, "from_netdev must not rewrite {name}");
     }
@@ -250,7 +268,7 @@ fn nodeport_to_remote_backend_is_snated_and_reply_reversed() {
     remote_node_port(&mut env, 30080, Protocol::Tcp, 8080);
 
     let syn = packet::tcp((CLIENT, 5000), (NODE, 30080), "S", 1, b"");
-    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &syn);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_NETDEV, &syn);
     assert_eq!(verdict, TC_ACT_OK);
     let fwd = packet::parse_checked(&out);
     assert_eq!(fwd.dst, (BE2, 8080));
@@ -260,12 +278,12 @@ fn nodeport_to_remote_backend_is_snated_and_reply_reversed() {
 
     // The same flow keeps its NAT port.
     let ack = packet::tcp((CLIENT, 5000), (NODE, 30080), "A", 2, b"hello");
-    let again = packet::parse_checked(&run(&env.dp, PROG_FROM_NETDEV, &ack).1);
+    let again = packet::parse_checked(&run(&mut env.dp, PROG_FROM_NETDEV, &ack).1);
     assert_eq!(again.src, (NODE, nat_port));
 
     // The backend's reply to node:natport goes back to the client from the frontend.
     let reply = packet::tcp((BE2, 8080), (NODE, nat_port), "SA", 9, b"");
-    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &reply);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_NETDEV, &reply);
     assert_eq!(verdict, TC_ACT_OK);
     let back = packet::parse_checked(&out);
     assert_eq!((back.src, back.dst), ((NODE, 30080), (CLIENT, 5000)));
@@ -284,13 +302,13 @@ fn frames_for_another_hosts_mac_are_not_translated() {
     remote_node_port(&mut env, 30080, Protocol::Tcp, 8080);
     let mut syn = packet::tcp((CLIENT, 5000), (NODE, 30080), "S", 1, b"");
     syn[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
-    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &syn);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_NETDEV, &syn);
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(out, syn, "rewritten although it was for another host");
     assert!(env.dp.nat_list().unwrap().lines().all(|l| !l.contains("SNAT")), "a flow was set up for it");
     // The same frame to this node's MAC is translated.
     syn[0..6].copy_from_slice(&NODE_MAC);
-    let fwd = packet::parse_checked(&run(&env.dp, PROG_FROM_NETDEV, &syn).1);
+    let fwd = packet::parse_checked(&run(&mut env.dp, PROG_FROM_NETDEV, &syn).1);
     assert_eq!(fwd.dst, (BE2, 8080));
 }
 
@@ -313,12 +331,12 @@ fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
     let now = datapath::maps::monotonic_ns();
     fill(&mut env, abi::NAT_F_SEEN_REPLY, now);
     let syn = packet::tcp((CLIENT, 5000), (NODE, 30080), "S", 1, b"");
-    assert_eq!(run(&env.dp, PROG_FROM_NETDEV, &syn).0, TC_ACT_SHOT);
+    assert_eq!(run(&mut env.dp, PROG_FROM_NETDEV, &syn).0, TC_ACT_SHOT);
 
     // The same connections closed (FIN both ways) two seconds ago: their ports are free again.
     let closed = abi::NAT_F_SEEN_REPLY | abi::NAT_F_FIN_FWD | abi::NAT_F_FIN_REV;
     fill(&mut env, closed, now - 2_000_000_000);
-    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &syn);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_NETDEV, &syn);
     assert_eq!(verdict, TC_ACT_OK);
     let fwd = packet::parse_checked(&out);
     let port = fwd.src.1;
@@ -328,8 +346,8 @@ fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
     assert_eq!(owner.flags, 0, "a new connection starts open");
 
     // The new connection's close is tracked in both directions, which frees its port in turn.
-    run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5000), (NODE, 30080), "FA", 2, b""));
-    run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((BE2, 8080), (NODE, port), "FA", 9, b""));
+    run(&mut env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5000), (NODE, 30080), "FA", 2, b""));
+    run(&mut env.dp, PROG_FROM_NETDEV, &packet::tcp((BE2, 8080), (NODE, port), "FA", 9, b""));
     let owner = env.dp.maps().snat.get(&owner_of(port), 0).unwrap();
     assert_eq!(owner.flags, closed);
 }
@@ -338,17 +356,17 @@ fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
 fn nodeport_to_local_backend_keeps_client_address() {
     require_root!();
     let mut env = setup("local");
-    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { snat_addr: NODE.octets(), flags: 0 }, 0).unwrap();
+    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: NODE.octets(), flags: 0 }, 0).unwrap();
     let np =
         ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE1, 8080, true)]);
     env.dp.sync_services(&[np]).unwrap();
     let seen = packet::parse_checked(
-        &run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5001), (NODE, 30080), "S", 1, b"")).1,
+        &run(&mut env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5001), (NODE, 30080), "S", 1, b"")).1,
     );
     assert_eq!((seen.src, seen.dst), ((CLIENT, 5001), (BE1, 8080)));
     // The backend pod's reply is reverse-NATed on its veth.
     let reply = packet::tcp((BE1, 8080), (CLIENT, 5001), "SA", 1, b"");
-    let seen = packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &reply).1);
+    let seen = packet::parse_checked(&run(&mut env.dp, PROG_FROM_CONTAINER, &reply).1);
     assert_eq!(seen.src, (NODE, 30080));
 }
 
@@ -362,15 +380,15 @@ fn cluster_ip_is_not_reachable_from_outside_and_etp_local_needs_a_local_backend(
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)]), lb]).unwrap();
 
     let to_cip = packet::tcp((CLIENT, 5002), (VIP, 80), "S", 1, b"");
-    assert_eq!(run(&env.dp, PROG_FROM_NETDEV, &to_cip), (TC_ACT_OK, to_cip.clone()));
+    assert_eq!(run(&mut env.dp, PROG_FROM_NETDEV, &to_cip), (TC_ACT_OK, to_cip.clone()));
 
     // eTP=Local with no local backend: refused from outside...
-    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5003), (LB_IP, 80), "S", 1, b""));
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5003), (LB_IP, 80), "S", 1, b""));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(packet::parse_checked(&out).tcp_flags, Some((true, true)));
     // ...but pods still reach every backend.
     let seen = packet::parse_checked(
-        &run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 5004), (LB_IP, 80), "S", 1, b"")).1,
+        &run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 5004), (LB_IP, 80), "S", 1, b"")).1,
     );
     assert_eq!(seen.dst, (BE2, 8080));
 }
@@ -381,7 +399,7 @@ fn terminating_backend_keeps_its_flows_and_gets_no_new_ones() {
     let mut env = setup("term");
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
     let first = packet::tcp((POD, 41000), (VIP, 80), "S", 1, b"");
-    assert_eq!(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &first).1).dst, (BE1, 8080));
+    assert_eq!(packet::parse_checked(&run(&mut env.dp, PROG_FROM_CONTAINER, &first).1).dst, (BE1, 8080));
 
     let mut old = Backend::active(BE1, 8080, true);
     old.state = BackendState::Terminating;
@@ -389,14 +407,14 @@ fn terminating_backend_keeps_its_flows_and_gets_no_new_ones() {
 
     let cont = packet::tcp((POD, 41000), (VIP, 80), "A", 2, b"more");
     assert_eq!(
-        packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &cont).1).dst,
+        packet::parse_checked(&run(&mut env.dp, PROG_FROM_CONTAINER, &cont).1).dst,
         (BE1, 8080),
         "existing flow stays"
     );
     for port in 41001..41021 {
         let syn = packet::tcp((POD, port), (VIP, 80), "S", 1, b"");
         assert_eq!(
-            packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst,
+            packet::parse_checked(&run(&mut env.dp, PROG_FROM_CONTAINER, &syn).1).dst,
             (BE2, 8080),
             "new flow avoids it"
         );
@@ -404,7 +422,7 @@ fn terminating_backend_keeps_its_flows_and_gets_no_new_ones() {
 
     // Once the backend is deleted, its flow is moved rather than blackholed.
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE2, 8080, false)])]).unwrap();
-    assert_eq!(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &cont).1).dst, (BE2, 8080));
+    assert_eq!(packet::parse_checked(&run(&mut env.dp, PROG_FROM_CONTAINER, &cont).1).dst, (BE2, 8080));
 }
 
 /// A flow whose conntrack entries are gone (evicted from the LRU map under pressure) keeps its
@@ -420,7 +438,7 @@ fn a_flow_that_lost_its_conntrack_entries_keeps_its_backend() {
     let mut first = std::collections::BTreeMap::new();
     for port in 41000..41032 {
         let syn = packet::tcp((POD, port), (VIP, 80), "S", 1, b"");
-        first.insert(port, packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst);
+        first.insert(port, packet::parse_checked(&run(&mut env.dp, PROG_FROM_CONTAINER, &syn).1).dst);
     }
     let used: std::collections::BTreeSet<_> = first.values().collect();
     assert!(used.len() >= 3, "32 flows over 4 backends used only {used:?}");
@@ -430,7 +448,7 @@ fn a_flow_that_lost_its_conntrack_entries_keeps_its_backend() {
     }
     for (port, backend) in first {
         let ack = packet::tcp((POD, port), (VIP, 80), "A", 2, b"more");
-        let now = packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &ack).1).dst;
+        let now = packet::parse_checked(&run(&mut env.dp, PROG_FROM_CONTAINER, &ack).1).dst;
         assert_eq!(now, backend, "flow from port {port} moved after losing its conntrack entries");
     }
 }
@@ -448,7 +466,7 @@ fn session_affinity_pins_a_client_to_one_backend() {
     let mut chosen = std::collections::BTreeSet::new();
     for port in 42000..42020 {
         let syn = packet::tcp((POD, port), (VIP, 80), "S", 1, b"");
-        chosen.insert(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst);
+        chosen.insert(packet::parse_checked(&run(&mut env.dp, PROG_FROM_CONTAINER, &syn).1).dst);
     }
     assert_eq!(chosen.len(), 1, "one backend for every connection of the client: {chosen:?}");
 
@@ -457,7 +475,7 @@ fn session_affinity_pins_a_client_to_one_backend() {
     let mut spread = std::collections::BTreeSet::new();
     for port in 43000..43020 {
         let syn = packet::tcp((POD, port), (VIP, 80), "S", 1, b"");
-        spread.insert(packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &syn).1).dst);
+        spread.insert(packet::parse_checked(&run(&mut env.dp, PROG_FROM_CONTAINER, &syn).1).dst);
     }
     assert!(spread.len() > 1, "random selection used one backend for 20 flows");
 }
@@ -476,7 +494,7 @@ fn maglev_choice_matches_the_userspace_table() {
     let table = &state.maglev[&datapath::lbstate::maglev_key(frontend.rev_nat_index, abi::LB_SCOPE_ALL)];
     for port in 10000..10100u16 {
         let syn = packet::tcp((CLIENT, port), (LB_IP, 80), "S", 1, b"");
-        let seen: Seen = packet::parse_checked(&run(&env.dp, PROG_FROM_NETDEV, &syn).1);
+        let seen: Seen = packet::parse_checked(&run(&mut env.dp, PROG_FROM_NETDEV, &syn).1);
         let bucket = flow_hash(CLIENT, LB_IP, port, 80, abi::IPPROTO_TCP) as usize % LB_MAGLEV_LUT_SIZE;
         let want = state.backends[&table[bucket]];
         assert_eq!(seen.dst, (abi::addr(want.address), 8080), "flow from port {port}");
@@ -500,8 +518,9 @@ fn affinity_entries_are_used_within_the_timeout_and_replaced_after_it() {
         netns_cookie: 0,
         pad: [0; 5],
     };
-    let first =
-        packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 44000), (VIP, 80), "S", 1, b"")).1);
+    let first = packet::parse_checked(
+        &run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 44000), (VIP, 80), "S", 1, b"")).1,
+    );
     let entry = env.dp.maps().affinity.get(&key, 0).expect("affinity entry written");
     assert_eq!(abi::addr(env.dp.lb_state().backends[&entry.backend_id].address), first.dst.0);
 
@@ -514,8 +533,9 @@ fn affinity_entries_are_used_within_the_timeout_and_replaced_after_it() {
         .affinity
         .insert(key, abi::LbAffinityVal { last_used_ns: now, backend_id: other_id, pad: 0 }, 0)
         .unwrap();
-    let seen =
-        packet::parse_checked(&run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 44001), (VIP, 80), "S", 1, b"")).1);
+    let seen = packet::parse_checked(
+        &run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 44001), (VIP, 80), "S", 1, b"")).1,
+    );
     assert_eq!(seen.dst.0, other);
 
     // Two seconds idle with a one-second timeout: the entry is stale and chosen afresh.
@@ -525,7 +545,7 @@ fn affinity_entries_are_used_within_the_timeout_and_replaced_after_it() {
         .affinity
         .insert(key, abi::LbAffinityVal { last_used_ns: stale, backend_id: other_id, pad: 0 }, 0)
         .unwrap();
-    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 44002), (VIP, 80), "S", 1, b""));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 44002), (VIP, 80), "S", 1, b""));
     let fresh = env.dp.maps().affinity.get(&key, 0).expect("new affinity entry");
     // The datapath's clock has tick resolution, so "now" there may be a few ms before `now`.
     assert!(fresh.last_used_ns > stale + 1_000_000_000, "entry renewed by a new selection");
@@ -538,14 +558,14 @@ fn a_pod_reaching_itself_through_a_service_is_hairpin_snated() {
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(POD, 8080, true)])]).unwrap();
 
     let syn = packet::tcp((POD, 45000), (VIP, 80), "S", 1, b"");
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &syn);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &syn);
     let fwd = packet::parse_checked(&out);
     assert_eq!(fwd.dst, (POD, 8080));
     assert_eq!(fwd.src.0, abi::LB_HAIRPIN_ADDR, "the pod must not see a packet from itself");
 
     // The pod answers the loopback address; its veth restores both ends.
     let reply = packet::tcp((POD, 8080), fwd.src, "SA", 1, b"");
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &reply);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &reply);
     let back = packet::parse_checked(&out);
     assert_eq!((back.src, back.dst), ((VIP, 80), (POD, 45000)));
 }
@@ -556,7 +576,7 @@ fn conntrack_gc_removes_expired_entries_only() {
     let mut env = setup("gc");
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
     for port in [46000u16, 46001] {
-        run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, port), (VIP, 80), "S", 1, b""));
+        run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, port), (VIP, 80), "S", 1, b""));
     }
     let entries = env.dp.maps().ct_entries().unwrap();
     assert_eq!(entries.len(), 4, "SERVICE and OUT per flow");
@@ -597,13 +617,13 @@ fn an_established_flow_outlives_the_syn_timeout_on_the_client_side_alone() {
     require_root!();
     let mut env = setup("ctlife");
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
-    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47000), (VIP, 80), "S", 1, b""));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47000), (VIP, 80), "S", 1, b""));
     let (_, left) = ct_entry(&env.dp, 47000, abi::CT_SERVICE);
     assert!(left <= 60, "a lone SYN is kept for the SYN timeout, not {left}s");
 
     // The service entry only sees the client's side: its ACK establishes the flow, so an idle
     // keep-alive connection keeps its backend past the SYN timeout.
-    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47000), (VIP, 80), "A", 2, b""));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47000), (VIP, 80), "A", 2, b""));
     let (_, left) = ct_entry(&env.dp, 47000, abi::CT_SERVICE);
     assert!(left > 3600, "established service entry lives {left}s");
 }
@@ -614,14 +634,14 @@ fn the_reply_entry_is_refreshed_now_and_then_and_rebuilt_when_lost() {
     let mut env = setup("ctsync");
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
     let fwd = |flags: &str| packet::tcp((POD, 47100), (VIP, 80), flags, 2, b"x");
-    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47100), (VIP, 80), "S", 1, b""));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47100), (VIP, 80), "S", 1, b""));
     // The first ACK establishes the flow (a longer lifetime), which reaches the reply entry too;
     // the packets after it leave the reply entry alone.
-    run(&env.dp, PROG_FROM_CONTAINER, &fwd("A"));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &fwd("A"));
     let (out, left) = ct_entry(&env.dp, 47100, abi::CT_EGRESS);
     assert!(out.packets == 2 && left > 3600, "{out:?} {left}s");
-    run(&env.dp, PROG_FROM_CONTAINER, &fwd("A"));
-    run(&env.dp, PROG_FROM_CONTAINER, &fwd("A"));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &fwd("A"));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &fwd("A"));
     assert_eq!(ct_entry(&env.dp, 47100, abi::CT_EGRESS).0.packets, 2);
 
     // The reply entry disappears (as under LRU pressure): a forward packet stream restores it
@@ -629,16 +649,16 @@ fn the_reply_entry_is_refreshed_now_and_then_and_rebuilt_when_lost() {
     let (k, _) = env.dp.maps().ct_entries().unwrap().into_iter().find(|(k, _)| k.dir == abi::CT_EGRESS).unwrap();
     env.dp.maps_mut().ct.remove(&k).unwrap();
     let reply = packet::tcp((BE1, 8080), (POD, 47100), "A", 9, b"");
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &reply);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &reply);
     assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "no reply entry: left untranslated");
     for _ in 0..abi::CT_REPLY_SYNC_PACKETS {
-        run(&env.dp, PROG_FROM_CONTAINER, &fwd("A"));
+        run(&mut env.dp, PROG_FROM_CONTAINER, &fwd("A"));
     }
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &reply);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &reply);
     assert_eq!(packet::parse_checked(&out).src, (VIP, 80));
 
     // A FIN always reaches the reply entry, so it closes with the flow.
-    run(&env.dp, PROG_FROM_CONTAINER, &fwd("FA"));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &fwd("FA"));
     let (out, left) = ct_entry(&env.dp, 47100, abi::CT_EGRESS);
     assert!(out.flags & abi::CT_F_CLOSING != 0 && left <= 10, "{out:?} {left}s");
 }
@@ -649,14 +669,14 @@ fn a_new_connection_on_a_closed_flows_tuple_starts_over_in_its_entries() {
     let mut env = setup("ctreuse");
     env.dp.sync_services(&[cluster_ip(vec![Backend::active(BE1, 8080, true)])]).unwrap();
     for flags in ["S", "A", "FA", "A"] {
-        run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47200), (VIP, 80), flags, 1, b""));
+        run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47200), (VIP, 80), flags, 1, b""));
     }
-    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (POD, 47200), "FA", 9, b""));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (POD, 47200), "FA", 9, b""));
     let (old, _) = ct_entry(&env.dp, 47200, abi::CT_SERVICE);
     assert!(old.flags & abi::CT_F_CLOSING != 0 && old.packets == 4, "{old:?}");
 
     // The client reuses its port: both entries start over, counted from this SYN.
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47200), (VIP, 80), "S", 7, b""));
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47200), (VIP, 80), "S", 7, b""));
     assert_eq!(packet::parse_checked(&out).dst, (BE1, 8080));
     for dir in [abi::CT_SERVICE, abi::CT_EGRESS] {
         let (e, left) = ct_entry(&env.dp, 47200, dir);
@@ -679,23 +699,23 @@ fn a_direct_connection_on_a_service_flows_tuple_gets_its_replies_untranslated() 
         } else {
             packet::tcp((POD, 47300), (VIP, 80), flags, 1, b"")
         };
-        run(&env.dp, PROG_FROM_CONTAINER, &frame);
+        run(&mut env.dp, PROG_FROM_CONTAINER, &frame);
     }
     let direct_syn = packet::tcp((POD, 47300), (BE1, 8080), "S", 50, b"");
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &direct_syn);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &direct_syn);
     assert_eq!(packet::parse_checked(&out).dst, (BE1, 8080));
     let synack = packet::tcp((BE1, 8080), (POD, 47300), "SA", 90, b"");
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &synack);
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &synack);
     assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "the direct connection's reply keeps its source");
-    let (_, out) = run(&env.dp, PROG_TO_CONTAINER, &synack);
+    let (_, out) = run(&mut env.dp, PROG_TO_CONTAINER, &synack);
     assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "also on the client's veth");
 
     // A live service flow keeps its entry: the two would clash at the backend anyway.
     for flags in ["S", "A"] {
-        run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47301), (VIP, 80), flags, 1, b""));
+        run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47301), (VIP, 80), flags, 1, b""));
     }
-    run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47301), (BE1, 8080), "S", 50, b""));
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (POD, 47301), "A", 90, b""));
+    run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47301), (BE1, 8080), "S", 50, b""));
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (POD, 47301), "A", 90, b""));
     assert_eq!(packet::parse_checked(&out).src, (VIP, 80));
 
     // The same from outside the node, through the device program, to a NodePort's backend.
@@ -704,13 +724,13 @@ fn a_direct_connection_on_a_service_flows_tuple_gets_its_replies_untranslated() 
     env.dp.sync_services(&[np]).unwrap();
     for (flags, reply) in [("S", false), ("A", false), ("FA", false), ("FA", true), ("A", false)] {
         if reply {
-            run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (CLIENT, 47400), flags, 9, b""));
+            run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (CLIENT, 47400), flags, 9, b""));
         } else {
-            run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 47400), (NODE, 30080), flags, 1, b""));
+            run(&mut env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 47400), (NODE, 30080), flags, 1, b""));
         }
     }
-    run(&env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 47400), (BE1, 8080), "S", 50, b""));
-    let (_, out) = run(&env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (CLIENT, 47400), "SA", 90, b""));
+    run(&mut env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 47400), (BE1, 8080), "S", 50, b""));
+    let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (CLIENT, 47400), "SA", 90, b""));
     assert_eq!(packet::parse_checked(&out).src, (BE1, 8080), "a NodePort flow's leftover does not capture it");
 }
 
@@ -731,7 +751,7 @@ fn icmp_errors_about_service_flows_name_the_frontend() {
     let mut env = setup("icmperr");
     let dns = ServiceEntry::new(ServiceKind::ClusterIp, VIP, 53, Protocol::Udp, vec![Backend::active(BE1, 5353, true)]);
     env.dp.sync_services(&[dns]).unwrap();
-    let (_, sent) = run(&env.dp, PROG_FROM_CONTAINER, &packet::udp((POD, 40000), (VIP, 53), b"query"));
+    let (_, sent) = run(&mut env.dp, PROG_FROM_CONTAINER, &packet::udp((POD, 40000), (VIP, 53), b"query"));
     assert_eq!(packet::parse_checked(&sent).dst, (BE1, 5353));
 
     // The backend has no socket on the port: its "port unreachable" reaches the client from the
@@ -739,7 +759,7 @@ fn icmp_errors_about_service_flows_name_the_frontend() {
     let unreachable = DestinationUnreachable(DestUnreachableHeader::Port);
     let error = packet::icmp_error(BE1, POD, unreachable.clone(), packet::ip_part(&sent));
     for prog in [PROG_FROM_CONTAINER, PROG_TO_CONTAINER] {
-        let (verdict, out) = run(&env.dp, prog, &error);
+        let (verdict, out) = run(&mut env.dp, prog, &error);
         assert_eq!(verdict, TC_ACT_OK, "{prog}");
         let seen = packet::parse_checked(&out);
         assert_eq!((seen.src.0, seen.dst.0, seen.icmp), (VIP, POD, Some((3, 3))), "{prog}");
@@ -750,7 +770,8 @@ fn icmp_errors_about_service_flows_name_the_frontend() {
     // changes.
     let router = Ipv4Addr::new(192, 168, 10, 200);
     let expired = TimeExceeded(TimeExceededCode::TtlExceededInTransit);
-    let (_, out) = run(&env.dp, PROG_TO_CONTAINER, &packet::icmp_error(router, POD, expired, packet::ip_part(&sent)));
+    let (_, out) =
+        run(&mut env.dp, PROG_TO_CONTAINER, &packet::icmp_error(router, POD, expired, packet::ip_part(&sent)));
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src.0, quoted_flow(&seen).1), (router, (VIP, 53)));
 
@@ -762,7 +783,7 @@ fn icmp_errors_about_service_flows_name_the_frontend() {
         packet::icmp_error(BE1, POD, unreachable.clone(), truncated),
         packet::icmp_error(BE1, NODE, unreachable, packet::ip_part(&sent)),
     ] {
-        let (verdict, out) = run(&env.dp, PROG_TO_CONTAINER, &error);
+        let (verdict, out) = run(&mut env.dp, PROG_TO_CONTAINER, &error);
         assert_eq!((verdict, &out), (TC_ACT_OK, &error));
     }
 }
@@ -774,14 +795,14 @@ fn icmp_errors_about_snated_north_south_flows_go_back_to_the_client() {
     require_root!();
     let mut env = setup("icmpsnat");
     remote_node_port(&mut env, 30053, Protocol::Udp, 5353);
-    let (_, sent) = run(&env.dp, PROG_FROM_NETDEV, &packet::udp((CLIENT, 5000), (NODE, 30053), b"query"));
+    let (_, sent) = run(&mut env.dp, PROG_FROM_NETDEV, &packet::udp((CLIENT, 5000), (NODE, 30053), b"query"));
     let fwd = packet::parse_checked(&sent);
     assert_eq!((fwd.src.0, fwd.dst), (NODE, (BE2, 5353)), "DNATed and SNATed to the node");
 
     // The remote backend's "port unreachable" comes to the node about node:natport -> backend.
     let unreachable = DestinationUnreachable(DestUnreachableHeader::Port);
     let error = packet::icmp_error(BE2, NODE, unreachable.clone(), packet::ip_part(&sent));
-    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &error);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_NETDEV, &error);
     assert_eq!(verdict, TC_ACT_OK, "no route in the empty netns: handed to the stack");
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src.0, seen.dst.0, seen.icmp), (NODE, CLIENT, Some((3, 3))));
@@ -792,7 +813,7 @@ fn icmp_errors_about_snated_north_south_flows_go_back_to_the_client() {
     let other_port = if fwd.src.1 == 61999 { 62000u16 } else { 61999 };
     stray[20..22].copy_from_slice(&other_port.to_be_bytes());
     let error = packet::icmp_error(BE2, NODE, unreachable, &stray);
-    let (verdict, out) = run(&env.dp, PROG_FROM_NETDEV, &error);
+    let (verdict, out) = run(&mut env.dp, PROG_FROM_NETDEV, &error);
     assert_eq!((verdict, &out), (TC_ACT_OK, &error));
 }
 
@@ -830,7 +851,7 @@ fn the_device_map_is_sized_from_the_pod_cidr() {
     };
     let mut dp = Datapath::open_with(&dir, &config).expect("load with a /22's size");
     for ifindex in 1..=1024u32 {
-        let info = NetdevInfo { snat_addr: [0; 4], flags: abi::NETDEV_F_POD };
+        let info = NetdevInfo { addr: [0; 4], flags: abi::NETDEV_F_POD };
         dp.maps_mut().netdevs.insert(ifindex, info, 0).unwrap_or_else(|e| panic!("pod device {ifindex}: {e}"));
     }
 }

@@ -102,7 +102,12 @@ fn test_run_on(prog: &aya::programs::SchedClassifier, frame: &[u8], gso_size: u3
     (res.return_value, out)
 }
 
-fn from_container(env: &Env, frame: &[u8]) -> (u32, Vec<u8>) {
+/// from_container on lo (ifindex 1, where test-run puts the frame), which plays the veth of the
+/// pod that owns the frame's source address: from_container passes only packets from it.
+fn from_container(env: &mut Env, frame: &[u8]) -> (u32, Vec<u8>) {
+    let source = [frame[26], frame[27], frame[28], frame[29]];
+    let info = datapath::abi::NetdevInfo { addr: source, flags: datapath::abi::NETDEV_F_POD };
+    env.dp.maps_mut().netdevs.insert(1, info, 0).unwrap();
     test_run(env.dp.classifier(PROG_FROM_CONTAINER).unwrap(), frame, 0)
 }
 
@@ -138,10 +143,10 @@ fn fix_ip_checksum(frame: &mut [u8]) {
 #[test]
 fn pod_packet_to_a_remote_pod_cidr_is_encapsulated_on_the_veth() {
     require_root!();
-    let env = setup("encap");
+    let mut env = setup("encap");
 
     let syn = packet::tcp((POD, 40000), (REMOTE_POD, 80), "S", 1000, b"");
-    let (verdict, out) = from_container(&env, &syn);
+    let (verdict, out) = from_container(&mut env, &syn);
     assert_eq!(verdict, TC_ACT_REDIRECT, "to the VXLAN device");
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src, seen.dst), ((POD, 40000), (REMOTE_POD, 80)), "the inner packet keeps its addresses");
@@ -149,9 +154,9 @@ fn pod_packet_to_a_remote_pod_cidr_is_encapsulated_on_the_veth() {
     assert_eq!(out, ttl_decremented(&syn), "nothing but the TTL and the IP checksum changes");
 
     let udp = packet::udp((POD, 33333), (REMOTE_POD, 53), b"query");
-    assert_eq!(from_container(&env, &udp).0, TC_ACT_REDIRECT);
+    assert_eq!(from_container(&mut env, &udp).0, TC_ACT_REDIRECT);
     let ping = packet::icmp_echo(POD, REMOTE_POD, 7, 1);
-    let (verdict, out) = from_container(&env, &ping);
+    let (verdict, out) = from_container(&mut env, &ping);
     assert_eq!(verdict, TC_ACT_REDIRECT, "ping to a remote pod");
     assert_eq!(packet::parse_checked(&out).ttl, 63);
 }
@@ -159,10 +164,10 @@ fn pod_packet_to_a_remote_pod_cidr_is_encapsulated_on_the_veth() {
 #[test]
 fn packets_that_are_not_for_the_tunnel_pass_unchanged() {
     require_root!();
-    let env = setup("pass");
+    let mut env = setup("pass");
     for dst in [LOCAL_POD, ROUTER_IP, OUTSIDE] {
         let syn = packet::tcp((POD, 40000), (dst, 80), "S", 1000, b"");
-        let (verdict, out) = from_container(&env, &syn);
+        let (verdict, out) = from_container(&mut env, &syn);
         assert_eq!(verdict, TC_ACT_OK, "{dst} is no tunnel destination");
         assert_eq!(out, syn, "{dst}: unchanged");
     }
@@ -170,18 +175,18 @@ fn packets_that_are_not_for_the_tunnel_pass_unchanged() {
     let mut last_hop = packet::tcp((POD, 40000), (REMOTE_POD, 80), "S", 1000, b"");
     last_hop[14 + 8] = 2;
     let last_hop = ttl_decremented(&last_hop);
-    let (verdict, out) = from_container(&env, &last_hop);
+    let (verdict, out) = from_container(&mut env, &last_hop);
     assert_eq!((verdict, out), (TC_ACT_OK, last_hop));
 }
 
 #[test]
 fn packets_larger_than_the_tunnel_mtu_are_left_to_the_stack() {
     require_root!();
-    let env = setup("mtu");
+    let mut env = setup("mtu");
     let fits = tcp_of_len(REMOTE_POD, TUNNEL_MTU);
-    assert_eq!(from_container(&env, &fits).0, TC_ACT_REDIRECT, "1450 bytes fit");
+    assert_eq!(from_container(&mut env, &fits).0, TC_ACT_REDIRECT, "1450 bytes fit");
     let big = tcp_of_len(REMOTE_POD, TUNNEL_MTU + 1);
-    let (verdict, out) = from_container(&env, &big);
+    let (verdict, out) = from_container(&mut env, &big);
     assert_eq!(verdict, TC_ACT_OK, "1451 bytes: the route MTU answers (ICMP fragmentation needed)");
     assert_eq!(out, big, "unchanged");
 
@@ -207,7 +212,7 @@ fn service_traffic_to_a_backend_behind_the_tunnel_is_encapsulated_after_dnat() {
     let mut env = setup("svc");
     env.dp.sync_services(&[remote_backend_service()]).unwrap();
     let syn = packet::tcp((POD, 40000), (VIP, 80), "S", 1000, b"");
-    let (verdict, out) = from_container(&env, &syn);
+    let (verdict, out) = from_container(&mut env, &syn);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let seen = packet::parse_checked(&out);
     assert_eq!((seen.src, seen.dst, seen.ttl), ((POD, 40000), (REMOTE_POD, 8080), 63));
@@ -219,14 +224,14 @@ fn nothing_is_encapsulated_when_the_overlay_is_off() {
     let mut env = setup("off");
     let syn = packet::tcp((POD, 40000), (REMOTE_POD, 80), "S", 1000, b"");
     env.overlay.set_encap_device(0).unwrap();
-    let (verdict, out) = from_container(&env, &syn);
+    let (verdict, out) = from_container(&mut env, &syn);
     assert_eq!((verdict, out), (TC_ACT_OK, syn.clone()), "native routing: the stack routes it");
 
     // Leaving tunnel mode switches the veths' encapsulation off before the pins go.
     env.overlay.set_encap_device(env.encap_ifindex).unwrap();
-    assert_eq!(from_container(&env, &syn).0, TC_ACT_REDIRECT);
+    assert_eq!(from_container(&mut env, &syn).0, TC_ACT_REDIRECT);
     datapath::remove_overlay(&env.fs.node_dir("n1"), "cilium_host", "cilium_vxlan").unwrap();
-    let (verdict, out) = from_container(&env, &syn);
+    let (verdict, out) = from_container(&mut env, &syn);
     assert_eq!((verdict, out), (TC_ACT_OK, syn));
     assert!(datapath::tunnel_list_pinned(&env.fs.node_dir("n1")).unwrap().is_empty());
 }
@@ -269,7 +274,7 @@ fn add_local_pod(env: &mut Env) -> ([u8; 6], [u8; 6]) {
     forwarding_veth("tlxc0", "tlxc1");
     ip(&["route", "add", "172.20.0.9/32", "dev", "tlxc0"]);
     ip(&["neigh", "add", "172.20.0.9", "lladdr", "02:00:00:00:00:09", "dev", "tlxc0", "nud", "permanent"]);
-    env.dp.attach_pod_device("tlxc0").expect("attach the pod programs");
+    env.dp.attach_pod_device("tlxc0", Ipv4Addr::new(172, 20, 0, 9)).expect("attach the pod programs");
     (mac_of("tlxc0"), [0x02, 0, 0, 0, 0, 0x09])
 }
 
@@ -372,18 +377,18 @@ fn pod_packets_are_encapsulated_in_bpf_when_the_fib_knows_the_underlay() {
     let tund_mac = mac_of("tund0");
 
     let syn = packet::tcp((POD, 40000), (REMOTE_POD, 80), "S", 1000, b"");
-    let (verdict, out) = from_container(&env, &syn);
+    let (verdict, out) = from_container(&mut env, &syn);
     assert_eq!(verdict, TC_ACT_REDIRECT, "out of the underlay device");
     assert_eq!(out.len(), syn.len() + VXLAN_HEADERS);
     let (sport, vni) = check_outer(&out, tund_mac);
     assert_eq!(vni, 256, "the VNI carries the source pod CIDR's identity");
     assert_eq!(&out[VXLAN_HEADERS..], &ttl_decremented(&syn)[..], "the inner frame, forwarded (TTL - 1)");
-    assert_eq!(from_container(&env, &syn).1[34..36], sport.to_be_bytes(), "one flow, one source port");
+    assert_eq!(from_container(&mut env, &syn).1[34..36], sport.to_be_bytes(), "one flow, one source port");
 
     // No path to the endpoint in the FIB: the VXLAN device's way (frame unchanged but the TTL).
     ip(&["neigh", "del", "192.168.10.101", "dev", "tund0"]);
     ip(&["link", "set", "tund0", "down"]);
-    let (verdict, out) = from_container(&env, &syn);
+    let (verdict, out) = from_container(&mut env, &syn);
     assert_eq!((verdict, out), (TC_ACT_REDIRECT, ttl_decremented(&syn)), "to the VXLAN device");
 }
 

@@ -39,7 +39,7 @@ fn ip(args: &[&str]) {
 }
 
 /// Runs `ip -n NS ...` inside a namespace.
-fn ipn(ns: &str, args: &[&str]) {
+pub fn ipn(ns: &str, args: &[&str]) {
     let mut full = vec!["-n", ns];
     full.extend_from_slice(args);
     ip(&full);
