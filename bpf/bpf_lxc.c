@@ -126,7 +126,11 @@ static __always_inline int handle_overlay_deliver(struct __sk_buff *skb, struct 
 {
 	/* the decapsulated frame's destination MAC belongs to the sender's side */
 	bpf_skb_change_type(skb, PACKET_HOST);
-	if (parse_pkt4(skb, p) != PARSE_OK)
+	int parsed = parse_pkt4(skb, p);
+	/* VXLAN from anyone but another node is dropped (bpf_overlay's from_overlay) */
+	if (!decapsulated_from_peer(skb))
+		return drop_for(p, DROP_INVALID_SIP);
+	if (parsed != PARSE_OK)
 		return TC_ACT_OK;
 	trace_entry(skb, p, OBS_FROM_OVERLAY);
 	/* an ICMP error about a pod's service flow, or about a north-south packet this node SNATed */

@@ -6,7 +6,8 @@
  *   with `mtu 1450` (pods' and the node's own traffic alike); a destination with a tunnel endpoint
  *   gets its tunnel key (outer destination, VNI = source identity) and goes to cilium_vxlan.
  *   Everything else (the local pod CIDR, ARP) continues unchanged.
- * from_overlay (tcx ingress of cilium_vxlan): packets the VXLAN driver decapsulated. The inner
+ * from_overlay (tcx ingress of cilium_vxlan): packets the VXLAN driver decapsulated, dropped
+ *   unless their outer source is another node's address (cilia_tunnel_peers). The inner
  *   destination MAC is not this node's (the sender cannot know it), so the packet is marked for
  *   this host and forwarded straight to the pod's veth by FIB lookup and redirect (TTL
  *   decremented); what the FIB does not forward (the node's own addresses) goes to the stack. */
@@ -62,7 +63,10 @@ static __always_inline int handle_from_overlay(struct __sk_buff *skb, struct pkt
 {
 	/* the decapsulated frame's destination MAC belongs to the sender's side */
 	bpf_skb_change_type(skb, PACKET_HOST);
-	if (parse_pkt4(skb, p) != PARSE_OK)
+	int parsed = parse_pkt4(skb, p);
+	if (!decapsulated_from_peer(skb))
+		return drop_for(p, DROP_INVALID_SIP);
+	if (parsed != PARSE_OK)
 		return TC_ACT_OK;
 	trace_entry(skb, p, OBS_FROM_OVERLAY);
 	return fib_redirect(skb, p);

@@ -13,8 +13,10 @@
 /* ---- map names ---- */
 /* tunnel: struct tunnel_key4 (LPM) -> struct tunnel_info   (Cilium 1.18's ipcache, IPv4 only) */
 /* overlay config: __u32 0 -> struct overlay_config */
+/* tunnel peers: __be32 node address -> __u32 (1): the nodes VXLAN packets are accepted from */
 
 #define TUNNEL_MAP_SIZE 16384
+#define TUNNEL_PEERS_SIZE 4096
 
 /* tunnel_info.flags */
 #define TUNNEL_F_ENCAP 0x1 /* a remote prefix: encapsulate towards endpoint */

@@ -33,6 +33,32 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cilia_overlay_config SEC(".maps");
 
+/* The other nodes' addresses (the endpoints of the tunnel map): VXLAN packets from anyone else
+ * are dropped, since the VXLAN socket itself takes them from any address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(max_entries, TUNNEL_PEERS_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilia_tunnel_peers SEC(".maps");
+
+static __always_inline int tunnel_peer_known(__be32 node)
+{
+	return bpf_map_lookup_elem(&cilia_tunnel_peers, &node) != NULL;
+}
+
+/* Whether a packet on the VXLAN device's ingress may go on: the flow-based device puts the outer
+ * source in the tunnel metadata of every packet it decapsulates, and that must be a known node. A
+ * packet without metadata did not come out of the tunnel (BPF_PROG_TEST_RUN's, for one). */
+static __always_inline int decapsulated_from_peer(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key key = {};
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+		return 1;
+	return tunnel_peer_known(bpf_htonl(key.remote_ipv4));
+}
+
 static __always_inline struct tunnel_info *tunnel_lookup(__be32 addr)
 {
 	struct tunnel_key4 key = { .prefixlen = 32, .addr = addr };
@@ -233,7 +259,8 @@ static __always_inline int encap_from_pod(struct __sk_buff *skb, struct pkt4 *p)
 static __always_inline int vxlan_decap_for_pod(struct __sk_buff *skb, const struct pkt4 *p, struct bpf_fib_lookup *fib)
 {
 	struct overlay_config *cfg = overlay_config();
-	if (!cfg || !cfg->encap_ifindex || p->daddr != netdev_snat_addr(skb->ifindex))
+	/* from an unknown sender it goes to the driver, and is dropped behind it (from_overlay) */
+	if (!cfg || !cfg->encap_ifindex || p->daddr != netdev_snat_addr(skb->ifindex) || !tunnel_peer_known(p->saddr))
 		return -1;
 	__u32 off = p->l4_off + sizeof(struct udphdr);
 	__be32 vxlan_flags;

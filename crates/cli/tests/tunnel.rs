@@ -1,7 +1,7 @@
 //! Tunnel and hybrid routing end to end, as root, each test in a lab of its own (torn down even
 //! on panic): every pod reaches every pod through the VXLAN overlay with no pod routes on the
 //! router; large packets and a bulk transfer cross the tunnel; a deleted node leaves every
-//! tunnel map within a second; a bad `config set` changes nothing; hybrid encapsulates only
+//! tunnel map within a second; VXLAN from a sender that is no node is dropped; a bad `config set` changes nothing; hybrid encapsulates only
 //! across the router; native → tunnel → hybrid → native each converge and leave nothing behind.
 //!
 //! Every packet starts inside a lab or pod namespace.
@@ -164,6 +164,29 @@ fn tunnel_mode_reaches_every_pod_and_handles_mtu_node_removal_and_bad_config() {
         assert!(rows.iter().any(|r| r[..] == [cidr, node_ip, identity, "hastunnel"]), "{cidr} → {node_ip}:\n{table}");
     }
     assert!(rows.iter().any(|r| r[..] == ["172.20.0.0/24", "0.0.0.0", "256", "local"]), "own pod CIDR:\n{table}");
+
+    // VXLAN from an address that is no node's is dropped: the router plays a rogue sender, with
+    // a VXLAN device of its own aimed at k8s-ctr and a route to k8s-ctr's pod through it.
+    let ctr_pod = ip_of(&pods, "k8s-ctr");
+    for cmd in [
+        vec!["ip", "link", "add", "rogue0", "type", "vxlan", "id", "7", "remote", "192.168.10.100", "dstport", "8472"],
+        vec!["ip", "addr", "add", "10.99.0.1/32", "dev", "rogue0"],
+        vec!["ip", "link", "set", "rogue0", "up"],
+        vec!["ip", "route", "add", &format!("{ctr_pod}/32"), "dev", "rogue0"],
+        vec!["ip", "neigh", "add", &ctr_pod, "lladdr", "02:00:00:00:00:01", "dev", "rogue0"],
+    ] {
+        let out = lab.cilia(&[&["lab", "exec", "router", "--"][..], &cmd[..]].concat());
+        assert!(out.status.success(), "{cmd:?} in the router:\n{}", text(&out));
+    }
+    let rogue = host(&lab, "router", &["ping", "-c", "3", "-i", "0.2", "-W", "1", &ctr_pod]);
+    assert!(rogue.contains(" 0 received"), "a pod answered VXLAN from a sender that is no node:\n{rogue}");
+    let drops = lab.eventually(
+        &["observe", "--node", "k8s-ctr", "--verdict", "DROPPED", "--last", "200"],
+        Duration::from_secs(5),
+        |o| o.lines().any(|l| l.contains("10.99.0.1") && l.contains("Invalid source ip DROPPED")),
+    );
+    let ctr_pod_name = &pods.iter().find(|p| p.1 == ctr_pod).unwrap().0;
+    assert!(drops.contains(&format!("-> default/{ctr_pod_name} ")), "{drops}");
 
     // A node that leaves is gone from every tunnel map within a second.
     let has_w0 = |node: &str| {

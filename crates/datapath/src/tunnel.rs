@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use aya::programs::SchedClassifier;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachType};
@@ -186,8 +186,40 @@ impl Overlay {
     }
 
     /// Makes the tunnel map hold exactly `desired`: new and changed entries are written before
-    /// stale ones are deleted, so a prefix moving between nodes is never missing.
+    /// stale ones are deleted, so a prefix moving between nodes is never missing. The peers map
+    /// follows: VXLAN packets are taken from the endpoints of `desired` only, and a new peer is
+    /// known before the first prefix that leads to it.
     pub fn sync(&mut self, desired: &[TunnelEntry]) -> Result<TunnelSyncStats> {
+        let peers: std::collections::BTreeSet<[u8; 4]> =
+            desired.iter().filter_map(|e| e.endpoint).map(|a| a.octets()).collect();
+        let current_peers =
+            self.with_peers(|map| Ok(map.keys().filter_map(std::result::Result::ok).collect::<Vec<_>>()))?;
+        self.with_peers(|map| {
+            for peer in peers.iter().filter(|p| !current_peers.contains(*p)) {
+                map.insert(peer, 1, 0)
+                    .map_err(Error::map(tunnel_abi::MAP_TUNNEL_PEERS, format!("add {}", Ipv4Addr::from(*peer))))?;
+            }
+            Ok(())
+        })?;
+        let stats = self.sync_prefixes(desired)?;
+        self.with_peers(|map| {
+            for gone in current_peers.iter().filter(|p| !peers.contains(*p)) {
+                map.remove(gone)
+                    .map_err(Error::map(tunnel_abi::MAP_TUNNEL_PEERS, format!("remove {}", Ipv4Addr::from(*gone))))?;
+            }
+            Ok(())
+        })?;
+        Ok(stats)
+    }
+
+    fn with_peers<T>(&mut self, f: impl FnOnce(&mut HashMap<&mut MapData, [u8; 4], u32>) -> Result<T>) -> Result<T> {
+        let name = tunnel_abi::MAP_TUNNEL_PEERS;
+        let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap { map: name })?;
+        let mut peers = HashMap::try_from(map).map_err(Error::map(name, "open"))?;
+        f(&mut peers)
+    }
+
+    fn sync_prefixes(&mut self, desired: &[TunnelEntry]) -> Result<TunnelSyncStats> {
         let map = self.ebpf.map_mut(tunnel_abi::MAP_TUNNEL).ok_or(Error::MissingMap { map: tunnel_abi::MAP_TUNNEL })?;
         let mut trie: LpmTrie<&mut MapData, TunnelAddr, TunnelInfo> =
             LpmTrie::try_from(map).map_err(Error::map(tunnel_abi::MAP_TUNNEL, "open"))?;

@@ -5,10 +5,13 @@ use std::mem::size_of;
 
 pub const MAP_TUNNEL: &str = "cilia_tunnel_map";
 pub const MAP_OVERLAY_CONFIG: &str = "cilia_overlay_config";
+/// The other nodes' addresses, `__be32` → `u32` (1): VXLAN packets from anyone else are dropped.
+pub const MAP_TUNNEL_PEERS: &str = "cilia_tunnel_peers";
 /// Every map pin of the overlay object.
-pub const TUNNEL_MAPS: [&str; 2] = [MAP_TUNNEL, MAP_OVERLAY_CONFIG];
+pub const TUNNEL_MAPS: [&str; 3] = [MAP_TUNNEL, MAP_OVERLAY_CONFIG, MAP_TUNNEL_PEERS];
 
 pub const TUNNEL_MAP_SIZE: u32 = 16384;
+pub const TUNNEL_PEERS_SIZE: u32 = 4096;
 
 /// `tunnel_info.flags`: a remote prefix, encapsulated towards `endpoint`.
 pub const TUNNEL_F_ENCAP: u32 = 0x1;

@@ -394,10 +394,14 @@ fn pod_packets_are_encapsulated_in_bpf_when_the_fib_knows_the_underlay() {
 
 /// A VXLAN frame from REMOTE_NODE to `outer_dst`, arriving on a device with MAC `dev_mac`.
 fn vxlan_frame(dev_mac: [u8; 6], outer_dst: Ipv4Addr, vxlan_flags: u8, inner: &[u8]) -> Vec<u8> {
+    vxlan_frame_from(REMOTE_NODE, dev_mac, outer_dst, vxlan_flags, inner)
+}
+
+fn vxlan_frame_from(sender: Ipv4Addr, dev_mac: [u8; 6], outer_dst: Ipv4Addr, vxlan_flags: u8, inner: &[u8]) -> Vec<u8> {
     let mut payload = vec![vxlan_flags, 0, 0, 0, 0, 1, 1, 0];
     payload.extend_from_slice(inner);
     let b = etherparse::PacketBuilder::ethernet2(REMOTE_NODE_MAC, dev_mac)
-        .ipv4(REMOTE_NODE.octets(), outer_dst.octets(), 64)
+        .ipv4(sender.octets(), outer_dst.octets(), 64)
         .udp(45000, 8472);
     let mut out = Vec::new();
     b.write(&mut out, &payload).unwrap();
@@ -438,7 +442,9 @@ fn vxlan_packets_for_local_pods_are_decapsulated_on_the_node_device() {
     let mut fragment = inner.clone();
     fragment[14 + 6] = 0x20; // more fragments
     fix_ip_checksum(&mut fragment);
-    let cases: [(&str, Vec<u8>); 6] = [
+    let cases: [(&str, Vec<u8>); 7] = [
+        // the driver takes it, and from_overlay behind it drops it (no tunnel peer)
+        ("a sender that is no node", vxlan_frame_from(OUTSIDE, tund_mac, NODE_IP, 0x08, &inner)),
         ("not a pod of this node", vxlan_frame(tund_mac, NODE_IP, 0x08, &to_outside)),
         ("the node's router IP", vxlan_frame(tund_mac, NODE_IP, 0x08, &to_router)),
         ("another outer destination", vxlan_frame(tund_mac, OUTSIDE, 0x08, &inner)),
