@@ -87,7 +87,7 @@ enum Command {
         patch: String,
         /// merge: a JSON merge patch (RFC 7386); json: a JSON patch (RFC 6902), a list of
         /// operations. Kubernetes' strategic merge patch is not supported.
-        #[arg(long = "type", default_value = "merge", value_parser = PatchType::value_parser())]
+        #[arg(long = "type", value_name = "TYPE", default_value = "merge", value_parser = PatchType::value_parser())]
         patch_type: PatchType,
         #[command(flatten)]
         namespace: NamespaceArg,
