@@ -4,7 +4,8 @@
 //!   `delete`, and `exec` into a pod;
 //! - the cluster's processes: `operator`, `agent` (one per node) and `dns` (one per node);
 //! - inspection: `status` (as `cilium status`), `observe` (flows, as `hubble observe`), `dbg` (a
-//!   node's BPF maps, as `cilium-dbg`), `config` (the stored cilium-config);
+//!   node's BPF maps, state tables and metrics, as `cilium-dbg`), `config` (the stored
+//!   cilium-config);
 //! - `lab`: the guide's environment in network namespaces on this machine, and its guide replay;
 //! - about the command itself: `completion`, `man`, `version`.
 //!
