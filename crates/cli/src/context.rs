@@ -11,6 +11,19 @@ pub struct Ctx {
     pub namespace: String,
 }
 
+/// The namespace when `-n` is not given, as kubectl's.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// `-n/--namespace`, taken by the root command (`cilia -n kube-system get lease`) and by each verb
+/// that addresses namespaced objects (`cilia get lease -n kube-system`), so that the commands where
+/// a namespace means nothing (`lab`, `status`, `version`) do not offer it. After the verb wins.
+#[derive(clap::Args, Debug, Default)]
+pub struct NamespaceArg {
+    /// Namespace of namespaced objects [default: default].
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
 /// The datastore URL: `--datastore`, else `CILIA_DATASTORE` (both handled by clap), else the running
 /// lab's.
 pub fn datastore_url(flag: Option<&str>, lab_name: &str) -> Result<String> {

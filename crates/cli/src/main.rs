@@ -1,5 +1,17 @@
-//! `cilia`: the one binary. kubectl-like verbs over the datastore, the lab, and the cluster's
-//! processes (`cilia operator`, `cilia agent`).
+//! `cilia`: the one binary of the cluster.
+//!
+//! - kubectl's verbs over the datastore: `get` (with `-w`), `apply`, `patch`, `label`, `annotate`,
+//!   `delete`, and `exec` into a pod;
+//! - the cluster's processes: `operator`, `agent` (one per node) and `dns` (one per node);
+//! - inspection: `status` (as `cilium status`), `observe` (flows, as `hubble observe`), `dbg` (a
+//!   node's BPF maps, state tables and metrics, as `cilium-dbg`), `config` (the stored
+//!   cilium-config);
+//! - `lab`: the guide's environment in network namespaces on this machine, and its guide replay;
+//! - about the command itself: `completion`, `man`, `version`.
+//!
+//! Logging goes to stderr, filtered by `CILIA_LOG` (an `EnvFilter`: `info`,
+//! `agent=debug,warn`; default `warn`), as text or, with `CILIA_LOG_FORMAT=json`, one JSON object
+//! per line.
 
 mod commands;
 mod context;
@@ -10,39 +22,45 @@ mod output;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::{
-    commands::get::{Format, GetArgs},
-    context::Ctx,
+    commands::{
+        get::{Format, GetArgs},
+        patch::PatchType,
+    },
+    context::{Ctx, NamespaceArg},
 };
+
+/// The heading of the options every command takes, after each command's own.
+const GLOBAL: &str = "Global options";
 
 #[derive(Parser)]
 #[command(
     name = "cilia",
-    version,
-    about = "Cluster networking: pod routing, eBPF service load balancing, LB-IPAM, L2 announcements"
+    version = commands::version::VERSION,
+    about = "Cluster networking with an eBPF datapath: pod routing, service load balancing, LB-IPAM, \
+             L2 announcements, flows"
 )]
 struct Cli {
     /// Datastore URL (`unix:///run/cilia/lab/cilia/etcd.sock`, `https://host:2379`). Defaults to the
     /// running lab's.
-    #[arg(long, global = true, env = "CILIA_DATASTORE")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CILIA_DATASTORE")]
     datastore: Option<String>,
     /// For an https:// datastore: the CA certificate that signed etcd's (PEM).
-    #[arg(long, global = true, env = "CILIA_DATASTORE_CA")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CILIA_DATASTORE_CA")]
     datastore_ca: Option<std::path::PathBuf>,
     /// For an https:// datastore: this client's certificate (PEM); etcd requires one.
-    #[arg(long, global = true, env = "CILIA_DATASTORE_CERT")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CILIA_DATASTORE_CERT")]
     datastore_cert: Option<std::path::PathBuf>,
     /// For an https:// datastore: the client certificate's key (PEM).
-    #[arg(long, global = true, env = "CILIA_DATASTORE_KEY")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CILIA_DATASTORE_KEY")]
     datastore_key: Option<std::path::PathBuf>,
     /// The lab whose datastore and hosts are used.
-    #[arg(long, global = true, env = "CILIA_LAB", default_value = lab::DEFAULT_LAB)]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CILIA_LAB", default_value = lab::DEFAULT_LAB)]
     lab: String,
-    /// Namespace of namespaced objects.
-    #[arg(short = 'n', long, global = true, default_value = "default")]
-    namespace: String,
+    #[command(flatten)]
+    namespace: NamespaceArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,60 +69,99 @@ struct Cli {
 enum Command {
     /// Create or update objects from manifests (`-f FILE`, `-f -` for stdin).
     Apply {
+        /// A manifest file, a directory of them, or `-` for stdin; repeatable.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<String>,
+        #[command(flatten)]
+        namespace: NamespaceArg,
     },
     /// Show objects: `get KIND [NAME...]`, `get KIND/NAME`.
     Get(GetCmd),
-    /// Apply a JSON merge patch: `patch svc webpod -p '{"spec":{"type":"LoadBalancer"}}'`.
+    /// Change one object with a JSON merge patch (`patch svc webpod -p
+    /// '{"spec":{"type":"LoadBalancer"}}'`) or a JSON patch (`--type json -p '[{"op": ...}]'`).
     Patch {
+        /// The object: `KIND NAME` or `KIND/NAME`.
+        #[arg(value_name = "RESOURCE")]
         resource: Vec<String>,
+        /// The patch, as JSON (or YAML).
         #[arg(short = 'p', long)]
         patch: String,
-        #[arg(long = "type", default_value = "merge")]
-        patch_type: String,
+        /// merge: a JSON merge patch (RFC 7386); json: a JSON patch (RFC 6902), a list of
+        /// operations. Kubernetes' strategic merge patch is not supported.
+        #[arg(long = "type", value_name = "TYPE", default_value = "merge", value_parser = PatchType::value_parser())]
+        patch_type: PatchType,
+        #[command(flatten)]
+        namespace: NamespaceArg,
     },
     /// Set (`k=v`) or remove (`k-`) labels.
     Label {
+        /// The object (`KIND NAME` or `KIND/NAME`), then the changes: `key=value` sets, `key-`
+        /// removes.
+        #[arg(value_name = "RESOURCE CHANGE")]
         args: Vec<String>,
+        /// Allow changing a label that already has a value.
         #[arg(long)]
         overwrite: bool,
+        #[command(flatten)]
+        namespace: NamespaceArg,
     },
     /// Set (`k=v`) or remove (`k-`) annotations.
     Annotate {
+        /// The object (`KIND NAME` or `KIND/NAME`), then the changes: `key=value` sets, `key-`
+        /// removes.
+        #[arg(value_name = "RESOURCE CHANGE")]
         args: Vec<String>,
+        /// Allow changing an annotation that already has a value.
         #[arg(long)]
         overwrite: bool,
+        #[command(flatten)]
+        namespace: NamespaceArg,
     },
     /// Delete objects by name or by the manifests that created them.
     Delete {
+        /// The objects: `KIND NAME...` or `KIND/NAME...`.
+        #[arg(value_name = "RESOURCE")]
         resource: Vec<String>,
+        /// Delete the objects this manifest file (a directory of them, `-` for stdin) describes;
+        /// repeatable.
         #[arg(short = 'f', long = "filename")]
         files: Vec<String>,
+        /// Succeed when an object does not exist.
         #[arg(long)]
         ignore_not_found: bool,
         /// Seconds a pod gets to stop; 0 removes it at once (kubectl's `--grace-period=0
         /// --force`). By default each pod's own `terminationGracePeriodSeconds`.
         #[arg(long, allow_negative_numbers = true, default_value_t = -1)]
         grace_period: i64,
+        #[command(flatten)]
+        namespace: NamespaceArg,
     },
     /// Build and run the guide's environment in network namespaces on this machine.
     #[command(subcommand)]
     Lab(LabCmd),
     /// Run a command inside a pod: `cilia exec curl-pod -- ping -c 2 172.20.2.6`.
     Exec {
+        /// The pod's name.
         pod: String,
+        /// Pass this command's standard input to the command in the pod.
         #[arg(short = 'i', long)]
         stdin: bool,
+        /// Run the command on a terminal in the pod (with `-i`, for an interactive shell).
         #[arg(short = 't', long)]
         tty: bool,
+        /// The command and its arguments, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
+        #[command(flatten)]
+        namespace: NamespaceArg,
     },
     /// Inspect a node's datapath: `cilia dbg k8s-ctr bpf lb list`, `bpf ct list global`, `bpf nat list`,
     /// `bpf tunnel list`.
     Dbg {
+        /// The lab node whose pinned BPF maps are read.
         node: String,
+        /// The `cilium-dbg` command: `bpf lb list`, `bpf ct list global`, `bpf nat list`, `bpf
+        /// tunnel list`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
@@ -118,6 +175,7 @@ enum Command {
         /// Poll until everything is healthy, failing after --wait-duration.
         #[arg(long)]
         wait: bool,
+        /// How long --wait polls (`90s`, `5m`).
         #[arg(long, default_value = "5m", value_parser = commands::status::duration_arg)]
         wait_duration: std::time::Duration,
     },
@@ -136,22 +194,69 @@ enum Command {
         #[arg(long, default_value = "10.96.0.0/16")]
         service_cidr: String,
     },
+    /// Print a shell completion script: `source <(cilia completion bash)`, `cilia completion zsh
+    /// > "${fpath[1]}/_cilia"`, `cilia completion fish > ~/.config/fish/completions/cilia.fish`.
+    Completion {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages: one per command into DIR (`cilia.1`, `cilia-get.1`,
+    /// `cilia-lab-up.1`, ...), or without DIR cilia's own page to stdout (`cilia man | man -l -`).
+    Man {
+        /// Directory for the pages (`/usr/local/share/man/man1`); created when missing.
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Print the version of this binary and the commit it was built from.
+    Version,
+}
+
+impl Command {
+    /// The `-n` given after the verb, on the verbs that take one.
+    fn namespace(&self) -> Option<&str> {
+        match self {
+            Command::Apply { namespace, .. }
+            | Command::Patch { namespace, .. }
+            | Command::Label { namespace, .. }
+            | Command::Annotate { namespace, .. }
+            | Command::Delete { namespace, .. }
+            | Command::Exec { namespace, .. } => namespace.namespace.as_deref(),
+            Command::Get(get) => get.namespace.namespace.as_deref(),
+            Command::Observe(args) => args.namespace.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args)]
 struct GetCmd {
+    /// The kind, then names (`pods`, `svc webpod`), or `KIND/NAME...`; all objects of the kind
+    /// without names.
+    #[arg(value_name = "RESOURCE")]
     resource: Vec<String>,
+    /// List the objects of every namespace.
     #[arg(short = 'A', long)]
     all_namespaces: bool,
+    /// Only objects whose labels match this selector (`app=webpod`, `tier in (a,b)`, `!canary`).
     #[arg(short = 'l', long)]
     selector: Option<String>,
+    /// Only objects whose fields match (`metadata.name=webpod`, `spec.nodeName!=k8s-w1`).
     #[arg(long)]
     field_selector: Option<String>,
     /// wide, json, yaml, name, jsonpath=TEMPLATE
     #[arg(short = 'o', long)]
     output: Option<String>,
+    /// Add a LABELS column.
     #[arg(long)]
     show_labels: bool,
+    /// After the list, print a line for every change until interrupted (Ctrl-C).
+    #[arg(short = 'w', long)]
+    watch: bool,
+    /// With --watch: say what each line is (ADDED, MODIFIED, DELETED) in a first column, or as a
+    /// `{type, object}` event for -o json/yaml.
+    #[arg(long)]
+    output_watch_events: bool,
+    #[command(flatten)]
+    namespace: NamespaceArg,
 }
 
 #[derive(Subcommand)]
@@ -164,6 +269,8 @@ enum ConfigCmd {
     },
     /// Set keys by ConfigMap key or Helm name (`routing-mode=tunnel`, `--set l2announcements.enabled=true`).
     Set {
+        /// `KEY=VALUE` settings, by ConfigMap key or Helm name.
+        #[arg(value_name = "KEY=VALUE")]
         pairs: Vec<String>,
         /// `NAME=VALUE[,NAME=VALUE...]`, as `helm upgrade --set` takes them.
         #[arg(long = "set", value_name = "NAME=VALUE")]
@@ -188,7 +295,9 @@ enum LabCmd {
     Status,
     /// Run a command inside a lab host: `cilia lab exec router -- ip route`.
     Exec {
+        /// A host of the lab: a node (`k8s-ctr`, `k8s-w1`, `k8s-w0`) or the `router`.
         host: String,
+        /// The command and its arguments, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
@@ -201,18 +310,24 @@ enum LabCmd {
     },
     /// Power loss of a node: its links down (the printed moment), its processes, pods and BPF
     /// state gone, held down until `lab boot`, `lab reboot` or `lab up`.
-    Kill { node: String },
+    Kill {
+        /// The node to power off.
+        node: String,
+    },
     /// Power a killed node on again.
     Boot {
+        /// The killed node.
         node: String,
         /// Also wait until its agent has joined again and its Node is Ready.
         #[arg(long)]
         wait: bool,
+        /// How long --wait waits (`90s`, `5m`).
         #[arg(long, default_value = "5m", value_parser = commands::status::duration_arg)]
         wait_duration: std::time::Duration,
     },
     /// `sudo reboot` of a node: kill, --down-for, boot; returns once its processes run again.
     Reboot {
+        /// The node to reboot.
         node: String,
         /// How long the node stays down.
         #[arg(long, default_value = "2s", value_parser = commands::status::duration_arg)]
@@ -220,6 +335,7 @@ enum LabCmd {
         /// Also wait until its agent has joined again and its Node is Ready.
         #[arg(long)]
         wait: bool,
+        /// How long --wait waits (`90s`, `5m`).
         #[arg(long, default_value = "5m", value_parser = commands::status::duration_arg)]
         wait_duration: std::time::Duration,
     },
@@ -285,14 +401,20 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
+/// Logs go to stderr, filtered by `CILIA_LOG` (default `warn`); `CILIA_LOG_FORMAT=json` writes one
+/// JSON object per event, for log collectors.
 fn init_logging() {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CILIA_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match std::env::var("CILIA_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().init(),
+        Ok("text") | Err(_) => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        Ok(other) => {
+            logs.with_ansi(false).init();
+            tracing::warn!("CILIA_LOG_FORMAT={other:?} is neither text nor json; writing text");
+        }
+    }
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -312,7 +434,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     // observe reads the nodes' Observer sockets and needs no datastore.
     if let Command::Observe(args) = &cli.command {
-        return commands::observe::run(&cli.lab, &cli.namespace, args).await;
+        return commands::observe::run(&cli.lab, cli.namespace.namespace.as_deref(), args).await;
+    }
+    // Nor do the commands about the command itself.
+    match &cli.command {
+        Command::Completion { shell } => return commands::completion::run(*shell, Cli::command()),
+        Command::Man { dir } => return commands::man::run(dir.as_deref(), Cli::command()),
+        Command::Version => return commands::version::run(),
+        _ => {}
     }
     // dbg reads pinned maps and needs no datastore.
     if let Command::Dbg { node, args } = &cli.command {
@@ -322,12 +451,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Operator { identity, service_cidr } = &cli.command {
         return commands::operator::run(&url, identity.clone(), service_cidr).await;
     }
-    let ctx = Ctx { store: context::connect(&url).await?, namespace: cli.namespace.clone() };
+    let namespace = cli.command.namespace().or(cli.namespace.namespace.as_deref());
+    let namespace = namespace.unwrap_or(context::DEFAULT_NAMESPACE).to_string();
+    let ctx = Ctx { store: context::connect(&url).await?, namespace };
     if let Command::Status { wait, wait_duration } = &cli.command {
         return commands::status::run(ctx.store.as_ref(), &cli.lab, wait.then_some(*wait_duration)).await;
     }
     match cli.command {
-        Command::Apply { files } => commands::apply::run(&ctx, &files).await?,
+        Command::Apply { files, .. } => commands::apply::run(&ctx, &files).await?,
         Command::Get(g) => {
             let args = GetArgs {
                 resource: &g.resource,
@@ -336,21 +467,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 field_selector: g.field_selector.as_deref(),
                 output: Format::parse(g.output.as_deref())?,
                 show_labels: g.show_labels,
+                watch: g.watch,
+                output_watch_events: g.output_watch_events,
             };
             commands::get::run(&ctx, args).await?;
         }
-        Command::Patch { resource, patch, patch_type } => {
-            commands::patch::patch(&ctx, &resource, &patch, &patch_type).await?;
+        Command::Patch { resource, patch, patch_type, .. } => {
+            commands::patch::patch(&ctx, &resource, &patch, patch_type).await?;
         }
-        Command::Label { args, overwrite } => commands::patch::set_metadata_map(&ctx, &args, overwrite, false).await?,
-        Command::Annotate { args, overwrite } => {
+        Command::Label { args, overwrite, .. } => {
+            commands::patch::set_metadata_map(&ctx, &args, overwrite, false).await?;
+        }
+        Command::Annotate { args, overwrite, .. } => {
             commands::patch::set_metadata_map(&ctx, &args, overwrite, true).await?;
         }
-        Command::Delete { resource, files, ignore_not_found, grace_period } => {
+        Command::Delete { resource, files, ignore_not_found, grace_period, .. } => {
             let grace_period = (grace_period >= 0).then_some(grace_period);
             commands::delete::run(&ctx, &resource, &files, ignore_not_found, grace_period).await?;
         }
-        Command::Exec { pod, stdin, tty, command } => {
+        Command::Exec { pod, stdin, tty, command, .. } => {
             return commands::exec::run(&ctx, &cli.lab, &pod, stdin, tty, &command).await;
         }
         Command::Config(ConfigCmd::View { helm }) => commands::config::view(ctx.store.as_ref(), helm).await?,
@@ -369,7 +504,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Operator { .. }
         | Command::Dbg { .. }
         | Command::Status { .. }
-        | Command::Observe(_) => {
+        | Command::Observe(_)
+        | Command::Completion { .. }
+        | Command::Man { .. }
+        | Command::Version => {
             unreachable!("handled above")
         }
     }
@@ -393,5 +531,94 @@ fn cmd_to_lab(cmd: &LabCmd) -> commands::lab::LabAction {
             LabAction::Reboot { node: node.clone(), down_for: *down_for, wait: wait.then_some(*wait_duration) }
         }
         LabCmd::Kubelet(_) | LabCmd::Controllers | LabCmd::Whoami(_) => unreachable!("dispatched in run()"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::{Cli, Command};
+
+    /// Every argument of every command, hidden ones included, says in `--help` what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("`{path}`: {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "cilia", &mut missing);
+        assert!(missing.is_empty(), "arguments without help text:\n{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn command_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn namespace(args: &[&str]) -> Option<String> {
+        let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        cli.command.namespace().or(cli.namespace.namespace.as_deref()).map(str::to_string)
+    }
+
+    #[test]
+    fn namespace_goes_before_or_after_the_verbs_that_use_it() {
+        assert_eq!(namespace(&["cilia", "-n", "kube-system", "get", "lease"]).as_deref(), Some("kube-system"));
+        assert_eq!(namespace(&["cilia", "get", "lease", "-n", "kube-system"]).as_deref(), Some("kube-system"));
+        assert_eq!(namespace(&["cilia", "-n", "a", "delete", "pod", "x", "-n", "b"]).as_deref(), Some("b"));
+        assert_eq!(
+            namespace(&["cilia", "exec", "-n", "kube-system", "pod", "--", "true"]).as_deref(),
+            Some("kube-system")
+        );
+        assert_eq!(namespace(&["cilia", "-n", "kube-system", "observe"]).as_deref(), Some("kube-system"));
+        assert_eq!(namespace(&["cilia", "get", "pods"]), None, "no -n: the default namespace, and observe's all");
+    }
+
+    #[test]
+    fn namespace_is_not_offered_where_it_means_nothing() {
+        for args in [
+            &["cilia", "lab", "up", "-n", "x"][..],
+            &["cilia", "version", "-n", "x"],
+            &["cilia", "completion", "bash", "-n", "x"],
+            &["cilia", "status", "-n", "x"],
+            &["cilia", "config", "view", "-n", "x"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} should be refused");
+        }
+        let mut cli = Cli::command();
+        for path in [&["lab", "up"][..], &["version"], &["status"], &["dbg"]] {
+            let mut cmd = &mut cli;
+            for name in path {
+                cmd = cmd.find_subcommand_mut(name).unwrap_or_else(|| panic!("no subcommand {name}"));
+            }
+            let help = cmd.render_long_help().to_string();
+            assert!(!help.contains("--namespace"), "{path:?} offers --namespace:\n{help}");
+        }
+    }
+
+    #[test]
+    fn completion_scripts_know_the_commands_and_flags() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cilia", &mut script);
+            let script = String::from_utf8(script).expect("UTF-8");
+            for word in ["observe", "watch", "all-namespaces", "output-watch-events"] {
+                assert!(script.contains(word), "{shell} completion lacks {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn get_takes_watch() {
+        let cli = Cli::try_parse_from(["cilia", "get", "pods", "-w", "--output-watch-events"]).expect("parses");
+        let Command::Get(get) = cli.command else { panic!("not get") };
+        assert!(get.watch && get.output_watch_events);
     }
 }

@@ -115,10 +115,8 @@ pub fn default_processes(lab: &Lab) -> Vec<ProcessSpec> {
         etcd::spec(lab),
         // The lab's DNS server on the router (see router_dns): needs nothing else.
         crate::router_dns::spec(lab),
-        // The operator and the agents join here, one entry each, once their subcommands exist:
-        // ProcessSpec::cilia(lab, "operator", K8S_CTR, &["operator"])?,
-        // then for every n in nodes(lab.topology()):
-        // ProcessSpec::cilia(lab, &format!("agent-{}", n.name), &n.name, &["agent", "--node", &n.name])?,
+        // The cluster's own processes (operator, agents, DNS, pod runtimes) are subcommands of
+        // the `cilia` binary, which appends them (`cilia lab up`).
     ]
 }
 

@@ -12,6 +12,7 @@ pub struct DnsArgs {
     /// The node whose pods this server answers (on the node's router IP).
     #[arg(long, env = "CILIA_NODE")]
     pub node: String,
+    /// The UDP and TCP port to answer on.
     #[arg(long, default_value_t = agent::dns::DNS_PORT)]
     pub port: u16,
 }

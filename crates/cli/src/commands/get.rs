@@ -1,4 +1,4 @@
-//! `cilia get KIND [NAME...] [-n NS|-A] [-l SEL] [--field-selector F] [-o FORMAT]`.
+//! `cilia get KIND [NAME...] [-n NS|-A] [-l SEL] [--field-selector F] [-o FORMAT] [-w]`.
 
 use anyhow::{Result, bail};
 use api::{FieldSelector, Object, ObjectRef, ResourceKind, Selector, kinds, types::EndpointSlice};
@@ -45,6 +45,10 @@ pub struct GetArgs<'a> {
     pub field_selector: Option<&'a str>,
     pub output: Format,
     pub show_labels: bool,
+    /// After the list, print each change until interrupted (see [`super::watch`]).
+    pub watch: bool,
+    /// With `watch`: say what happened to each object (kubectl's `--output-watch-events`).
+    pub output_watch_events: bool,
 }
 
 pub async fn run(ctx: &Ctx, args: GetArgs<'_>) -> Result<()> {
@@ -63,6 +67,13 @@ pub async fn run(ctx: &Ctx, args: GetArgs<'_>) -> Result<()> {
         }
         _ => None,
     };
+    if args.watch {
+        let query = super::watch::Query { kind, names, selector, fields };
+        return super::watch::run(ctx, query, &args, template.as_ref()).await;
+    }
+    if args.output_watch_events {
+        bail!("--output-watch-events needs --watch");
+    }
 
     let single = names.len() == 1;
     let mut items: Vec<Object> = Vec::new();
@@ -137,31 +148,41 @@ fn print_table(kind: &ResourceKind, items: &[Object], args: &GetArgs<'_>, namesp
         }
         return;
     }
-    let wide = args.output == Format::Wide;
+    let headers = table_headers(kind, args);
     let now = chrono::Utc::now();
-    let mut headers = table::headers(kind, wide);
-    let ns_column = table::with_namespace(kind, args.all_namespaces);
-    if ns_column {
+    let rows: Vec<Vec<String>> = items.iter().map(|o| table_row(kind, o, args, now)).collect();
+    print!("{}", table::render(&headers, &rows));
+}
+
+/// The table's columns for `args`: the kind's, with NAMESPACE first under `-A` and LABELS last
+/// under `--show-labels`.
+pub fn table_headers(kind: &ResourceKind, args: &GetArgs<'_>) -> Vec<&'static str> {
+    let mut headers = table::headers(kind, args.output == Format::Wide);
+    if table::with_namespace(kind, args.all_namespaces) {
         headers.insert(0, "NAMESPACE");
     }
     if args.show_labels {
         headers.push("LABELS");
     }
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|o| {
-            let mut row = table::row(kind, o, wide, now);
-            if ns_column {
-                row.insert(0, o.namespace().unwrap_or_default().to_string());
-            }
-            if args.show_labels {
-                let labels: Vec<String> = o.metadata.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                row.push(if labels.is_empty() { "<none>".into() } else { labels.join(",") });
-            }
-            row
-        })
-        .collect();
-    print!("{}", table::render(&headers, &rows));
+    headers
+}
+
+/// One row under [`table_headers`].
+pub fn table_row(
+    kind: &ResourceKind,
+    o: &Object,
+    args: &GetArgs<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    let mut row = table::row(kind, o, args.output == Format::Wide, now);
+    if table::with_namespace(kind, args.all_namespaces) {
+        row.insert(0, o.namespace().unwrap_or_default().to_string());
+    }
+    if args.show_labels {
+        let labels: Vec<String> = o.metadata.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        row.push(if labels.is_empty() { "<none>".into() } else { labels.join(",") });
+    }
+    row
 }
 
 /// The label that ties an EndpointSlice to its Service.

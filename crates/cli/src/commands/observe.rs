@@ -37,6 +37,10 @@ pub enum Output {
 
 #[derive(Args, Debug)]
 pub struct ObserveArgs {
+    /// Flows from or to pods in this namespace; all namespaces when not given (also taken
+    /// before the verb: `cilia -n kube-system observe`).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
     /// Keep printing new flows as they come.
     #[arg(short = 'f', long)]
     pub follow: bool,
@@ -132,19 +136,13 @@ fn tls_files(lab_name: &str, args: &ObserveArgs) -> Result<telemetry::tls::TlsFi
     Ok(files)
 }
 
-/// Whether `-n/--namespace` was given on the command line (it is a global flag with a default,
-/// and only an explicit one filters flows, as Hubble's).
-fn namespace_given() -> bool {
-    use clap::{CommandFactory as _, parser::ValueSource};
-    let Ok(matches) = crate::Cli::command().try_get_matches() else { return false };
-    let explicit = |m: &clap::ArgMatches| m.value_source("namespace") == Some(ValueSource::CommandLine);
-    explicit(&matches) || matches.subcommand_matches("observe").is_some_and(explicit)
-}
-
-pub async fn run(lab_name: &str, namespace: &str, args: &ObserveArgs) -> Result<ExitCode> {
+/// `namespace` is the `-n` given before the verb; one after it wins. Only a given namespace
+/// filters flows, as Hubble's.
+pub async fn run(lab_name: &str, namespace: Option<&str>, args: &ObserveArgs) -> Result<ExitCode> {
+    let namespace = args.namespace.as_deref().or(namespace);
     let flags = FilterFlags {
         pods: args.pod.clone(),
-        namespaces: if namespace_given() { vec![namespace.to_string()] } else { Vec::new() },
+        namespaces: namespace.map(str::to_string).into_iter().collect(),
         labels: args.label.clone(),
         protocols: args.protocol.clone(),
         ports: args.port.clone(),

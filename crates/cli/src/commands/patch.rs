@@ -1,5 +1,6 @@
-//! `cilia patch` (JSON merge patch), `cilia label` and `cilia annotate`. Each is a read-modify-write
-//! with the object's resourceVersion, retried on conflict, so concurrent writers never lose updates.
+//! `cilia patch` (JSON merge patch or JSON patch), `cilia label` and `cilia annotate`. Each is a
+//! read-modify-write with the object's resourceVersion, retried on conflict, so concurrent writers
+//! never lose updates.
 
 use std::collections::BTreeMap;
 
@@ -9,20 +10,79 @@ use serde_json::Value;
 
 use crate::{context::Ctx, merge};
 
-pub async fn patch(ctx: &Ctx, resource: &[String], patch: &str, patch_type: &str) -> Result<()> {
-    if patch_type != "merge" && patch_type != "strategic" {
-        bail!("--type {patch_type:?} is not supported; use merge");
+/// How `patch -p` is read (`--type`), as kubectl names the kinds of patch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchType {
+    /// A JSON merge patch (RFC 7386): objects merge, `null` removes, anything else replaces.
+    Merge,
+    /// A JSON patch (RFC 6902): a list of operations (add, remove, replace, move, copy, test).
+    Json,
+}
+
+impl PatchType {
+    /// `--type`'s parser. It knows kubectl's `strategic` in order to refuse it: a strategic merge
+    /// patch merges lists by keys that Kubernetes declares per field of each kind, and without
+    /// those schemas it would replace lists that kubectl merges.
+    pub fn value_parser() -> impl clap::builder::TypedValueParser<Value = PatchType> {
+        use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+        let values =
+            [PossibleValue::new("merge"), PossibleValue::new("json"), PossibleValue::new("strategic").hide(true)];
+        PossibleValuesParser::new(values).try_map(|s| match s.as_str() {
+            "merge" => Ok(PatchType::Merge),
+            "json" => Ok(PatchType::Json),
+            _ => Err(STRATEGIC_REFUSED),
+        })
     }
-    let patch: Value = serde_json::from_str(patch)
-        .or_else(|_| serde_saphyr::from_str(patch))
-        .with_context(|| format!("unable to parse {patch:?} as a JSON or YAML patch"))?;
-    if !patch.is_object() {
-        bail!("the patch must be a JSON object, got {patch}");
+}
+
+const STRATEGIC_REFUSED: &str =
+    "cilia has no strategic-merge schemas for its kinds; use --type merge (RFC 7386) or --type json (RFC 6902)";
+
+/// A parsed `-p`.
+#[derive(Debug)]
+enum Document {
+    Merge(Value),
+    Json(json_patch::Patch),
+}
+
+impl Document {
+    /// `-p` as JSON, or as YAML, which is easier to type.
+    fn parse(patch: &str, patch_type: PatchType) -> Result<Document> {
+        let value: Value = serde_json::from_str(patch)
+            .or_else(|_| serde_saphyr::from_str(patch))
+            .with_context(|| format!("unable to parse {patch:?} as a JSON or YAML patch"))?;
+        match patch_type {
+            PatchType::Json => {
+                if !value.is_array() {
+                    bail!("a JSON patch must be a list of operations, got {value}");
+                }
+                Ok(Document::Json(serde_json::from_value(value).context("invalid JSON patch")?))
+            }
+            PatchType::Merge => {
+                if !value.is_object() {
+                    bail!("the patch must be a JSON object, got {value}");
+                }
+                Ok(Document::Merge(value))
+            }
+        }
     }
+
+    fn apply(&self, value: &mut Value) -> Result<()> {
+        match self {
+            Document::Merge(patch) => merge::merge_patch(value, patch),
+            // All operations or none: json_patch undoes the applied ones when one fails.
+            Document::Json(ops) => json_patch::patch(value, ops).context("the JSON patch does not apply")?,
+        }
+        Ok(())
+    }
+}
+
+pub async fn patch(ctx: &Ctx, resource: &[String], patch: &str, patch_type: PatchType) -> Result<()> {
+    let patch = Document::parse(patch, patch_type)?;
     let target = single_target(ctx, resource)?;
     let changed = modify(ctx, &target, |obj| {
         let mut value = obj.to_value();
-        merge::merge_patch(&mut value, &patch);
+        patch.apply(&mut value)?;
         let mut patched = Object::from_value(value).context("patched object is not an object")?;
         // A patch must not change identity or system-owned metadata.
         patched.metadata.name = obj.metadata.name.clone();
@@ -137,5 +197,68 @@ async fn modify(
         }
         Err(store::Error::Invalid(msg)) => bail!("{msg}"),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patched(patch: &str, patch_type: PatchType) -> Result<Value> {
+        let mut svc = json!({"metadata": {"name": "webpod", "labels": {"app": "webpod"}},
+            "spec": {"type": "ClusterIP", "ports": [{"port": 80}, {"port": 443}]}});
+        Document::parse(patch, patch_type)?.apply(&mut svc)?;
+        Ok(svc)
+    }
+
+    #[test]
+    fn json_patch_operations_apply_in_order() {
+        let svc = patched(
+            r#"[{"op": "replace", "path": "/spec/type", "value": "LoadBalancer"},
+                {"op": "remove", "path": "/spec/ports/0"},
+                {"op": "add", "path": "/metadata/labels/tier", "value": "web"}]"#,
+            PatchType::Json,
+        )
+        .expect("the patch applies");
+        assert_eq!(svc["spec"]["type"], "LoadBalancer");
+        assert_eq!(svc["spec"]["ports"], json!([{"port": 443}]));
+        assert_eq!(svc["metadata"]["labels"], json!({"app": "webpod", "tier": "web"}));
+    }
+
+    #[test]
+    fn a_failing_json_patch_operation_says_which() {
+        let err = patched(
+            r#"[{"op": "test", "path": "/spec/type", "value": "NodePort"},
+                {"op": "replace", "path": "/spec/type", "value": "LoadBalancer"}]"#,
+            PatchType::Json,
+        )
+        .expect_err("the test operation fails");
+        assert!(format!("{err:#}").contains("operation '/0' failed at path '/spec/type'"), "{err:#}");
+        let err = Document::parse(r#"{"spec": {}}"#, PatchType::Json).expect_err("an object is no JSON patch");
+        assert!(err.to_string().contains("list of operations"), "{err}");
+        let err = Document::parse(r#"[{"op": "frob", "path": "/a"}]"#, PatchType::Json).expect_err("unknown op");
+        assert!(format!("{err:#}").contains("invalid JSON patch"), "{err:#}");
+    }
+
+    #[test]
+    fn merge_patch_is_the_default_kind() {
+        let svc = patched(r#"{"spec": {"type": "LoadBalancer"}}"#, PatchType::Merge).expect("the patch applies");
+        assert_eq!(svc["spec"]["type"], "LoadBalancer");
+        assert_eq!(svc["spec"]["ports"], json!([{"port": 80}, {"port": 443}]));
+    }
+
+    #[test]
+    fn strategic_merge_is_refused_not_treated_as_merge() {
+        let cmd = clap::Command::new("patch")
+            .arg(clap::Arg::new("type").long("type").value_parser(PatchType::value_parser()));
+        let parse = |t: &str| cmd.clone().try_get_matches_from(["patch", "--type", t]);
+        let err = parse("strategic").expect_err("refused").to_string();
+        assert!(err.contains("no strategic-merge schemas") && err.contains("--type merge"), "{err}");
+        for (name, want) in [("merge", PatchType::Merge), ("json", PatchType::Json)] {
+            let matches = parse(name).expect("accepted");
+            assert_eq!(matches.get_one::<PatchType>("type"), Some(&want));
+        }
+        assert!(parse("frob").is_err());
     }
 }

@@ -11,6 +11,7 @@ pub struct WhoamiArgs {
     /// The pod's name, answered as `Hostname:`.
     #[arg(long)]
     pub name: String,
+    /// The TCP port to serve HTTP on.
     #[arg(long, default_value_t = 80)]
     pub port: u16,
 }

@@ -199,6 +199,13 @@ fn pool_row(obj: &Object, name: String, age: String) -> Vec<String> {
 /// Pads columns like kubectl's tabwriter: each column as wide as its widest cell, three spaces apart,
 /// no trailing spaces.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths = widths(headers, rows);
+    let header_row: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    std::iter::once(&header_row).chain(rows).map(|row| render_row(row, &widths)).collect()
+}
+
+/// The width of each column: its widest cell, header included.
+pub fn widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -207,21 +214,24 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
             }
         }
     }
-    let mut out = String::new();
-    let header_row: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header_row).chain(rows) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if i + 1 < row.len() {
-                let pad = widths[i] - cell.chars().count() + 3;
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
+    widths
+}
+
+/// One line: each cell padded to its column's width, then three spaces. A cell wider than its
+/// column (a row printed after the table, by `get -w`) pushes the rest of its line right.
+pub fn render_row(row: &[String], widths: &[usize]) -> String {
+    let mut line = String::new();
+    for (i, cell) in row.iter().enumerate() {
+        line.push_str(cell);
+        if i + 1 < row.len() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            let pad = width.saturating_sub(cell.chars().count()) + 3;
+            line.extend(std::iter::repeat_n(' ', pad));
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
     }
-    out
+    let mut line = line.trim_end().to_string();
+    line.push('\n');
+    line
 }
 
 /// `-A` prepends a NAMESPACE column for namespaced kinds.
