@@ -1,6 +1,6 @@
 //! Rust mirror of the flow-event part of `bpf/include/abi.h` (`bpf/lib/events.h`): map names,
-//! codes, and the counter and configuration values. The event record itself is decoded from
-//! bytes by [`crate::events`].
+//! codes, and the counter and configuration values. The event record is decoded from bytes by
+//! [`crate::events`] at the offsets of [`FlowEventRecord`].
 
 use std::mem::size_of;
 
@@ -43,8 +43,38 @@ pub const EVENTS_OFF: u32 = 0;
 pub const EVENTS_MEDIUM: u32 = 1;
 pub const EVENTS_ALL: u32 = 2;
 
+/// `struct flow_event`, one record of the ring buffer: addresses and ports in network order,
+/// the rest in host order. Only its layout is used (records are decoded field by field from the
+/// ring buffer's bytes), so it has no `Pod` impl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEventRecord {
+    /// CLOCK_MONOTONIC (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    /// `EVENT_*`.
+    pub r#type: u8,
+    pub obs_point: u8,
+    pub drop_reason: u8,
+    /// `EV_F_*`.
+    pub flags: u8,
+    pub ifindex: u32,
+    pub pkt_len: u32,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub svc_addr: [u8; 4],
+    pub svc_port: u16,
+    pub pad: u16,
+    pub out_ifindex: u32,
+}
+
 /// Size of `struct flow_event`.
-pub const FLOW_EVENT_SIZE: usize = 48;
+pub const FLOW_EVENT_SIZE: usize = size_of::<FlowEventRecord>();
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,11 +91,8 @@ pub struct PktCount {
     pub bytes: u64,
 }
 
-const _: () = assert!(size_of::<EventsConfig>() == 8);
-const _: () = assert!(size_of::<PktCount>() == 16);
-
-// SAFETY: both are `#[repr(C)]` and made only of integers of one width (sizes asserted above), so
-// they have no padding and every bit pattern is valid.
+// SAFETY: both are `#[repr(C)]` and made only of integers of one width, so they have no padding
+// and every bit pattern is valid.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for EventsConfig {}
 // SAFETY: as above.
