@@ -70,14 +70,26 @@ pub const LB_MAGLEV_LUT_SIZE: usize = 16381;
 pub const LB_SCOPE_ALL: u8 = 0;
 pub const LB_SCOPE_LOCAL: u8 = 1;
 
-pub const SVC_F_EXTERNAL_IP: u8 = 0x01;
-pub const SVC_F_NODEPORT: u8 = 0x02;
-pub const SVC_F_ETP_LOCAL: u8 = 0x04;
-pub const SVC_F_ITP_LOCAL: u8 = 0x08;
-pub const SVC_F_AFFINITY: u8 = 0x10;
-pub const SVC_F_LOADBALANCER: u8 = 0x20;
-pub const SVC_F_ROUTABLE: u8 = 0x40;
-pub const SVC_F_ICMP_ECHO: u8 = 0x80;
+bitflags::bitflags! {
+    /// `lb4_service.flags` (`SVC_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct SvcFlags: u8 {
+        const EXTERNAL_IP = 0x01;
+        const NODEPORT = 0x02;
+        /// externalTrafficPolicy: Local; north-south uses the LOCAL scope.
+        const ETP_LOCAL = 0x04;
+        /// internalTrafficPolicy: Local; in-cluster uses the LOCAL scope.
+        const ITP_LOCAL = 0x08;
+        /// sessionAffinity: ClientIP; the frontend row's `backend_id` holds the timeout.
+        const AFFINITY = 0x10;
+        const LOADBALANCER = 0x20;
+        /// Reachable from outside the cluster (all but ClusterIP).
+        const ROUTABLE = 0x40;
+        /// The ICMP row of a VIP: answer echo requests.
+        const ICMP_ECHO = 0x80;
+    }
+}
 
 pub const LB_ALG_RANDOM: u8 = 1;
 pub const LB_ALG_MAGLEV: u8 = 2;
@@ -92,23 +104,60 @@ pub const CT_EGRESS: u8 = 2;
 pub const NAT_EGRESS: u8 = 3;
 pub const NAT_INGRESS: u8 = 4;
 
-pub const NAT_F_SEEN_REPLY: u16 = 0x1;
-pub const NAT_F_FIN_FWD: u16 = 0x2;
-pub const NAT_F_FIN_REV: u16 = 0x4;
-pub const NAT_F_RST: u16 = 0x8;
+bitflags::bitflags! {
+    /// `nat_entry.flags` (`NAT_F_*`), kept on the NAT_INGRESS entry (the one that owns the port).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct NatFlags: u16 {
+        /// The backend answered.
+        const SEEN_REPLY = 0x1;
+        /// The client sent FIN.
+        const FIN_FWD = 0x2;
+        /// The backend sent FIN.
+        const FIN_REV = 0x4;
+        /// Either side reset the connection.
+        const RST = 0x8;
+    }
+}
 
-pub const CT_F_NODEPORT: u8 = 0x01;
-pub const CT_F_SNAT: u8 = 0x02;
-pub const CT_F_CLOSING: u8 = 0x04;
-pub const CT_F_SEEN_REPLY: u8 = 0x08;
+bitflags::bitflags! {
+    /// `ct_entry.flags` (`CT_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct CtFlags: u8 {
+        /// Created by a north-south hook.
+        const NODEPORT = 0x01;
+        /// The flow is also source-NATed to a node address.
+        const SNAT = 0x02;
+        /// Saw FIN or RST.
+        const CLOSING = 0x04;
+        const SEEN_REPLY = 0x08;
+    }
+}
+
 /// Every this many forward packets an established flow also refreshes its reply entry
 /// (`CT_REPLY_SYNC_PACKETS`, bpf/lib/conntrack.h `ct_reply_sync_due`).
 pub const CT_REPLY_SYNC_PACKETS: u64 = 64;
 
-pub const CFG_F_SOCKET_LB: u32 = 0x01;
+bitflags::bitflags! {
+    /// `dp_config.flags` (`CFG_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct ConfigFlags: u32 {
+        /// The cgroup hooks translate.
+        const SOCKET_LB = 0x01;
+    }
+}
 
-/// `netdev_info.flags`: the device is a pod's host-side veth (see bpf/lib/devices.h).
-pub const NETDEV_F_POD: u32 = 0x01;
+bitflags::bitflags! {
+    /// `netdev_info.flags` (`NETDEV_F_*`, see bpf/lib/devices.h).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct NetdevFlags: u32 {
+        /// A pod's host-side veth: deliver to its peer with bpf_redirect_peer.
+        const POD = 0x01;
+    }
+}
 
 /// Source address of hairpin flows (a pod reaching itself through a service); abi.h has it as
 /// `LB_HAIRPIN_ADDR_BE`, the address's bytes read as a little-endian u32.
@@ -138,7 +187,7 @@ pub struct Lb4Service {
     pub backend_id: u32,
     pub count: u16,
     pub rev_nat_index: u16,
-    pub flags: u8,
+    pub flags: SvcFlags,
     pub algorithm: u8,
     pub pad: [u8; 2],
 }
@@ -213,7 +262,7 @@ pub struct CtEntry {
     pub bytes: u64,
     pub backend_id: u32,
     pub rev_nat_index: u16,
-    pub flags: u8,
+    pub flags: CtFlags,
     pub tcp_flags: u8,
 }
 
@@ -223,7 +272,7 @@ pub struct NatEntry {
     pub last_seen_ns: u64,
     pub to_addr: [u8; 4],
     pub to_port: u16,
-    pub flags: u16,
+    pub flags: NatFlags,
 }
 
 #[repr(C)]
@@ -249,14 +298,14 @@ pub struct NetdevInfo {
     /// A node device: the source of north-south flows leaving through it. A pod veth: the pod's
     /// address, the only source its packets may have.
     pub addr: [u8; 4],
-    pub flags: u32,
+    pub flags: NetdevFlags,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DpConfig {
     pub netns_cookie: u64,
-    pub flags: u32,
+    pub flags: ConfigFlags,
     pub pad: u32,
 }
 
@@ -302,10 +351,10 @@ pub struct L2Liveness {
 macro_rules! impl_pod {
     ($($t:ty),+ $(,)?) => {
         $(
-            // SAFETY: `$t` is `#[repr(C)]`, made only of integers and integer arrays, with field
-            // sizes that add up to its size (checked by `abi_layout_tests`), so it has no padding
-            // bytes and every bit pattern is a valid value: aya may copy it to and from the
-            // kernel as bytes.
+            // SAFETY: `$t` is `#[repr(C)]`, made only of integers, integer arrays and flag sets
+            // (transparent integers that keep unknown bits), with field sizes that add up to its
+            // size (checked by `abi_layout_tests`), so it has no padding bytes and every bit
+            // pattern is a valid value: aya may copy it to and from the kernel as bytes.
             #[allow(unsafe_code)]
             unsafe impl aya::Pod for $t {}
         )+

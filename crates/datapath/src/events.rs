@@ -9,10 +9,7 @@ use std::fmt;
 use std::mem::offset_of;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::events_abi::{
-    EV_F_DNAT, EV_F_ENCAP, EV_F_NOT_REPLY, EV_F_REPLY, EV_F_REV_NAT, EV_F_TRUNCATED, EVENT_DROP, EVENT_TRACE,
-    FLOW_EVENT_SIZE, FlowEventRecord,
-};
+use crate::events_abi::{EVENT_DROP, EVENT_TRACE, EventFlags, FLOW_EVENT_SIZE, FlowEventRecord};
 
 /// Offset of a field of `struct flow_event` in the record.
 macro_rules! at {
@@ -211,8 +208,7 @@ pub struct FlowEvent {
     pub obs_point: ObservationPoint,
     /// Drops: why (0 on traces).
     pub drop_reason: u8,
-    /// `EV_F_*`.
-    pub flags: u8,
+    pub flags: EventFlags,
     /// The device the program ran on.
     pub ifindex: u32,
     pub pkt_len: u32,
@@ -268,7 +264,7 @@ impl FlowEvent {
             kind,
             obs_point: ObservationPoint::from_code(b[at!(obs_point)]),
             drop_reason: b[at!(drop_reason)],
-            flags: b[at!(flags)],
+            flags: EventFlags::from_bits_retain(b[at!(flags)]),
             ifindex: u32_at(at!(ifindex)),
             pkt_len: u32_at(at!(pkt_len)),
             saddr: ip_at(at!(saddr)),
@@ -293,7 +289,7 @@ impl FlowEvent {
         put(at!(r#type), &[self.kind.code()]);
         put(at!(obs_point), &[self.obs_point.code()]);
         put(at!(drop_reason), &[self.drop_reason]);
-        put(at!(flags), &[self.flags]);
+        put(at!(flags), &[self.flags.bits()]);
         put(at!(ifindex), &self.ifindex.to_ne_bytes());
         put(at!(pkt_len), &self.pkt_len.to_ne_bytes());
         put(at!(saddr), &self.saddr.octets());
@@ -323,9 +319,9 @@ impl FlowEvent {
     /// Whether the packet is a reply, when the datapath could tell (reverse-NATed, SYN+ACK, echo
     /// reply) or an original (DNATed, SYN, echo request); `None` otherwise.
     pub fn is_reply(&self) -> Option<bool> {
-        if self.flags & EV_F_REPLY != 0 {
+        if self.flags.contains(EventFlags::REPLY) {
             Some(true)
-        } else if self.flags & EV_F_NOT_REPLY != 0 {
+        } else if self.flags.contains(EventFlags::NOT_REPLY) {
             Some(false)
         } else {
             None
@@ -335,9 +331,9 @@ impl FlowEvent {
     /// The LB's translation of this packet, if any.
     pub fn translation(&self) -> Option<Translation> {
         let frontend = SocketAddrV4::new(self.svc_addr, self.svc_port);
-        if self.flags & EV_F_DNAT != 0 {
+        if self.flags.contains(EventFlags::DNAT) {
             Some(Translation::Dnat(frontend))
-        } else if self.flags & EV_F_REV_NAT != 0 {
+        } else if self.flags.contains(EventFlags::REV_NAT) {
             Some(Translation::RevNat(frontend))
         } else {
             None
@@ -346,12 +342,12 @@ impl FlowEvent {
 
     /// Encapsulated towards another node by the program that wrote the event.
     pub fn encapsulated(&self) -> bool {
-        self.flags & EV_F_ENCAP != 0
+        self.flags.contains(EventFlags::ENCAP)
     }
 
     /// The headers could not be read (a malformed packet): the tuple is partial.
     pub fn truncated(&self) -> bool {
-        self.flags & EV_F_TRUNCATED != 0
+        self.flags.contains(EventFlags::TRUNCATED)
     }
 }
 

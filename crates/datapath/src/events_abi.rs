@@ -30,13 +30,27 @@ pub const OBS_POINTS_MAX: u32 = 16;
 pub const EVENT_DROP: u8 = 1;
 pub const EVENT_TRACE: u8 = 4;
 
-pub const EV_F_REPLY: u8 = 0x01;
-pub const EV_F_NOT_REPLY: u8 = 0x02;
-pub const EV_F_DNAT: u8 = 0x04;
-pub const EV_F_REV_NAT: u8 = 0x08;
-pub const EV_F_TRUNCATED: u8 = 0x10;
-pub const EV_F_ENCAP: u8 = 0x20;
-pub const EV_F_TO_POD: u8 = 0x40;
+bitflags::bitflags! {
+    /// `flow_event.flags` (`EV_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct EventFlags: u8 {
+        /// A reply: reverse-NATed, or SYN+ACK.
+        const REPLY = 0x01;
+        /// An original direction packet: DNATed, or a SYN without ACK.
+        const NOT_REPLY = 0x02;
+        /// `svc_addr`/`svc_port`: the frontend the packet was sent to.
+        const DNAT = 0x04;
+        /// `svc_addr`/`svc_port`: the frontend the reply now comes from.
+        const REV_NAT = 0x08;
+        /// Headers could not be read: the tuple is partial.
+        const TRUNCATED = 0x10;
+        /// Encapsulated towards another node here.
+        const ENCAP = 0x20;
+        /// Redirected to a pod's veth.
+        const TO_POD = 0x40;
+    }
+}
 
 /// `events_config.level`.
 pub const EVENTS_OFF: u32 = 0;
@@ -55,8 +69,7 @@ pub struct FlowEventRecord {
     pub r#type: u8,
     pub obs_point: u8,
     pub drop_reason: u8,
-    /// `EV_F_*`.
-    pub flags: u8,
+    pub flags: EventFlags,
     pub ifindex: u32,
     pub pkt_len: u32,
     pub saddr: [u8; 4],

@@ -8,10 +8,17 @@ pub const TUNNEL_MAPS: [&str; 2] = [MAP_TUNNEL, MAP_OVERLAY_CONFIG];
 
 pub const TUNNEL_MAP_SIZE: u32 = 16384;
 
-/// `tunnel_info.flags`: a remote prefix, encapsulated towards `endpoint`.
-pub const TUNNEL_F_ENCAP: u32 = 0x1;
-/// `tunnel_info.flags`: a prefix of this node; `identity` is its packets' VNI.
-pub const TUNNEL_F_LOCAL: u32 = 0x2;
+bitflags::bitflags! {
+    /// `tunnel_info.flags` (`TUNNEL_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct TunnelFlags: u32 {
+        /// A remote prefix, encapsulated towards `endpoint`.
+        const ENCAP = 0x1;
+        /// A prefix of this node; `identity` is its packets' VNI.
+        const LOCAL = 0x2;
+    }
+}
 
 /// Cilium's reserved identity of the node itself.
 pub const IDENTITY_HOST: u32 = 1;
@@ -28,7 +35,7 @@ pub struct TunnelInfo {
     /// Network byte order.
     pub endpoint: u32,
     pub identity: u32,
-    pub flags: u32,
+    pub flags: TunnelFlags,
 }
 
 #[repr(C)]
@@ -38,8 +45,9 @@ pub struct OverlayConfig {
     pub host_identity: u32,
 }
 
-// SAFETY: both are `#[repr(C)]` and made only of u32 fields, so they have no padding and every
-// bit pattern is valid: aya may copy them to and from the kernel as bytes.
+// SAFETY: both are `#[repr(C)]` and made only of u32 fields (the flags a transparent u32 that
+// keeps unknown bits), so they have no padding and every bit pattern is valid: aya may copy them
+// to and from the kernel as bytes.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for TunnelInfo {}
 // SAFETY: as above.
