@@ -21,6 +21,8 @@
 
 pub mod abi;
 #[cfg(test)]
+mod abi_consts_tests;
+#[cfg(test)]
 mod abi_layout_tests;
 #[cfg(test)]
 mod abi_maps_tests;
