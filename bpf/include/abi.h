@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The C/Rust ABI of the cilia datapath: every map key and value, every flag and constant that
- * userspace reads or writes. This file is the single source of truth; crates/datapath/src/abi.rs
- * mirrors each struct with #[repr(C)] and asserts the same sizes and offsets.
+ * userspace reads or writes. crates/datapath/src/abi.rs mirrors each struct with #[repr(C)] and
+ * each constant; its tests compare the structs with the BTF of the compiled objects (every struct
+ * here must also be declared in bpf/alignchecker.c) and the constants with this file.
  *
  * Byte order: addresses and ports are stored in network byte order (as they appear in packets),
  * everything else in host order.

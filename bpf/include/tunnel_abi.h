@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The C/Rust ABI of the overlay (tunnel mode): the tunnel map and the overlay settings. Mirrored
- * in crates/datapath/src/tunnel_abi.rs with the same sizes.
+ * in crates/datapath/src/tunnel_abi.rs, whose tests compare it with the BTF of the objects and
+ * with this file, as for abi.h.
  *
  * Byte order: addresses in network byte order, everything else in host order.
  */

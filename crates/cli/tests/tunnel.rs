@@ -213,7 +213,7 @@ fn overlay_left(lab: &TestLab, node: &str) -> Vec<String> {
         host(lab, node, &["ip", "route"]).lines().filter(|l| l.contains("mtu 1450")).map(|l| format!("{node}: {l}")),
     );
     let dir = pin_dir(lab, node);
-    for pin in ["cilia_tunnel_map", "cilia_overlay_config", "links/overlay_egress_cilium_host"] {
+    for pin in datapath::tunnel_abi::TUNNEL_MAPS.into_iter().chain(["links/overlay_egress_cilium_host"]) {
         if dir.join(pin).exists() {
             left.push(format!("{node}: pin {pin}"));
         }

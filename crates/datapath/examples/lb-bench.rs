@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aya::programs::{TestRun, TestRunOptions};
-use datapath::abi::NetdevInfo;
+use datapath::abi::{NetdevFlags, NetdevInfo};
 use datapath::objects::{PROG_FROM_CONTAINER, PROG_FROM_NETDEV};
 use datapath::{Backend, Datapath, DatapathConfig, LbDatapath, Protocol, ServiceEntry, ServiceKind};
 use etherparse::PacketBuilder;
@@ -84,7 +84,7 @@ fn bench(services: u32) -> Result<()> {
         .context("mount bpffs (run as root)")?;
     let fs = Bpffs(dir);
     let mut dp = Datapath::open_with(fs.0.join("node"), &DatapathConfig::default())?;
-    dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: NODE.octets(), flags: 0 }, 0)?;
+    dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: NODE.octets(), flags: NetdevFlags::empty() }, 0)?;
 
     let mut entries: Vec<ServiceEntry> = (1..services)
         .map(|i| {

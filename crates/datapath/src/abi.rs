@@ -1,11 +1,11 @@
 //! Rust mirrors of `bpf/include/abi.h`, the C/Rust ABI of the datapath's maps.
 //!
-//! Every struct here is `#[repr(C)]` with the field order, types and size of its C twin; the
-//! `const` asserts below fail the build when the two drift apart (the C side has matching
-//! `_Static_assert`s). Addresses and ports are kept in network byte order, exactly as the BPF
+//! Every struct here is `#[repr(C)]` with the field order, types and size of its C twin. The
+//! tests compare them with the layouts the compiler recorded in the BTF of the BPF objects
+//! (`abi_layout_tests.rs`, `abi_maps_tests.rs`) and the constants with the C headers
+//! (`abi_consts_tests.rs`). Addresses and ports are kept in network byte order, exactly as the BPF
 //! programs read them from packets; the accessors convert.
 
-use std::mem::{offset_of, size_of};
 use std::net::Ipv4Addr;
 
 // ---- map names (pinned by these names in the node's bpffs directory) ----
@@ -50,7 +50,18 @@ pub const ALL_MAPS: [&str; 14] = [
     MAP_L2_LIVENESS,
 ];
 
-/// `L2_RESPONDER_MAP_SIZE`: default size of each responder map ((address, device) pairs).
+// ---- default map sizes (max entries; [`crate::DatapathConfig`] may override them) ----
+pub const LB_SERVICES_MAP_SIZE: u32 = 65536;
+pub const LB_BACKENDS_MAP_SIZE: u32 = 65536;
+pub const LB_REVNAT_MAP_SIZE: u32 = 65536;
+pub const LB_MAGLEV_MAP_SIZE: u32 = 1024;
+pub const LB_AFFINITY_MAP_SIZE: u32 = 65536;
+pub const CT_MAP_SIZE: u32 = 262_144;
+pub const SNAT_MAP_SIZE: u32 = 131_072;
+pub const SOCK_REV_MAP_SIZE: u32 = 65536;
+/// A /24 of pods and the node's devices; the agent sizes the map from its pod CIDR.
+pub const NETDEV_MAP_SIZE: u32 = 320;
+/// Each responder map: (address, device) pairs per family.
 pub const L2_RESPONDER_MAP_SIZE: u32 = 65536;
 
 // ---- constants ----
@@ -59,14 +70,26 @@ pub const LB_MAGLEV_LUT_SIZE: usize = 16381;
 pub const LB_SCOPE_ALL: u8 = 0;
 pub const LB_SCOPE_LOCAL: u8 = 1;
 
-pub const SVC_F_EXTERNAL_IP: u8 = 0x01;
-pub const SVC_F_NODEPORT: u8 = 0x02;
-pub const SVC_F_ETP_LOCAL: u8 = 0x04;
-pub const SVC_F_ITP_LOCAL: u8 = 0x08;
-pub const SVC_F_AFFINITY: u8 = 0x10;
-pub const SVC_F_LOADBALANCER: u8 = 0x20;
-pub const SVC_F_ROUTABLE: u8 = 0x40;
-pub const SVC_F_ICMP_ECHO: u8 = 0x80;
+bitflags::bitflags! {
+    /// `lb4_service.flags` (`SVC_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct SvcFlags: u8 {
+        const EXTERNAL_IP = 0x01;
+        const NODEPORT = 0x02;
+        /// externalTrafficPolicy: Local; north-south uses the LOCAL scope.
+        const ETP_LOCAL = 0x04;
+        /// internalTrafficPolicy: Local; in-cluster uses the LOCAL scope.
+        const ITP_LOCAL = 0x08;
+        /// sessionAffinity: ClientIP; the frontend row's `backend_id` holds the timeout.
+        const AFFINITY = 0x10;
+        const LOADBALANCER = 0x20;
+        /// Reachable from outside the cluster (all but ClusterIP).
+        const ROUTABLE = 0x40;
+        /// The ICMP row of a VIP: answer echo requests.
+        const ICMP_ECHO = 0x80;
+    }
+}
 
 pub const LB_ALG_RANDOM: u8 = 1;
 pub const LB_ALG_MAGLEV: u8 = 2;
@@ -81,30 +104,64 @@ pub const CT_EGRESS: u8 = 2;
 pub const NAT_EGRESS: u8 = 3;
 pub const NAT_INGRESS: u8 = 4;
 
-pub const NAT_F_SEEN_REPLY: u16 = 0x1;
-pub const NAT_F_FIN_FWD: u16 = 0x2;
-pub const NAT_F_FIN_REV: u16 = 0x4;
-pub const NAT_F_RST: u16 = 0x8;
+bitflags::bitflags! {
+    /// `nat_entry.flags` (`NAT_F_*`), kept on the NAT_INGRESS entry (the one that owns the port).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct NatFlags: u16 {
+        /// The backend answered.
+        const SEEN_REPLY = 0x1;
+        /// The client sent FIN.
+        const FIN_FWD = 0x2;
+        /// The backend sent FIN.
+        const FIN_REV = 0x4;
+        /// Either side reset the connection.
+        const RST = 0x8;
+    }
+}
 
-pub const CT_F_NODEPORT: u8 = 0x01;
-pub const CT_F_SNAT: u8 = 0x02;
-pub const CT_F_CLOSING: u8 = 0x04;
-pub const CT_F_SEEN_REPLY: u8 = 0x08;
+bitflags::bitflags! {
+    /// `ct_entry.flags` (`CT_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct CtFlags: u8 {
+        /// Created by a north-south hook.
+        const NODEPORT = 0x01;
+        /// The flow is also source-NATed to a node address.
+        const SNAT = 0x02;
+        /// Saw FIN or RST.
+        const CLOSING = 0x04;
+        const SEEN_REPLY = 0x08;
+    }
+}
+
 /// Every this many forward packets an established flow also refreshes its reply entry
 /// (`CT_REPLY_SYNC_PACKETS`, bpf/lib/conntrack.h `ct_reply_sync_due`).
 pub const CT_REPLY_SYNC_PACKETS: u64 = 64;
 
-pub const CFG_F_SOCKET_LB: u32 = 0x01;
+bitflags::bitflags! {
+    /// `dp_config.flags` (`CFG_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct ConfigFlags: u32 {
+        /// The cgroup hooks translate.
+        const SOCKET_LB = 0x01;
+    }
+}
 
-/// `netdev_info.flags`: the device is a pod's host-side veth (see bpf/lib/devices.h).
-pub const NETDEV_F_POD: u32 = 0x01;
+bitflags::bitflags! {
+    /// `netdev_info.flags` (`NETDEV_F_*`, see bpf/lib/devices.h).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct NetdevFlags: u32 {
+        /// A pod's host-side veth: deliver to its peer with bpf_redirect_peer.
+        const POD = 0x01;
+    }
+}
 
-/// Source address of hairpin flows (a pod reaching itself through a service).
+/// Source address of hairpin flows (a pod reaching itself through a service); abi.h has it as
+/// `LB_HAIRPIN_ADDR_BE`, the address's bytes read as a little-endian u32.
 pub const LB_HAIRPIN_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 42, 1);
-/// `LB_HAIRPIN_ADDR_BE` of abi.h: the address's bytes read as a little-endian u32 (BPF is
-/// little-endian on x86_64).
-const LB_HAIRPIN_ADDR_BE: u32 = 0x012a_fea9;
-const _: () = assert!(u32::from_le_bytes(LB_HAIRPIN_ADDR.octets()) == LB_HAIRPIN_ADDR_BE);
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -130,7 +187,7 @@ pub struct Lb4Service {
     pub backend_id: u32,
     pub count: u16,
     pub rev_nat_index: u16,
-    pub flags: u8,
+    pub flags: SvcFlags,
     pub algorithm: u8,
     pub pad: [u8; 2],
 }
@@ -205,7 +262,7 @@ pub struct CtEntry {
     pub bytes: u64,
     pub backend_id: u32,
     pub rev_nat_index: u16,
-    pub flags: u8,
+    pub flags: CtFlags,
     pub tcp_flags: u8,
 }
 
@@ -215,7 +272,7 @@ pub struct NatEntry {
     pub last_seen_ns: u64,
     pub to_addr: [u8; 4],
     pub to_port: u16,
-    pub flags: u16,
+    pub flags: NatFlags,
 }
 
 #[repr(C)]
@@ -241,14 +298,14 @@ pub struct NetdevInfo {
     /// A node device: the source of north-south flows leaving through it. A pod veth: the pod's
     /// address, the only source its packets may have.
     pub addr: [u8; 4],
-    pub flags: u32,
+    pub flags: NetdevFlags,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DpConfig {
     pub netns_cookie: u64,
-    pub flags: u32,
+    pub flags: ConfigFlags,
     pub pad: u32,
 }
 
@@ -290,58 +347,14 @@ pub struct L2Liveness {
     pub max_age_ns: u64,
 }
 
-// Sizes and offsets must match the `_Static_assert`s of abi.h.
-const _: () = assert!(size_of::<Lb4Key>() == 12);
-const _: () = assert!(offset_of!(Lb4Key, dport) == 4);
-const _: () = assert!(offset_of!(Lb4Key, backend_slot) == 6);
-const _: () = assert!(offset_of!(Lb4Key, proto) == 8);
-const _: () = assert!(offset_of!(Lb4Key, scope) == 9);
-const _: () = assert!(size_of::<Lb4Service>() == 12);
-const _: () = assert!(offset_of!(Lb4Service, count) == 4);
-const _: () = assert!(offset_of!(Lb4Service, rev_nat_index) == 6);
-const _: () = assert!(offset_of!(Lb4Service, flags) == 8);
-const _: () = assert!(offset_of!(Lb4Service, algorithm) == 9);
-const _: () = assert!(size_of::<Lb4Backend>() == 8);
-const _: () = assert!(offset_of!(Lb4Backend, flags) == 7);
-const _: () = assert!(size_of::<Lb4ReverseNat>() == 8);
-const _: () = assert!(size_of::<LbMaglevTable>() == 4 * LB_MAGLEV_LUT_SIZE);
-const _: () = assert!(size_of::<Lb4AffinityKey>() == 16);
-const _: () = assert!(offset_of!(Lb4AffinityKey, rev_nat_index) == 8);
-const _: () = assert!(offset_of!(Lb4AffinityKey, netns_cookie) == 10);
-const _: () = assert!(size_of::<LbAffinityVal>() == 16);
-const _: () = assert!(size_of::<LbAffinityMatch>() == 8);
-const _: () = assert!(size_of::<Ct4Key>() == 16);
-const _: () = assert!(offset_of!(Ct4Key, sport) == 8);
-const _: () = assert!(offset_of!(Ct4Key, proto) == 12);
-const _: () = assert!(offset_of!(Ct4Key, dir) == 13);
-const _: () = assert!(size_of::<CtEntry>() == 32);
-const _: () = assert!(offset_of!(CtEntry, backend_id) == 24);
-const _: () = assert!(offset_of!(CtEntry, rev_nat_index) == 28);
-const _: () = assert!(offset_of!(CtEntry, flags) == 30);
-const _: () = assert!(size_of::<NatEntry>() == 16);
-const _: () = assert!(offset_of!(NatEntry, to_addr) == 8);
-const _: () = assert!(size_of::<SockRevKey>() == 16);
-const _: () = assert!(size_of::<SockRevVal>() == 8);
-const _: () = assert!(size_of::<NetdevInfo>() == 8);
-const _: () = assert!(size_of::<DpConfig>() == 16);
-const _: () = assert!(size_of::<L2ResponderV4Key>() == 8);
-const _: () = assert!(offset_of!(L2ResponderV4Key, ifindex) == 4);
-const _: () = assert!(size_of::<L2ResponderV6Key>() == 24);
-const _: () = assert!(offset_of!(L2ResponderV6Key, ifindex) == 16);
-const _: () = assert!(offset_of!(L2ResponderV6Key, pad) == 20);
-const _: () = assert!(size_of::<L2ResponderEntry>() == 16);
-const _: () = assert!(offset_of!(L2ResponderEntry, pad) == 6);
-const _: () = assert!(offset_of!(L2ResponderEntry, responses) == 8);
-const _: () = assert!(size_of::<L2Liveness>() == 16);
-const _: () = assert!(offset_of!(L2Liveness, max_age_ns) == 8);
-
 /// Marks the ABI structs as plain old data for aya's typed maps.
 macro_rules! impl_pod {
     ($($t:ty),+ $(,)?) => {
         $(
-            // SAFETY: `$t` is `#[repr(C)]`, made only of integers and integer arrays, with field
-            // sizes that add up to its size (asserted above), so it has no padding bytes and
-            // every bit pattern is a valid value: aya may copy it to and from the kernel as bytes.
+            // SAFETY: `$t` is `#[repr(C)]`, made only of integers, integer arrays and flag sets
+            // (transparent integers that keep unknown bits), with field sizes that add up to its
+            // size (checked by `abi_layout_tests`), so it has no padding bytes and every bit
+            // pattern is a valid value: aya may copy it to and from the kernel as bytes.
             #[allow(unsafe_code)]
             unsafe impl aya::Pod for $t {}
         )+

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aya::programs::SchedClassifier;
 
-use crate::abi::{self, DpConfig, NetdevInfo};
+use crate::abi::{self, ConfigFlags, DpConfig, NetdevFlags, NetdevInfo};
 use crate::attach::{self, Direction};
 use crate::dump;
 use crate::error::{Error, Result};
@@ -244,7 +244,7 @@ impl Datapath {
         dump::backend_list(&self.applied)
     }
 
-    fn write_config(&mut self, netns_cookie: u64, flags: u32) -> Result<()> {
+    fn write_config(&mut self, netns_cookie: u64, flags: ConfigFlags) -> Result<()> {
         let cfg = DpConfig { netns_cookie, flags, pad: 0 };
         self.maps.config.set(0, cfg, 0).map_err(Error::map(abi::MAP_CONFIG, "set"))
     }
@@ -278,7 +278,7 @@ impl LbDatapath for Datapath {
 
     fn attach_pod_device(&mut self, ifname: &str, pod_addr: Ipv4Addr) -> Result<()> {
         let ifindex = ifindex_of(ifname)?;
-        let info = NetdevInfo { addr: pod_addr.octets(), flags: abi::NETDEV_F_POD };
+        let info = NetdevInfo { addr: pod_addr.octets(), flags: NetdevFlags::POD };
         self.maps.netdevs.insert(ifindex, info, 0).map_err(Error::map(abi::MAP_NETDEVS, format!("set {ifname}")))?;
         attach::attach_tcx(
             &mut self.programs,
@@ -315,7 +315,7 @@ impl LbDatapath for Datapath {
         let ifindex = ifindex_of(ifname)?;
         match snat_addr {
             Some(a) => {
-                let info = NetdevInfo { addr: a.octets(), flags: 0 };
+                let info = NetdevInfo { addr: a.octets(), flags: NetdevFlags::empty() };
                 self.maps
                     .netdevs
                     .insert(ifindex, info, 0)
@@ -342,12 +342,12 @@ impl LbDatapath for Datapath {
 
     fn attach_socket_lb(&mut self, cgroup: &Path) -> Result<()> {
         let cookie = sys::current_netns_cookie()?;
-        self.write_config(cookie, abi::CFG_F_SOCKET_LB)?;
+        self.write_config(cookie, ConfigFlags::SOCKET_LB)?;
         attach::attach_cgroup(&mut self.programs, &self.pin_dir, cgroup)
     }
 
     fn detach_socket_lb(&mut self) -> Result<()> {
-        self.write_config(0, 0)?;
+        self.write_config(0, ConfigFlags::empty())?;
         attach::detach_cgroup(&self.pin_dir)
     }
 

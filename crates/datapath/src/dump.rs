@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::abi::{self, Ct4Key, CtEntry, L2Liveness, Lb4Key, Lb4Service, NatEntry};
+use crate::abi::{self, Ct4Key, CtEntry, CtFlags, L2Liveness, Lb4Key, Lb4Service, NatEntry, SvcFlags};
 use crate::l2::{L2Row, liveness_fresh};
 use crate::lbstate::LbState;
 
@@ -15,13 +15,13 @@ fn frontend_label(k: &Lb4Key) -> String {
 
 fn kind_labels(k: &Lb4Key, v: &Lb4Service) -> String {
     let mut labels = Vec::new();
-    if v.flags & abi::SVC_F_ICMP_ECHO != 0 {
+    if v.flags.contains(SvcFlags::ICMP_ECHO) {
         labels.push("ICMP echo");
-    } else if v.flags & abi::SVC_F_NODEPORT != 0 {
+    } else if v.flags.contains(SvcFlags::NODEPORT) {
         labels.push("NodePort");
-    } else if v.flags & abi::SVC_F_LOADBALANCER != 0 {
+    } else if v.flags.contains(SvcFlags::LOADBALANCER) {
         labels.push("LoadBalancer");
-    } else if v.flags & abi::SVC_F_EXTERNAL_IP != 0 {
+    } else if v.flags.contains(SvcFlags::EXTERNAL_IP) {
         labels.push("ExternalIPs");
     } else {
         labels.push("ClusterIP");
@@ -29,16 +29,16 @@ fn kind_labels(k: &Lb4Key, v: &Lb4Service) -> String {
     if k.address == [0; 4] {
         labels.push("surrogate");
     }
-    if v.flags & abi::SVC_F_ROUTABLE == 0 {
+    if !v.flags.contains(SvcFlags::ROUTABLE) {
         labels.push("non-routable");
     }
-    if v.flags & abi::SVC_F_ETP_LOCAL != 0 {
+    if v.flags.contains(SvcFlags::ETP_LOCAL) {
         labels.push("eTrafficPolicy=Local");
     }
-    if v.flags & abi::SVC_F_ITP_LOCAL != 0 {
+    if v.flags.contains(SvcFlags::ITP_LOCAL) {
         labels.push("iTrafficPolicy=Local");
     }
-    if v.flags & abi::SVC_F_AFFINITY != 0 {
+    if v.flags.contains(SvcFlags::AFFINITY) {
         labels.push("sessionAffinity");
     }
     if v.algorithm == abi::LB_ALG_MAGLEV {
@@ -54,7 +54,7 @@ pub fn lb_list(state: &LbState) -> String {
     for (k, v) in &state.services {
         let svc = format!("{} ({})", frontend_label(k), k.backend_slot);
         let backend = if k.backend_slot == 0 {
-            let extra = if v.flags & abi::SVC_F_AFFINITY != 0 && v.flags & abi::SVC_F_ICMP_ECHO == 0 {
+            let extra = if v.flags.contains(SvcFlags::AFFINITY) && !v.flags.contains(SvcFlags::ICMP_ECHO) {
                 format!(" affinity={}s", v.backend_id)
             } else {
                 String::new()
@@ -145,13 +145,13 @@ pub fn ct_list(entries: &[(Ct4Key, CtEntry)], now_ns: u64) -> String {
             format!("{}s", (e.expires_ns - now_ns) / 1_000_000_000)
         };
         let mut flags = Vec::new();
-        if e.flags & abi::CT_F_NODEPORT != 0 {
+        if e.flags.contains(CtFlags::NODEPORT) {
             flags.push("nodeport");
         }
-        if e.flags & abi::CT_F_SEEN_REPLY != 0 {
+        if e.flags.contains(CtFlags::SEEN_REPLY) {
             flags.push("seen-reply");
         }
-        if e.flags & abi::CT_F_CLOSING != 0 {
+        if e.flags.contains(CtFlags::CLOSING) {
             flags.push("closing");
         }
         let _ = writeln!(
@@ -326,7 +326,7 @@ mod tests {
             bytes: 180,
             backend_id: 2,
             rev_nat_index: 1,
-            flags: 0,
+            flags: CtFlags::empty(),
             tcp_flags: 0x02,
         };
         let out = ct_list(&[(k, e)], 10_000_000_000);

@@ -2,27 +2,21 @@
 //! `cilia_events` ring buffer, decoded to [`FlowEvent`] and encoded back (pure code, no kernel),
 //! plus the names of observation points and drop reasons as Cilium and Hubble spell them.
 //!
-//! Layout of `struct flow_event` (`bpf/include/abi.h`), host order unless noted:
-//!
-//! | offset | field |
-//! |---|---|
-//! | 0 | `ts_ns` u64, CLOCK_MONOTONIC |
-//! | 8 | `type` u8 (1 drop, 4 trace), `obs_point` u8, `drop_reason` u8, `flags` u8 |
-//! | 12 | `ifindex` u32 |
-//! | 16 | `pkt_len` u32 |
-//! | 20 | `saddr`, `daddr` (network order) |
-//! | 28 | `sport`, `dport` (network order) |
-//! | 32 | `proto`, `tcp_flags`, `icmp_type`, `icmp_code` |
-//! | 36 | `svc_addr` (network order), `svc_port` (network order), pad u16 |
-//! | 44 | `out_ifindex` u32 |
+//! The record is `struct flow_event` of `bpf/include/abi.h`, mirrored by
+//! [`FlowEventRecord`](crate::events_abi::FlowEventRecord), whose field offsets the codec uses.
 
 use std::fmt;
+use std::mem::offset_of;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::events_abi::{
-    EV_F_DNAT, EV_F_ENCAP, EV_F_NOT_REPLY, EV_F_REPLY, EV_F_REV_NAT, EV_F_TRUNCATED, EVENT_DROP, EVENT_TRACE,
-    FLOW_EVENT_SIZE,
-};
+use crate::events_abi::{EVENT_DROP, EVENT_TRACE, EventFlags, FLOW_EVENT_SIZE, FlowEventRecord};
+
+/// Offset of a field of `struct flow_event` in the record.
+macro_rules! at {
+    ($field:ident) => {
+        offset_of!(FlowEventRecord, $field)
+    };
+}
 
 /// Why a record could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -214,8 +208,7 @@ pub struct FlowEvent {
     pub obs_point: ObservationPoint,
     /// Drops: why (0 on traces).
     pub drop_reason: u8,
-    /// `EV_F_*`.
-    pub flags: u8,
+    pub flags: EventFlags,
     /// The device the program ran on.
     pub ifindex: u32,
     pub pkt_len: u32,
@@ -259,56 +252,57 @@ impl FlowEvent {
         let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let ip_at = |o: usize| Ipv4Addr::new(b[o], b[o + 1], b[o + 2], b[o + 3]);
         let port_at = |o: usize| u16::from_be_bytes([b[o], b[o + 1]]);
-        let kind = match b[8] {
+        let kind = match b[at!(r#type)] {
             EVENT_DROP => EventKind::Drop,
             EVENT_TRACE => EventKind::Trace,
             other => return Err(DecodeError::Type(other)),
         };
         let mut ts = [0u8; 8];
-        ts.copy_from_slice(&b[0..8]);
+        ts.copy_from_slice(&b[at!(ts_ns)..at!(ts_ns) + 8]);
         Ok(FlowEvent {
             monotonic_ns: u64::from_ne_bytes(ts),
             kind,
-            obs_point: ObservationPoint::from_code(b[9]),
-            drop_reason: b[10],
-            flags: b[11],
-            ifindex: u32_at(12),
-            pkt_len: u32_at(16),
-            saddr: ip_at(20),
-            daddr: ip_at(24),
-            sport: port_at(28),
-            dport: port_at(30),
-            proto: b[32],
-            tcp_flags: b[33],
-            icmp_type: b[34],
-            icmp_code: b[35],
-            svc_addr: ip_at(36),
-            svc_port: port_at(40),
-            out_ifindex: u32_at(44),
+            obs_point: ObservationPoint::from_code(b[at!(obs_point)]),
+            drop_reason: b[at!(drop_reason)],
+            flags: EventFlags::from_bits_retain(b[at!(flags)]),
+            ifindex: u32_at(at!(ifindex)),
+            pkt_len: u32_at(at!(pkt_len)),
+            saddr: ip_at(at!(saddr)),
+            daddr: ip_at(at!(daddr)),
+            sport: port_at(at!(sport)),
+            dport: port_at(at!(dport)),
+            proto: b[at!(proto)],
+            tcp_flags: b[at!(tcp_flags)],
+            icmp_type: b[at!(icmp_type)],
+            icmp_code: b[at!(icmp_code)],
+            svc_addr: ip_at(at!(svc_addr)),
+            svc_port: port_at(at!(svc_port)),
+            out_ifindex: u32_at(at!(out_ifindex)),
         })
     }
 
     /// Encodes the record the datapath would have written (the padding zero).
     pub fn to_bytes(&self) -> [u8; FLOW_EVENT_SIZE] {
         let mut b = [0u8; FLOW_EVENT_SIZE];
-        b[0..8].copy_from_slice(&self.monotonic_ns.to_ne_bytes());
-        b[8] = self.kind.code();
-        b[9] = self.obs_point.code();
-        b[10] = self.drop_reason;
-        b[11] = self.flags;
-        b[12..16].copy_from_slice(&self.ifindex.to_ne_bytes());
-        b[16..20].copy_from_slice(&self.pkt_len.to_ne_bytes());
-        b[20..24].copy_from_slice(&self.saddr.octets());
-        b[24..28].copy_from_slice(&self.daddr.octets());
-        b[28..30].copy_from_slice(&self.sport.to_be_bytes());
-        b[30..32].copy_from_slice(&self.dport.to_be_bytes());
-        b[32] = self.proto;
-        b[33] = self.tcp_flags;
-        b[34] = self.icmp_type;
-        b[35] = self.icmp_code;
-        b[36..40].copy_from_slice(&self.svc_addr.octets());
-        b[40..42].copy_from_slice(&self.svc_port.to_be_bytes());
-        b[44..48].copy_from_slice(&self.out_ifindex.to_ne_bytes());
+        let mut put = |o: usize, bytes: &[u8]| b[o..o + bytes.len()].copy_from_slice(bytes);
+        put(at!(ts_ns), &self.monotonic_ns.to_ne_bytes());
+        put(at!(r#type), &[self.kind.code()]);
+        put(at!(obs_point), &[self.obs_point.code()]);
+        put(at!(drop_reason), &[self.drop_reason]);
+        put(at!(flags), &[self.flags.bits()]);
+        put(at!(ifindex), &self.ifindex.to_ne_bytes());
+        put(at!(pkt_len), &self.pkt_len.to_ne_bytes());
+        put(at!(saddr), &self.saddr.octets());
+        put(at!(daddr), &self.daddr.octets());
+        put(at!(sport), &self.sport.to_be_bytes());
+        put(at!(dport), &self.dport.to_be_bytes());
+        put(at!(proto), &[self.proto]);
+        put(at!(tcp_flags), &[self.tcp_flags]);
+        put(at!(icmp_type), &[self.icmp_type]);
+        put(at!(icmp_code), &[self.icmp_code]);
+        put(at!(svc_addr), &self.svc_addr.octets());
+        put(at!(svc_port), &self.svc_port.to_be_bytes());
+        put(at!(out_ifindex), &self.out_ifindex.to_ne_bytes());
         b
     }
 
@@ -325,9 +319,9 @@ impl FlowEvent {
     /// Whether the packet is a reply, when the datapath could tell (reverse-NATed, SYN+ACK, echo
     /// reply) or an original (DNATed, SYN, echo request); `None` otherwise.
     pub fn is_reply(&self) -> Option<bool> {
-        if self.flags & EV_F_REPLY != 0 {
+        if self.flags.contains(EventFlags::REPLY) {
             Some(true)
-        } else if self.flags & EV_F_NOT_REPLY != 0 {
+        } else if self.flags.contains(EventFlags::NOT_REPLY) {
             Some(false)
         } else {
             None
@@ -337,9 +331,9 @@ impl FlowEvent {
     /// The LB's translation of this packet, if any.
     pub fn translation(&self) -> Option<Translation> {
         let frontend = SocketAddrV4::new(self.svc_addr, self.svc_port);
-        if self.flags & EV_F_DNAT != 0 {
+        if self.flags.contains(EventFlags::DNAT) {
             Some(Translation::Dnat(frontend))
-        } else if self.flags & EV_F_REV_NAT != 0 {
+        } else if self.flags.contains(EventFlags::REV_NAT) {
             Some(Translation::RevNat(frontend))
         } else {
             None
@@ -348,12 +342,12 @@ impl FlowEvent {
 
     /// Encapsulated towards another node by the program that wrote the event.
     pub fn encapsulated(&self) -> bool {
-        self.flags & EV_F_ENCAP != 0
+        self.flags.contains(EventFlags::ENCAP)
     }
 
     /// The headers could not be read (a malformed packet): the tuple is partial.
     pub fn truncated(&self) -> bool {
-        self.flags & EV_F_TRUNCATED != 0
+        self.flags.contains(EventFlags::TRUNCATED)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Rust mirror of the flow-event part of `bpf/include/abi.h` (`bpf/lib/events.h`): map names,
-//! codes, and the counter and configuration values. The event record itself is decoded from
-//! bytes by [`crate::events`].
+//! codes, and the counter and configuration values. The event record is decoded from bytes by
+//! [`crate::events`] at the offsets of [`FlowEventRecord`].
 
 use std::mem::size_of;
 
@@ -30,21 +30,64 @@ pub const OBS_POINTS_MAX: u32 = 16;
 pub const EVENT_DROP: u8 = 1;
 pub const EVENT_TRACE: u8 = 4;
 
-pub const EV_F_REPLY: u8 = 0x01;
-pub const EV_F_NOT_REPLY: u8 = 0x02;
-pub const EV_F_DNAT: u8 = 0x04;
-pub const EV_F_REV_NAT: u8 = 0x08;
-pub const EV_F_TRUNCATED: u8 = 0x10;
-pub const EV_F_ENCAP: u8 = 0x20;
-pub const EV_F_TO_POD: u8 = 0x40;
+bitflags::bitflags! {
+    /// `flow_event.flags` (`EV_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct EventFlags: u8 {
+        /// A reply: reverse-NATed, or SYN+ACK.
+        const REPLY = 0x01;
+        /// An original direction packet: DNATed, or a SYN without ACK.
+        const NOT_REPLY = 0x02;
+        /// `svc_addr`/`svc_port`: the frontend the packet was sent to.
+        const DNAT = 0x04;
+        /// `svc_addr`/`svc_port`: the frontend the reply now comes from.
+        const REV_NAT = 0x08;
+        /// Headers could not be read: the tuple is partial.
+        const TRUNCATED = 0x10;
+        /// Encapsulated towards another node here.
+        const ENCAP = 0x20;
+        /// Redirected to a pod's veth.
+        const TO_POD = 0x40;
+    }
+}
 
 /// `events_config.level`.
 pub const EVENTS_OFF: u32 = 0;
 pub const EVENTS_MEDIUM: u32 = 1;
 pub const EVENTS_ALL: u32 = 2;
 
+/// `struct flow_event`, one record of the ring buffer: addresses and ports in network order,
+/// the rest in host order. Only its layout is used (records are decoded field by field from the
+/// ring buffer's bytes), so it has no `Pod` impl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEventRecord {
+    /// CLOCK_MONOTONIC (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    /// `EVENT_*`.
+    pub r#type: u8,
+    pub obs_point: u8,
+    pub drop_reason: u8,
+    pub flags: EventFlags,
+    pub ifindex: u32,
+    pub pkt_len: u32,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub svc_addr: [u8; 4],
+    pub svc_port: u16,
+    pub pad: u16,
+    pub out_ifindex: u32,
+}
+
 /// Size of `struct flow_event`.
-pub const FLOW_EVENT_SIZE: usize = 48;
+pub const FLOW_EVENT_SIZE: usize = size_of::<FlowEventRecord>();
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,11 +104,8 @@ pub struct PktCount {
     pub bytes: u64,
 }
 
-const _: () = assert!(size_of::<EventsConfig>() == 8);
-const _: () = assert!(size_of::<PktCount>() == 16);
-
-// SAFETY: both are `#[repr(C)]` and made only of integers of one width (sizes asserted above), so
-// they have no padding and every bit pattern is valid.
+// SAFETY: both are `#[repr(C)]` and made only of integers of one width, so they have no padding
+// and every bit pattern is valid.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for EventsConfig {}
 // SAFETY: as above.

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use crate::abi::{self, Lb4Backend, Lb4Key, Lb4ReverseNat, Lb4Service, LbAffinityMatch};
+use crate::abi::{self, Lb4Backend, Lb4Key, Lb4ReverseNat, Lb4Service, LbAffinityMatch, SvcFlags};
 use crate::error::{Error, Result};
 use crate::maglev::{self, MaglevBackend};
 use crate::service::{BackendState, LbAlgorithm, ServiceEntry, ServiceKind};
@@ -134,12 +134,12 @@ impl<K: Ord + Copy, V: Ord + Copy + TryFrom<u64> + Into<u64>> IdAllocator<K, V> 
     }
 }
 
-fn kind_flags(kind: ServiceKind) -> u8 {
+fn kind_flags(kind: ServiceKind) -> SvcFlags {
     match kind {
-        ServiceKind::ClusterIp => 0,
-        ServiceKind::NodePort => abi::SVC_F_NODEPORT | abi::SVC_F_ROUTABLE,
-        ServiceKind::LoadBalancer => abi::SVC_F_LOADBALANCER | abi::SVC_F_ROUTABLE,
-        ServiceKind::ExternalIp => abi::SVC_F_EXTERNAL_IP | abi::SVC_F_ROUTABLE,
+        ServiceKind::ClusterIp => SvcFlags::empty(),
+        ServiceKind::NodePort => SvcFlags::NODEPORT | SvcFlags::ROUTABLE,
+        ServiceKind::LoadBalancer => SvcFlags::LOADBALANCER | SvcFlags::ROUTABLE,
+        ServiceKind::ExternalIp => SvcFlags::EXTERNAL_IP | SvcFlags::ROUTABLE,
     }
 }
 
@@ -209,13 +209,13 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
         let rev = frontends.get((s.frontend.address, s.frontend.port, proto))?;
         let mut flags = kind_flags(s.kind);
         if s.external_traffic_local && s.kind != ServiceKind::ClusterIp {
-            flags |= abi::SVC_F_ETP_LOCAL;
+            flags |= SvcFlags::ETP_LOCAL;
         }
         if s.internal_traffic_local {
-            flags |= abi::SVC_F_ITP_LOCAL;
+            flags |= SvcFlags::ITP_LOCAL;
         }
         if s.affinity_timeout.is_some() {
-            flags |= abi::SVC_F_AFFINITY;
+            flags |= SvcFlags::AFFINITY;
         }
         let algorithm = match s.algorithm {
             LbAlgorithm::Random => abi::LB_ALG_RANDOM,
@@ -239,7 +239,7 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
         active.dedup();
 
         let mut scopes = vec![(abi::LB_SCOPE_ALL, active.iter().map(|(id, _)| *id).collect::<Vec<_>>())];
-        if flags & (abi::SVC_F_ETP_LOCAL | abi::SVC_F_ITP_LOCAL) != 0 {
+        if flags.intersects(SvcFlags::ETP_LOCAL | SvcFlags::ITP_LOCAL) {
             scopes.push((abi::LB_SCOPE_LOCAL, active.iter().filter(|(_, local)| *local).map(|(id, _)| *id).collect()));
         }
         for (scope, ids) in scopes {
@@ -260,7 +260,7 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
                 let slot = u16::try_from(i + 1).expect("validated: at most u16::MAX backends");
                 out.services.insert(
                     Lb4Key { backend_slot: slot, ..key },
-                    Lb4Service { backend_id: *id, count: 0, rev_nat_index: rev, flags: 0, algorithm: 0, pad: [0; 2] },
+                    Lb4Service { backend_id: *id, rev_nat_index: rev, ..Lb4Service::default() },
                 );
             }
             if s.algorithm == LbAlgorithm::Maglev && !ids.is_empty() {
@@ -292,8 +292,8 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
         if s.kind != ServiceKind::NodePort {
             let row = icmp
                 .entry(s.frontend.address)
-                .or_insert(Lb4Service { flags: abi::SVC_F_ICMP_ECHO, ..Lb4Service::default() });
-            row.flags |= flags & abi::SVC_F_ROUTABLE;
+                .or_insert(Lb4Service { flags: SvcFlags::ICMP_ECHO, ..Lb4Service::default() });
+            row.flags |= flags & SvcFlags::ROUTABLE;
             if !active.is_empty() {
                 row.count = 1;
             }

@@ -41,11 +41,11 @@ fn frontend_slots_backends_revnat_and_icmp_rows() {
     let s = sync(&LbState::default(), &[cluster_ip(vec![be(1, true), be(2, false)])]);
     let f = frontend(&s, abi::LB_SCOPE_ALL);
     assert_eq!(f.count, 2);
-    assert_eq!(f.flags, 0, "a ClusterIP is not routable");
+    assert_eq!(f.flags, SvcFlags::empty(), "a ClusterIP is not routable");
     assert_eq!(s.backends.len(), 2);
     assert_eq!(s.revnat[&f.rev_nat_index].address, vip().octets());
     let icmp = s.services[&Lb4Key::new(vip(), 0, abi::IPPROTO_ICMP, 0, abi::LB_SCOPE_ALL)];
-    assert_eq!((icmp.count, icmp.flags), (1, abi::SVC_F_ICMP_ECHO));
+    assert_eq!((icmp.count, icmp.flags), (1, SvcFlags::ICMP_ECHO));
     // 1 frontend + 2 slots + 1 ICMP row
     assert_eq!(s.services.len(), 4);
 }
@@ -92,8 +92,7 @@ fn local_traffic_policy_adds_node_local_rows() {
     let all = frontend(&s, abi::LB_SCOPE_ALL);
     let local = frontend(&s, abi::LB_SCOPE_LOCAL);
     assert_eq!((all.count, local.count), (2, 1));
-    assert_ne!(all.flags & abi::SVC_F_ETP_LOCAL, 0);
-    assert_ne!(all.flags & abi::SVC_F_ROUTABLE, 0);
+    assert!(all.flags.contains(SvcFlags::ETP_LOCAL | SvcFlags::ROUTABLE), "{:?}", all.flags);
     let slot = s.services[&Lb4Key::new(vip(), 80, abi::IPPROTO_TCP, 1, abi::LB_SCOPE_LOCAL)];
     assert_eq!(s.backends[&slot.backend_id].address, [172, 20, 0, 1]);
 }

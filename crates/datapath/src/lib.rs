@@ -20,7 +20,15 @@
 //! counters are always on ([`LbDatapath::counters`]). See `docs/datapath.md` for the packet walks and the inspection commands.
 
 pub mod abi;
+#[cfg(test)]
+mod abi_consts_tests;
+#[cfg(test)]
+mod abi_layout_tests;
+#[cfg(test)]
+mod abi_maps_tests;
 mod attach;
+#[cfg(test)]
+mod btf;
 mod datapath;
 pub mod dump;
 mod error;

@@ -53,14 +53,14 @@ impl Default for DatapathConfig {
     /// The defaults of `bpf/include/abi.h`.
     fn default() -> Self {
         DatapathConfig {
-            services_max: 65536,
-            backends_max: 65536,
-            revnat_max: 65536,
-            maglev_max: 1024,
-            affinity_max: 65536,
-            conntrack_max: 262_144,
-            snat_max: 131_072,
-            sock_rev_max: 65536,
+            services_max: abi::LB_SERVICES_MAP_SIZE,
+            backends_max: abi::LB_BACKENDS_MAP_SIZE,
+            revnat_max: abi::LB_REVNAT_MAP_SIZE,
+            maglev_max: abi::LB_MAGLEV_MAP_SIZE,
+            affinity_max: abi::LB_AFFINITY_MAP_SIZE,
+            conntrack_max: abi::CT_MAP_SIZE,
+            snat_max: abi::SNAT_MAP_SIZE,
+            sock_rev_max: abi::SOCK_REV_MAP_SIZE,
             l2_responder_max: abi::L2_RESPONDER_MAP_SIZE,
             netdevs_max: DatapathConfig::netdevs_for_pod_cidr(24),
         }
@@ -68,7 +68,7 @@ impl Default for DatapathConfig {
 }
 
 /// (map, key size, value size): what a pinned map must look like to be reused.
-fn expected_layout() -> [(&'static str, usize, usize); 14] {
+pub(crate) fn expected_layout() -> [(&'static str, usize, usize); 14] {
     use std::mem::size_of;
     [
         (abi::MAP_SERVICES, size_of::<Lb4Key>(), size_of::<Lb4Service>()),

@@ -68,6 +68,7 @@ pub fn plan(nat: &[(Ct4Key, NatEntry)], live: &HashSet<Ct4Key>, now_ns: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::NatFlags;
 
     const CLIENT: [u8; 4] = [192, 168, 10, 1];
     const BACKEND: [u8; 4] = [172, 20, 1, 10];
@@ -83,11 +84,11 @@ mod tests {
         [
             (
                 key(CLIENT, BACKEND, cport, 80, abi::NAT_EGRESS),
-                NatEntry { last_seen_ns: last_seen, to_addr: NODE, to_port: natport.to_be(), flags: 0 },
+                NatEntry { last_seen_ns: last_seen, to_addr: NODE, to_port: natport.to_be(), flags: NatFlags::empty() },
             ),
             (
                 key(BACKEND, NODE, 80, natport, abi::NAT_INGRESS),
-                NatEntry { last_seen_ns: last_seen, to_addr: CLIENT, to_port: cport.to_be(), flags: 0 },
+                NatEntry { last_seen_ns: last_seen, to_addr: CLIENT, to_port: cport.to_be(), flags: NatFlags::empty() },
             ),
         ]
     }

@@ -8,6 +8,21 @@ pub static BPF_HOST: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 pub static BPF_OVERLAY: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_overlay.o"));
 /// Socket-LB cgroup hooks: `sock4_connect`, `sock4_sendmsg`, `sock4_recvmsg`, `sock4_getpeer`.
 pub static BPF_SOCK: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_sock.o"));
+/// No programs: the BTF of every struct of `bpf/include/`, for the ABI tests (`bpf/alignchecker.c`).
+#[cfg(test)]
+pub(crate) static ALIGNCHECKER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/alignchecker.o"));
+
+/// Every embedded object, by file name.
+#[cfg(test)]
+pub(crate) fn all() -> [(&'static str, &'static [u8]); 5] {
+    [
+        ("bpf_lxc.o", BPF_LXC),
+        ("bpf_host.o", BPF_HOST),
+        ("bpf_sock.o", BPF_SOCK),
+        ("bpf_overlay.o", BPF_OVERLAY),
+        ("alignchecker.o", ALIGNCHECKER),
+    ]
+}
 
 pub const PROG_FROM_CONTAINER: &str = "from_container";
 pub const PROG_TO_CONTAINER: &str = "to_container";

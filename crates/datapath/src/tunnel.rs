@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::loader;
 use crate::objects;
 use crate::sys;
-use crate::tunnel_abi::{self, OverlayConfig, TunnelAddr, TunnelInfo};
+use crate::tunnel_abi::{self, OverlayConfig, TunnelAddr, TunnelFlags, TunnelInfo};
 
 pub const PROG_TO_OVERLAY: &str = "to_overlay";
 pub const PROG_FROM_OVERLAY: &str = "from_overlay";
@@ -58,13 +58,9 @@ impl TunnelEntry {
     }
 
     fn value(&self) -> TunnelInfo {
-        let mut flags = 0;
-        if self.endpoint.is_some() {
-            flags |= tunnel_abi::TUNNEL_F_ENCAP;
-        }
-        if self.local {
-            flags |= tunnel_abi::TUNNEL_F_LOCAL;
-        }
+        let mut flags = TunnelFlags::empty();
+        flags.set(TunnelFlags::ENCAP, self.endpoint.is_some());
+        flags.set(TunnelFlags::LOCAL, self.local);
         TunnelInfo {
             endpoint: self.endpoint.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
             identity: self.identity,
@@ -73,8 +69,8 @@ impl TunnelEntry {
     }
 
     fn from_map(prefix: Prefix, v: &TunnelInfo) -> Self {
-        let endpoint = (v.flags & tunnel_abi::TUNNEL_F_ENCAP != 0).then(|| Ipv4Addr::from(v.endpoint.to_ne_bytes()));
-        TunnelEntry { prefix, endpoint, identity: v.identity, local: v.flags & tunnel_abi::TUNNEL_F_LOCAL != 0 }
+        let endpoint = v.flags.contains(TunnelFlags::ENCAP).then(|| Ipv4Addr::from(v.endpoint.to_ne_bytes()));
+        TunnelEntry { prefix, endpoint, identity: v.identity, local: v.flags.contains(TunnelFlags::LOCAL) }
     }
 }
 
@@ -446,7 +442,7 @@ mod tests {
         let e = TunnelEntry::remote(p("172.20.2.0/24"), "192.168.20.100".parse().unwrap(), 258);
         let v = e.value();
         assert_eq!(v.endpoint.to_ne_bytes(), [192, 168, 20, 100]);
-        assert_eq!(v.flags, tunnel_abi::TUNNEL_F_ENCAP);
+        assert_eq!(v.flags, TunnelFlags::ENCAP);
         assert_eq!(TunnelEntry::from_map(e.prefix, &v), e);
         let l = TunnelEntry::local(p("172.20.0.1/32"), 1);
         assert_eq!(TunnelEntry::from_map(l.prefix, &l.value()), l);

@@ -1,7 +1,5 @@
-//! Rust mirror of `bpf/include/tunnel_abi.h`: the tunnel map and the overlay settings. Sizes are
-//! asserted here as `_Static_assert` does in C.
-
-use std::mem::size_of;
+//! Rust mirror of `bpf/include/tunnel_abi.h`: the tunnel map and the overlay settings. The ABI
+//! tests compare the layouts with the BTF of bpf_overlay.o and the constants with the header.
 
 pub const MAP_TUNNEL: &str = "cilia_tunnel_map";
 pub const MAP_OVERLAY_CONFIG: &str = "cilia_overlay_config";
@@ -13,10 +11,17 @@ pub const TUNNEL_MAPS: [&str; 3] = [MAP_TUNNEL, MAP_OVERLAY_CONFIG, MAP_TUNNEL_P
 pub const TUNNEL_MAP_SIZE: u32 = 16384;
 pub const TUNNEL_PEERS_SIZE: u32 = 4096;
 
-/// `tunnel_info.flags`: a remote prefix, encapsulated towards `endpoint`.
-pub const TUNNEL_F_ENCAP: u32 = 0x1;
-/// `tunnel_info.flags`: a prefix of this node; `identity` is its packets' VNI.
-pub const TUNNEL_F_LOCAL: u32 = 0x2;
+bitflags::bitflags! {
+    /// `tunnel_info.flags` (`TUNNEL_F_*`).
+    #[repr(transparent)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct TunnelFlags: u32 {
+        /// A remote prefix, encapsulated towards `endpoint`.
+        const ENCAP = 0x1;
+        /// A prefix of this node; `identity` is its packets' VNI.
+        const LOCAL = 0x2;
+    }
+}
 
 /// Cilium's reserved identity of the node itself.
 pub const IDENTITY_HOST: u32 = 1;
@@ -33,7 +38,7 @@ pub struct TunnelInfo {
     /// Network byte order.
     pub endpoint: u32,
     pub identity: u32,
-    pub flags: u32,
+    pub flags: TunnelFlags,
 }
 
 #[repr(C)]
@@ -43,13 +48,9 @@ pub struct OverlayConfig {
     pub host_identity: u32,
 }
 
-const _: () = assert!(size_of::<TunnelInfo>() == 12);
-const _: () = assert!(size_of::<OverlayConfig>() == 8);
-// struct tunnel_key4 is { __u32 prefixlen; __be32 addr; }, aya's Key<u32>.
-const _: () = assert!(size_of::<aya::maps::lpm_trie::Key<TunnelAddr>>() == 8);
-
-// SAFETY: both are `#[repr(C)]` and made only of u32 fields (sizes asserted above), so they have
-// no padding and every bit pattern is valid: aya may copy them to and from the kernel as bytes.
+// SAFETY: both are `#[repr(C)]` and made only of u32 fields (the flags a transparent u32 that
+// keeps unknown bits), so they have no padding and every bit pattern is valid: aya may copy them
+// to and from the kernel as bytes.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for TunnelInfo {}
 // SAFETY: as above.

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{Bpffs, enter_empty_netns};
-use datapath::abi::{self, Ct4Key, CtEntry, NatEntry};
+use datapath::abi::{self, Ct4Key, CtEntry, NatEntry, NatFlags};
 use datapath::{Datapath, LbDatapath};
 
 const CLIENT: [u8; 4] = [192, 168, 10, 1];
@@ -22,9 +22,9 @@ fn key(s: [u8; 4], d: [u8; 4], sp: u16, dp: u16, dir: u8) -> Ct4Key {
 /// given) its conntrack entry.
 fn add_flow(dp: &mut Datapath, cport: u16, natport: u16, last_seen: u64, ct_expires: Option<u64>) {
     let maps = dp.maps_mut();
-    let out = NatEntry { last_seen_ns: last_seen, to_addr: NODE, to_port: natport.to_be(), flags: 0 };
+    let out = NatEntry { last_seen_ns: last_seen, to_addr: NODE, to_port: natport.to_be(), flags: NatFlags::empty() };
     maps.snat.insert(key(CLIENT, BACKEND, cport, 80, abi::NAT_EGRESS), out, 0).unwrap();
-    let back = NatEntry { last_seen_ns: last_seen, to_addr: CLIENT, to_port: cport.to_be(), flags: 0 };
+    let back = NatEntry { last_seen_ns: last_seen, to_addr: CLIENT, to_port: cport.to_be(), flags: NatFlags::empty() };
     maps.snat.insert(key(BACKEND, NODE, 80, natport, abi::NAT_INGRESS), back, 0).unwrap();
     if let Some(expires_ns) = ct_expires {
         let e = CtEntry { expires_ns, ..Default::default() };

@@ -271,7 +271,7 @@ fn attaching_again_after_a_device_was_recreated_replaces_the_stale_link() {
     assert!(http_get_from(&topo.ns("podC"), sa(VIP, 80)).is_err(), "no program on the new device yet");
     // The old veth's ifindex is forgotten, so nothing is ever handed to a device that took it over.
     let pod_devices = |dp: &Datapath| {
-        dp.maps().netdevs.iter().filter_map(Result::ok).filter(|(_, i)| i.flags & abi::NETDEV_F_POD != 0).count()
+        dp.maps().netdevs.iter().filter_map(Result::ok).filter(|(_, i)| i.flags.contains(abi::NetdevFlags::POD)).count()
     };
     assert_eq!(pod_devices(&dp), 2);
     assert_eq!(in_netns(&topo.ns("node1"), || dp.forget_missing_devices()).unwrap(), 1);

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use aya::programs::{TestRun, TestRunOptions};
 use common::packet::{self, CLIENT_MAC, NODE_MAC, Seen};
 use common::{Bpffs, enter_empty_netns};
-use datapath::abi::{self, NetdevInfo};
+use datapath::abi::{self, CtFlags, NatFlags, NetdevFlags, NetdevInfo};
 use datapath::maglev::{LB_MAGLEV_LUT_SIZE, flow_hash};
 use datapath::objects::{PROG_FROM_CONTAINER, PROG_FROM_NETDEV, PROG_TO_CONTAINER};
 use datapath::{Backend, BackendState, Datapath, LbAlgorithm, LbDatapath, Protocol, ServiceEntry, ServiceKind};
@@ -48,7 +48,7 @@ fn run(dp: &mut Datapath, prog: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
     }
     let node_entry = dp.maps().netdevs.get(&1, 0).ok();
     let source = frame.get(26..30).map_or([0; 4], |s| [s[0], s[1], s[2], s[3]]);
-    dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: source, flags: abi::NETDEV_F_POD }, 0).unwrap();
+    dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: source, flags: NetdevFlags::POD }, 0).unwrap();
     let result = run_as_is(dp, prog, frame);
     match node_entry {
         Some(info) => dp.maps_mut().netdevs.insert(1, info, 0).unwrap(),
@@ -76,7 +76,7 @@ fn cluster_ip(backends: Vec<Backend>) -> ServiceEntry {
 /// from_netdev SNATs to NODE: the address of the test netns' only device, lo (ifindex 1), where
 /// BPF_PROG_TEST_RUN runs.
 fn remote_node_port(env: &mut Env, node_port: u16, protocol: Protocol, backend_port: u16) {
-    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: NODE.octets(), flags: 0 }, 0).unwrap();
+    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: NODE.octets(), flags: NetdevFlags::empty() }, 0).unwrap();
     let backends = vec![Backend::active(BE2, backend_port, false)];
     env.dp.sync_services(&[ServiceEntry::new(ServiceKind::NodePort, NODE, node_port, protocol, backends)]).unwrap();
 }
@@ -319,7 +319,7 @@ fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
     remote_node_port(&mut env, 30080, Protocol::Tcp, 8080);
     let owner_of = |port: u16| abi::Ct4Key::new(BE2, 8080, NODE, port, abi::IPPROTO_TCP, abi::NAT_INGRESS);
     let other = Ipv4Addr::new(10, 9, 9, 9);
-    let fill = |env: &mut Env, flags: u16, last_seen_ns: u64| {
+    let fill = |env: &mut Env, flags: NatFlags, last_seen_ns: u64| {
         for port in abi::NAT_PORT_MIN..=abi::NAT_PORT_MAX {
             let e = abi::NatEntry { last_seen_ns, to_addr: other.octets(), to_port: abi::port_be(port), flags };
             env.dp.maps_mut().snat.insert(owner_of(port), e, 0).unwrap();
@@ -329,12 +329,12 @@ fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
     // Every port of the range belongs to an open connection: a new flow gets none and is dropped
     // rather than sent out with a port that would take another connection's replies.
     let now = datapath::maps::monotonic_ns();
-    fill(&mut env, abi::NAT_F_SEEN_REPLY, now);
+    fill(&mut env, NatFlags::SEEN_REPLY, now);
     let syn = packet::tcp((CLIENT, 5000), (NODE, 30080), "S", 1, b"");
     assert_eq!(run(&mut env.dp, PROG_FROM_NETDEV, &syn).0, TC_ACT_SHOT);
 
     // The same connections closed (FIN both ways) two seconds ago: their ports are free again.
-    let closed = abi::NAT_F_SEEN_REPLY | abi::NAT_F_FIN_FWD | abi::NAT_F_FIN_REV;
+    let closed = NatFlags::SEEN_REPLY | NatFlags::FIN_FWD | NatFlags::FIN_REV;
     fill(&mut env, closed, now - 2_000_000_000);
     let (verdict, out) = run(&mut env.dp, PROG_FROM_NETDEV, &syn);
     assert_eq!(verdict, TC_ACT_OK);
@@ -343,7 +343,7 @@ fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
     assert_eq!(fwd.src.0, NODE);
     let owner = env.dp.maps().snat.get(&owner_of(port), 0).unwrap();
     assert_eq!((abi::addr(owner.to_addr), abi::port_host(owner.to_port)), (CLIENT, 5000), "the port changed hands");
-    assert_eq!(owner.flags, 0, "a new connection starts open");
+    assert_eq!(owner.flags, NatFlags::empty(), "a new connection starts open");
 
     // The new connection's close is tracked in both directions, which frees its port in turn.
     run(&mut env.dp, PROG_FROM_NETDEV, &packet::tcp((CLIENT, 5000), (NODE, 30080), "FA", 2, b""));
@@ -356,7 +356,7 @@ fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
 fn nodeport_to_local_backend_keeps_client_address() {
     require_root!();
     let mut env = setup("local");
-    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: NODE.octets(), flags: 0 }, 0).unwrap();
+    env.dp.maps_mut().netdevs.insert(1, NetdevInfo { addr: NODE.octets(), flags: NetdevFlags::empty() }, 0).unwrap();
     let np =
         ServiceEntry::new(ServiceKind::NodePort, NODE, 30080, Protocol::Tcp, vec![Backend::active(BE1, 8080, true)]);
     env.dp.sync_services(&[np]).unwrap();
@@ -660,7 +660,7 @@ fn the_reply_entry_is_refreshed_now_and_then_and_rebuilt_when_lost() {
     // A FIN always reaches the reply entry, so it closes with the flow.
     run(&mut env.dp, PROG_FROM_CONTAINER, &fwd("FA"));
     let (out, left) = ct_entry(&env.dp, 47100, abi::CT_EGRESS);
-    assert!(out.flags & abi::CT_F_CLOSING != 0 && left <= 10, "{out:?} {left}s");
+    assert!(out.flags.contains(CtFlags::CLOSING) && left <= 10, "{out:?} {left}s");
 }
 
 #[test]
@@ -673,14 +673,18 @@ fn a_new_connection_on_a_closed_flows_tuple_starts_over_in_its_entries() {
     }
     run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((BE1, 8080), (POD, 47200), "FA", 9, b""));
     let (old, _) = ct_entry(&env.dp, 47200, abi::CT_SERVICE);
-    assert!(old.flags & abi::CT_F_CLOSING != 0 && old.packets == 4, "{old:?}");
+    assert!(old.flags.contains(CtFlags::CLOSING) && old.packets == 4, "{old:?}");
 
     // The client reuses its port: both entries start over, counted from this SYN.
     let (_, out) = run(&mut env.dp, PROG_FROM_CONTAINER, &packet::tcp((POD, 47200), (VIP, 80), "S", 7, b""));
     assert_eq!(packet::parse_checked(&out).dst, (BE1, 8080));
     for dir in [abi::CT_SERVICE, abi::CT_EGRESS] {
         let (e, left) = ct_entry(&env.dp, 47200, dir);
-        assert_eq!((e.packets, e.flags & (abi::CT_F_CLOSING | abi::CT_F_SEEN_REPLY)), (1, 0), "dir {dir}: {e:?}");
+        assert_eq!(
+            (e.packets, e.flags & (CtFlags::CLOSING | CtFlags::SEEN_REPLY)),
+            (1, CtFlags::empty()),
+            "dir {dir}: {e:?}"
+        );
         assert!(left > 10, "dir {dir}: a new flow gets the SYN timeout, not the closing one ({left}s)");
     }
     assert_eq!(env.dp.maps().ct_entries().unwrap().len(), 2, "still two entries for the tuple");
@@ -851,7 +855,7 @@ fn the_device_map_is_sized_from_the_pod_cidr() {
     };
     let mut dp = Datapath::open_with(&dir, &config).expect("load with a /22's size");
     for ifindex in 1..=1024u32 {
-        let info = NetdevInfo { addr: [0; 4], flags: abi::NETDEV_F_POD };
+        let info = NetdevInfo { addr: [0; 4], flags: NetdevFlags::POD };
         dp.maps_mut().netdevs.insert(ifindex, info, 0).unwrap_or_else(|e| panic!("pod device {ifindex}: {e}"));
     }
 }

@@ -106,7 +106,7 @@ fn test_run_on(prog: &aya::programs::SchedClassifier, frame: &[u8], gso_size: u3
 /// pod that owns the frame's source address: from_container passes only packets from it.
 fn from_container(env: &mut Env, frame: &[u8]) -> (u32, Vec<u8>) {
     let source = [frame[26], frame[27], frame[28], frame[29]];
-    let info = datapath::abi::NetdevInfo { addr: source, flags: datapath::abi::NETDEV_F_POD };
+    let info = datapath::abi::NetdevInfo { addr: source, flags: datapath::abi::NetdevFlags::POD };
     env.dp.maps_mut().netdevs.insert(1, info, 0).unwrap();
     test_run(env.dp.classifier(PROG_FROM_CONTAINER).unwrap(), frame, 0)
 }

@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use api::types::{Pod, Service};
-use datapath::{EventKind, FlowEvent, ObservationPoint, events_abi};
+use datapath::events_abi::EventFlags;
+use datapath::{EventKind, FlowEvent, ObservationPoint};
 use flow::{DropReason, Endpoint, Layer4, TraceObservationPoint, TrafficDirection, Verdict};
 
 use super::to_flow;
@@ -56,7 +57,7 @@ fn event(kind: EventKind, point: ObservationPoint, src: (Ipv4Addr, u16), dst: (I
         kind,
         obs_point: point,
         drop_reason: 0,
-        flags: 0,
+        flags: EventFlags::empty(),
         ifindex: 9,
         pkt_len: 66,
         saddr: src.0,
@@ -76,7 +77,7 @@ fn event(kind: EventKind, point: ObservationPoint, src: (Ipv4Addr, u16), dst: (I
 #[test]
 fn a_pods_connection_through_the_overlay_names_both_pods_and_the_service() {
     let mut ev = event(EventKind::Trace, ObservationPoint::ToOverlay, (CURL, 40372), (WEB, 80));
-    ev.flags = events_abi::EV_F_DNAT | events_abi::EV_F_ENCAP;
+    ev.flags = EventFlags::DNAT | EventFlags::ENCAP;
     ev.svc_addr = VIP;
     ev.svc_port = 80;
     let f = to_flow(&ev, &directory(), 1_754_748_368_749_000_000, Some("lxc1234".into()));
@@ -111,7 +112,7 @@ fn a_refused_connection_is_a_drop_with_its_reason_and_service() {
     let mut ev = event(EventKind::Drop, ObservationPoint::ToEndpoint, (CURL, 51000), (EMPTY_VIP, 80));
     ev.drop_reason = 158;
     ev.tcp_flags = 0x02;
-    ev.flags = events_abi::EV_F_NOT_REPLY;
+    ev.flags = EventFlags::NOT_REPLY;
     let f = to_flow(&ev, &directory(), 0, None);
     assert_eq!(f.verdict, Verdict::Dropped);
     assert_eq!(f.drop_reason_desc, DropReason::SERVICE_BACKEND_NOT_FOUND);
@@ -126,7 +127,7 @@ fn a_refused_connection_is_a_drop_with_its_reason_and_service() {
 #[test]
 fn a_reply_reverse_natted_to_the_frontend_is_a_reply_from_the_service() {
     let mut ev = event(EventKind::Trace, ObservationPoint::ToEndpoint, (VIP, 80), (CURL, 40372));
-    ev.flags = events_abi::EV_F_REV_NAT | events_abi::EV_F_REPLY;
+    ev.flags = EventFlags::REV_NAT | EventFlags::REPLY;
     ev.svc_addr = VIP;
     ev.svc_port = 80;
     let f = to_flow(&ev, &directory(), 0, None);
