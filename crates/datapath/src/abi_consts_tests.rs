@@ -176,7 +176,7 @@ impl Parser<'_> {
 /// The Rust mirror of every plain constant, by its C name.
 fn rust_constants() -> Vec<(String, u64)> {
     use ObservationPoint as Obs;
-    let plain: [(&str, u64); 59] = [
+    let plain: [(&str, u64); 60] = [
         ("LB_SERVICES_MAP_SIZE", abi::LB_SERVICES_MAP_SIZE.into()),
         ("LB_BACKENDS_MAP_SIZE", abi::LB_BACKENDS_MAP_SIZE.into()),
         ("LB_REVNAT_MAP_SIZE", abi::LB_REVNAT_MAP_SIZE.into()),
@@ -235,6 +235,7 @@ fn rust_constants() -> Vec<(String, u64)> {
         ("EVENTS_MEDIUM", events_abi::EVENTS_MEDIUM.into()),
         ("EVENTS_ALL", events_abi::EVENTS_ALL.into()),
         ("TUNNEL_MAP_SIZE", tunnel_abi::TUNNEL_MAP_SIZE.into()),
+        ("TUNNEL_PEERS_SIZE", tunnel_abi::TUNNEL_PEERS_SIZE.into()),
         ("IDENTITY_HOST", tunnel_abi::IDENTITY_HOST.into()),
         ("OVERLAY_POD_IDENTITY_BASE", tunnel_abi::OVERLAY_POD_IDENTITY_BASE.into()),
     ];

@@ -35,6 +35,7 @@ fn other_layouts() -> Vec<(&'static str, Option<(usize, usize)>)> {
         (events_abi::MAP_FWD_COUNTS, Some((size_of::<u32>(), size_of::<PktCount>()))),
         (tunnel_abi::MAP_TUNNEL, Some((size_of::<aya::maps::lpm_trie::Key<TunnelAddr>>(), size_of::<TunnelInfo>()))),
         (tunnel_abi::MAP_OVERLAY_CONFIG, Some((size_of::<u32>(), size_of::<OverlayConfig>()))),
+        (tunnel_abi::MAP_TUNNEL_PEERS, Some((size_of::<[u8; 4]>(), size_of::<u32>()))),
     ]
 }
 
@@ -63,6 +64,7 @@ fn default_sizes() -> Vec<(&'static str, u32)> {
         (events_abi::MAP_FWD_COUNTS, events_abi::OBS_POINTS_MAX),
         (tunnel_abi::MAP_TUNNEL, tunnel_abi::TUNNEL_MAP_SIZE),
         (tunnel_abi::MAP_OVERLAY_CONFIG, 1),
+        (tunnel_abi::MAP_TUNNEL_PEERS, tunnel_abi::TUNNEL_PEERS_SIZE),
     ]
 }
 
