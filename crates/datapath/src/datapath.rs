@@ -9,6 +9,7 @@ use aya::programs::SchedClassifier;
 
 use crate::abi::{self, ConfigFlags, DpConfig, NetdevFlags, NetdevInfo};
 use crate::attach::{self, Direction};
+use crate::capacity::LbUsage;
 use crate::dump;
 use crate::error::{Error, Result};
 use crate::event_maps::{Count, DatapathCounters, EventMaps, EventReader, EventsLevel};
@@ -26,8 +27,14 @@ use crate::sys;
 pub trait LbDatapath: Send {
     /// Makes the service maps describe exactly `services` (one entry per frontend); frontends
     /// not listed are removed. Only changed rows are written, in an order that keeps every
-    /// datapath lookup consistent. Nothing is written when `services` is invalid.
+    /// datapath lookup consistent. Nothing is written when `services` is invalid or does not fit
+    /// ([`Error::Exhausted`](crate::Error::Exhausted) names the map).
     fn sync_services(&mut self, services: &[ServiceEntry]) -> Result<SyncStats>;
+
+    /// How many entries each service map holds, when the maps have a fixed size.
+    fn capacity(&self) -> Option<LbUsage> {
+        None
+    }
 
     /// Attaches `from_container` (tcx ingress) and `to_container` (tcx egress) to the host side
     /// of a pod veth, in the calling thread's network namespace, and marks it as a pod device so
@@ -254,18 +261,7 @@ impl LbDatapath for Datapath {
     fn sync_services(&mut self, services: &[ServiceEntry]) -> Result<SyncStats> {
         let desired = lbstate::desired(services, &self.applied)?;
         // Refused before any write, with the numbers, rather than failing part way with E2BIG.
-        let rows = desired.services.len();
-        if rows > self.maps.services_capacity as usize {
-            return Err(Error::Exhausted {
-                what: abi::MAP_SERVICES,
-                detail: format!(
-                    "{} frontends need {rows} rows (one per frontend, backend slot and ICMP echo), the map holds {}; \
-                     raise services_max before the map is first created",
-                    services.len(),
-                    self.maps.services_capacity
-                ),
-            });
-        }
+        LbUsage::of(&desired).check_fits(&self.maps.capacity, services.len())?;
         let ops = lbstate::plan(&self.applied, &desired);
         for op in &ops {
             // On failure `applied` still matches the kernel up to the last successful write, so
@@ -274,6 +270,10 @@ impl LbDatapath for Datapath {
             self.applied.apply(op);
         }
         Ok(lbstate::stats(&ops))
+    }
+
+    fn capacity(&self) -> Option<LbUsage> {
+        Some(self.maps.capacity)
     }
 
     fn attach_pod_device(&mut self, ifname: &str, pod_addr: Ipv4Addr) -> Result<()> {

@@ -31,6 +31,8 @@ pub struct FakeDatapath {
     pub socket_lb_cgroup: Option<PathBuf>,
     /// When set, the next call fails with this error message (then it is cleared).
     pub fail_next: Option<String>,
+    /// Map sizes, as the kernel maps have them; None: unbounded.
+    pub capacity: Option<crate::LbUsage>,
     /// The L2 responder maps as the real datapath would hold them: (ip, ifindex) → (mac,
     /// responses). Tests may bump a counter to play an answered request.
     pub l2: L2Table,
@@ -59,6 +61,9 @@ impl LbDatapath for FakeDatapath {
     fn sync_services(&mut self, services: &[ServiceEntry]) -> Result<SyncStats> {
         self.check_failure()?;
         let desired = lbstate::desired(services, &self.state)?;
+        if let Some(capacity) = &self.capacity {
+            crate::LbUsage::of(&desired).check_fits(capacity, services.len())?;
+        }
         let ops = lbstate::plan(&self.state, &desired);
         for op in &ops {
             self.state.apply(op);
@@ -66,6 +71,10 @@ impl LbDatapath for FakeDatapath {
         self.services = services.to_vec();
         self.syncs += 1;
         Ok(lbstate::stats(&ops))
+    }
+
+    fn capacity(&self) -> Option<crate::LbUsage> {
+        self.capacity
     }
 
     fn attach_pod_device(&mut self, ifname: &str, pod_addr: Ipv4Addr) -> Result<()> {

@@ -29,6 +29,7 @@ mod abi_maps_tests;
 mod attach;
 #[cfg(test)]
 mod btf;
+pub mod capacity;
 mod datapath;
 pub mod dump;
 mod error;
@@ -51,6 +52,7 @@ pub mod tunnel;
 pub mod tunnel_abi;
 
 pub use attach::Direction;
+pub use capacity::LbUsage;
 pub use datapath::{Datapath, GcStats, LbDatapath, ct_list_pinned, lb_list_pinned, nat_list_pinned};
 pub use error::{Error, Result};
 pub use event_maps::{Count, DatapathCounters, EventMaps, EventReader, EventsLevel, ReadBatch};

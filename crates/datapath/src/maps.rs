@@ -9,6 +9,7 @@ use crate::abi::{
     self, Ct4Key, CtEntry, DpConfig, Lb4AffinityKey, Lb4Backend, Lb4Key, Lb4ReverseNat, Lb4Service, LbAffinityMatch,
     LbAffinityVal, LbMaglevTable, NatEntry, NetdevInfo,
 };
+use crate::capacity::LbUsage;
 use crate::error::{Error, Result};
 use crate::lbstate::{LbState, Op};
 use crate::nat_gc::{self, NatGcStats};
@@ -26,8 +27,8 @@ pub struct PinnedMaps {
     pub snat: HashMap<MapData, Ct4Key, NatEntry>,
     pub netdevs: HashMap<MapData, u32, NetdevInfo>,
     pub config: Array<MapData, DpConfig>,
-    /// The service map's size as created (a reused pin keeps the size it was made with).
-    pub services_capacity: u32,
+    /// The service maps' sizes as created (a reused pin keeps the size it was made with).
+    pub capacity: LbUsage,
 }
 
 fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
@@ -46,21 +47,33 @@ impl PinnedMaps {
     /// Opens every map pinned in `pin_dir` (created by [`crate::Datapath::open`]).
     pub fn open(pin_dir: &Path) -> Result<Self> {
         let services: HashMap<MapData, Lb4Key, Lb4Service> = typed!(pin_dir, abi::MAP_SERVICES, HashMap);
-        let services_capacity =
-            services.map().info().map_err(Error::map(abi::MAP_SERVICES, "read its size"))?.max_entries();
+        let backends: HashMap<MapData, u32, Lb4Backend> = typed!(pin_dir, abi::MAP_BACKENDS, HashMap);
+        let revnat: HashMap<MapData, u16, Lb4ReverseNat> = typed!(pin_dir, abi::MAP_REVNAT, HashMap);
+        let maglev: HashMap<MapData, u32, LbMaglevTable> = typed!(pin_dir, abi::MAP_MAGLEV, HashMap);
+        let affinity_match: HashMap<MapData, LbAffinityMatch, u8> = typed!(pin_dir, abi::MAP_AFFINITY_MATCH, HashMap);
+        let size = |map: &MapData, name: &'static str| -> Result<usize> {
+            Ok(map.info().map_err(Error::map(name, "read its size"))?.max_entries() as usize)
+        };
+        let capacity = LbUsage {
+            services: size(services.map(), abi::MAP_SERVICES)?,
+            backends: size(backends.map(), abi::MAP_BACKENDS)?,
+            revnat: size(revnat.map(), abi::MAP_REVNAT)?,
+            maglev: size(maglev.map(), abi::MAP_MAGLEV)?,
+            affinity_match: size(affinity_match.map(), abi::MAP_AFFINITY_MATCH)?,
+        };
         Ok(PinnedMaps {
             pin_dir: pin_dir.to_path_buf(),
             services,
-            backends: typed!(pin_dir, abi::MAP_BACKENDS, HashMap),
-            revnat: typed!(pin_dir, abi::MAP_REVNAT, HashMap),
-            maglev: typed!(pin_dir, abi::MAP_MAGLEV, HashMap),
+            backends,
+            revnat,
+            maglev,
             affinity: typed!(pin_dir, abi::MAP_AFFINITY, HashMap),
-            affinity_match: typed!(pin_dir, abi::MAP_AFFINITY_MATCH, HashMap),
+            affinity_match,
             ct: typed!(pin_dir, abi::MAP_CT, HashMap),
             snat: typed!(pin_dir, abi::MAP_SNAT, HashMap),
             netdevs: typed!(pin_dir, abi::MAP_NETDEVS, HashMap),
             config: typed!(pin_dir, abi::MAP_CONFIG, Array),
-            services_capacity,
+            capacity,
         })
     }
 
