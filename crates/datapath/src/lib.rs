@@ -51,7 +51,7 @@ pub use datapath::{Datapath, GcStats, LbDatapath, ct_list_pinned, lb_list_pinned
 pub use error::{Error, Result};
 pub use event_maps::{Count, DatapathCounters, EventMaps, EventReader, EventsLevel, ReadBatch};
 pub use events::{DropReason, EventKind, FlowEvent, ObservationPoint, Translation};
-pub use fake::{Attachment, FakeDatapath};
+pub use fake::{Attachment, FakeDatapath, FakeDatapathState};
 pub use fake_overlay::{FakeOverlay, FakeOverlayCall, FakeOverlayOp, FakeOverlayState, OverlayAttachment};
 pub use l2::{L2Entry, L2Row, L2SyncStats, l2_entries_pinned, l2_list_pinned, l2_liveness_pinned};
 pub use lbstate::SyncStats;
