@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::abi::{Ct4Key, CtEntry};
 use crate::datapath::LbDatapath;
-use crate::dump;
 use crate::error::Result;
 use crate::l2::{self, L2Entry, L2Row, L2SyncStats, L2Table};
 use crate::lbstate::{self, LbState, SyncStats};
@@ -140,12 +140,13 @@ impl LbDatapath for FakeDatapath {
         Ok(0)
     }
 
-    fn lb_list(&self) -> Result<String> {
-        Ok(dump::lb_list(&self.state().lb))
+    fn service_maps(&self) -> Result<LbState> {
+        Ok(self.state().lb.clone())
     }
 
-    fn ct_list(&self) -> Result<String> {
-        Ok(String::new())
+    /// The fake forwards no packets, so it tracks no connections.
+    fn conntrack_entries(&self) -> Result<Vec<(Ct4Key, CtEntry)>> {
+        Ok(Vec::new())
     }
 
     fn sync_l2(&mut self, entries: &[L2Entry]) -> Result<L2SyncStats> {
@@ -181,6 +182,7 @@ impl LbDatapath for FakeDatapath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi;
     use crate::service::{Backend, Protocol, ServiceKind};
 
     #[test]
@@ -199,7 +201,14 @@ mod tests {
         dp.attach_netdev("eth1", Some(Ipv4Addr::new(192, 168, 10, 100))).unwrap();
         dp.attach_pod_device("lxc0123").unwrap();
         assert_eq!(dp.state().devices.len(), 2);
-        assert!(dp.lb_list().unwrap().contains("10.96.0.1:443/TCP (1)   172.20.0.5:6443/TCP"));
+        let maps = dp.service_maps().unwrap();
+        let slot =
+            maps.services[&abi::Lb4Key::new(Ipv4Addr::new(10, 96, 0, 1), 443, abi::IPPROTO_TCP, 1, abi::LB_SCOPE_ALL)];
+        let backend = maps.backends[&slot.backend_id];
+        assert_eq!(
+            (Ipv4Addr::from(backend.address), abi::port_host(backend.port), backend.proto),
+            (Ipv4Addr::new(172, 20, 0, 5), 6443, abi::IPPROTO_TCP)
+        );
         let watcher = dp.clone();
         watcher.fail_next("boom");
         assert!(dp.sync_services(&[]).is_err());
