@@ -190,8 +190,9 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
     let leave = shutdown.child_token();
     let membership =
         tokio::spawn(membership::maintain(store.clone(), node_name.clone(), config.lease_ttl, leave.clone()));
-    let routes = RouteReconciler::new(kernel, &node_name, pod_cidr, router_ip, config.auto_direct_node_routes)
-        .with_mode(config.routing_mode, config.mtu, config.tunnel_port, config.bpf_dir.clone());
+    let overlay = datapath::PinnedOverlay::new(config.bpf_dir.clone());
+    let routes = RouteReconciler::new(kernel, overlay, &node_name, pod_cidr, router_ip, config.auto_direct_node_routes)
+        .with_mode(config.routing_mode, config.mtu, config.tunnel_port);
     let ready = node_status::ready(
         true,
         node_status::REASON_READY,

@@ -2,15 +2,19 @@
 //! with [`crate::direct_routes`], and applies the difference to the installed cilia routes.
 //! Idempotent and safe to run at every start: nothing is torn down first, so pods keep their
 //! connectivity while the agent restarts.
+//!
+//! The kernel is reached only through [`RouteOps`], [`VxlanOps`] and [`OverlayDatapath`]: the
+//! agent wires in [`Netconf`] and [`PinnedOverlay`], the tests fakes of both
+//! (`route_reconciler_tests.rs`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    path::PathBuf,
 };
 
+use datapath::{OverlayDatapath, PinnedOverlay};
 use ipnet::Ipv4Net;
-use netconf::{MAIN_TABLE, Netconf};
+use netconf::{MAIN_TABLE, Netconf, RouteOps, VxlanOps};
 
 use crate::{
     config::RoutingMode,
@@ -34,8 +38,8 @@ pub struct Outcome {
     pub failed: usize,
 }
 
-pub struct RouteReconciler {
-    node: Netconf,
+pub struct RouteReconciler<K = Netconf, O = PinnedOverlay> {
+    node: K,
     own: String,
     own_cidr: Ipv4Net,
     router_ip: Ipv4Addr,
@@ -43,15 +47,18 @@ pub struct RouteReconciler {
     mode: RoutingMode,
     /// MTU of the routes through the overlay: the device MTU minus the VXLAN overhead.
     route_mtu: u32,
-    overlay: OverlayManager,
+    overlay: OverlayManager<O>,
     /// The skip message last logged per node, so a skip is logged when it starts or changes,
     /// not on every pass.
     reported: BTreeMap<String, String>,
 }
 
-impl RouteReconciler {
+impl<K: RouteOps + VxlanOps, O: OverlayDatapath> RouteReconciler<K, O> {
+    /// A reconciler in native mode; `overlay` is the overlay's BPF side, brought up only in the
+    /// overlay modes ([`Self::with_mode`]).
     pub fn new(
-        node: Netconf,
+        node: K,
+        overlay: O,
         own: &str,
         own_cidr: Ipv4Net,
         router_ip: Ipv4Addr,
@@ -65,16 +72,16 @@ impl RouteReconciler {
             auto_direct_node_routes,
             mode: RoutingMode::Native,
             route_mtu: 1500 - TUNNEL_OVERHEAD,
-            overlay: OverlayManager::new(PathBuf::from("/sys/fs/bpf/cilia"), netconf::VXLAN_PORT, 1500),
+            overlay: OverlayManager::new(overlay, netconf::VXLAN_PORT, 1500),
             reported: BTreeMap::new(),
         }
     }
 
-    /// Selects the routing mode and the overlay's settings (device MTU, UDP port, pin directory).
-    pub fn with_mode(mut self, mode: RoutingMode, mtu: u32, tunnel_port: u16, bpf_dir: PathBuf) -> Self {
+    /// Selects the routing mode and the overlay's settings (device MTU, UDP port).
+    pub fn with_mode(mut self, mode: RoutingMode, mtu: u32, tunnel_port: u16) -> Self {
         self.mode = mode;
         self.route_mtu = mtu.saturating_sub(TUNNEL_OVERHEAD);
-        self.overlay = OverlayManager::new(bpf_dir, tunnel_port, mtu);
+        self.overlay = self.overlay.with_device(tunnel_port, mtu);
         self
     }
 
@@ -223,3 +230,7 @@ impl RouteReconciler {
         self.reported = now;
     }
 }
+
+#[cfg(test)]
+#[path = "route_reconciler_tests.rs"]
+mod tests;

@@ -233,8 +233,8 @@ mod tests {
 
     #[test]
     fn passes_sync_changes_only() {
-        let fake = Arc::new(Mutex::new(FakeDatapath::new()));
-        let shared: SharedDatapath = Arc::new(Mutex::new(Box::new(ProxyDatapath(fake.clone()))));
+        let fake = FakeDatapath::new();
+        let shared: SharedDatapath = Arc::new(Mutex::new(Box::new(fake.clone())));
         let options = BuildOptions {
             node_name: "k8s-w1".into(),
             default_algorithm: datapath::LbAlgorithm::Random,
@@ -245,16 +245,16 @@ mod tests {
         let (s, e, n) = inputs(&["172.20.1.10", "172.20.1.11"]);
         let stats = c.pass(&s, &e, &n).unwrap().expect("first pass syncs");
         assert!(stats.upserts > 0);
-        assert_eq!(fake.lock().unwrap().services[0].backends.len(), 2);
+        assert_eq!(fake.state().services[0].backends.len(), 2);
         assert_eq!(c.pass(&s, &e, &n).unwrap(), None, "nothing changed, no sync");
-        assert_eq!(fake.lock().unwrap().syncs, 1);
+        assert_eq!(fake.state().syncs, 1);
 
         // A backend goes away: synced; a failure is reported and the next pass retries.
         let (s, e, n) = inputs(&["172.20.1.10"]);
-        fake.lock().unwrap().fail_next = Some("map full".into());
+        fake.fail_next("map full");
         assert!(c.pass(&s, &e, &n).is_err());
         c.pass(&s, &e, &n).unwrap().expect("retried");
-        assert_eq!(fake.lock().unwrap().services[0].backends.len(), 1);
+        assert_eq!(fake.state().services[0].backends.len(), 1);
 
         // An object that does not parse is skipped, the others still apply.
         let mut broken = s.clone();
@@ -268,42 +268,6 @@ mod tests {
         let mut corrupt = s.clone();
         corrupt[0].body["spec"]["sessionAfinity"] = json!("None");
         assert_eq!(c.pass(&corrupt, &e, &n).unwrap(), None, "the Service's frontend was removed");
-        assert_eq!(fake.lock().unwrap().services[0].backends.len(), 1);
-    }
-
-    /// Lets the test look into the fake while the controller owns it.
-    struct ProxyDatapath(Arc<Mutex<FakeDatapath>>);
-
-    impl LbDatapath for ProxyDatapath {
-        fn sync_services(&mut self, s: &[ServiceEntry]) -> datapath::Result<SyncStats> {
-            self.0.lock().unwrap().sync_services(s)
-        }
-        fn attach_pod_device(&mut self, ifname: &str, addr: std::net::Ipv4Addr) -> datapath::Result<()> {
-            self.0.lock().unwrap().attach_pod_device(ifname, addr)
-        }
-        fn forget_missing_devices(&mut self) -> datapath::Result<usize> {
-            self.0.lock().unwrap().forget_missing_devices()
-        }
-        fn attach_netdev(&mut self, ifname: &str, a: Option<std::net::Ipv4Addr>) -> datapath::Result<()> {
-            self.0.lock().unwrap().attach_netdev(ifname, a)
-        }
-        fn detach_device(&mut self, ifname: &str) -> datapath::Result<()> {
-            self.0.lock().unwrap().detach_device(ifname)
-        }
-        fn attach_socket_lb(&mut self, cgroup: &std::path::Path) -> datapath::Result<()> {
-            self.0.lock().unwrap().attach_socket_lb(cgroup)
-        }
-        fn detach_socket_lb(&mut self) -> datapath::Result<()> {
-            self.0.lock().unwrap().detach_socket_lb()
-        }
-        fn gc_conntrack(&mut self) -> datapath::Result<usize> {
-            self.0.lock().unwrap().gc_conntrack()
-        }
-        fn lb_list(&self) -> datapath::Result<String> {
-            self.0.lock().unwrap().lb_list()
-        }
-        fn ct_list(&self) -> datapath::Result<String> {
-            self.0.lock().unwrap().ct_list()
-        }
+        assert_eq!(fake.state().services[0].backends.len(), 1);
     }
 }

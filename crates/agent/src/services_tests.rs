@@ -1,6 +1,6 @@
 use std::net::Ipv4Addr;
 
-use datapath::{FakeDatapath, LbDatapath};
+use datapath::{FakeDatapath, LbDatapath, abi};
 use serde_json::{Value, json};
 
 use super::*;
@@ -259,13 +259,18 @@ fn the_fake_datapath_takes_the_entries_and_a_second_sync_writes_nothing() {
     assert!(first.upserts > 0);
     let again = dp.sync_services(&d.entries).unwrap();
     assert_eq!((again.upserts, again.deletes), (0, 0));
-    let dump = dp.lb_list().unwrap();
-    assert!(dump.contains("192.168.10.241:80/TCP (0)"), "{dump}");
-    assert!(dump.contains("[LoadBalancer"), "{dump}");
+    let lb_frontend = |dp: &FakeDatapath| {
+        let key = abi::Lb4Key::new(LB_IP, 80, abi::IPPROTO_TCP, 0, abi::LB_SCOPE_ALL);
+        dp.service_maps().unwrap().services.get(&key).copied()
+    };
+    let frontend = lb_frontend(&dp).expect("the LoadBalancer IP's frontend is in the map");
+    assert!(frontend.flags.contains(abi::SvcFlags::LOADBALANCER), "{frontend:?}");
+    assert!(frontend.count > 0, "{frontend:?}");
     // Scaling to zero keeps the frontends with count 0.
     let empty = desired(&options(), &[webpod("LoadBalancer")], &[slice("webpod-abcde", json!([]), &[])], &nodes());
     dp.sync_services(&empty.entries).unwrap();
-    assert!(dp.lb_list().unwrap().contains("count=0"), "{}", dp.lb_list().unwrap());
+    let frontend = lb_frontend(&dp).expect("the frontend stays without backends");
+    assert_eq!(frontend.count, 0, "{frontend:?}");
 }
 
 #[test]

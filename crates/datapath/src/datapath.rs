@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aya::programs::SchedClassifier;
 
-use crate::abi::{self, ConfigFlags, DpConfig, NetdevFlags, NetdevInfo};
+use crate::abi::{self, ConfigFlags, Ct4Key, CtEntry, DpConfig, NetdevFlags, NetdevInfo};
 use crate::attach::{self, Direction};
 use crate::capacity::LbUsage;
 use crate::dump;
@@ -85,11 +85,13 @@ pub trait LbDatapath: Send {
         Vec::new()
     }
 
-    /// `cilia dbg NODE bpf lb list`.
-    fn lb_list(&self) -> Result<String>;
+    /// The service maps as last written (`cilia dbg NODE bpf lb list` shows them, formatted by
+    /// [`crate::dump::lb_list`]).
+    fn service_maps(&self) -> Result<LbState>;
 
-    /// `cilia dbg NODE bpf ct list global`.
-    fn ct_list(&self) -> Result<String>;
+    /// The conntrack entries (`cilia dbg NODE bpf ct list global` shows them, formatted by
+    /// [`crate::dump::ct_list`]).
+    fn conntrack_entries(&self) -> Result<Vec<(Ct4Key, CtEntry)>>;
 
     /// L2 announcements: makes the ARP/NDP responder maps hold exactly `entries` (one per
     /// announced IP and device). Keys not listed are removed (also ones this agent never wrote),
@@ -372,12 +374,12 @@ impl LbDatapath for Datapath {
         names
     }
 
-    fn lb_list(&self) -> Result<String> {
-        Ok(dump::lb_list(&self.applied))
+    fn service_maps(&self) -> Result<LbState> {
+        Ok(self.applied.clone())
     }
 
-    fn ct_list(&self) -> Result<String> {
-        Ok(dump::ct_list(&self.maps.ct_entries()?, maps::monotonic_ns()))
+    fn conntrack_entries(&self) -> Result<Vec<(Ct4Key, CtEntry)>> {
+        self.maps.ct_entries()
     }
 
     fn sync_l2(&mut self, entries: &[L2Entry]) -> Result<L2SyncStats> {

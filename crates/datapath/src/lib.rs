@@ -17,7 +17,9 @@
 //! restarts. L2 announcements program the ARP/NDP responder with [`LbDatapath::sync_l2`] and
 //! announce takeovers with [`neigh_announce`]. Flow events (traces at observation points, drops
 //! with a reason) come out of a ring buffer ([`events`], [`EventReader`]); drop and forward
-//! counters are always on ([`LbDatapath::counters`]). See `docs/datapath.md` for the packet walks and the inspection commands.
+//! counters are always on ([`LbDatapath::counters`]). The overlay of tunnel mode is driven through
+//! [`OverlayDatapath`] ([`PinnedOverlay`], [`FakeOverlay`] in tests).
+//! See `docs/datapath.md` for the packet walks and the inspection commands.
 
 pub mod abi;
 #[cfg(test)]
@@ -37,6 +39,7 @@ pub mod event_maps;
 pub mod events;
 pub mod events_abi;
 mod fake;
+mod fake_overlay;
 pub mod inventory;
 pub mod l2;
 pub mod lbstate;
@@ -46,6 +49,7 @@ pub mod maps;
 pub mod nat_gc;
 pub mod neigh_announce;
 pub mod objects;
+mod overlay_datapath;
 mod service;
 mod sys;
 pub mod tunnel;
@@ -57,10 +61,12 @@ pub use datapath::{Datapath, GcStats, LbDatapath, ct_list_pinned, lb_list_pinned
 pub use error::{Error, Result};
 pub use event_maps::{Count, DatapathCounters, EventMaps, EventReader, EventsLevel, ReadBatch};
 pub use events::{DropReason, EventKind, FlowEvent, ObservationPoint, Translation};
-pub use fake::{Attachment, FakeDatapath};
+pub use fake::{Attachment, FakeDatapath, FakeDatapathState};
+pub use fake_overlay::{FakeOverlay, FakeOverlayCall, FakeOverlayOp, FakeOverlayState, OverlayAttachment};
 pub use l2::{L2Entry, L2Row, L2SyncStats, l2_entries_pinned, l2_list_pinned, l2_liveness_pinned};
 pub use lbstate::SyncStats;
 pub use loader::{DatapathConfig, remove_pins};
+pub use overlay_datapath::{OverlayDatapath, PinnedOverlay};
 pub use service::{Backend, BackendState, Frontend, LbAlgorithm, Protocol, ServiceEntry, ServiceKind};
 pub use sys::{current_netns_cookie, ensure_bpffs, is_bpffs};
 pub use tunnel::{Overlay, TunnelEntry, TunnelSyncStats, remove_overlay, tunnel_list_pinned, tunnel_table_pinned};

@@ -129,10 +129,10 @@ fn pod_and_external_traffic_through_the_datapath() {
         .unwrap();
     assert!(ping.status.success(), "ping LB IP: {}", String::from_utf8_lossy(&ping.stdout));
 
-    let ct = dp.ct_list().unwrap();
+    let ct = datapath::dump::ct_list(&dp.conntrack_entries().unwrap(), datapath::maps::monotonic_ns());
     assert!(ct.contains(&format!("TCP SERVICE {CLIENT}:")), "{ct}");
     assert!(dp.nat_list().unwrap().contains("SNAT-IN"), "no SNAT entry");
-    let lb = dp.lb_list().unwrap();
+    let lb = datapath::dump::lb_list(dp.lb_state());
     assert!(
         lb.lines().any(|l| l.starts_with("192.168.77.211:80/TCP (1)") && l.contains("172.30.1.10:8080/TCP")),
         "{lb}"

@@ -113,7 +113,7 @@ fn pod_to_cluster_ip_is_dnated_and_reply_reverse_nated() {
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(packet::parse_checked(&out).src, (VIP, 80));
 
-    let ct = env.dp.ct_list().unwrap();
+    let ct = datapath::dump::ct_list(&env.dp.conntrack_entries().unwrap(), datapath::maps::monotonic_ns());
     assert!(ct.contains("TCP SERVICE 172.20.0.2:40000 -> 10.96.0.10:80"), "{ct}");
     assert!(ct.contains("TCP OUT 172.20.0.2:40000 -> 172.20.0.5:8080"), "{ct}");
     assert!(ct.contains("seen-reply"), "{ct}");

@@ -11,24 +11,31 @@
 //! - per-namespace sysctls ([`sysctl`]);
 //! - the flow-based VXLAN device of tunnel mode ([`vxlan`]).
 //!
+//! The agent's reconcilers program routes and the VXLAN device through the narrow traits of
+//! [`ops`], implemented by [`Netconf`] and, for tests without root, by [`FakeNetconf`].
+//!
 //! Every error names the namespace, the device and the operation that failed.
 
 pub mod error;
+pub mod fake;
 pub mod handle;
 pub mod host_device;
 pub mod link;
 pub mod netns;
 pub mod offload;
+pub mod ops;
 pub mod pod_veth;
 pub mod route;
 pub mod sysctl;
 pub mod vxlan;
 
 pub use error::{Error, Result};
+pub use fake::{FakeCall, FakeNetconf, FakeNetconfState, FakeOp};
 pub use handle::Netconf;
 pub use host_device::{HOST_DEVICE, HostDevice, HostDeviceConfig, NET_DEVICE};
 pub use link::LinkInfo;
 pub use netns::Netns;
+pub use ops::{RouteOps, VxlanOps};
 pub use pod_veth::{PodVeth, PodVethSpec, host_ifname_for};
 pub use route::{CILIA_ROUTE_PROTOCOL, MAIN_TABLE, Route, RouteLookup, RouteScope};
 pub use vxlan::{VXLAN_DEVICE, VXLAN_PORT};
