@@ -834,7 +834,12 @@ fn services_that_do_not_fit_the_map_are_refused_before_any_write() {
     let second = ServiceEntry::new(ServiceKind::ClusterIp, Ipv4Addr::new(10, 96, 0, 11), 80, Protocol::Tcp, backends());
     dp.sync_services(std::slice::from_ref(&first)).expect("5 rows fit in 8");
     let err = dp.sync_services(&[first, second]).expect_err("10 rows do not fit in 8").to_string();
-    assert!(err.contains("2 frontends need 10 rows") && err.contains("the map holds 8"), "{err}");
+    assert!(
+        err.contains(abi::MAP_SERVICES)
+            && err.contains("2 frontends need 10 entries")
+            && err.contains("the map holds 8"),
+        "{err}"
+    );
     assert_eq!(dp.maps().services.keys().count(), 5, "nothing of the second service was written");
 }
 
