@@ -47,6 +47,7 @@ pub mod route_reconciler;
 pub mod router_ip;
 pub mod routing_plan;
 pub mod service_controller;
+pub mod service_fit;
 pub mod services;
 
 use std::{sync::Arc, time::Duration};

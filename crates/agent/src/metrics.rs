@@ -49,6 +49,7 @@ pub static TELEMETRY: LazyLock<AgentTelemetry> = LazyLock::new(AgentTelemetry::n
 pub struct AgentTelemetry {
     pub health: Arc<Health>,
     services: Gauge,
+    services_left_out: Gauge,
     backends: Gauge,
     syncs: Counter,
     delay: Histogram,
@@ -66,6 +67,7 @@ impl AgentTelemetry {
         AgentTelemetry {
             health: Arc::new(Health::new(&[CHECK_POD_NETWORK, CHECK_SERVICES, CHECK_DATAPATH])),
             services: Gauge::default(),
+            services_left_out: Gauge::default(),
             backends: Gauge::default(),
             syncs: Counter::default(),
             // 100 µs to about 1.6 s.
@@ -84,6 +86,11 @@ pub fn services_programmed(took: Duration, frontends: usize, backends: usize) {
     t.services.set(i64::try_from(frontends).unwrap_or(i64::MAX));
     t.backends.set(i64::try_from(backends).unwrap_or(i64::MAX));
     t.health.set(CHECK_SERVICES, true, format!("{frontends} frontends, {backends} backends programmed"));
+}
+
+/// How many Services the datapath's maps had no room for (0 when all fit).
+pub fn services_left_out(count: usize) {
+    TELEMETRY.services_left_out.set(i64::try_from(count).unwrap_or(i64::MAX));
 }
 
 /// L2 announcements this node took over and gave up in one sync.
@@ -114,6 +121,11 @@ pub fn registry() -> Registry {
     let t = &*TELEMETRY;
     let mut r = Registry::with_prefix("cilia");
     r.register("services_programmed", "Service frontends programmed in the datapath", t.services.clone());
+    r.register(
+        "services_left_out",
+        "Services left out of the datapath because its maps are full (the newest first; see bpf-lb-map-max)",
+        t.services_left_out.clone(),
+    );
     r.register(
         "service_backends_programmed",
         "Backends of all frontends programmed in the datapath",

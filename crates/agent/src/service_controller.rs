@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     node_view::NodeView,
+    service_fit,
     services::{self, BuildOptions, Conflict},
 };
 
@@ -44,6 +45,8 @@ pub struct ServiceController {
     applied: Option<Vec<ServiceEntry>>,
     conflicts: Vec<Conflict>,
     refused: Vec<services::Refused>,
+    /// Services the datapath's maps had no room for, newest last ([`crate::service_fit`]).
+    left_out: Vec<String>,
     /// A Service or slice that stops parsing keeps its last readable version: its frontends and
     /// backends stay, rather than going as if it were deleted.
     readable_services: LastReadable<Service>,
@@ -58,6 +61,7 @@ impl ServiceController {
             applied: None,
             conflicts: Vec::new(),
             refused: Vec::new(),
+            left_out: Vec::new(),
             readable_services: LastReadable::default(),
             readable_slices: LastReadable::default(),
         }
@@ -95,15 +99,39 @@ impl ServiceController {
             }
             self.refused = desired.refused;
         }
-        if self.applied.as_ref() == Some(&desired.entries) {
+        let capacity = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).capacity();
+        let fitted = service_fit::fit(&services, desired.entries, capacity.as_ref(), |subset| {
+            services::desired(&self.options, subset, &slices, &nodes).entries
+        });
+        if fitted.left_out != self.left_out {
+            match fitted.full_map {
+                Some((map, needed, holds)) => tracing::warn!(
+                    map,
+                    needed,
+                    holds,
+                    left_out = ?fitted.left_out,
+                    "the service maps cannot hold every Service: the newest are left out until there is room \
+                     (raise bpf-lb-map-max)"
+                ),
+                None => tracing::info!("every Service fits the service maps again"),
+            }
+            self.left_out = fitted.left_out;
+            crate::metrics::services_left_out(self.left_out.len());
+        }
+        if self.applied.as_ref() == Some(&fitted.entries) {
             return Ok(None);
         }
         let stats = {
             let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            dp.sync_services(&desired.entries)?
+            dp.sync_services(&fitted.entries)?
         };
-        self.applied = Some(desired.entries);
+        self.applied = Some(fitted.entries);
         Ok(Some(stats))
+    }
+
+    /// Services left out of the datapath because its maps are full (`namespace/name`).
+    pub fn left_out(&self) -> &[String] {
+        &self.left_out
     }
 
     /// Takes the nodes heartbeats say are down; true when that changes the backends to compute.
@@ -269,5 +297,67 @@ mod tests {
         corrupt[0].body["spec"]["sessionAfinity"] = json!("None");
         assert_eq!(c.pass(&corrupt, &e, &n).unwrap(), None, "the Service's frontend was removed");
         assert_eq!(fake.state().services[0].backends.len(), 1);
+    }
+
+    /// A Service `name` made at `minute` with ClusterIP 10.96.0.`ip`, over the same slice's
+    /// backends as webpod's (its slice is a copy of `slice` under its name).
+    fn another(name: &str, minute: u8, ip: u8, slice: &Object) -> (Object, Object) {
+        let svc = object(
+            &kinds::SERVICE,
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": name, "namespace": "default", "creationTimestamp": format!("2026-12-07T10:{minute:02}:00Z")},
+                   "spec": {"clusterIP": format!("10.96.0.{ip}"), "ports": [{"port": 80}]}}),
+        );
+        let mut slice = slice.clone();
+        slice.metadata.name = format!("{name}-abcde");
+        slice.metadata.labels.insert("kubernetes.io/service-name".into(), name.into());
+        (svc, slice)
+    }
+
+    #[test]
+    fn services_that_do_not_fit_wait_for_room_and_the_rest_are_programmed() {
+        let fake = FakeDatapath::new();
+        let shared: SharedDatapath = Arc::new(Mutex::new(Box::new(fake.clone())));
+        let options = BuildOptions {
+            node_name: "k8s-w1".into(),
+            default_algorithm: datapath::LbAlgorithm::Random,
+            unreachable_nodes: Default::default(),
+        };
+        let mut c = ServiceController::new(options, shared);
+        let (_, e, n) = inputs(&["172.20.1.10", "172.20.1.11"]);
+        let (old, old_slice) = another("old", 1, 10, &e[0]);
+        let (new, new_slice) = another("new", 2, 20, &e[0]);
+        let (newest, newest_slice) = another("newest", 3, 30, &e[0]);
+        // Room for one Service and a half: each takes a frontend row, two slots and an ICMP row.
+        let one = datapath::LbUsage::needed(&entries_of(&c, &old, &old_slice, &n)).unwrap();
+        fake.state().capacity = Some(datapath::LbUsage { services: one.services * 3 / 2, ..one });
+        let frontends = |fake: &FakeDatapath| -> Vec<String> {
+            fake.state().services.iter().map(|e| e.frontend.address.to_string()).collect()
+        };
+
+        // The newest are left out, newest last; the oldest is programmed, and no error stalls it.
+        let s = vec![newest.clone(), old.clone(), new.clone()];
+        let slices = vec![old_slice.clone(), new_slice.clone(), newest_slice.clone()];
+        c.pass(&s, &slices, &n).unwrap().expect("the oldest is programmed");
+        assert_eq!(frontends(&fake), ["10.96.0.10"]);
+        assert_eq!(c.left_out(), ["default/new", "default/newest"]);
+        // A change to a programmed Service's backends still goes through.
+        let mut fewer = old_slice.clone();
+        fewer.body["endpoints"].as_array_mut().unwrap().pop();
+        c.pass(&s, &[fewer, new_slice.clone(), newest_slice.clone()], &n).unwrap().expect("synced");
+        assert_eq!(fake.state().services[0].backends.len(), 1);
+
+        // The oldest goes: the next in age takes its room.
+        c.pass(&[newest, new], &[new_slice, newest_slice], &n).unwrap().expect("synced");
+        assert_eq!(frontends(&fake), ["10.96.0.20"]);
+        assert_eq!(c.left_out(), ["default/newest"]);
+    }
+
+    /// The entries of one Service, as the controller builds them.
+    fn entries_of(c: &ServiceController, svc: &Object, slice: &Object, nodes: &[Object]) -> Vec<ServiceEntry> {
+        let services: Vec<Service> = vec![serde_json::from_value(serde_json::to_value(svc).unwrap()).unwrap()];
+        let slices: Vec<EndpointSlice> = vec![serde_json::from_value(serde_json::to_value(slice).unwrap()).unwrap()];
+        let nodes: Vec<NodeView> = nodes.iter().map(NodeView::of).collect();
+        services::desired(&c.options, &services, &slices, &nodes).entries
     }
 }
