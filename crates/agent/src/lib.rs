@@ -46,6 +46,7 @@ pub mod own_interfaces;
 pub mod route_reconciler;
 pub mod router_ip;
 pub mod routing_plan;
+pub mod service_conditions;
 pub mod service_controller;
 pub mod service_fit;
 pub mod services;
@@ -176,10 +177,18 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
             service_tasks.push(tokio::spawn(task));
         }
         let controller = service_controller::ServiceController::new(options, shared);
+        let (left_out_tx, left_out_rx) = tokio::sync::watch::channel(Vec::new());
         service_tasks.push(tokio::spawn(service_controller::run(
             store.clone(),
             controller,
             unreachable_rx,
+            left_out_tx,
+            services.clone(),
+        )));
+        service_tasks.push(tokio::spawn(service_conditions::run(
+            store.clone(),
+            node_name.clone(),
+            left_out_rx,
             services.clone(),
         )));
     }

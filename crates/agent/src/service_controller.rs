@@ -157,11 +157,13 @@ impl ServiceController {
 }
 
 /// Runs the controller until `shutdown`. `unreachable` carries the nodes the L2 heartbeats say
-/// are down (never changes without L2 announcements).
+/// are down (never changes without L2 announcements); `left_out` gets the Services the maps had
+/// no room for after each pass ([`crate::service_conditions`] reports them).
 pub async fn run(
     store: Arc<dyn Store>,
     mut controller: ServiceController,
     mut unreachable: watch::Receiver<BTreeSet<String>>,
+    left_out: watch::Sender<Vec<String>>,
     shutdown: CancellationToken,
 ) {
     let services = Informer::start(store.clone(), &kinds::SERVICE, None);
@@ -197,7 +199,15 @@ pub async fn run(
             () = sleep_until_some(due) => {
                 due = None;
                 let started = std::time::Instant::now();
-                match controller.pass(&services.snapshot(), &slices.snapshot(), &nodes.snapshot()) {
+                let result = controller.pass(&services.snapshot(), &slices.snapshot(), &nodes.snapshot());
+                left_out.send_if_modified(|sent| {
+                    let changed = sent.as_slice() != controller.left_out();
+                    if changed {
+                        *sent = controller.left_out().to_vec();
+                    }
+                    changed
+                });
+                match result {
                     Ok(Some(stats)) => {
                         crate::metrics::services_programmed(started.elapsed(), controller.frontends(), controller.backends());
                         if !sync_log.started() || stats.upserts + stats.deletes > 0 {
