@@ -88,7 +88,21 @@ pub(crate) fn expected_layout() -> [(&'static str, usize, usize); 14] {
     ]
 }
 
-/// Checks the pin directory and drops pins whose layout no longer matches this build's ABI.
+/// The service maps: their rows name each other by id, so a new size for one recreates them all
+/// (the next sync writes every row again).
+const SERVICE_MAPS: [&str; 4] = [abi::MAP_SERVICES, abi::MAP_BACKENDS, abi::MAP_AFFINITY_MATCH, abi::MAP_REVNAT];
+
+fn configured_size(name: &str, config: &DatapathConfig) -> Option<u32> {
+    match name {
+        abi::MAP_SERVICES => Some(config.services_max),
+        abi::MAP_BACKENDS | abi::MAP_AFFINITY_MATCH => Some(config.backends_max),
+        abi::MAP_REVNAT => Some(config.revnat_max),
+        _ => None,
+    }
+}
+
+/// Checks the pin directory and drops pins whose layout no longer matches this build's ABI, and
+/// the service maps when their configured size changed (`bpf-lb-map-max`).
 pub(crate) fn prepare_pin_dir(pin_dir: &Path, config: &DatapathConfig) -> Result<()> {
     std::fs::create_dir_all(pin_dir.join("links")).map_err(|source| Error::Io {
         op: "create pin directory",
@@ -100,6 +114,30 @@ pub(crate) fn prepare_pin_dir(pin_dir: &Path, config: &DatapathConfig) -> Result
             path: pin_dir.into(),
             reason: "not on a bpffs mount (mount one with datapath::ensure_bpffs)".into(),
         });
+    }
+    let resized: Vec<(&str, u32, u32)> = SERVICE_MAPS
+        .iter()
+        .filter_map(|name| {
+            let pinned = MapInfo::from_pin(pin_dir.join(name)).ok()?.max_entries();
+            let wanted = configured_size(name, config)?;
+            (pinned != wanted).then_some((*name, pinned, wanted))
+        })
+        .collect();
+    if !resized.is_empty() {
+        tracing::warn!(
+            resized = ?resized,
+            "the service maps' configured size changed: recreating them (connections through a Service may \
+             be reset once)"
+        );
+        for name in SERVICE_MAPS {
+            let path = pin_dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io { op: "remove resized pin", path, source: e });
+                }
+                _ => {}
+            }
+        }
     }
     for (name, key, value) in expected_layout() {
         let path = pin_dir.join(name);

@@ -843,6 +843,38 @@ fn services_that_do_not_fit_the_map_are_refused_before_any_write() {
     assert_eq!(dp.maps().services.keys().count(), 5, "nothing of the second service was written");
 }
 
+/// A new configured size (bpf-lb-map-max) recreates the service maps at the next load; the same
+/// size keeps them and their rows.
+#[test]
+fn the_service_maps_are_recreated_when_their_configured_size_changes() {
+    require_root!();
+    enter_empty_netns();
+    let fs = Bpffs::new("resize");
+    let dir = fs.node_dir("n1");
+    let sized = |n: u32| datapath::DatapathConfig {
+        services_max: n,
+        backends_max: n,
+        revnat_max: n,
+        ..datapath::DatapathConfig::default()
+    };
+    let svc = ServiceEntry::new(ServiceKind::ClusterIp, VIP, 80, Protocol::Tcp, vec![Backend::active(BE1, 80, true)]);
+    let mut dp = Datapath::open_with(&dir, &sized(8)).expect("load with 8");
+    dp.sync_services(std::slice::from_ref(&svc)).unwrap();
+    drop(dp);
+
+    let dp = Datapath::open_with(&dir, &sized(8)).expect("load again with 8");
+    assert_eq!(dp.capacity().map(|c| c.services), Some(8));
+    assert!(dp.maps().services.keys().count() > 0, "the same size keeps the rows");
+    drop(dp);
+
+    let mut dp = Datapath::open_with(&dir, &sized(32)).expect("load with 32");
+    let capacity = dp.capacity().expect("sizes");
+    assert_eq!((capacity.services, capacity.backends, capacity.revnat, capacity.affinity_match), (32, 32, 32, 32));
+    assert_eq!(dp.maps().services.keys().count(), 0, "recreated empty");
+    dp.sync_services(&[svc]).expect("every row written again");
+    assert!(dp.maps().services.keys().count() > 0);
+}
+
 /// The device map holds a device per pod of the node's CIDR: more than a /24 of pods when the
 /// CIDR is bigger, and a pinned map too small for the configured size is recreated at load.
 #[test]
