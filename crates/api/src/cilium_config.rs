@@ -59,6 +59,7 @@ pub struct KeySpec {
 pub const ROUTING_MODES: &[&str] = &["native", "tunnel", "hybrid"];
 
 pub const L2_HEARTBEAT_INTERVAL: &str = "l2-announcements-heartbeat-interval";
+pub const BPF_LB_MAP_MAX: &str = "bpf-lb-map-max";
 pub const L2_DEAD_AFTER: &str = "l2-announcements-dead-after";
 
 /// Every key cilia knows, in the order `cilia config view` prints unset defaults.
@@ -86,6 +87,9 @@ pub static KEYS: &[KeySpec] = &[
         kind: ValueKind::OneOf(&["random", "maglev"]),
         default: "random",
     },
+    // Entries of each service map (frontend rows, backends, rev-NAT): Cilium's key. A new value
+    // recreates the maps when the agents restart.
+    KeySpec { key: BPF_LB_MAP_MAX, helm: "bpf.lbMapMax", kind: ValueKind::Int(16, 16_777_216), default: "65536" },
     KeySpec {
         key: "enable-l2-announcements",
         helm: "l2announcements.enabled",
@@ -328,6 +332,8 @@ pub struct CiliumConfig {
     pub ipv4_native_routing_cidr: Option<ipnet::Ipv4Net>,
     pub kube_proxy_replacement: bool,
     pub bpf_lb_algorithm: String,
+    /// `bpf-lb-map-max`: entries of each service map (default 65536).
+    pub bpf_lb_map_max: u32,
     pub enable_l2_announcements: bool,
     /// `enable-l2-neigh-discovery`: nodes learn their neighbours' MACs themselves (default true).
     pub enable_l2_neigh_discovery: bool,
@@ -356,6 +362,7 @@ impl CiliumConfig {
             ipv4_native_routing_cidr: get("ipv4-native-routing-cidr").parse().ok(),
             kube_proxy_replacement: get("kube-proxy-replacement") == "true",
             bpf_lb_algorithm: get("bpf-lb-algorithm"),
+            bpf_lb_map_max: get(BPF_LB_MAP_MAX).parse().unwrap_or(65536),
             enable_l2_announcements: get("enable-l2-announcements") == "true",
             enable_l2_neigh_discovery: get("enable-l2-neigh-discovery") == "true",
             l2_heartbeat_interval: duration(L2_HEARTBEAT_INTERVAL),
