@@ -35,9 +35,10 @@ pub struct ReorderBuffer {
     seq: u64,
 }
 
-/// Flow wrapper giving the heap a total order that never looks at the flow itself.
+/// Flow wrapper giving the heap a total order that never looks at the flow itself. Boxed: the
+/// heap moves its entries on every push and pop, and a flow is several hundred bytes.
 #[derive(Debug)]
-struct OrdFlow(Flow);
+struct OrdFlow(Box<Flow>);
 
 impl PartialEq for OrdFlow {
     fn eq(&self, _: &Self) -> bool {
@@ -67,7 +68,7 @@ impl ReorderBuffer {
 
     pub fn push(&mut self, flow: Flow) {
         self.seq += 1;
-        self.pending.push(Reverse((flow.time, self.seq, OrdFlow(flow))));
+        self.pending.push(Reverse((flow.time, self.seq, OrdFlow(Box::new(flow)))));
     }
 
     /// The flows whose time is at least `window` before `now`, oldest first.
@@ -79,7 +80,7 @@ impl ReorderBuffer {
                 break;
             }
             if let Some(Reverse((_, _, OrdFlow(flow)))) = self.pending.pop() {
-                out.push(flow);
+                out.push(*flow);
             }
         }
         out
@@ -89,7 +90,7 @@ impl ReorderBuffer {
     pub fn drain(&mut self) -> Vec<Flow> {
         let mut out = Vec::with_capacity(self.pending.len());
         while let Some(Reverse((_, _, OrdFlow(flow)))) = self.pending.pop() {
-            out.push(flow);
+            out.push(*flow);
         }
         out
     }

@@ -268,7 +268,7 @@ async fn history(targets: Vec<(String, Target)>, query: FlowsQuery, last: u64, p
     for e in &failed {
         eprintln!("warning: {e}");
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::with_capacity(OUT_BUFFER, std::io::stdout().lock());
     for (node, source, count) in lost {
         printer.lost(&mut out, &node, source, count)?;
     }
@@ -286,6 +286,10 @@ enum NodeEvent {
     /// The node's stream failed or ended.
     Gone(String),
 }
+
+/// Lines are written in batches: stdout alone writes each line with a system call of its own, and
+/// a follower prints tens of thousands a second.
+const OUT_BUFFER: usize = 64 * 1024;
 
 async fn follow(targets: Vec<(String, Target)>, query: FlowsQuery, last: u64, printer: Printer) -> Result<ExitCode> {
     // Subscribe first (no history), then read the history: a flow in both is printed once.
@@ -335,7 +339,7 @@ async fn follow(targets: Vec<(String, Target)>, query: FlowsQuery, last: u64, pr
         for e in &failed {
             eprintln!("warning: {e}");
         }
-        let mut lock = out.lock();
+        let mut lock = std::io::BufWriter::with_capacity(OUT_BUFFER, out.lock());
         for (node, source, count) in lost {
             printer.lost(&mut lock, &node, source, count)?;
         }
@@ -368,7 +372,7 @@ async fn follow(targets: Vec<(String, Target)>, query: FlowsQuery, last: u64, pr
                 None => break,
             },
             _ = tick.tick() => {
-                let mut lock = out.lock();
+                let mut lock = std::io::BufWriter::with_capacity(OUT_BUFFER, out.lock());
                 for f in buffer.pop_ready(Utc::now().max(newest)) {
                     printer.flow(&mut lock, &f)?;
                 }
@@ -377,7 +381,7 @@ async fn follow(targets: Vec<(String, Target)>, query: FlowsQuery, last: u64, pr
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    let mut lock = out.lock();
+    let mut lock = std::io::BufWriter::with_capacity(OUT_BUFFER, out.lock());
     for f in buffer.drain() {
         printer.flow(&mut lock, &f)?;
     }
