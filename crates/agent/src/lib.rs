@@ -264,7 +264,7 @@ fn open_datapath(
 /// shared port would hand their replies to a translated flow. The setting is per network namespace.
 fn reserve_nat_ports() {
     let range = format!("{}-{}", datapath::abi::NAT_PORT_MIN, datapath::abi::NAT_PORT_MAX);
-    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", &range) {
+    if let Err(e) = netconf::sysctl::write_here("net/ipv4/ip_local_reserved_ports", &range) {
         tracing::warn!(%range, error = %e, "cannot reserve the SNAT port range for the datapath");
     }
 }
