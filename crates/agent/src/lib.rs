@@ -230,10 +230,7 @@ fn open_datapath(
     node: &str,
     pod_cidr: Ipv4Net,
 ) -> Result<service_controller::SharedDatapath, AgentError> {
-    let bpffs = std::path::Path::new("/sys/fs/bpf");
-    if lb.bpf_dir.starts_with(bpffs) {
-        datapath::ensure_bpffs(bpffs)?;
-    }
+    datapath::ensure_bpffs_for(&lb.bpf_dir)?;
     reserve_nat_ports();
     // Room in the device map for every pod the node's CIDR can hold.
     let sizes = datapath::DatapathConfig {

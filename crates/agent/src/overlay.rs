@@ -31,10 +31,7 @@ impl OverlayManager {
     pub async fn ensure(&mut self, kernel: &Netconf, entries: &[TunnelEntry]) -> Result<TunnelSyncStats, AgentError> {
         let vxlan = kernel.ensure_vxlan_device(VXLAN_DEVICE, self.port, self.mtu).await?;
         if self.loaded.is_none() {
-            let bpffs = std::path::Path::new("/sys/fs/bpf");
-            if self.bpf_dir.starts_with(bpffs) {
-                datapath::ensure_bpffs(bpffs)?;
-            }
+            datapath::ensure_bpffs_for(&self.bpf_dir)?;
             self.loaded = Some(Overlay::open(&self.bpf_dir)?);
             tracing::info!(pins = %self.bpf_dir.display(), "overlay programs loaded");
         }

@@ -65,7 +65,7 @@ impl RouteReconciler {
             auto_direct_node_routes,
             mode: RoutingMode::Native,
             route_mtu: 1500 - TUNNEL_OVERHEAD,
-            overlay: OverlayManager::new(PathBuf::from("/sys/fs/bpf/cilia"), netconf::VXLAN_PORT, 1500),
+            overlay: OverlayManager::new(PathBuf::from(datapath::BPF_ROOT), netconf::VXLAN_PORT, 1500),
             reported: BTreeMap::new(),
         }
     }

@@ -14,6 +14,7 @@ use crate::abi::{L2Liveness, L2ResponderEntry, L2ResponderV4Key, L2ResponderV6Ke
 use crate::abi::{LbAffinityMatch, LbAffinityVal, LbMaglevTable, NatEntry, NetdevInfo, SockRevKey, SockRevVal};
 use crate::error::{Error, Result};
 use crate::objects;
+use crate::pins;
 use crate::sys;
 
 /// Map sizes (max entries). They apply when a map is first created; pinned maps keep the size
@@ -90,17 +91,7 @@ pub(crate) fn expected_layout() -> [(&'static str, usize, usize); 14] {
 
 /// Checks the pin directory and drops pins whose layout no longer matches this build's ABI.
 pub(crate) fn prepare_pin_dir(pin_dir: &Path, config: &DatapathConfig) -> Result<()> {
-    std::fs::create_dir_all(pin_dir.join("links")).map_err(|source| Error::Io {
-        op: "create pin directory",
-        path: pin_dir.into(),
-        source,
-    })?;
-    if !sys::is_bpffs(pin_dir) {
-        return Err(Error::PinDir {
-            path: pin_dir.into(),
-            reason: "not on a bpffs mount (mount one with datapath::ensure_bpffs)".into(),
-        });
-    }
+    pins::create_pin_dir(pin_dir)?;
     for (name, key, value) in expected_layout() {
         let path = pin_dir.join(name);
         if !path.exists() {
