@@ -57,15 +57,8 @@ fn sysctl(ns: &str, key: &str, value: &str) {
 /// per thread, so the caller's thread never changes namespace.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("thread in netns panicked")
-    })
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    netconf::netns::on_thread_inside(file.as_fd(), f).expect("thread in netns panicked").expect("setns")
 }
 
 /// A tiny HTTP server on a thread inside a pod namespace: answers every request with its name
@@ -84,7 +77,7 @@ impl Server {
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open netns");
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            netconf::netns::enter(file.as_fd()).expect("setns");
             let listener = TcpListener::bind((addr, SERVER_PORT)).expect("bind tcp");
             listener.set_nonblocking(true).unwrap();
             let udp = UdpSocket::bind((addr, SERVER_PORT)).expect("bind udp");
