@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --bins -q
-cargo build --release -q -p store --bin store-bench
+cargo build --release -q -p store --example store-bench
 cilia=target/release/cilia
 lab=bench$$
 export CILIA_LAB=$lab
@@ -33,4 +33,4 @@ rm -f "$samples"
 $cilia lab down >/dev/null 2>&1
 
 echo "datastore (in-process, etcd on a unix socket):"
-target/release/store-bench
+target/release/examples/store-bench

@@ -109,8 +109,8 @@ fn service(name: &str, cluster_ip: Ipv4Addr) -> Object {
 
 fn slice(service: &str, ip: Ipv4Addr) -> Object {
     let mut o = Object::new(&kinds::ENDPOINT_SLICE, Some(NS), &format!("{service}-1"));
-    o.metadata.labels.insert("kubernetes.io/service-name".into(), service.into());
-    o.metadata.labels.insert("endpointslice.kubernetes.io/managed-by".into(), "programming-latency".into());
+    o.metadata.labels.insert(api::labels::SERVICE_NAME.into(), service.into());
+    o.metadata.labels.insert(api::labels::ENDPOINT_SLICE_MANAGED_BY.into(), "programming-latency".into());
     o.body.insert("addressType".into(), "IPv4".into());
     o.body.insert("endpoints".into(), json!([{"addresses": [ip.to_string()], "conditions": {"ready": true}}]));
     o.body.insert("ports".into(), json!([{"port": 80, "protocol": "TCP"}]));

@@ -165,7 +165,7 @@ impl AgentConfig {
             service_lb: None,
             dns_port: None,
             tunnel_port: netconf::VXLAN_PORT,
-            bpf_dir: PathBuf::from("/sys/fs/bpf/cilia"),
+            bpf_dir: PathBuf::from(datapath::BPF_ROOT),
             l2: None,
         }
     }

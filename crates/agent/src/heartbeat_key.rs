@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use api::{Object, ObjectRef, kinds};
 use base64::Engine as _;
-use rand::RngCore as _;
+use rand::Rng as _;
 use serde_json::json;
 use store::Store;
 

@@ -241,10 +241,7 @@ fn open_datapath(
     node: &str,
     pod_cidr: Ipv4Net,
 ) -> Result<service_controller::SharedDatapath, AgentError> {
-    let bpffs = std::path::Path::new("/sys/fs/bpf");
-    if lb.bpf_dir.starts_with(bpffs) {
-        datapath::ensure_bpffs(bpffs)?;
-    }
+    datapath::ensure_bpffs_for(&lb.bpf_dir)?;
     reserve_nat_ports();
     // Room in the device map for every pod the node's CIDR can hold.
     let sizes = datapath::DatapathConfig {
@@ -275,7 +272,7 @@ fn open_datapath(
 /// shared port would hand their replies to a translated flow. The setting is per network namespace.
 fn reserve_nat_ports() {
     let range = format!("{}-{}", datapath::abi::NAT_PORT_MIN, datapath::abi::NAT_PORT_MAX);
-    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", &range) {
+    if let Err(e) = netconf::sysctl::write_here("net/ipv4/ip_local_reserved_ports", &range) {
         tracing::warn!(%range, error = %e, "cannot reserve the SNAT port range for the datapath");
     }
 }

@@ -28,8 +28,6 @@ use crate::node_view::NodeView;
 pub const LB_ALGORITHM_ANNOTATION: &str = "service.cilium.io/lb-algorithm";
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 h).
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
-/// The label tying an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What the builder needs to know about the node it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +86,7 @@ fn refuse(address: Ipv4Addr, pod_cidrs: &[ipnet::Ipv4Net], node_ips: &BTreeSet<I
 pub fn desired(options: &BuildOptions, services: &[Service], slices: &[EndpointSlice], nodes: &[NodeView]) -> Desired {
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices.iter().filter(|s| s.address_type == "IPv4") {
-        if let Some(svc) = slice.metadata.labels.get(SERVICE_NAME_LABEL) {
+        if let Some(svc) = slice.metadata.labels.get(api::labels::SERVICE_NAME) {
             let ns = slice.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             by_service.entry((ns, svc.clone())).or_default().push(slice);
         }

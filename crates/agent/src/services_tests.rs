@@ -56,7 +56,7 @@ fn slice(name: &str, ports: Value, endpoints: &[(&str, &str, bool, bool)]) -> En
         .collect();
     serde_json::from_value(json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": "default", "labels": {SERVICE_NAME_LABEL: "webpod"}},
+        "metadata": {"name": name, "namespace": "default", "labels": {api::labels::SERVICE_NAME: "webpod"}},
         "addressType": "IPv4",
         "ports": ports,
         "endpoints": endpoints,
@@ -206,7 +206,7 @@ fn named_target_ports_resolve_per_slice() {
 #[test]
 fn slices_of_other_services_and_namespaces_are_not_mixed_in() {
     let mut other = three_pods();
-    other.metadata.labels.insert(SERVICE_NAME_LABEL.into(), "other".into());
+    other.metadata.labels.insert(api::labels::SERVICE_NAME.into(), "other".into());
     let mut elsewhere = three_pods();
     elsewhere.metadata.namespace = Some("kube-system".into());
     let d = desired(&options(), &[webpod("ClusterIP")], &[other, elsewhere], &nodes());

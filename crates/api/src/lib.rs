@@ -7,6 +7,7 @@
 pub mod cilium_config;
 pub mod error;
 pub mod kinds;
+pub mod labels;
 pub mod manifest;
 pub mod meta;
 pub mod object;

@@ -17,7 +17,7 @@ fn log(lab: &TestLab, name: &str) -> String {
 
 /// The lxc link pins of a node.
 fn pod_pins(lab: &TestLab, node: &str) -> Vec<String> {
-    let dir = format!("/sys/fs/bpf/cilia/{}/{node}/links", lab.name);
+    let dir = format!("{}/{}/{node}/links", datapath::BPF_ROOT, lab.name);
     let mut pins: Vec<String> = std::fs::read_dir(&dir)
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();

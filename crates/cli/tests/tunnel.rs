@@ -84,7 +84,7 @@ fn host(lab: &TestLab, node: &str, cmd: &[&str]) -> String {
 }
 
 fn pin_dir(lab: &TestLab, node: &str) -> PathBuf {
-    PathBuf::from("/sys/fs/bpf/cilia").join(&lab.name).join(node)
+    PathBuf::from(datapath::BPF_ROOT).join(&lab.name).join(node)
 }
 
 fn ip_of(pods: &[(String, String, String)], node: &str) -> String {

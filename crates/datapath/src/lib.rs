@@ -50,6 +50,7 @@ pub mod nat_gc;
 pub mod neigh_announce;
 pub mod objects;
 mod overlay_datapath;
+pub mod pins;
 mod service;
 mod sys;
 pub mod tunnel;
@@ -67,6 +68,7 @@ pub use l2::{L2Entry, L2Row, L2SyncStats, l2_entries_pinned, l2_list_pinned, l2_
 pub use lbstate::SyncStats;
 pub use loader::{DatapathConfig, remove_pins};
 pub use overlay_datapath::{OverlayDatapath, PinnedOverlay};
+pub use pins::{BPF_ROOT, ensure_bpffs_for, node_pin_dir};
 pub use service::{Backend, BackendState, Frontend, LbAlgorithm, Protocol, ServiceEntry, ServiceKind};
 pub use sys::{current_netns_cookie, ensure_bpffs, is_bpffs};
 pub use tunnel::{Overlay, TunnelEntry, TunnelSyncStats, remove_overlay, tunnel_list_pinned, tunnel_table_pinned};

@@ -14,6 +14,7 @@ use crate::abi::{L2Liveness, L2ResponderEntry, L2ResponderV4Key, L2ResponderV6Ke
 use crate::abi::{LbAffinityMatch, LbAffinityVal, LbMaglevTable, NatEntry, NetdevInfo, SockRevKey, SockRevVal};
 use crate::error::{Error, Result};
 use crate::objects;
+use crate::pins;
 use crate::sys;
 
 /// Map sizes (max entries). They apply when a map is first created; pinned maps keep the size
@@ -104,17 +105,7 @@ fn configured_size(name: &str, config: &DatapathConfig) -> Option<u32> {
 /// Checks the pin directory and drops pins whose layout no longer matches this build's ABI, and
 /// the service maps when their configured size changed (`bpf-lb-map-max`).
 pub(crate) fn prepare_pin_dir(pin_dir: &Path, config: &DatapathConfig) -> Result<()> {
-    std::fs::create_dir_all(pin_dir.join("links")).map_err(|source| Error::Io {
-        op: "create pin directory",
-        path: pin_dir.into(),
-        source,
-    })?;
-    if !sys::is_bpffs(pin_dir) {
-        return Err(Error::PinDir {
-            path: pin_dir.into(),
-            reason: "not on a bpffs mount (mount one with datapath::ensure_bpffs)".into(),
-        });
-    }
+    pins::create_pin_dir(pin_dir)?;
     let resized: Vec<(&str, u32, u32)> = SERVICE_MAPS
         .iter()
         .filter_map(|name| {

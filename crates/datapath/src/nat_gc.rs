@@ -75,8 +75,9 @@ mod tests {
     const NODE: [u8; 4] = [192, 168, 10, 100];
     const SEC: u64 = 1_000_000_000;
 
+    /// A TCP key; ports in host order.
     fn key(s: [u8; 4], d: [u8; 4], sp: u16, dp: u16, dir: u8) -> Ct4Key {
-        Ct4Key { saddr: s, daddr: d, sport: sp.to_be(), dport: dp.to_be(), proto: 6, dir, pad: [0; 2] }
+        Ct4Key::new(s.into(), sp, d.into(), dp, 6, dir)
     }
 
     /// The two SNAT entries of one flow client:cport → backend:80 leaving as node:natport.

@@ -3,7 +3,7 @@
 //! implements it on a node's bpffs directory; [`crate::FakeOverlay`] in memory, for tests without
 //! root. The VXLAN device itself is netlink's business (`netconf::VxlanOps`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::Result;
 use crate::tunnel::{self, Overlay, TunnelEntry, TunnelSyncStats};
@@ -39,10 +39,7 @@ impl PinnedOverlay {
 
     fn loaded(&mut self) -> Result<&mut Overlay> {
         if self.loaded.is_none() {
-            let bpffs = Path::new("/sys/fs/bpf");
-            if self.pin_dir.starts_with(bpffs) {
-                crate::ensure_bpffs(bpffs)?;
-            }
+            crate::ensure_bpffs_for(&self.pin_dir)?;
             self.loaded = Some(Overlay::open(&self.pin_dir)?);
             tracing::info!(pins = %self.pin_dir.display(), "overlay programs loaded");
         }

@@ -25,6 +25,7 @@ use ipnet::Ipv4Net as Prefix;
 use crate::error::{Error, Result};
 use crate::loader;
 use crate::objects;
+use crate::pins;
 use crate::sys;
 use crate::tunnel_abi::{self, OverlayConfig, TunnelAddr, TunnelFlags, TunnelInfo};
 
@@ -113,14 +114,7 @@ pub struct Overlay {
 impl Overlay {
     /// Loads `bpf_overlay.o`, reusing the pinned maps of a previous run.
     pub fn open(pin_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(pin_dir.join("links")).map_err(|source| Error::Io {
-            op: "create pin directory",
-            path: pin_dir.into(),
-            source,
-        })?;
-        if !sys::is_bpffs(pin_dir) {
-            return Err(Error::PinDir { path: pin_dir.into(), reason: "not on a bpffs mount".into() });
-        }
+        pins::create_pin_dir(pin_dir)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .map_max_entries(tunnel_abi::MAP_TUNNEL, tunnel_abi::TUNNEL_MAP_SIZE)

@@ -13,22 +13,19 @@ const CLIENT: [u8; 4] = [192, 168, 10, 1];
 const BACKEND: [u8; 4] = [172, 20, 1, 10];
 const NODE: [u8; 4] = [192, 168, 10, 100];
 const SEC: u64 = 1_000_000_000;
-
-fn key(s: [u8; 4], d: [u8; 4], sp: u16, dp: u16, dir: u8) -> Ct4Key {
-    Ct4Key { saddr: s, daddr: d, sport: sp.to_be(), dport: dp.to_be(), proto: 6, dir, pad: [0; 2] }
-}
+const TCP: u8 = 6;
 
 /// The SNAT pair of client:cport → backend:80 leaving as node:natport, and (when `ct_expires` is
 /// given) its conntrack entry.
 fn add_flow(dp: &mut Datapath, cport: u16, natport: u16, last_seen: u64, ct_expires: Option<u64>) {
     let maps = dp.maps_mut();
     let out = NatEntry { last_seen_ns: last_seen, to_addr: NODE, to_port: natport.to_be(), flags: NatFlags::empty() };
-    maps.snat.insert(key(CLIENT, BACKEND, cport, 80, abi::NAT_EGRESS), out, 0).unwrap();
+    maps.snat.insert(Ct4Key::new(CLIENT.into(), cport, BACKEND.into(), 80, TCP, abi::NAT_EGRESS), out, 0).unwrap();
     let back = NatEntry { last_seen_ns: last_seen, to_addr: CLIENT, to_port: cport.to_be(), flags: NatFlags::empty() };
-    maps.snat.insert(key(BACKEND, NODE, 80, natport, abi::NAT_INGRESS), back, 0).unwrap();
+    maps.snat.insert(Ct4Key::new(BACKEND.into(), 80, NODE.into(), natport, TCP, abi::NAT_INGRESS), back, 0).unwrap();
     if let Some(expires_ns) = ct_expires {
         let e = CtEntry { expires_ns, ..Default::default() };
-        maps.ct.insert(key(CLIENT, BACKEND, cport, 80, abi::CT_EGRESS), e, 0).unwrap();
+        maps.ct.insert(Ct4Key::new(CLIENT.into(), cport, BACKEND.into(), 80, TCP, abi::CT_EGRESS), e, 0).unwrap();
     }
 }
 

@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -75,16 +74,7 @@ impl Pair {
 
     /// Runs `f` on a thread inside the node's namespace.
     fn in_node<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.node);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            })
-            .join()
-            .expect("thread in the node namespace panicked")
-        })
+        common::topo::in_netns(&self.node, f)
     }
 
     fn peer_exec(&self, args: &[&str]) -> Output {

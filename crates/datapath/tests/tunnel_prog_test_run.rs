@@ -265,7 +265,7 @@ fn forwarding_veth(dev: &str, peer: &str) {
     for d in ["lo", dev, peer] {
         ip(&["link", "set", d, "up"]);
     }
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
+    netconf::sysctl::write_here("net/ipv4/ip_forward", "1").expect("forwarding in the test namespace");
 }
 
 /// A pod of this node behind its veth tlxc0, as the CNI sets it up (a /32 route and a neighbour)

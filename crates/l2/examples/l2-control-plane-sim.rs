@@ -180,7 +180,7 @@ fn service_ip(i: usize) -> IpAddr {
 async fn seed(store: &MemoryStore, services: usize) {
     for i in 0..NODES {
         let mut node = Object::new(&kinds::NODE, None, &node_name(i));
-        node.metadata.labels.insert("kubernetes.io/hostname".into(), node_name(i));
+        node.metadata.labels.insert(api::labels::HOSTNAME.into(), node_name(i));
         store.create(node).await.expect("create node");
     }
     let mut policy = Object::new(&kinds::L2_ANNOUNCEMENT_POLICY, None, "lb");
@@ -481,7 +481,7 @@ fn agent_memory_and_assign_time(services: usize) -> (usize, usize, usize, Durati
     let infos: Vec<ServiceInfo> = objects.iter().map(|o| ServiceInfo::from_object(o).expect("a Service")).collect();
     let policies = vec![CompiledPolicy::compile(&policy).expect("compiles")];
     let nodes: BTreeMap<String, BTreeMap<String, String>> =
-        (0..NODES).map(|i| (node_name(i), [("kubernetes.io/hostname".to_string(), node_name(i))].into())).collect();
+        (0..NODES).map(|i| (node_name(i), [(api::labels::HOSTNAME.to_string(), node_name(i))].into())).collect();
     let interfaces: BTreeMap<String, Vec<Interface>> = (0..NODES).map(|i| (node_name(i), node_interfaces(i))).collect();
     let candidates: BTreeSet<String> = nodes.keys().cloned().collect();
     let inputs_bytes = live_bytes(&region);

@@ -16,8 +16,6 @@ use crate::service::ServiceInfo;
 
 /// The only `spec.loadBalancerClass` (besides none) a Service may have to be announced.
 pub const L2_ANNOUNCER_CLASS: &str = "io.cilium/l2-announcer";
-/// Pseudo-label carrying the Service's namespace, matched by service selectors.
-pub const SERVICE_NAMESPACE_PSEUDO_LABEL: &str = "io.kubernetes.service.namespace";
 /// Pseudo-label carrying the Service's name, matched by service selectors.
 pub const SERVICE_NAME_PSEUDO_LABEL: &str = "io.kubernetes.service.name";
 
@@ -184,7 +182,7 @@ pub fn class_accepted(svc: &ServiceInfo) -> bool {
 /// pseudo-labels (which win over a real label of the same key, as in Cilium).
 pub fn selection_labels(svc: &ServiceInfo) -> BTreeMap<String, String> {
     let mut labels = svc.labels.clone();
-    labels.insert(SERVICE_NAMESPACE_PSEUDO_LABEL.into(), svc.key.namespace.clone());
+    labels.insert(api::labels::CILIUM_SERVICE_NAMESPACE.into(), svc.key.namespace.clone());
     labels.insert(SERVICE_NAME_PSEUDO_LABEL.into(), svc.key.name.clone());
     labels
 }
@@ -274,7 +272,7 @@ mod tests {
         assert!(!p.selects_service(&elsewhere));
         // A real label cannot impersonate the namespace.
         let mut spoof = elsewhere.clone();
-        spoof.labels.insert(SERVICE_NAMESPACE_PSEUDO_LABEL.into(), "default".into());
+        spoof.labels.insert(api::labels::CILIUM_SERVICE_NAMESPACE.into(), "default".into());
         assert!(!p.selects_service(&spoof));
     }
 

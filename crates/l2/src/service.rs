@@ -12,9 +12,6 @@ use api::{
     types::{EndpointSlice, Service},
 };
 
-/// The label tying an EndpointSlice to its Service (the same one the agent's service builder reads).
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
 /// Identifies a Service: `namespace/name`. Ordered by namespace, then name, so every agent walks
 /// Services in the same order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,7 +127,7 @@ fn is_announceable(ip: &IpAddr) -> bool {
 pub fn local_backend_nodes(slices: &[EndpointSlice]) -> BTreeMap<ServiceKey, BTreeSet<String>> {
     let mut out: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
     for slice in slices {
-        let Some(service) = slice.metadata.labels.get(SERVICE_NAME_LABEL) else { continue };
+        let Some(service) = slice.metadata.labels.get(api::labels::SERVICE_NAME) else { continue };
         let namespace = slice.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let nodes = out.entry(ServiceKey::new(namespace, service.clone())).or_default();
         for endpoint in &slice.endpoints {
@@ -220,7 +217,7 @@ mod tests {
         let slice = |ns: &str, svc: Option<&str>, endpoints: serde_json::Value| -> EndpointSlice {
             let mut labels = serde_json::Map::new();
             if let Some(svc) = svc {
-                labels.insert(SERVICE_NAME_LABEL.into(), json!(svc));
+                labels.insert(api::labels::SERVICE_NAME.into(), json!(svc));
             }
             serde_json::from_value(json!({
                 "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",

@@ -8,12 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::Lab;
+use crate::error::LabError;
 use crate::paths::ETCD_SOCKET_TARGET;
 use crate::process::ProcessSpec;
 use crate::topology::{K8S_CTR, nodes};
 
 pub const ETCD_PROCESS: &str = "etcd";
-const ETCD_BINARY: &str = "/usr/bin/etcd";
 /// Revisions of history etcd keeps: it compacts everything older every five minutes
 /// (`--auto-compaction-mode=revision`). Controllers' watches resume from at most a few seconds
 /// back; an informer that was away longer lists again. Without it every write of the lab's life
@@ -24,8 +24,11 @@ pub const COMPACTION_RETENTION_REVISIONS: u32 = 1_000;
 pub const SNAPSHOT_COUNT: u32 = 10_000;
 
 /// `etcd` as a process spec. It runs in the state dir: etcd 3.4 accepts unix URLs only as
-/// `unix://host:port` and creates that name relative to its working directory.
+/// `unix://host:port` and creates that name relative to its working directory. The binary is
+/// found as [`store::etcd_process::etcd_binary`] finds it; when it is missing, `up` says so before
+/// starting anything (see [`check_installed`]).
 pub fn spec(lab: &Lab) -> ProcessSpec {
+    let binary = store::etcd_process::etcd_binary().unwrap_or_else(|_| ETCD_PROCESS.into());
     let ip = nodes(lab.topology())
         .into_iter()
         .find(|n| n.name == K8S_CTR)
@@ -46,7 +49,7 @@ pub fn spec(lab: &Lab) -> ProcessSpec {
         ETCD_PROCESS,
         K8S_CTR,
         &[
-            ETCD_BINARY,
+            &binary.to_string_lossy(),
             "--name",
             K8S_CTR,
             "--data-dir",
@@ -95,6 +98,13 @@ pub fn spec(lab: &Lab) -> ProcessSpec {
     // etcd 3.4 does not replace the socket a killed etcd left: "bind: address already in use".
     spec.stale_files = vec![lab.paths().state_dir().join(ETCD_SOCKET_TARGET)];
     spec
+}
+
+/// Fails, naming the package to install, when there is no etcd binary to run.
+pub fn check_installed() -> Result<(), LabError> {
+    store::etcd_process::etcd_binary()
+        .map(drop)
+        .map_err(|source| LabError::Spawn { command: ETCD_PROCESS.into(), source })
 }
 
 /// GET /health over the unix socket. True when etcd answers `"health":"true"`.

@@ -49,7 +49,6 @@ mod up;
 use std::ffi::OsStr;
 use std::process::Command;
 
-pub use cidr::Ipv4Cidr;
 pub use down::DownReport;
 pub use error::LabError;
 pub use name::{DEFAULT_LAB, LabName};

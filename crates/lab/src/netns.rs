@@ -3,10 +3,10 @@
 //! files and enters namespaces from a thread of this process.
 
 use std::fs::{self, File};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::sched::{CloneFlags, setns};
 use nix::sys::statfs::{NSFS_MAGIC, statfs};
 
 use crate::error::LabError;
@@ -69,21 +69,12 @@ pub fn open(namespace: &str) -> Result<File, LabError> {
     File::open(path(namespace)).map_err(|e| LabError::io("open network namespace", path(namespace), e))
 }
 
-/// Runs `f` on a new thread that has entered `namespace`. Only that thread changes namespace, and it
-/// ends with `f`, so the rest of the process never sees the switch. Files under `/proc/sys/net` opened
-/// by that thread belong to the namespace.
+/// Runs `f` on a new thread that has entered `namespace` ([`netconf::netns::on_thread_inside`]):
+/// the rest of the process never sees the switch, and files under `/proc/sys/net` opened by that
+/// thread belong to the namespace. A panic in `f` resumes in the caller.
 pub fn run_in<T: Send>(namespace: &str, f: impl FnOnce() -> Result<T, LabError> + Send) -> Result<T, LabError> {
     let ns = open(namespace)?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|source| LabError::Netns {
-                namespace: namespace.to_string(),
-                action: "setns",
-                source,
-            })?;
-            f()
-        })
-        .join()
+    netconf::netns::on_thread_inside(ns.as_fd(), f)
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+        .map_err(|source| LabError::Netns { namespace: namespace.to_string(), action: "setns", source })?
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::cidr::Ipv4Cidr;
+use ipnet::Ipv4Net;
+
+use crate::cidr;
 
 /// A link as `ip -j -d addr show` describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,7 +28,7 @@ pub struct ObservedLink {
     /// For a veth: the ifindex of its peer (in the peer's namespace).
     pub peer_ifindex: Option<u32>,
     pub mac: Option<String>,
-    pub ipv4: Vec<Ipv4Cidr>,
+    pub ipv4: Vec<Ipv4Net>,
     /// Every address as `ip -br addr` would print it (IPv4 and IPv6).
     pub all_addresses: Vec<String>,
 }
@@ -136,7 +138,7 @@ pub fn parse_links(json: &str) -> Result<Vec<ObservedLink>, String> {
                 .addr_info
                 .iter()
                 .filter(|a| a.family == "inet")
-                .filter_map(|a| format!("{}/{}", a.local, a.prefixlen).parse().ok())
+                .filter_map(|a| cidr::parse(&format!("{}/{}", a.local, a.prefixlen)).ok())
                 .collect();
             let all_addresses = l.addr_info.iter().map(|a| format!("{}/{}", a.local, a.prefixlen)).collect();
             ObservedLink {

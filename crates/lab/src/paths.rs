@@ -8,7 +8,6 @@ use crate::name::LabName;
 
 pub const STATE_ROOT: &str = "/run/cilia/lab";
 pub const DATA_ROOT: &str = "/var/lib/cilia/lab";
-pub const BPF_ROOT: &str = "/sys/fs/bpf/cilia";
 
 /// File name of etcd's client socket inside the state dir. etcd 3.4 only accepts `unix://host:port`
 /// URLs and creates the socket as a path relative to its working directory, so etcd listens on
@@ -29,7 +28,7 @@ impl LabPaths {
         LabPaths {
             state_dir: Path::new(STATE_ROOT).join(lab.as_str()),
             data_dir: Path::new(DATA_ROOT).join(lab.as_str()),
-            bpf_dir: Path::new(BPF_ROOT).join(lab.as_str()),
+            bpf_dir: Path::new(datapath::BPF_ROOT).join(lab.as_str()),
             // Beside the state dir, not in it: `down` removes the state dir while holding the lock.
             lock_file: Path::new(STATE_ROOT).join(format!("{}.lock", lab.as_str())),
         }

@@ -274,13 +274,7 @@ mod tests {
         ns.into_iter().map(|(k, v)| (k, Presence::Present(v))).collect()
     }
 
-    fn link(
-        ifindex: u32,
-        name: &str,
-        kind: Option<&str>,
-        peer: Option<u32>,
-        addrs: &[crate::cidr::Ipv4Cidr],
-    ) -> ObservedLink {
+    fn link(ifindex: u32, name: &str, kind: Option<&str>, peer: Option<u32>, addrs: &[ipnet::Ipv4Net]) -> ObservedLink {
         ObservedLink {
             ifindex,
             name: name.into(),

@@ -9,12 +9,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use nix::sched::{CloneFlags, setns};
 use nix::sys::prctl;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::unistd::{Pid, getppid, setsid};
@@ -133,7 +132,7 @@ pub(crate) fn enter_on_spawn(cmd: &mut Command, netns: File, parent: Option<Pid>
     // raw errno values, which does not allocate either.
     unsafe {
         cmd.pre_exec(move || {
-            setns(&netns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            netconf::netns::enter(netns.as_fd()).map_err(io::Error::from)?;
             // The supervisor blocks the signals it reads through a signalfd; a blocked mask is
             // inherited across exec and would make children deaf to SIGTERM.
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)?;

@@ -53,58 +53,47 @@ fn pids() -> Vec<i32> {
     entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
+/// Live (not zombie) processes other than this one for which `select` holds.
+fn live_others(select: impl Fn(i32) -> bool) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter(|&pid| select(pid))
+        .filter(|&pid| Stat::read(pid).is_some_and(|s| s.state != 'Z'))
+        .collect()
+}
+
 /// Live processes whose network namespace is one of `inodes`, except this process.
 pub fn in_namespaces(inodes: &[u64]) -> Vec<i32> {
     if inodes.is_empty() {
         return Vec::new();
     }
-    let me = std::process::id() as i32;
-    pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter(|&pid| {
-            let Ok(link) = fs::read_link(format!("/proc/{pid}/ns/net")) else {
-                return false;
-            };
-            // "net:[4026532301]"
-            let link = link.to_string_lossy();
-            link.strip_prefix("net:[")
-                .and_then(|s| s.strip_suffix(']'))
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|ino| inodes.contains(&ino))
-        })
-        .filter(|&pid| Stat::read(pid).is_some_and(|s| s.state != 'Z'))
-        .collect()
+    live_others(|pid| {
+        let Ok(link) = fs::read_link(format!("/proc/{pid}/ns/net")) else {
+            return false;
+        };
+        // "net:[4026532301]"
+        let link = link.to_string_lossy();
+        link.strip_prefix("net:[")
+            .and_then(|s| s.strip_suffix(']'))
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|ino| inodes.contains(&ino))
+    })
 }
 
 /// Live processes whose environment contains exactly `key=value`, except this process.
 pub fn with_env(key: &str, value: &str) -> Vec<i32> {
-    let needle = format!("{key}={value}");
-    let me = std::process::id() as i32;
-    pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter(|&pid| {
-            fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        })
-        .filter(|&pid| Stat::read(pid).is_some_and(|s| s.state != 'Z'))
-        .collect()
+    with_env_all(&[(key, value)])
 }
 
 /// Live processes whose environment contains every `key=value` of `pairs`, except this process.
 pub fn with_env_all(pairs: &[(&str, &str)]) -> Vec<i32> {
     let needles: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let me = std::process::id() as i32;
-    pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter(|&pid| {
-            fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| needles.iter().all(|n| env.split(|b| *b == 0).any(|kv| kv == n.as_bytes())))
-        })
-        .filter(|&pid| Stat::read(pid).is_some_and(|s| s.state != 'Z'))
-        .collect()
+    live_others(|pid| {
+        fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| needles.iter().all(|n| env.split(|b| *b == 0).any(|kv| kv == n.as_bytes())))
+    })
 }
 
 #[cfg(test)]

@@ -23,16 +23,12 @@
 //!
 //! `lab up` writes the files, `lab down` removes them.
 
-use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
+use netconf::resolv_conf::IfBindFails;
 
 use crate::Lab;
 use crate::error::LabError;
@@ -179,44 +175,15 @@ pub fn spec(lab: &Lab) -> ProcessSpec {
     }
 }
 
-/// Makes `cmd` start in a private mount namespace where `namespace`'s resolv.conf is mounted over
-/// `/etc/resolv.conf`, if the lab wrote one; mounts do not propagate back.
-#[allow(unsafe_code)] // pre_exec is the only hook that runs in the child between fork and exec.
+/// Makes `cmd` start with `namespace`'s resolv.conf over `/etc/resolv.conf`, if the lab wrote
+/// one. As with `ip netns exec`, a bind that fails leaves the command with the machine's file
+/// rather than not running it.
 pub(crate) fn bind_on_spawn(cmd: &mut Command, namespace: &str) -> io::Result<()> {
     let file = resolv_conf_path(namespace);
     if !file.exists() {
         return Ok(());
     }
-    let source = CString::new(file.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let target = CString::new("/etc/resolv.conf").map_err(io::Error::other)?;
-    let root = CString::new("/").map_err(io::Error::other)?;
-    // SAFETY: the closure runs in the forked child before exec. It only makes system calls
-    // (unshare, mount) on C strings built before the fork, which the closure owns; nix passes a
-    // `CStr` through without allocating, and errors are plain errno values.
-    unsafe {
-        cmd.pre_exec(move || {
-            unshare(CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
-            mount(
-                None::<&std::ffi::CStr>,
-                root.as_c_str(),
-                None::<&std::ffi::CStr>,
-                MsFlags::MS_REC | MsFlags::MS_SLAVE,
-                None::<&std::ffi::CStr>,
-            )
-            .map_err(io::Error::from)?;
-            // As with `ip netns exec`, a bind that fails (a dangling /etc/resolv.conf symlink)
-            // leaves the command with the machine's file rather than not running it.
-            let _ = mount(
-                Some(source.as_c_str()),
-                target.as_c_str(),
-                None::<&std::ffi::CStr>,
-                MsFlags::MS_BIND,
-                None::<&std::ffi::CStr>,
-            );
-            Ok(())
-        });
-    }
-    Ok(())
+    netconf::resolv_conf::bind_on_spawn(cmd, &file, IfBindFails::RunAnyway)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Per-namespace sysctls, written from a thread inside the namespace: no `sysctl` binary and no
 //! process per namespace. A value is written only when it differs, so a complete lab changes nothing.
 
-use std::fs;
 use std::path::Path;
+
+use netconf::sysctl;
 
 use crate::error::LabError;
 use crate::netns;
@@ -13,10 +14,9 @@ pub fn apply(namespace: &str, sysctls: &[Sysctl]) -> Result<usize, LabError> {
     netns::run_in(namespace, || {
         let mut changed = 0;
         for s in sysctls {
-            let path = Path::new("/proc/sys").join(s.key);
-            let current = fs::read_to_string(&path).map_err(|e| LabError::io("read sysctl", &path, e))?;
-            if current.trim() != s.value {
-                fs::write(&path, s.value).map_err(|e| LabError::io("write sysctl", &path, e))?;
+            let current = sysctl::read_here(s.key).map_err(|e| LabError::io("read sysctl", sysctl::path(s.key), e))?;
+            if current != s.value {
+                sysctl::write_here(s.key, s.value).map_err(|e| LabError::io("write sysctl", sysctl::path(s.key), e))?;
                 changed += 1;
             }
         }

@@ -20,7 +20,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::cidr::Ipv4Cidr;
+use ipnet::Ipv4Net;
+
+use crate::cidr::ipv4_net;
 use crate::name::LabName;
 
 pub const ROUTER: &str = "router";
@@ -33,12 +35,12 @@ pub const UPLINK: &str = "uplink";
 pub const FABRIC: &str = "fabric";
 
 /// The address every host has on eth0, as Vagrant's NAT gives every VM 10.0.2.15.
-const MGMT_ADDR: Ipv4Cidr = Ipv4Cidr::new(10, 0, 2, 15, 24);
+const MGMT_ADDR: Ipv4Net = ipv4_net(10, 0, 2, 15, 24);
 /// The uplink's side of every eth0. A /32, so the uplink has no route back to anyone: whatever
 /// reaches it (even a ping to this address) cannot be answered and dies there.
 const MGMT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 /// The ranges nodes send to their router, as the guide's Vagrant lab configures them.
-const NODE_ROUTED: [Ipv4Cidr; 2] = [Ipv4Cidr::new(192, 168, 0, 0, 16), Ipv4Cidr::new(172, 20, 0, 0, 16)];
+const NODE_ROUTED: [Ipv4Net; 2] = [ipv4_net(192, 168, 0, 0, 16), ipv4_net(172, 20, 0, 0, 16)];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostRole {
@@ -74,9 +76,9 @@ pub struct Sysctl {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// `dst` (None = default) via `gateway` out of `dev`.
-    Via { dst: Option<Ipv4Cidr>, gateway: Ipv4Addr, dev: String },
+    Via { dst: Option<Ipv4Net>, gateway: Ipv4Addr, dev: String },
     /// `blackhole dst`: packets to `dst` are dropped silently.
-    Blackhole { dst: Option<Ipv4Cidr> },
+    Blackhole { dst: Option<Ipv4Net> },
 }
 
 impl Route {
@@ -103,7 +105,7 @@ pub struct VethEnd {
     pub ifname: String,
     /// Fixed MACs keep neighbour tables and captures the same across rebuilds.
     pub mac: [u8; 6],
-    pub addresses: Vec<Ipv4Cidr>,
+    pub addresses: Vec<Ipv4Net>,
     /// The bridge this end is a port of.
     pub master: Option<String>,
 }
@@ -148,7 +150,7 @@ pub struct Topology {
 /// A node of the guide: name, eth1 address, segment bridge, router address on that segment.
 struct NodeDef {
     name: &'static str,
-    addr: Ipv4Cidr,
+    addr: Ipv4Net,
     segment: &'static str,
     router: Ipv4Addr,
 }
@@ -156,19 +158,19 @@ struct NodeDef {
 const NODES: [NodeDef; 3] = [
     NodeDef {
         name: K8S_CTR,
-        addr: Ipv4Cidr::new(192, 168, 10, 100, 24),
+        addr: ipv4_net(192, 168, 10, 100, 24),
         segment: "seg10",
         router: Ipv4Addr::new(192, 168, 10, 200),
     },
     NodeDef {
         name: K8S_W1,
-        addr: Ipv4Cidr::new(192, 168, 10, 101, 24),
+        addr: ipv4_net(192, 168, 10, 101, 24),
         segment: "seg10",
         router: Ipv4Addr::new(192, 168, 10, 200),
     },
     NodeDef {
         name: K8S_W0,
-        addr: Ipv4Cidr::new(192, 168, 20, 100, 24),
+        addr: ipv4_net(192, 168, 20, 100, 24),
         segment: "seg20",
         router: Ipv4Addr::new(192, 168, 20, 200),
     },
@@ -229,7 +231,7 @@ impl Topology {
 
         // MACs: 02:c1:1a:<host>:<interface>:<side>, locally administered and stable.
         let mac = |host: u8, iface: u8, side: u8| [0x02, 0xc1, 0x1a, host, iface, side];
-        let end = |host: &str, ifname: &str, mac, addresses: Vec<Ipv4Cidr>, master: Option<&str>| VethEnd {
+        let end = |host: &str, ifname: &str, mac, addresses: Vec<Ipv4Net>, master: Option<&str>| VethEnd {
             host: host.into(),
             ifname: ifname.into(),
             mac,
@@ -237,7 +239,7 @@ impl Topology {
             master: master.map(Into::into),
         };
         let uplink_end = |host: &str, ifname: &str, mac| {
-            end(UPLINK, &format!("{host}-{ifname}"), mac, vec![Ipv4Cidr { addr: MGMT_GATEWAY, prefix: 32 }], None)
+            end(UPLINK, &format!("{host}-{ifname}"), mac, vec![Ipv4Net::from(MGMT_GATEWAY)], None)
         };
 
         // router: eth0 to the uplink, eth1/eth2 on the segments, loop1/loop2 as stand-in dummies.
@@ -245,12 +247,10 @@ impl Topology {
             a: end(ROUTER, "eth0", mac(1, 0, 0), vec![MGMT_ADDR], None),
             b: uplink_end(ROUTER, "eth0", mac(1, 0, 1)),
         });
-        for (i, (ifname, addr, segment)) in [
-            ("eth1", Ipv4Cidr::new(192, 168, 10, 200, 24), "seg10"),
-            ("eth2", Ipv4Cidr::new(192, 168, 20, 200, 24), "seg20"),
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, (ifname, addr, segment)) in
+            [("eth1", ipv4_net(192, 168, 10, 200, 24), "seg10"), ("eth2", ipv4_net(192, 168, 20, 200, 24), "seg20")]
+                .into_iter()
+                .enumerate()
         {
             let i = i as u8 + 1;
             t.veths.push(Veth {
@@ -259,9 +259,7 @@ impl Topology {
             });
         }
         for (i, (ifname, addr)) in
-            [("loop1", Ipv4Cidr::new(10, 10, 1, 200, 24)), ("loop2", Ipv4Cidr::new(10, 10, 2, 200, 24))]
-                .into_iter()
-                .enumerate()
+            [("loop1", ipv4_net(10, 10, 1, 200, 24)), ("loop2", ipv4_net(10, 10, 2, 200, 24))].into_iter().enumerate()
         {
             let i = i as u8 + 3;
             t.veths.push(Veth {
@@ -330,7 +328,7 @@ pub fn nodes(topology: &Topology) -> Vec<NodeInfo> {
             let eth1 = topology.ends_in(&h.name).find(|e| e.ifname == "eth1")?;
             Some(NodeInfo {
                 name: h.name.clone(),
-                internal_ip: eth1.addresses.first()?.addr,
+                internal_ip: eth1.addresses.first()?.addr(),
                 namespace: h.namespace.clone(),
             })
         })

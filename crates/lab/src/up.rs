@@ -70,6 +70,9 @@ pub struct UpReport {
 pub(crate) fn up(lab: &Lab, opts: &UpOptions) -> Result<UpReport, LabError> {
     let progress = Progress::new(lab.name(), "up", opts.progress);
     check_specs(lab, &opts.processes)?;
+    if opts.processes.iter().any(|p| p.name == ETCD_PROCESS) {
+        etcd::check_installed()?;
+    }
     let paths = lab.paths();
     let _lock = FileLock::acquire(paths.lock_file())?;
 

@@ -9,6 +9,7 @@
 //!   its address, routes and a static neighbour for the router IP ([`pod_veth`]);
 //! - routes with MTU metrics and the kernel's route lookup (`ip route get`) ([`route`]);
 //! - per-namespace sysctls ([`sysctl`]);
+//! - a process's own `/etc/resolv.conf`, as `ip netns exec` gives one ([`resolv_conf`]);
 //! - the flow-based VXLAN device of tunnel mode ([`vxlan`]).
 //!
 //! The agent's reconcilers program routes and the VXLAN device through the narrow traits of
@@ -25,6 +26,7 @@ pub mod netns;
 pub mod offload;
 pub mod ops;
 pub mod pod_veth;
+pub mod resolv_conf;
 pub mod route;
 pub mod sysctl;
 pub mod vxlan;

@@ -57,8 +57,7 @@ impl Netns {
     /// its runtime): every later socket and /proc/sys access of that thread lands in this
     /// namespace.
     pub fn enter(&self) -> Result<()> {
-        setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|source| Error::EnterNetns { netns: self.name.clone(), source })
+        enter(self.fd.as_fd()).map_err(|source| Error::EnterNetns { netns: self.name.clone(), source })
     }
 
     /// Runs `f` on a fresh thread that has entered this namespace, and waits for it without
@@ -87,13 +86,35 @@ impl Netns {
         F: FnOnce() -> Result<T> + Send,
         T: Send,
     {
-        let ns = self.try_clone()?;
-        std::thread::scope(|s| {
-            s.spawn(move || ns.enter().and_then(|()| f()))
-                .join()
-                .map_err(|_| Error::Worker { netns: self.name.clone(), reason: "thread panicked".into() })?
-        })
+        let entered = on_thread_inside(self.fd.as_fd(), f)
+            .map_err(|_| Error::Worker { netns: self.name.clone(), reason: "thread panicked".into() })?;
+        entered.map_err(|source| Error::EnterNetns { netns: self.name.clone(), source })?
     }
+}
+
+/// Moves the calling thread into the network namespace `ns`; the one place this crate (and the
+/// crates built on it) calls `setns(2)`.
+pub fn enter(ns: BorrowedFd<'_>) -> nix::Result<()> {
+    setns(ns, CloneFlags::CLONE_NEWNET)
+}
+
+/// Runs `f` on a new thread that first enters the network namespace `ns`, and waits for it. Only
+/// that thread changes namespace and it ends with `f`, so the caller's threads never leave their
+/// own; sockets it opens and `/proc/sys/net` files it touches belong to `ns`.
+///
+/// The outer result is the thread's: `Err` carries the panic payload of `f`, for the caller to
+/// resume or report. The inner one is `Err` when the thread could not enter the namespace.
+pub fn on_thread_inside<T: Send>(
+    ns: BorrowedFd<'_>,
+    f: impl FnOnce() -> T + Send,
+) -> std::thread::Result<nix::Result<T>> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            enter(ns)?;
+            Ok(f())
+        })
+        .join()
+    })
 }
 
 impl AsFd for Netns {

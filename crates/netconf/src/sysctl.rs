@@ -3,6 +3,9 @@
 //! /proc/sys/net resolves against the namespace of the thread that opens the file, so a write for
 //! another namespace happens on a thread that entered it.
 
+use std::io;
+use std::path::{Path, PathBuf};
+
 use crate::error::{Error, Result};
 use crate::handle::Netconf;
 
@@ -27,8 +30,7 @@ impl Netconf {
 
 fn write_all(netns: &str, entries: &[(String, String)]) -> Result<()> {
     for (key, value) in entries {
-        let path = format!("/proc/sys/{}", key.trim_start_matches('/'));
-        std::fs::write(&path, value.as_bytes()).map_err(|source| Error::Sysctl {
+        write_here(key, value).map_err(|source| Error::Sysctl {
             netns: netns.to_string(),
             key: key.clone(),
             value: value.clone(),
@@ -36,6 +38,22 @@ fn write_all(netns: &str, entries: &[(String, String)]) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// `/proc/sys/<key>`, for a key written with slashes (`net/ipv4/ip_forward`).
+pub fn path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(key.trim_start_matches('/'))
+}
+
+/// Reads a sysctl in the calling thread's namespace, without the trailing newline.
+pub fn read_here(key: &str) -> io::Result<String> {
+    Ok(std::fs::read_to_string(path(key))?.trim().to_string())
+}
+
+/// Writes a sysctl in the calling thread's namespace (see [`crate::netns::on_thread_inside`] for
+/// another namespace).
+pub fn write_here(key: &str, value: &str) -> io::Result<()> {
+    std::fs::write(path(key), value.as_bytes())
 }
 
 /// `net/ipv4/conf/<dev>/<name>`.

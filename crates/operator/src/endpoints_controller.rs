@@ -28,8 +28,6 @@ use serde_json::json;
 use store::{Change, Informer, Store};
 use tokio_util::sync::CancellationToken;
 
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// The manager Kubernetes' own controller writes; cilia stands in for it.
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 
@@ -92,7 +90,7 @@ pub async fn run(
             change = slice_sub.recv() => match change {
                 None => return Ok(()),
                 Some(Change::Resync(_)) => everything = true,
-                Some(Change::Event(ev)) => if let Some(svc) = ev.object.metadata.labels.get(SERVICE_NAME_LABEL) {
+                Some(Change::Event(ev)) => if let Some(svc) = ev.object.metadata.labels.get(api::labels::SERVICE_NAME) {
                     dirty.insert((ev.object.namespace().unwrap_or_default().to_string(), svc.clone()));
                 },
             },
@@ -100,7 +98,7 @@ pub async fn run(
         if everything {
             dirty.extend(services.snapshot().iter().map(key));
             dirty.extend(slices.snapshot().iter().filter_map(|s| {
-                Some((s.namespace()?.to_string(), s.metadata.labels.get(SERVICE_NAME_LABEL)?.clone()))
+                Some((s.namespace()?.to_string(), s.metadata.labels.get(api::labels::SERVICE_NAME)?.clone()))
             }));
         }
         for k in dirty {
@@ -133,8 +131,10 @@ async fn reconcile(
         .snapshot()
         .into_iter()
         .filter(|s| s.namespace() == Some(ns.as_str()))
-        .filter(|s| s.metadata.labels.get(SERVICE_NAME_LABEL) == Some(name))
-        .filter(|s| s.metadata.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
+        .filter(|s| s.metadata.labels.get(api::labels::SERVICE_NAME) == Some(name))
+        .filter(|s| {
+            s.metadata.labels.get(api::labels::ENDPOINT_SLICE_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+        })
         .collect();
     let service: Option<Service> = services.get(Some(ns), name).and_then(|o| o.to_typed().ok());
     let wanted = match &service {
@@ -266,8 +266,8 @@ fn slice_object(svc: &Service, ports: Vec<EndpointPort>, endpoints: Vec<Endpoint
     let name = format!("{base}{}", suffix(&format!("{uid}/{ports_json}")));
     let mut obj = Object::new(&kinds::ENDPOINT_SLICE, Some(ns), &name);
     obj.metadata.labels = svc.metadata.labels.clone();
-    obj.metadata.labels.insert(SERVICE_NAME_LABEL.into(), svc.metadata.name.clone());
-    obj.metadata.labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    obj.metadata.labels.insert(api::labels::SERVICE_NAME.into(), svc.metadata.name.clone());
+    obj.metadata.labels.insert(api::labels::ENDPOINT_SLICE_MANAGED_BY.into(), MANAGED_BY.into());
     obj.metadata.owner_references = vec![OwnerReference {
         api_version: "v1".into(),
         kind: "Service".into(),
@@ -343,8 +343,8 @@ mod tests {
         assert_eq!(slices.len(), 1);
         let s: api::types::EndpointSlice = slices[0].to_typed().unwrap();
         assert!(s.metadata.name.starts_with("webpod-") && s.metadata.name.len() == "webpod-".len() + 5);
-        assert_eq!(s.metadata.labels[SERVICE_NAME_LABEL], "webpod");
-        assert_eq!(s.metadata.labels[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(s.metadata.labels[api::labels::SERVICE_NAME], "webpod");
+        assert_eq!(s.metadata.labels[api::labels::ENDPOINT_SLICE_MANAGED_BY], MANAGED_BY);
         assert_eq!(s.metadata.owner_references[0].uid, "s-1");
         assert_eq!(s.address_type, "IPv4");
         assert_eq!(s.endpoints.len(), 2, "the pod without an address is left out");

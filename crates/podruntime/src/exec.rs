@@ -73,7 +73,7 @@ pub fn run(netns: &str, resolv_conf: Option<&Path>, argv: &[String], streams: St
     cmd.args(args);
     let command = argv.join(" ");
     if let Some(file) = resolv_conf {
-        crate::kubelet::dns::bind_on_spawn(&mut cmd, file)
+        netconf::resolv_conf::bind_on_spawn(&mut cmd, file, netconf::resolv_conf::IfBindFails::Fail)
             .map_err(|e| Error::Command { command: command.clone(), reason: format!("resolv.conf: {e}") })?;
     }
     let fail = |e: std::io::Error| Error::Command { command: command.clone(), reason: e.to_string() };

@@ -2,7 +2,7 @@
 //! its pod template (the `pod-template-hash` label) and a random suffix.
 
 use api::types::PodTemplateSpec;
-use rand::Rng;
+use rand::RngExt as _;
 
 /// The characters Kubernetes uses for generated names: no vowels (no accidental words) and no
 /// characters that look alike (`0`/`o`, `1`/`l`, `3`/`e`).

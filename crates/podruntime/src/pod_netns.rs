@@ -6,9 +6,7 @@
 //! each belongs to. The uid part keeps a pod deleted and recreated under the same name (possibly
 //! on another node, torn down and set up concurrently) from meeting its predecessor's namespace.
 
-use std::{fs::File, io, path::PathBuf, process::Stdio};
-
-use nix::sched::{CloneFlags, setns};
+use std::{fs::File, io, os::fd::AsFd, path::PathBuf, process::Stdio};
 
 use crate::error::{Error, Result};
 
@@ -106,18 +104,13 @@ pub async fn kill_all_inside(name: &str) {
 }
 
 /// Runs `spawn` on a short-lived thread that has entered the namespace, so that the process it
-/// starts is born inside it. Only that thread changes namespace (setns is per thread); it ends
-/// right after, and the caller's threads never leave their own namespace.
+/// starts is born inside it; the caller's threads never leave their own namespace
+/// ([`netconf::netns::on_thread_inside`]).
 pub fn spawn_inside<T: Send>(name: &str, spawn: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
     let ns = File::open(path(name))?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            spawn()
-        })
-        .join()
+    netconf::netns::on_thread_inside(ns.as_fd(), spawn)
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+        .map_err(io::Error::from)?
 }
 
 #[cfg(test)]

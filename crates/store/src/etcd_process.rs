@@ -15,9 +15,19 @@ use std::{
 
 use crate::{etcd::EtcdStore, store::Store};
 
-/// The etcd binary: `$CILIA_ETCD_BIN`, or `etcd` from `PATH`.
-pub fn etcd_binary() -> String {
-    std::env::var("CILIA_ETCD_BIN").unwrap_or_else(|_| "etcd".to_string())
+/// The etcd binary: `$CILIA_ETCD_BIN`, or `etcd` found on `PATH`. When there is none, the error
+/// says where to get it (Debian's package `etcd-server`).
+pub fn etcd_binary() -> io::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("CILIA_ETCD_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join("etcd")).find(|bin| bin.is_file()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "etcd is not on PATH: install the package etcd-server (apt-get install etcd-server) or set CILIA_ETCD_BIN",
+        )
+    })
 }
 
 /// Where clients reach the server.
@@ -81,6 +91,7 @@ impl EtcdProcess {
                 _ => {}
             }
         }
+        let binary = etcd_binary()?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let mut child = Command::new("sh")
             .arg("-c")
@@ -88,7 +99,7 @@ impl EtcdProcess {
             // process dies. The background job's stdin is /dev/null, so etcd never holds the pipe.
             .arg(r#"bin=$1; shift; "$bin" "$@" & pid=$!; read -r _; kill -9 "$pid" 2>/dev/null; wait "$pid""#)
             .arg("sh")
-            .arg(etcd_binary())
+            .arg(binary)
             .args(["--name", "default", "--data-dir", "data"])
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", "unix://localhost:2380"])

@@ -14,8 +14,6 @@ use hickory_proto::rr::Name;
 
 use super::CLUSTER_DOMAIN;
 
-/// The label an EndpointSlice names its Service with.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// The pre-`publishNotReadyAddresses` annotation the spec still names (§2.1, _ready_).
 pub const TOLERATE_UNREADY: &str = "service.alpha.kubernetes.io/tolerate-unready-endpoints";
 
@@ -90,7 +88,7 @@ impl Records {
         // Slices by (namespace, service).
         let mut slices_of: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
         for s in slices {
-            if let Some(svc) = s.metadata.labels.get(SERVICE_NAME_LABEL) {
+            if let Some(svc) = s.metadata.labels.get(api::labels::SERVICE_NAME) {
                 let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
                 slices_of.entry((ns, svc.clone())).or_default().push(s);
             }

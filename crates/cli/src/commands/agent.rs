@@ -108,7 +108,7 @@ pub async fn run(store: Arc<dyn Store>, url: &str, args: &AgentArgs) -> Result<E
     config.mtu = args.mtu.unwrap_or(cilium.mtu);
     config.lease_ttl = Duration::from_secs(args.lease_ttl);
     config.tunnel_port = cilium.tunnel_port;
-    let bpf_dir = args.bpf_dir.clone().unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/cilia").join(&args.node));
+    let bpf_dir = args.bpf_dir.clone().unwrap_or_else(|| datapath::node_pin_dir(&args.node));
     config.bpf_dir.clone_from(&bpf_dir);
     tracing::info!(
         stored = stored.is_some(),

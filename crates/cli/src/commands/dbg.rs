@@ -29,7 +29,7 @@ fn pin_dir(lab: &str, node: &str) -> Result<PathBuf> {
     if in_lab.exists() {
         return Ok(in_lab);
     }
-    let standalone = PathBuf::from("/sys/fs/bpf/cilia").join(node);
+    let standalone = datapath::node_pin_dir(node);
     if standalone.join(datapath::abi::MAP_SERVICES).exists() {
         return Ok(standalone);
     }

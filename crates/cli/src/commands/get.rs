@@ -185,16 +185,14 @@ pub fn table_row(
     row
 }
 
-/// The label that ties an EndpointSlice to its Service.
-const SERVICE_NAME: &str = "kubernetes.io/service-name";
-
 /// One Endpoints object per Service that has EndpointSlices: `subsets` of ready and not-ready
 /// addresses with the slices' ports, as Kubernetes' Endpoints controller writes them.
 pub fn endpoints_from_slices(slices: &[Object]) -> Vec<Object> {
     let mut by_service: std::collections::BTreeMap<(String, String), Vec<(EndpointSlice, &Object)>> =
         Default::default();
     for obj in slices {
-        let (Some(service), Ok(slice)) = (obj.metadata.labels.get(SERVICE_NAME), obj.to_typed::<EndpointSlice>())
+        let (Some(service), Ok(slice)) =
+            (obj.metadata.labels.get(api::labels::SERVICE_NAME), obj.to_typed::<EndpointSlice>())
         else {
             continue;
         };
@@ -209,7 +207,7 @@ pub fn endpoints_from_slices(slices: &[Object]) -> Vec<Object> {
             .metadata
             .labels
             .iter()
-            .filter(|(k, _)| *k != SERVICE_NAME && !k.starts_with("endpointslice.kubernetes.io/"))
+            .filter(|(k, _)| *k != api::labels::SERVICE_NAME && !k.starts_with(api::labels::ENDPOINT_SLICE_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         ep.metadata.creation_timestamp = slices.iter().filter_map(|(_, o)| o.metadata.creation_timestamp.clone()).min();

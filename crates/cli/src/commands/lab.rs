@@ -293,10 +293,10 @@ async fn register(store: &dyn Store, lab: &lab::Lab) -> Result<()> {
     }
     for node in lab::nodes(lab.topology()) {
         let mut obj = Object::new(&kinds::NODE, None, &node.name);
-        obj.metadata.labels.insert("kubernetes.io/hostname".into(), node.name.clone());
-        obj.metadata.labels.insert("kubernetes.io/os".into(), "linux".into());
+        obj.metadata.labels.insert(api::labels::HOSTNAME.into(), node.name.clone());
+        obj.metadata.labels.insert(api::labels::OS.into(), "linux".into());
         if node.name == "k8s-ctr" {
-            obj.metadata.labels.insert("node-role.kubernetes.io/control-plane".into(), String::new());
+            obj.metadata.labels.insert(api::labels::CONTROL_PLANE.into(), String::new());
         }
         let addresses = json!([
             {"type": "InternalIP", "address": node.internal_ip.to_string()},

@@ -142,7 +142,7 @@ fn node_row(obj: &Object, name: String, age: String, wide: bool) -> Vec<String> 
         None => "Unknown",
     };
     let roles: Vec<&str> =
-        obj.metadata.labels.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/")).collect();
+        obj.metadata.labels.keys().filter_map(|k| k.strip_prefix(api::labels::NODE_ROLE_PREFIX)).collect();
     let roles = if roles.is_empty() { "<none>".to_string() } else { roles.join(",") };
     let version = obj.lookup_path("status.nodeInfo.kubeletVersion").and_then(|v| v.as_str().map(str::to_string));
     let mut row = vec![name, status.into(), roles, age, version.unwrap_or_else(|| "cilia".into())];

@@ -45,27 +45,17 @@ pub fn ipn(ns: &str, args: &[&str]) {
     ip(&full);
 }
 
+/// Writes a sysctl (key with slashes, `net/ipv4/ip_forward`) in namespace `ns`.
 fn sysctl(ns: &str, key: &str, value: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={value}")])
-        .output()
-        .expect("run sysctl");
-    assert!(out.status.success(), "sysctl {key} in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+    in_netns(ns, || netconf::sysctl::write_here(key, value)).unwrap_or_else(|e| panic!("sysctl {key} in {ns}: {e}"));
 }
 
 /// Runs `f` on a thread that has entered namespace `ns`, and returns its result. Namespaces are
 /// per thread, so the caller's thread never changes namespace.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("thread in netns panicked")
-    })
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    netconf::netns::on_thread_inside(file.as_fd(), f).expect("thread in netns panicked").expect("setns")
 }
 
 /// A tiny HTTP server on a thread inside a pod namespace: answers every request with its name
@@ -84,7 +74,7 @@ impl Server {
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open netns");
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            netconf::netns::enter(file.as_fd()).expect("setns");
             let listener = TcpListener::bind((addr, SERVER_PORT)).expect("bind tcp");
             listener.set_nonblocking(true).unwrap();
             let udp = UdpSocket::bind((addr, SERVER_PORT)).expect("bind udp");
@@ -198,11 +188,11 @@ impl Topology {
             ipn(&lan, &["link", "set", &port, "master", "br0", "up"]);
             ipn(&ns, &["addr", "add", &format!("{addr}/24"), "dev", ifname]);
             ipn(&ns, &["link", "set", ifname, "up"]);
-            sysctl(&ns, "net.ipv4.conf.all.rp_filter", "0");
-            sysctl(&ns, "net.ipv4.conf.default.rp_filter", "0");
+            sysctl(&ns, "net/ipv4/conf/all/rp_filter", "0");
+            sysctl(&ns, "net/ipv4/conf/default/rp_filter", "0");
         }
         for node in ["node1", "node2"] {
-            sysctl(&t.ns(node), "net.ipv4.ip_forward", "1");
+            sysctl(&t.ns(node), "net/ipv4/ip_forward", "1");
         }
         // The LB IP is announced by node1 (what L2 announcements do), modelled by a route.
         ipn(&t.ns("client"), &["route", "add", &format!("{LB_IP}/32"), "via", &NODE1.to_string()]);
@@ -230,7 +220,7 @@ impl Topology {
         ipn(&node_ns, &["link", "add", lxc, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns]);
         ipn(&node_ns, &["link", "set", lxc, "up"]);
         ipn(&node_ns, &["route", "add", &format!("{addr}/32"), "dev", lxc]);
-        sysctl(&node_ns, &format!("net.ipv4.conf.{lxc}.rp_filter"), "0");
+        sysctl(&node_ns, &format!("net/ipv4/conf/{lxc}/rp_filter"), "0");
         ipn(&pod_ns, &["addr", "add", &format!("{addr}/32"), "dev", "eth0"]);
         ipn(&pod_ns, &["link", "set", "eth0", "up"]);
         ipn(&pod_ns, &["route", "add", gw, "dev", "eth0", "scope", "link"]);

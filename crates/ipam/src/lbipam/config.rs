@@ -10,8 +10,6 @@ use api::types::Service;
 pub const BGP_CONTROL_PLANE_CLASS: &str = "io.cilium/bgp-control-plane";
 /// The load-balancer class of L2 announcements.
 pub const L2_ANNOUNCER_CLASS: &str = "io.cilium/l2-announcer";
-/// Services with this label belong to another service proxy (Kubernetes' convention).
-pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
 /// Returns "now" as an RFC 3339 timestamp, used for conditions' `lastTransitionTime`. Injected so
 /// that tests are deterministic.
@@ -120,7 +118,7 @@ impl LbIpamConfig {
         if svc.type_() != "LoadBalancer" {
             return false;
         }
-        if let Some(proxy) = svc.metadata.labels.get(SERVICE_PROXY_NAME_LABEL)
+        if let Some(proxy) = svc.metadata.labels.get(api::labels::SERVICE_PROXY_NAME)
             && self.service_proxy_name.as_deref() != Some(proxy.as_str())
         {
             return false;

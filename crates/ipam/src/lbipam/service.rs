@@ -13,11 +13,6 @@ use super::families::{Families, requested_families};
 use super::lbrange::RangeId;
 use crate::addr::Family;
 
-/// Synthetic labels matched by pool selectors; they override user labels of the same name, so a
-/// Service cannot claim another namespace (§3.4).
-pub const SERVICE_NAME_LABEL: &str = "io.kubernetes.service.name";
-pub const SERVICE_NAMESPACE_LABEL: &str = "io.kubernetes.service.namespace";
-
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     pub namespace: String,
@@ -128,13 +123,13 @@ impl ServiceView {
         }
     }
 
-    /// A label as pool selectors see it: the synthetic name and namespace labels override the
-    /// Service's own. (Kept apart rather than merged into `labels`, which would cost every Service a
+    /// A label as pool selectors see it: Cilium's name and namespace pseudo-labels override the
+    /// Service's own, so a Service cannot claim another namespace (§3.4). (Kept apart rather than merged into `labels`, which would cost every Service a
     /// map of its own.)
     pub fn label(&self, key: &str) -> Option<&str> {
         match key {
-            SERVICE_NAME_LABEL => Some(&self.key.name),
-            SERVICE_NAMESPACE_LABEL => Some(&self.key.namespace),
+            api::labels::CILIUM_SERVICE_NAME => Some(&self.key.name),
+            api::labels::CILIUM_SERVICE_NAMESPACE => Some(&self.key.namespace),
             _ => self.labels.get(key).map(String::as_str),
         }
     }

@@ -13,24 +13,18 @@
 //! record once the pod is networked: `<pods dir>/<uid>.resolv.conf`.
 //!
 //! Lab pods are network namespaces, not containers with their own root filesystem, so a process
-//! in a pod would read the machine's `/etc/resolv.conf`. [`bind_on_spawn`] gives the process a
-//! private mount namespace with the pod's file bind-mounted over `/etc/resolv.conf`, which is what
-//! `ip netns exec` does with `/etc/netns/<name>/resolv.conf`; nothing outside that process sees it.
+//! in a pod would read the machine's `/etc/resolv.conf`. [`netconf::resolv_conf`] gives the
+//! process a private mount namespace with the pod's file bind-mounted over `/etc/resolv.conf`,
+//! which is what `ip netns exec` does with `/etc/netns/<name>/resolv.conf`; nothing outside that
+//! process sees it.
 
 use std::{
-    ffi::CString,
     io,
     net::Ipv4Addr,
-    os::unix::{ffi::OsStrExt, process::CommandExt},
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use api::types::Pod;
-use nix::{
-    mount::{MsFlags, mount},
-    sched::{CloneFlags, unshare},
-};
 
 use super::paths::NodePaths;
 
@@ -131,42 +125,6 @@ pub fn write(pods_dir: &Path, pod: &Pod, uid: &str, cni_result: &serde_json::Val
 
 pub fn remove(pods_dir: &Path, uid: &str) {
     let _ = std::fs::remove_file(path(pods_dir, uid));
-}
-
-/// Makes `cmd`'s process start in a private mount namespace where `resolv_conf` is mounted over
-/// `/etc/resolv.conf`. Mount events do not propagate back (the new namespace's mounts are made
-/// slaves first), so the machine and other processes keep their own file.
-#[allow(unsafe_code)] // pre_exec is the only hook that runs in the child between fork and exec.
-pub fn bind_on_spawn(cmd: &mut Command, resolv_conf: &Path) -> io::Result<()> {
-    let source = CString::new(resolv_conf.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let target = CString::new("/etc/resolv.conf").map_err(io::Error::other)?;
-    let root = CString::new("/").map_err(io::Error::other)?;
-    // SAFETY: the closure runs in the forked child before exec. It only makes system calls
-    // (unshare, mount) on C strings built before the fork, which the closure owns; nix passes a
-    // `CStr` through without allocating, and errors are plain errno values.
-    unsafe {
-        cmd.pre_exec(move || {
-            unshare(CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
-            mount(
-                None::<&std::ffi::CStr>,
-                root.as_c_str(),
-                None::<&std::ffi::CStr>,
-                MsFlags::MS_REC | MsFlags::MS_SLAVE,
-                None::<&std::ffi::CStr>,
-            )
-            .map_err(io::Error::from)?;
-            mount(
-                Some(source.as_c_str()),
-                target.as_c_str(),
-                None::<&std::ffi::CStr>,
-                MsFlags::MS_BIND,
-                None::<&std::ffi::CStr>,
-            )
-            .map_err(io::Error::from)?;
-            Ok(())
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

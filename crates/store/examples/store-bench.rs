@@ -2,7 +2,7 @@
 //! informer event it causes. Starts its own etcd on a unix socket in a temporary directory and
 //! kills it at the end.
 //!
-//! Usage: `store-bench [writes]` (default 2000).
+//! Usage: `cargo run --release -p store --example store-bench [writes]` (default 2000).
 
 use std::{
     sync::Arc,
