@@ -1,7 +1,10 @@
-//! The agent's settings (`cilia agent` flags), checked before anything touches the kernel.
+//! The agent's settings: resolved from the command line and the stored configuration
+//! `kube-system/cilium-config` ([`AgentConfig::resolve`]), checked before anything touches the
+//! kernel ([`AgentConfig::validate`]).
 
-use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
 
+use api::{ValidationError, cilium_config::CiliumConfig};
 use datapath::LbAlgorithm;
 use ipnet::Ipv4Net;
 
@@ -75,6 +78,14 @@ pub enum ConfigError {
          ({interval:?}), and the interval at least 10ms"
     )]
     L2Timing { interval: Duration, dead_after: Duration },
+    #[error("kube-system/cilium-config is invalid")]
+    StoredConfig(#[source] ValidationError),
+    #[error("{key} of kube-system/cilium-config")]
+    StoredValue {
+        key: &'static str,
+        #[source]
+        source: Box<ConfigError>,
+    },
 }
 
 /// Parses `--lb-algorithm` (Cilium's `loadBalancer.algorithm`).
@@ -101,6 +112,8 @@ pub struct ServiceLbConfig {
     pub socket_lb: bool,
     /// How often pod veths are looked for (new pods get their programs within this time).
     pub link_poll: Duration,
+    /// `bpf-lb-map-max`: entries of each service map (frontend rows, backends, rev-NAT).
+    pub map_max: u32,
 }
 
 impl ServiceLbConfig {
@@ -111,6 +124,7 @@ impl ServiceLbConfig {
             algorithm: LbAlgorithm::Random,
             socket_lb: true,
             link_poll: Duration::from_millis(200),
+            map_max: datapath::abi::LB_SERVICES_MAP_SIZE,
         }
     }
 }
@@ -210,6 +224,91 @@ impl AgentConfig {
         Ok(())
     }
 }
+
+/// What the command line says. `None` leaves a setting to the stored configuration, and from
+/// there to Cilium's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFlags {
+    pub node: String,
+    pub routing_mode: Option<RoutingMode>,
+    pub auto_direct_node_routes: Option<bool>,
+    pub ipv4_native_routing_cidr: Option<Ipv4Net>,
+    pub state_dir: PathBuf,
+    pub cni_socket: PathBuf,
+    pub mtu: Option<u32>,
+    pub lease_ttl: Duration,
+    pub kube_proxy_replacement: Option<bool>,
+    /// Default `/sys/fs/bpf/cilia/<node>`.
+    pub bpf_dir: Option<PathBuf>,
+    pub devices: Vec<String>,
+    pub lb_algorithm: Option<LbAlgorithm>,
+    pub socket_lb: bool,
+    /// 0 turns the cluster DNS server off.
+    pub dns_port: u16,
+    pub l2_heartbeat_port: u16,
+}
+
+impl AgentConfig {
+    /// The settings from `flags` over the stored configuration's `data` (None: no stored
+    /// configuration, the agent's historical defaults with native routing), checked.
+    pub fn resolve(flags: &AgentFlags, stored: Option<&BTreeMap<String, String>>) -> Result<AgentConfig, ConfigError> {
+        let cilium = stored_settings(stored)?;
+        let stored_value =
+            |key: &'static str| move |e: ConfigError| ConfigError::StoredValue { key, source: Box::new(e) };
+        let mut config = AgentConfig::new(&flags.node);
+        config.routing_mode = match flags.routing_mode {
+            Some(mode) => mode,
+            None => cilium.routing_mode.parse().map_err(stored_value("routing-mode"))?,
+        };
+        config.auto_direct_node_routes = flags.auto_direct_node_routes.unwrap_or(cilium.auto_direct_node_routes);
+        config.native_routing_cidr = flags.ipv4_native_routing_cidr.or(cilium.ipv4_native_routing_cidr);
+        config.state_dir.clone_from(&flags.state_dir);
+        config.cni_socket.clone_from(&flags.cni_socket);
+        config.mtu = flags.mtu.unwrap_or(cilium.mtu);
+        config.lease_ttl = flags.lease_ttl;
+        config.tunnel_port = cilium.tunnel_port;
+        config.bpf_dir = flags.bpf_dir.clone().unwrap_or_else(|| datapath::node_pin_dir(&flags.node));
+        if flags.kube_proxy_replacement.unwrap_or(cilium.kube_proxy_replacement) {
+            let mut lb = ServiceLbConfig::new(config.bpf_dir.clone());
+            lb.devices.clone_from(&flags.devices);
+            lb.algorithm = match flags.lb_algorithm {
+                Some(a) => a,
+                None => parse_lb_algorithm(&cilium.bpf_lb_algorithm).map_err(stored_value("bpf-lb-algorithm"))?,
+            };
+            lb.socket_lb = flags.socket_lb;
+            lb.map_max = cilium.bpf_lb_map_max;
+            config.service_lb = Some(lb);
+        }
+        if cilium.enable_l2_announcements {
+            config.l2 = Some(crate::l2_announcer::L2Config {
+                heartbeat_interval: cilium.l2_heartbeat_interval,
+                dead_after: cilium.l2_dead_after,
+                port: flags.l2_heartbeat_port,
+                devices: flags.devices.clone(),
+                neigh_discovery: cilium.enable_l2_neigh_discovery,
+                state_dir: flags.state_dir.clone(),
+            });
+        }
+        config.dns_port = (flags.dns_port != 0).then_some(flags.dns_port);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The stored configuration with defaults for what it leaves out.
+fn stored_settings(stored: Option<&BTreeMap<String, String>>) -> Result<CiliumConfig, ConfigError> {
+    match stored {
+        Some(data) => {
+            api::cilium_config::check(data).map_err(ConfigError::StoredConfig)?;
+            Ok(CiliumConfig::from_data(data))
+        }
+        None => Ok(CiliumConfig::from_data(&[("routing-mode".to_string(), "native".to_string())].into())),
+    }
+}
+
+#[cfg(test)]
+#[path = "config_resolve_tests.rs"]
+mod resolve_tests;
 
 #[cfg(test)]
 mod tests {

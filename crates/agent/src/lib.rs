@@ -246,6 +246,9 @@ fn open_datapath(
     // Room in the device map for every pod the node's CIDR can hold.
     let sizes = datapath::DatapathConfig {
         netdevs_max: datapath::DatapathConfig::netdevs_for_pod_cidr(pod_cidr.prefix_len()),
+        services_max: lb.map_max,
+        backends_max: lb.map_max,
+        revnat_max: lb.map_max,
         ..datapath::DatapathConfig::default()
     };
     let mut dp = datapath::Datapath::open_with(&lb.bpf_dir, &sizes)?;

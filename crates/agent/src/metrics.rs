@@ -326,7 +326,7 @@ pub async fn serve_socket(socket: PathBuf, shutdown: CancellationToken) {
     let listen = Listen { tcp: None, unix: Some(socket.clone()), tls: None };
     match telemetry::serve(endpoints(), &listen, shutdown.clone()).await {
         Ok(_) => tracing::info!(socket = %socket.display(), "metrics and health endpoints listening"),
-        Err(e) => tracing::warn!(error = %e, "metrics and health endpoints are not served"),
+        Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "metrics and health endpoints are not served"),
     }
     shutdown.cancelled().await;
     // A socket left behind would read as "not running" rather than missing.
@@ -347,7 +347,10 @@ pub async fn start(sources: Sources, tcp: Option<SocketAddr>, shutdown: Cancella
     if tcp.is_some() {
         let listen = Listen { tcp, unix: None, tls: telemetry::tls::TlsFiles::from_env() };
         if let Err(e) = telemetry::serve(endpoints(), &listen, shutdown.clone()).await {
-            tracing::warn!(error = %e, "metrics and health endpoints are not served on the node's address");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "metrics and health endpoints are not served on the node's address"
+            );
         }
     }
     match bpf_dir {

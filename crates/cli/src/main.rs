@@ -368,10 +368,17 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_BROKEN_PIPE),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_text(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// What the user reads when a command fails: the error, then each cause once, outermost first
+/// (`reading x: cannot open y: No such file or directory`). Error types say only their own layer
+/// in their message and give the cause as their `source()`, so walking the chain repeats nothing.
+fn error_text(err: &anyhow::Error) -> String {
+    format!("{err:#}")
 }
 
 /// The status of a process a closed pipe ended (128 + SIGPIPE), as the shell reports `head`'s
@@ -538,7 +545,7 @@ fn cmd_to_lab(cmd: &LabCmd) -> commands::lab::LabAction {
 mod tests {
     use clap::{CommandFactory as _, Parser as _};
 
-    use super::{Cli, Command};
+    use super::{Cli, Command, error_text};
 
     /// Every argument of every command, hidden ones included, says in `--help` what it is for.
     #[test]
@@ -620,5 +627,30 @@ mod tests {
         let cli = Cli::try_parse_from(["cilia", "get", "pods", "-w", "--output-watch-events"]).expect("parses");
         let Command::Get(get) = cli.command else { panic!("not get") };
         assert!(get.watch && get.output_watch_events);
+    }
+
+    /// A cause nested in three layers (a CLI context, the pod runtime, the lab, the OS) appears
+    /// exactly once in the printed error.
+    #[test]
+    fn each_cause_is_printed_once() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let os_text = os.to_string();
+        let lab = lab::LabError::Io { action: "read", path: "/run/cilia/lab/demo/state.json".into(), source: os };
+        let runtime = podruntime::Error::from(lab);
+        let err = anyhow::Error::new(runtime).context("starting pod default/web-0");
+        let text = error_text(&err);
+        assert_eq!(text, format!("starting pod default/web-0: cannot read /run/cilia/lab/demo/state.json: {os_text}"));
+        for part in ["starting pod default/web-0", "cannot read /run/cilia/lab/demo/state.json", os_text.as_str()] {
+            assert_eq!(text.matches(part).count(), 1, "{part:?} in {text:?}");
+        }
+
+        let client = telemetry::client::ClientError::Io {
+            path: "/run/cilia/k8s-w1/metrics.sock".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).to_string();
+        let text = error_text(&anyhow::Error::new(client).context("reading the metrics of k8s-w1's agent"));
+        assert_eq!(text.matches(refused.as_str()).count(), 1, "{text:?}");
+        assert_eq!(text.matches("metrics.sock").count(), 1, "{text:?}");
     }
 }

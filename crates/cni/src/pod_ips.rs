@@ -59,15 +59,13 @@ pub enum PodIpError {
     NotAssignable { ip: Ipv4Addr, cidr: Ipv4Net },
     #[error("router IP {router_ip} is outside pod CIDR {cidr}")]
     RouterOutsideCidr { router_ip: Ipv4Addr, cidr: Ipv4Net },
-    #[error("pod IP state {path}: {source}")]
+    #[error("pod IP state {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "pod IP state {path} is corrupt (refusing to start from scratch, which could hand out addresses in use): {source}"
-    )]
+    #[error("pod IP state {path} is corrupt (refusing to start from scratch, which could hand out addresses in use)")]
     Corrupt {
         path: PathBuf,
         #[source]

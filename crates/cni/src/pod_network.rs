@@ -49,7 +49,7 @@ pub enum PodNetworkError {
     PodIps(#[from] PodIpError),
     #[error("container {container_id} is unknown to this node")]
     UnknownContainer { container_id: String },
-    #[error("CNI_NETNS {path}: {source}")]
+    #[error("CNI_NETNS {path}")]
     BadNetns {
         path: String,
         #[source]
@@ -74,8 +74,14 @@ impl PodNetworkError {
             PodNetworkError::CheckFailed { .. } => code::CHECK_FAILED,
             PodNetworkError::Datapath { .. } => code::AGENT_FAILURE,
         };
-        let details = std::error::Error::source(self).map(|s| s.to_string()).unwrap_or_default();
-        CniError::new(code, self.to_string()).with_details(details)
+        // the message says what failed, the details why: every cause, outermost first
+        let mut causes = Vec::new();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            causes.push(c.to_string());
+            cause = c.source();
+        }
+        CniError::new(code, self.to_string()).with_details(causes.join(": "))
     }
 }
 
@@ -268,7 +274,10 @@ impl PodNetwork {
                     tracing::error!(error = %del, "cannot remove the veth of a failed ADD");
                 }
                 if let Err(release) = self.allocator().release(&req.container_id) {
-                    tracing::error!(error = %release, "cannot release the address of a failed ADD");
+                    tracing::error!(
+                        error = &release as &dyn std::error::Error,
+                        "cannot release the address of a failed ADD"
+                    );
                 }
                 Err(e)
             }
@@ -402,7 +411,7 @@ impl CniHandler for PodNetwork {
             Command::Version => return Err(CniError::new(code::INVALID_ENV, "VERSION is answered by the plugin")),
         };
         result.map_err(|e| {
-            tracing::warn!(command = ?request.command, container = %request.container_id, error = %e, "CNI request failed");
+            tracing::warn!(command = ?request.command, container = %request.container_id, error = &e as &dyn std::error::Error, "CNI request failed");
             e.to_cni()
         })
     }

@@ -26,7 +26,7 @@ pub struct CniServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("CNI socket {path}: {source}")]
+    #[error("CNI socket {path}")]
     Socket {
         path: PathBuf,
         #[source]

@@ -99,6 +99,65 @@ impl LbState {
     }
 }
 
+/// Computes the maps' contents for `services`, keeping the ids that `current` already gave to
+/// the same frontends and backends.
+pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> {
+    validate(services)?;
+    let ids = Ids::assign(services, current)?;
+    let mut out = LbState { backends: backend_rows(services, &ids.backends), ..LbState::default() };
+    let mut maglev = MaglevTables::reusing(&current.maglev);
+    for (s, &rev) in services.iter().zip(&ids.rev_nat) {
+        let active = active_backends(s, &ids.backends);
+        out.revnat.insert(rev, revnat_row(s));
+        out.affinity_match.extend(affinity_rows(s, rev, &active));
+        for (scope, slot_ids) in scopes(s, &active) {
+            out.services.extend(frontend_rows(s, rev, scope, &slot_ids));
+            if s.algorithm == LbAlgorithm::Maglev && !slot_ids.is_empty() {
+                let key = maglev_key(rev, scope);
+                let table = maglev.table(key, &slot_ids, &out.backends);
+                out.maglev.insert(key, table);
+            }
+        }
+    }
+    out.services.extend(icmp_rows(services));
+    Ok(out)
+}
+
+/// A backend as the maps identify it: address, port, protocol number.
+type BackendKey = (Ipv4Addr, u16, u8);
+
+fn backend_key(address: Ipv4Addr, port: u16, s: &ServiceEntry) -> BackendKey {
+    (address, port, s.frontend.protocol.number())
+}
+
+/// The ids of one sync: a backend id per backend, a rev-NAT index per service (in the order of
+/// the services).
+struct Ids {
+    backends: BTreeMap<BackendKey, u32>,
+    rev_nat: Vec<u16>,
+}
+
+impl Ids {
+    /// Backends first, then frontends, each in the order the services list them, so that the
+    /// same services and maps always get the same ids.
+    fn assign(services: &[ServiceEntry], current: &LbState) -> Result<Ids> {
+        let mut backend_ids = IdAllocator::new(current.backend_ids(), u64::from(u32::MAX), "backend ids");
+        let mut backends = BTreeMap::new();
+        for s in services {
+            for b in &s.backends {
+                let key = backend_key(b.address, b.port, s);
+                backends.insert(key, backend_ids.get(key)?);
+            }
+        }
+        let mut frontends = IdAllocator::new(current.frontend_ids(), u64::from(u16::MAX), "rev-NAT indices");
+        let rev_nat = services
+            .iter()
+            .map(|s| frontends.get((s.frontend.address, s.frontend.port, s.frontend.protocol.number())))
+            .collect::<Result<_>>()?;
+        Ok(Ids { backends, rev_nat })
+    }
+}
+
 /// Hands out ids that stay stable for an object across syncs and restarts (they are recovered
 /// from the maps), and are not reused right after release: a conntrack entry of a deleted backend
 /// or frontend must not suddenly point at a new one.
@@ -134,15 +193,6 @@ impl<K: Ord + Copy, V: Ord + Copy + TryFrom<u64> + Into<u64>> IdAllocator<K, V> 
     }
 }
 
-fn kind_flags(kind: ServiceKind) -> SvcFlags {
-    match kind {
-        ServiceKind::ClusterIp => SvcFlags::empty(),
-        ServiceKind::NodePort => SvcFlags::NODEPORT | SvcFlags::ROUTABLE,
-        ServiceKind::LoadBalancer => SvcFlags::LOADBALANCER | SvcFlags::ROUTABLE,
-        ServiceKind::ExternalIp => SvcFlags::EXTERNAL_IP | SvcFlags::ROUTABLE,
-    }
-}
-
 fn validate(services: &[ServiceEntry]) -> Result<()> {
     let mut seen = BTreeSet::new();
     for s in services {
@@ -170,26 +220,19 @@ fn validate(services: &[ServiceEntry]) -> Result<()> {
     Ok(())
 }
 
-/// Computes the maps' contents for `services`, keeping the ids that `current` already gave to
-/// the same frontends and backends.
-pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> {
-    validate(services)?;
-    let mut frontends = IdAllocator::new(current.frontend_ids(), u64::from(u16::MAX), "rev-NAT indices");
-    let mut backend_ids = IdAllocator::new(current.backend_ids(), u64::from(u32::MAX), "backend ids");
-    let mut out = LbState::default();
-
-    // Backends are shared by every frontend that lists the same address, port and protocol.
+/// One row per backend; backends are shared by every frontend that lists the same address, port
+/// and protocol, and one listing as active wins over another as terminating.
+fn backend_rows(services: &[ServiceEntry], ids: &BTreeMap<BackendKey, u32>) -> BTreeMap<u32, Lb4Backend> {
+    let mut rows = BTreeMap::new();
     for s in services {
-        let proto = s.frontend.protocol.number();
         for b in &s.backends {
-            let id = backend_ids.get((b.address, b.port, proto))?;
-            let entry = out.backends.entry(id).or_insert(Lb4Backend {
+            let key = backend_key(b.address, b.port, s);
+            let entry = rows.entry(ids[&key]).or_insert(Lb4Backend {
                 address: b.address.octets(),
                 port: abi::port_be(b.port),
-                proto,
+                proto: key.2,
                 flags: abi::BE_STATE_TERMINATING,
             });
-            // one listing as active wins over another as terminating
             if b.state == BackendState::Active {
                 entry.flags = (entry.flags & !abi::BE_STATE_MASK) | abi::BE_STATE_ACTIVE;
             }
@@ -198,111 +241,130 @@ pub fn desired(services: &[ServiceEntry], current: &LbState) -> Result<LbState> 
             }
         }
     }
+    rows
+}
 
-    // Frontends of one service (ClusterIP, NodePorts, LB IPs) share their backends: one table.
-    let mut tables: BTreeMap<Vec<u32>, Vec<u32>> = BTreeMap::new();
-    // ICMP rows per VIP (not for node addresses, which the node's stack answers itself).
-    let mut icmp: BTreeMap<Ipv4Addr, Lb4Service> = BTreeMap::new();
+/// The ids of a service's active backends and whether each is node-local, in id order: a stable
+/// slot layout where new backends append.
+fn active_backends(s: &ServiceEntry, ids: &BTreeMap<BackendKey, u32>) -> Vec<(u32, bool)> {
+    let mut active: Vec<(u32, bool)> = s
+        .backends
+        .iter()
+        .filter(|b| b.state == BackendState::Active)
+        .map(|b| (ids[&backend_key(b.address, b.port, s)], b.node_local))
+        .collect();
+    active.sort_unstable();
+    active.dedup();
+    active
+}
 
-    for s in services {
-        let proto = s.frontend.protocol.number();
-        let rev = frontends.get((s.frontend.address, s.frontend.port, proto))?;
-        let mut flags = kind_flags(s.kind);
-        if s.external_traffic_local && s.kind != ServiceKind::ClusterIp {
-            flags |= SvcFlags::ETP_LOCAL;
-        }
-        if s.internal_traffic_local {
-            flags |= SvcFlags::ITP_LOCAL;
-        }
-        if s.affinity_timeout.is_some() {
-            flags |= SvcFlags::AFFINITY;
-        }
-        let algorithm = match s.algorithm {
-            LbAlgorithm::Random => abi::LB_ALG_RANDOM,
-            LbAlgorithm::Maglev => abi::LB_ALG_MAGLEV,
-        };
-        out.revnat.insert(
-            rev,
-            Lb4ReverseNat { address: s.frontend.address.octets(), port: abi::port_be(s.frontend.port), pad: 0 },
-        );
-
-        // Active backends in id order: a stable slot layout, new backends append.
-        let mut active: Vec<(u32, bool)> = Vec::new();
-        for b in s.backends.iter().filter(|b| b.state == BackendState::Active) {
-            let id = backend_ids.get((b.address, b.port, proto))?;
-            active.push((id, b.node_local));
-            if s.affinity_timeout.is_some() {
-                out.affinity_match.insert(LbAffinityMatch { backend_id: id, rev_nat_index: rev, pad: 0 });
-            }
-        }
-        active.sort_unstable();
-        active.dedup();
-
-        let mut scopes = vec![(abi::LB_SCOPE_ALL, active.iter().map(|(id, _)| *id).collect::<Vec<_>>())];
-        if flags.intersects(SvcFlags::ETP_LOCAL | SvcFlags::ITP_LOCAL) {
-            scopes.push((abi::LB_SCOPE_LOCAL, active.iter().filter(|(_, local)| *local).map(|(id, _)| *id).collect()));
-        }
-        for (scope, ids) in scopes {
-            let key = Lb4Key::new(s.frontend.address, s.frontend.port, proto, 0, scope);
-            let count = u16::try_from(ids.len()).expect("validated: at most u16::MAX backends");
-            out.services.insert(
-                key,
-                Lb4Service {
-                    backend_id: s.affinity_timeout.unwrap_or(0),
-                    count,
-                    rev_nat_index: rev,
-                    flags,
-                    algorithm,
-                    pad: [0; 2],
-                },
-            );
-            for (i, id) in ids.iter().enumerate() {
-                let slot = u16::try_from(i + 1).expect("validated: at most u16::MAX backends");
-                out.services.insert(
-                    Lb4Key { backend_slot: slot, ..key },
-                    Lb4Service { backend_id: *id, rev_nat_index: rev, ..Lb4Service::default() },
-                );
-            }
-            if s.algorithm == LbAlgorithm::Maglev && !ids.is_empty() {
-                let mkey = maglev_key(rev, scope);
-                // A table depends only on its backends, and ids stand for the same backends
-                // across syncs: an existing table over the same id set is the table to write.
-                if let Some(old) = current.maglev.get(&mkey).filter(|t| same_ids(t, &ids)) {
-                    out.maglev.insert(mkey, old.clone());
-                    continue;
-                }
-                if let Some(t) = tables.get(&ids) {
-                    out.maglev.insert(mkey, t.clone());
-                    continue;
-                }
-                let mb: Vec<MaglevBackend> = ids
-                    .iter()
-                    .map(|id| {
-                        let b = &out.backends[id];
-                        MaglevBackend { address: abi::addr(b.address), port: abi::port_host(b.port), proto }
-                    })
-                    .collect();
-                let table: Vec<u32> =
-                    maglev::build_table(&mb, abi::LB_MAGLEV_LUT_SIZE).into_iter().map(|i| ids[i as usize]).collect();
-                tables.insert(ids.clone(), table.clone());
-                out.maglev.insert(mkey, table);
-            }
-        }
-
-        if s.kind != ServiceKind::NodePort {
-            let row = icmp
-                .entry(s.frontend.address)
-                .or_insert(Lb4Service { flags: SvcFlags::ICMP_ECHO, ..Lb4Service::default() });
-            row.flags |= flags & SvcFlags::ROUTABLE;
-            if !active.is_empty() {
-                row.count = 1;
-            }
-        }
+fn kind_flags(kind: ServiceKind) -> SvcFlags {
+    match kind {
+        ServiceKind::ClusterIp => SvcFlags::empty(),
+        ServiceKind::NodePort => SvcFlags::NODEPORT | SvcFlags::ROUTABLE,
+        ServiceKind::LoadBalancer => SvcFlags::LOADBALANCER | SvcFlags::ROUTABLE,
+        ServiceKind::ExternalIp => SvcFlags::EXTERNAL_IP | SvcFlags::ROUTABLE,
     }
-    for (address, row) in icmp {
-        out.services.insert(Lb4Key::new(address, 0, abi::IPPROTO_ICMP, 0, abi::LB_SCOPE_ALL), row);
+}
+
+/// The flags of a service's frontend rows: its kind, its traffic policies, session affinity.
+fn service_flags(s: &ServiceEntry) -> SvcFlags {
+    let mut flags = kind_flags(s.kind);
+    // a ClusterIP has no north-south traffic for externalTrafficPolicy to restrict
+    if s.external_traffic_local && s.kind != ServiceKind::ClusterIp {
+        flags |= SvcFlags::ETP_LOCAL;
     }
-    Ok(out)
+    if s.internal_traffic_local {
+        flags |= SvcFlags::ITP_LOCAL;
+    }
+    if s.affinity_timeout.is_some() {
+        flags |= SvcFlags::AFFINITY;
+    }
+    flags
+}
+
+fn revnat_row(s: &ServiceEntry) -> Lb4ReverseNat {
+    Lb4ReverseNat { address: s.frontend.address.octets(), port: abi::port_be(s.frontend.port), pad: 0 }
+}
+
+/// With session affinity, which backends a client of this frontend may stick to.
+fn affinity_rows(s: &ServiceEntry, rev: u16, active: &[(u32, bool)]) -> Vec<LbAffinityMatch> {
+    if s.affinity_timeout.is_none() {
+        return Vec::new();
+    }
+    active.iter().map(|(id, _)| LbAffinityMatch { backend_id: *id, rev_nat_index: rev, pad: 0 }).collect()
+}
+
+/// The backends of each scope a service has rows for: all of them, and with a Local traffic
+/// policy the node-local ones.
+fn scopes(s: &ServiceEntry, active: &[(u32, bool)]) -> Vec<(u8, Vec<u32>)> {
+    let mut scopes = vec![(abi::LB_SCOPE_ALL, active.iter().map(|(id, _)| *id).collect())];
+    if service_flags(s).intersects(SvcFlags::ETP_LOCAL | SvcFlags::ITP_LOCAL) {
+        scopes.push((abi::LB_SCOPE_LOCAL, active.iter().filter(|(_, local)| *local).map(|(id, _)| *id).collect()));
+    }
+    scopes
+}
+
+/// A frontend row of one scope (slot 0: flags, algorithm, backend count, affinity timeout) and
+/// its slot rows 1..=count, one per backend.
+fn frontend_rows(s: &ServiceEntry, rev: u16, scope: u8, backend_ids: &[u32]) -> Vec<(Lb4Key, Lb4Service)> {
+    let key = Lb4Key::new(s.frontend.address, s.frontend.port, s.frontend.protocol.number(), 0, scope);
+    let algorithm = match s.algorithm {
+        LbAlgorithm::Random => abi::LB_ALG_RANDOM,
+        LbAlgorithm::Maglev => abi::LB_ALG_MAGLEV,
+    };
+    let frontend = Lb4Service {
+        backend_id: s.affinity_timeout.unwrap_or(0),
+        count: u16::try_from(backend_ids.len()).expect("validated: at most u16::MAX backends"),
+        rev_nat_index: rev,
+        flags: service_flags(s),
+        algorithm,
+        pad: [0; 2],
+    };
+    let slots = backend_ids.iter().enumerate().map(|(i, id)| {
+        let slot = u16::try_from(i + 1).expect("validated: at most u16::MAX backends");
+        (
+            Lb4Key { backend_slot: slot, ..key },
+            Lb4Service { backend_id: *id, rev_nat_index: rev, ..Lb4Service::default() },
+        )
+    });
+    std::iter::once((key, frontend)).chain(slots).collect()
+}
+
+/// Maglev tables of one sync. Frontends of one service (ClusterIP, NodePorts, LB IPs) share
+/// their backends, so a table built for one id set serves every frontend with that set.
+struct MaglevTables<'a> {
+    current: &'a BTreeMap<u32, Vec<u32>>,
+    built: BTreeMap<Vec<u32>, Vec<u32>>,
+}
+
+impl<'a> MaglevTables<'a> {
+    fn reusing(current: &'a BTreeMap<u32, Vec<u32>>) -> Self {
+        MaglevTables { current, built: BTreeMap::new() }
+    }
+
+    /// The table at `key` over `ids` (sorted, deduplicated, in `backends`).
+    fn table(&mut self, key: u32, ids: &[u32], backends: &BTreeMap<u32, Lb4Backend>) -> Vec<u32> {
+        // A table depends only on its backends, and ids stand for the same backends across
+        // syncs: an existing table over the same id set is the table to write.
+        if let Some(old) = self.current.get(&key).filter(|t| same_ids(t, ids)) {
+            return old.clone();
+        }
+        if let Some(t) = self.built.get(ids) {
+            return t.clone();
+        }
+        let mb: Vec<MaglevBackend> = ids
+            .iter()
+            .map(|id| {
+                let b = &backends[id];
+                MaglevBackend { address: abi::addr(b.address), port: abi::port_host(b.port), proto: b.proto }
+            })
+            .collect();
+        let table: Vec<u32> =
+            maglev::build_table(&mb, abi::LB_MAGLEV_LUT_SIZE).into_iter().map(|i| ids[i as usize]).collect();
+        self.built.insert(ids.to_vec(), table.clone());
+        table
+    }
 }
 
 /// Whether a Maglev table names exactly the backends `ids` (sorted, deduplicated).
@@ -315,6 +377,25 @@ fn same_ids(table: &[u32], ids: &[u32]) -> bool {
         }
     }
     seen.iter().all(|s| *s)
+}
+
+/// One ICMP echo row per VIP, answered when any service on it has an active backend; routable
+/// when any of them is. Not for node ports: the node's own stack answers for node addresses.
+fn icmp_rows(services: &[ServiceEntry]) -> BTreeMap<Lb4Key, Lb4Service> {
+    let mut by_vip: BTreeMap<Ipv4Addr, Lb4Service> = BTreeMap::new();
+    for s in services.iter().filter(|s| s.kind != ServiceKind::NodePort) {
+        let row = by_vip
+            .entry(s.frontend.address)
+            .or_insert(Lb4Service { flags: SvcFlags::ICMP_ECHO, ..Lb4Service::default() });
+        row.flags |= kind_flags(s.kind) & SvcFlags::ROUTABLE;
+        if s.backends.iter().any(|b| b.state == BackendState::Active) {
+            row.count = 1;
+        }
+    }
+    by_vip
+        .into_iter()
+        .map(|(address, row)| (Lb4Key::new(address, 0, abi::IPPROTO_ICMP, 0, abi::LB_SCOPE_ALL), row))
+        .collect()
 }
 
 /// The writes that turn `current` into `desired`, ordered so that every intermediate state is
@@ -416,3 +497,7 @@ pub fn stats(ops: &[Op]) -> SyncStats {
 #[cfg(test)]
 #[path = "lbstate_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "lbstate_rows_tests.rs"]
+mod rows_tests;

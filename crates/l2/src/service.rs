@@ -57,7 +57,7 @@ pub struct ServiceInfo {
 
 /// Why a stored object is not read as a Service.
 #[derive(Debug, thiserror::Error)]
-#[error("{object} does not read as a Service: {source}")]
+#[error("{object} does not read as a Service")]
 pub struct ServiceReadError {
     /// `namespace/name` of the object.
     pub object: String,

@@ -41,7 +41,7 @@ pub enum LabError {
     Command { namespace: String, command: String, stderr: String },
 
     /// An external command could not be started at all (missing binary, permissions).
-    #[error("cannot run `{command}`: {source}")]
+    #[error("cannot run `{command}`")]
     Spawn {
         command: String,
         #[source]
@@ -49,7 +49,7 @@ pub enum LabError {
     },
 
     /// A file or directory operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -58,7 +58,7 @@ pub enum LabError {
     },
 
     /// A namespace-level system call (setns, statfs) failed.
-    #[error("namespace {namespace}: {action} failed: {source}")]
+    #[error("namespace {namespace}: {action} failed")]
     Netns {
         namespace: String,
         action: &'static str,
@@ -67,7 +67,7 @@ pub enum LabError {
     },
 
     /// A process-level system call (kill, setsid, signalfd, poll) failed.
-    #[error("{action} failed: {source}")]
+    #[error("{action} failed")]
     Sys {
         action: &'static str,
         #[source]
@@ -79,7 +79,7 @@ pub enum LabError {
     Parse { command: String, reason: String },
 
     /// The state or spec file of a lab is not valid JSON of the expected shape.
-    #[error("invalid JSON in {}: {source}", path.display())]
+    #[error("invalid JSON in {}", path.display())]
     Json {
         path: PathBuf,
         #[source]
@@ -120,5 +120,21 @@ impl LabError {
 
     pub(crate) fn sys(action: &'static str, source: nix::Error) -> Self {
         LabError::Sys { action, source }
+    }
+}
+
+/// An error followed by its causes, outermost first (`a: b: c`), for lines the lab prints
+/// itself; the CLI prints the same chain through anyhow's `{:#}`.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
     }
 }

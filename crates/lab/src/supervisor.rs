@@ -31,7 +31,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{Pid, setsid};
 
 use crate::Lab;
-use crate::error::LabError;
+use crate::error::{Chain, LabError};
 use crate::lock::FileLock;
 use crate::logs;
 use crate::netns;
@@ -260,8 +260,8 @@ impl Supervisor {
                 changed = true;
                 if let Err(e) = self.spawn(i) {
                     let c = &mut self.children[i];
-                    say(format_args!("{}: {e}", c.spec.name));
-                    c.last_exit = Some(format!("failed to start: {e}"));
+                    say(format_args!("{}: {}", c.spec.name, Chain(&e)));
+                    c.last_exit = Some(format!("failed to start: {}", Chain(&e)));
                     c.next_start = Some(now + c.backoff);
                     c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
                 }

@@ -18,7 +18,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use anyhow::Result;
+use crate::error::{OperatorError, Result};
 use api::{Condition, Object, ObjectRef, kinds};
 use serde_json::{Value, json};
 use store::{Informer, Store};
@@ -165,7 +165,7 @@ pub async fn run(
     }
     loop {
         if let Err(e) = reconcile(store.as_ref(), &nodes.snapshot(), &pods.snapshot(), &identity).await {
-            tracing::warn!(error = %format!("{e:#}"), "cannot write the agent and operator pods; retrying");
+            tracing::warn!(error = &e as &dyn std::error::Error, "cannot write the agent and operator pods; retrying");
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -187,7 +187,13 @@ async fn reconcile(store: &dyn Store, nodes: &[Object], pods: &[Object], identit
         match current.get(name.as_str()) {
             None => match store.create(want.clone()).await {
                 Ok(_) | Err(store::Error::AlreadyExists(_)) => {}
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("creating pod {NAMESPACE}/{name}"))),
+                Err(source) => {
+                    return Err(OperatorError::Write {
+                        action: "creating pod",
+                        object: format!("{NAMESPACE}/{name}"),
+                        source: Box::new(source),
+                    });
+                }
             },
             Some(cur) if up_to_date(cur, want) => {}
             Some(_) => {
@@ -212,7 +218,13 @@ async fn reconcile(store: &dyn Store, nodes: &[Object], pods: &[Object], identit
         let target = ObjectRef::new(&kinds::POD, Some(NAMESPACE), name);
         match store.delete(&target, None).await {
             Ok(_) | Err(store::Error::NotFound(_)) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("deleting pod {NAMESPACE}/{name}"))),
+            Err(source) => {
+                return Err(OperatorError::Write {
+                    action: "deleting pod",
+                    object: format!("{NAMESPACE}/{name}"),
+                    source: Box::new(source),
+                });
+            }
         }
     }
     Ok(())

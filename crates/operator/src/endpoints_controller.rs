@@ -19,7 +19,7 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::Result;
+use crate::error::Result;
 use api::{
     Object, ObjectRef, OwnerReference, kinds,
     types::{Endpoint, EndpointConditions, EndpointPort, IntOrString, Pod, Service, ServicePort},

@@ -11,12 +11,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Result;
 use api::{Object, kinds};
 use l2::CompiledPolicy;
 use store::{Informer, Store};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
 use crate::status;
 
 const RETRY: Duration = Duration::from_secs(1);

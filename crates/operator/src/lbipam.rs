@@ -10,7 +10,6 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::Result;
 use api::{
     Object, ObjectRef, kinds,
     types::{LbIpPool, Service},
@@ -19,6 +18,7 @@ use ipam::lbipam::{LbIpam, LbIpamConfig, StatusUpdate};
 use store::{Change, Informer, Store, WatchEventType};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
 use crate::{config::OperatorConfig, status};
 
 pub async fn run(

@@ -10,10 +10,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::{Context as _, Result};
 use api::{Object, ObjectRef, kinds, meta::now_rfc3339};
 use serde_json::json;
 use store::{Fence, LeaseKeeper, Store};
+
+use crate::error::{OperatorError, Result};
 
 pub const LEASE_NAMESPACE: &str = "kube-system";
 pub const LEASE_NAME: &str = "cilia-operator";
@@ -49,7 +50,11 @@ pub async fn acquire(store: Arc<dyn Store>, identity: &str, ttl: Duration) -> Re
     let lease_ref = ObjectRef::new(&kinds::LEASE, Some(LEASE_NAMESPACE), LEASE_NAME);
     let mut announced_wait = false;
     loop {
-        let lease = store.grant_lease(ttl).await.context("granting the operator lease")?;
+        let lease = store.grant_lease(ttl).await.map_err(|source| OperatorError::Write {
+            action: "granting",
+            object: "the operator lease".into(),
+            source: Box::new(source),
+        })?;
         let mut obj = Object::new(&kinds::LEASE, Some(LEASE_NAMESPACE), LEASE_NAME);
         let now = now_rfc3339();
         obj.body.insert(
@@ -68,7 +73,7 @@ pub async fn acquire(store: Arc<dyn Store>, identity: &str, ttl: Duration) -> Re
                     .resource_version
                     .as_deref()
                     .and_then(|rv| rv.parse().ok())
-                    .context("the datastore returned the operator lease without a resourceVersion")?;
+                    .ok_or(OperatorError::LeaseWithoutRevision)?;
                 let keeper = LeaseKeeper::start_with_deadline(store.clone(), lease, ttl / 3, Some(ttl * 2 / 3));
                 return Ok(Leadership { store, keeper, fence: Fence::new(lease_ref, revision) });
             }

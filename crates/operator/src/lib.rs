@@ -8,6 +8,7 @@
 pub mod cilium_pods;
 pub mod config;
 mod endpoints_controller;
+pub mod error;
 mod l2_policy_status;
 mod lbipam;
 pub mod leader;
@@ -21,12 +22,14 @@ mod status;
 
 use std::sync::Arc;
 
-use anyhow::Result;
 use api::kinds;
 use store::{Informer, Store};
 use tokio_util::sync::CancellationToken;
 
 pub use config::OperatorConfig;
+pub use error::{OperatorError, Result};
+pub use pod_cidrs::PoolConfigError;
+pub use service_addresses::AllocError;
 
 /// Runs the operator until `shutdown` is cancelled or leadership is lost (the caller restarts it).
 pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: CancellationToken) -> Result<()> {
@@ -69,20 +72,33 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
 
     let outcome = tokio::select! {
         () = shutdown.cancelled() => Ok(()),
-        () = leadership.lost() => Err(anyhow::anyhow!("lost the operator lease; another operator may take over")),
+        () = leadership.lost() => Err(OperatorError::LeaseLost),
         Some(done) = tasks.join_next() => match done {
-            Ok(Ok(())) => Err(anyhow::anyhow!("a controller stopped unexpectedly")),
+            Ok(Ok(())) => Err(OperatorError::ControllerStopped),
             Ok(Err(e)) => Err(e),
-            Err(e) => Err(anyhow::anyhow!("a controller panicked: {e}")),
+            Err(e) => Err(OperatorError::ControllerPanicked(e)),
         },
     };
     controllers.cancel();
     tasks.shutdown().await;
     let why = match &outcome {
         Ok(()) => "shutting down".to_string(),
-        Err(e) => format!("{e:#}"),
+        Err(e) => error_chain(e),
     };
     metrics::stepped_down(&why);
     leadership.release().await;
     outcome
+}
+
+/// An error and its causes, outermost first: `a: b: c`, as the operator's metrics report why it
+/// stepped down.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

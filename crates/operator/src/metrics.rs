@@ -127,7 +127,7 @@ pub async fn start(store: Arc<dyn Store>, tcp: Option<SocketAddr>, socket: PathB
     let listen = Listen { tcp, unix: Some(socket.clone()), tls: telemetry::tls::TlsFiles::from_env() };
     match telemetry::serve(Endpoints { metrics, health: health.clone() }, &listen, shutdown.clone()).await {
         Ok(_) => tracing::info!(address = ?tcp, socket = %socket.display(), "metrics and health endpoints listening"),
-        Err(e) => tracing::warn!(error = %e, "metrics and health endpoints are not served"),
+        Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "metrics and health endpoints are not served"),
     }
     let mut tick = tokio::time::interval(PROBE);
     loop {

@@ -10,12 +10,12 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use anyhow::Result;
 use api::{Condition, Object, ObjectRef, kinds};
 use serde_json::json;
 use store::{Informer, Store};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
 use crate::status;
 
 pub const MEMBERSHIP_NAMESPACE: &str = "kube-system";

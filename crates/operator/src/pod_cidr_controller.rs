@@ -19,13 +19,13 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result};
 use api::{Condition, Object, ObjectRef, kinds, meta::now_rfc3339};
 use ipnet::Ipv4Net;
 use serde_json::json;
 use store::{Change, Informer, Store, WatchEventType};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{OperatorError, Result};
 use crate::{config::OperatorConfig, pod_cidrs::PodCidrAllocator, status};
 
 /// The Node condition this controller owns.
@@ -35,12 +35,12 @@ pub const CONDITION: &str = "cilia.io/PodCIDRAllocated";
 pub fn check_config(config: &OperatorConfig) -> Result<()> {
     PodCidrAllocator::new(&config.cluster_pool_cidrs, config.cluster_pool_mask)
         .map(drop)
-        .context("invalid cluster-pool IPAM configuration")
+        .map_err(OperatorError::PoolConfig)
 }
 
 pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: CancellationToken) -> Result<()> {
     let alloc = PodCidrAllocator::new(&config.cluster_pool_cidrs, config.cluster_pool_mask)
-        .context("invalid cluster-pool IPAM configuration")?;
+        .map_err(OperatorError::PoolConfig)?;
     let nodes = Informer::start(store.clone(), &kinds::NODE, None);
     // Subscribing after the first list makes the first item the complete state, so every stored
     // CIDR is claimed before anything is allocated.

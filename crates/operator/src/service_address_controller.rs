@@ -9,11 +9,11 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::Result;
 use api::{Object, ObjectRef, kinds, types::Service};
 use store::{Change, Informer, Store, WatchEventType};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
 use crate::{
     config::OperatorConfig,
     service_addresses::{ClusterIps, NodePorts},

@@ -1,15 +1,17 @@
 //! Writing a controller's result back: replace one part of an object (its `status`, or a few spec
 //! fields) with a conditional read-modify-write, skipping objects that vanished meanwhile.
 
-use anyhow::Result;
 use api::{Object, ObjectRef};
 use serde::Serialize;
 use store::Store;
 
+use crate::error::{OperatorError, Result};
+
 /// Replaces `status` of the object. A missing object is not an error: it was deleted after the
 /// controller saw it, and its deletion event follows.
 pub async fn write_status<T: Serialize>(store: &dyn Store, target: &ObjectRef, status: &T) -> Result<()> {
-    let value = serde_json::to_value(status)?;
+    let value =
+        serde_json::to_value(status).map_err(|source| OperatorError::Encode { object: target.to_string(), source })?;
     write(store, target, |obj| {
         let empty = value.as_object().is_some_and(|m| m.is_empty());
         let changed = if empty { obj.body.remove("status").is_some() } else { obj.body.get("status") != Some(&value) };
@@ -33,6 +35,8 @@ pub async fn write(
             Ok(())
         }
         Err(store::Error::NotFound(_)) => Ok(()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("writing {target}"))),
+        Err(source) => {
+            Err(OperatorError::Write { action: "writing", object: target.to_string(), source: Box::new(source) })
+        }
     }
 }

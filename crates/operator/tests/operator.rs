@@ -21,7 +21,7 @@ async fn field(store: &dyn Store, r: &ObjectRef, path: &str) -> Option<serde_jso
     store.get(r).await.unwrap().and_then(|o: Object| o.lookup_path(path))
 }
 
-fn start(store: Arc<dyn Store>, identity: &str) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+fn start(store: Arc<dyn Store>, identity: &str) -> (CancellationToken, tokio::task::JoinHandle<operator::Result<()>>) {
     let token = CancellationToken::new();
     let mut config = OperatorConfig::new(identity);
     config.lease_ttl = Duration::from_secs(1);

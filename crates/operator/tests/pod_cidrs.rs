@@ -23,13 +23,13 @@ fn config(pools: &[&str], mask: u8) -> OperatorConfig {
 fn start(
     store: Arc<dyn Store>,
     config: OperatorConfig,
-) -> (CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+) -> (CancellationToken, tokio::task::JoinHandle<operator::Result<()>>) {
     let token = CancellationToken::new();
     let handle = tokio::spawn(operator::run(store, config, token.clone()));
     (token, handle)
 }
 
-async fn stop(token: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>>) {
+async fn stop(token: CancellationToken, task: tokio::task::JoinHandle<operator::Result<()>>) {
     token.cancel();
     task.await.unwrap().unwrap();
 }
@@ -143,8 +143,9 @@ async fn overlapping_pools_are_refused_at_start() {
     let err = operator::run(store, config(&["172.20.0.0/16", "172.20.128.0/17"], 24), CancellationToken::new())
         .await
         .unwrap_err();
+    // as the CLI prints it: the error, then its causes
     assert_eq!(
-        format!("{err:#}"),
+        format!("{:#}", anyhow::Error::new(err)),
         "invalid cluster-pool IPAM configuration: cluster pool CIDRs 172.20.0.0/16 and 172.20.128.0/17 overlap"
     );
 }

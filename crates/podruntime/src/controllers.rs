@@ -149,7 +149,7 @@ async fn delete_pod(store: &dyn Store, pod: &Pod, memory: &mut Memory) {
         Ok(_) => {
             memory.deleting.insert(uid(&pod.metadata).to_string(), Instant::now());
         }
-        Err(e) => tracing::warn!(pod = %pod.metadata.name, error = %e, "deleting a pod"),
+        Err(e) => tracing::warn!(pod = %pod.metadata.name, error = &e as &dyn std::error::Error, "deleting a pod"),
     }
 }
 
@@ -179,7 +179,9 @@ async fn reconcile_deployment(store: &dyn Store, d: &Deployment, snap: &Snapshot
                     tracing::info!(deployment = %d.metadata.name, pod = %name, "created pod");
                     memory.creating.entry(d_uid.to_string()).or_default().insert(name, Instant::now());
                 }
-                Err(e) => tracing::warn!(deployment = %d.metadata.name, pod = %name, error = %e, "creating a pod"),
+                Err(e) => {
+                    tracing::warn!(deployment = %d.metadata.name, pod = %name, error = &e as &dyn std::error::Error, "creating a pod")
+                }
             }
         }
         for name in plan.delete {
@@ -201,7 +203,7 @@ async fn reconcile_deployment(store: &dyn Store, d: &Deployment, snap: &Snapshot
         })
         .await;
         if let Err(e) = result.map(drop).or_else(ignore_not_found) {
-            tracing::warn!(deployment = %d.metadata.name, error = %e, "writing deployment status");
+            tracing::warn!(deployment = %d.metadata.name, error = &e as &dyn std::error::Error, "writing deployment status");
         }
     }
 }
@@ -265,7 +267,7 @@ async fn bind(store: &dyn Store, pod: &Pod, node: &str) -> bool {
     match result {
         Ok(obj) => obj.lookup_path("spec.nodeName").is_some_and(|n| n == node),
         Err(e) => {
-            tracing::warn!(pod = %pod.metadata.name, error = %e, "binding a pod");
+            tracing::warn!(pod = %pod.metadata.name, error = &e as &dyn std::error::Error, "binding a pod");
             false
         }
     }
@@ -289,7 +291,7 @@ async fn mark_unschedulable(store: &dyn Store, pod: &Pod, message: &str) {
     })
     .await;
     if let Err(e) = result.map(drop).or_else(ignore_not_found) {
-        tracing::warn!(pod = %pod.metadata.name, error = %e, "recording that a pod is unschedulable");
+        tracing::warn!(pod = %pod.metadata.name, error = &e as &dyn std::error::Error, "recording that a pod is unschedulable");
     } else {
         tracing::debug!(pod = %pod.metadata.name, %message, "unschedulable");
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] store::Error),
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,

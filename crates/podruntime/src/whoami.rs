@@ -210,7 +210,7 @@ pub async fn serve(listener: TcpListener, whoami: Arc<Whoami>) -> io::Result<()>
             Ok(accepted) => accepted,
             // Out of descriptors and the like: pass, without spinning.
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!(error = &e as &dyn std::error::Error, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 continue;
             }

@@ -15,7 +15,7 @@ const MAX_ANSWER: u64 = 16 << 20;
 pub enum ClientError {
     #[error("no answer on {} within {}ms", path.display(), timeout.as_millis())]
     Timeout { path: PathBuf, timeout: Duration },
-    #[error("cannot reach {}: {source}", path.display())]
+    #[error("cannot reach {}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{} answered something that is not HTTP: {what}", path.display())]
     Malformed { path: PathBuf, what: String },

@@ -46,7 +46,7 @@ pub struct Listen {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {}: {source}", path.display())]
+    #[error("cannot listen on {}", path.display())]
     Unix { path: PathBuf, source: std::io::Error },
 }
 

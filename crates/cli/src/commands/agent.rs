@@ -8,7 +8,7 @@
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
-use agent::{AgentConfig, RoutingMode, ServiceLbConfig};
+use agent::{AgentConfig, RoutingMode, config::AgentFlags};
 use anyhow::{Context as _, Result};
 use store::Store;
 use tokio_util::sync::CancellationToken;
@@ -82,62 +82,39 @@ fn parse_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
     s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR (like 172.20.0.0/16)"))
 }
 
+impl AgentArgs {
+    fn flags(&self) -> AgentFlags {
+        AgentFlags {
+            node: self.node.clone(),
+            routing_mode: self.routing_mode,
+            auto_direct_node_routes: self.auto_direct_node_routes,
+            ipv4_native_routing_cidr: self.ipv4_native_routing_cidr,
+            state_dir: self.state_dir.clone(),
+            cni_socket: self.cni_socket.clone(),
+            mtu: self.mtu,
+            lease_ttl: Duration::from_secs(self.lease_ttl),
+            kube_proxy_replacement: self.kube_proxy_replacement,
+            bpf_dir: self.bpf_dir.clone(),
+            devices: self.devices.clone(),
+            lb_algorithm: self.lb_algorithm,
+            socket_lb: self.socket_lb,
+            dns_port: self.dns_port,
+            l2_heartbeat_port: self.l2_heartbeat_port,
+        }
+    }
+}
+
 pub async fn run(store: Arc<dyn Store>, url: &str, args: &AgentArgs) -> Result<ExitCode> {
     // Started with etcd in the lab: wait for it quietly before reading the configuration.
     agent::wait_for_datastore(store.as_ref(), &CancellationToken::new()).await;
     let stored = super::config::read_cilium_config(store.as_ref(), args.wait_for_config).await?;
-    let cilium = match &stored {
-        Some(data) => {
-            api::cilium_config::check(data).context("kube-system/cilium-config is invalid")?;
-            api::cilium_config::CiliumConfig::from_data(data)
-        }
-        // No stored configuration: the agent's historical defaults (native routing).
-        None => {
-            api::cilium_config::CiliumConfig::from_data(&[("routing-mode".to_string(), "native".to_string())].into())
-        }
-    };
-    let mut config = AgentConfig::new(&args.node);
-    config.routing_mode = match args.routing_mode {
-        Some(mode) => mode,
-        None => cilium.routing_mode.parse().context("routing-mode of kube-system/cilium-config")?,
-    };
-    config.auto_direct_node_routes = args.auto_direct_node_routes.unwrap_or(cilium.auto_direct_node_routes);
-    config.native_routing_cidr = args.ipv4_native_routing_cidr.or(cilium.ipv4_native_routing_cidr);
-    config.state_dir.clone_from(&args.state_dir);
-    config.cni_socket.clone_from(&args.cni_socket);
-    config.mtu = args.mtu.unwrap_or(cilium.mtu);
-    config.lease_ttl = Duration::from_secs(args.lease_ttl);
-    config.tunnel_port = cilium.tunnel_port;
-    let bpf_dir = args.bpf_dir.clone().unwrap_or_else(|| datapath::node_pin_dir(&args.node));
-    config.bpf_dir.clone_from(&bpf_dir);
+    let config = AgentConfig::resolve(&args.flags(), stored.as_ref()).context("invalid agent settings")?;
     tracing::info!(
         stored = stored.is_some(),
         routing_mode = %config.routing_mode,
         auto_direct_node_routes = config.auto_direct_node_routes,
         "settings from kube-system/cilium-config and flags"
     );
-    if args.kube_proxy_replacement.unwrap_or(cilium.kube_proxy_replacement) {
-        let mut lb = ServiceLbConfig::new(bpf_dir);
-        lb.devices.clone_from(&args.devices);
-        lb.algorithm = match args.lb_algorithm {
-            Some(a) => a,
-            None => parse_lb_algorithm(&cilium.bpf_lb_algorithm).map_err(anyhow::Error::msg)?,
-        };
-        lb.socket_lb = args.socket_lb;
-        config.service_lb = Some(lb);
-    }
-    if cilium.enable_l2_announcements {
-        config.l2 = Some(agent::l2_announcer::L2Config {
-            heartbeat_interval: cilium.l2_heartbeat_interval,
-            dead_after: cilium.l2_dead_after,
-            port: args.l2_heartbeat_port,
-            devices: args.devices.clone(),
-            neigh_discovery: cilium.enable_l2_neigh_discovery,
-            state_dir: args.state_dir.clone(),
-        });
-    }
-    config.dns_port = (args.dns_port != 0).then_some(args.dns_port);
-    config.validate().context("invalid agent settings")?;
     tracing::info!(datastore = %url, "using the datastore");
 
     let shutdown = CancellationToken::new();

@@ -27,6 +27,7 @@ pub async fn run(url: &str, identity: Option<String>, service_cidr: &str) -> Res
         match operator::run(store.clone(), config.clone(), shutdown.clone()).await {
             Ok(()) => return Ok(ExitCode::SUCCESS),
             Err(e) => {
+                let e = anyhow::Error::new(e);
                 tracing::error!(error = %format!("{e:#}"), "operator stopped; campaigning again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -93,7 +93,8 @@ impl Probe {
             Ok(a) => serde_json::from_str::<HealthReport>(&a.body)
                 .map_err(|e| format!("its /readyz answer ({}) is not a health report: {e}", a.status)),
             Err(e @ ClientError::Timeout { .. }) => Err(format!("stalled: {e}")),
-            Err(e) => Err(format!("not running: {e}")),
+            // the socket and why it cannot be reached
+            Err(e) => Err(format!("not running: {:#}", anyhow::Error::new(e))),
         };
         let metrics = metrics.map(|a| exposition::samples(&a.body)).unwrap_or_default();
         Probe { health, metrics }

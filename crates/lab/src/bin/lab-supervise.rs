@@ -7,7 +7,7 @@ fn main() {
         std::process::exit(2);
     };
     if let Err(e) = lab::run_supervisor(&name) {
-        eprintln!("lab-supervise {name}: {e}");
+        eprintln!("lab-supervise {name}: {}", lab::error::Chain(&e));
         std::process::exit(1);
     }
 }

@@ -63,14 +63,16 @@ pub async fn drain(store: &dyn Store, pod: &Pod, grace: Duration) -> Duration {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut was_listed = false;
     loop {
-        let slices: Vec<EndpointSlice> =
-            match store.list(&kinds::ENDPOINT_SLICE, Some(namespace), &Selector::everything()).await {
-                Ok(list) => list.items.iter().filter_map(|o| o.to_typed().ok()).collect(),
-                Err(e) => {
-                    tracing::debug!(pod = %pod.metadata.name, error = %e, "listing EndpointSlices to drain");
-                    return started.elapsed();
-                }
-            };
+        let slices: Vec<EndpointSlice> = match store
+            .list(&kinds::ENDPOINT_SLICE, Some(namespace), &Selector::everything())
+            .await
+        {
+            Ok(list) => list.items.iter().filter_map(|o| o.to_typed().ok()).collect(),
+            Err(e) => {
+                tracing::debug!(pod = %pod.metadata.name, error = &e as &dyn std::error::Error, "listing EndpointSlices to drain");
+                return started.elapsed();
+            }
+        };
         was_listed |= listed(&slices, uid, ip);
         if !still_routed(&slices, uid, ip) {
             break;

@@ -129,7 +129,7 @@ pub async fn run(store: Arc<dyn Store>, config: KubeletConfig, shutdown: Cancell
                 Some(Ok(())) => {
                     finished.insert(uid.clone());
                 }
-                Some(Err(e)) => tracing::error!(uid = %uid, error = %e, "a pod worker failed; starting it again"),
+                Some(Err(e)) => tracing::error!(uid = %uid, error = &e as &dyn std::error::Error, "a pod worker failed; starting it again"),
             }
             false
         });
@@ -215,7 +215,7 @@ async fn remove_unowned_namespaces(lab: &lab::Lab, paths: &NodePaths) {
         tracing::warn!(netns = %ns, "removing a pod namespace no pod owns");
         pod_netns::kill_all_inside(&ns).await;
         if let Err(e) = pod_netns::delete(&ns).await {
-            tracing::error!(netns = %ns, error = %e, "removing a leftover pod namespace");
+            tracing::error!(netns = %ns, error = &e as &dyn std::error::Error, "removing a leftover pod namespace");
         }
     }
 }

@@ -85,7 +85,9 @@ pub fn load_all(dir: &Path) -> Vec<PodRecord> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .filter_map(|p| {
-            PodRecord::load(&p).map_err(|e| tracing::warn!(error = %e, "skipping an unreadable pod record")).ok()
+            PodRecord::load(&p)
+                .map_err(|e| tracing::warn!(error = &e as &dyn std::error::Error, "skipping an unreadable pod record"))
+                .ok()
         })
         .collect()
 }

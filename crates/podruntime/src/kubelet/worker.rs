@@ -106,7 +106,7 @@ impl Worker {
 
     fn save(&self) {
         if let Err(e) = self.record.save(&self.ctx.paths.record(&self.record.uid)) {
-            tracing::error!(pod = %self.record.name, error = %e, "saving the pod record");
+            tracing::error!(pod = %self.record.name, error = &e as &dyn std::error::Error, "saving the pod record");
         }
     }
 
@@ -176,7 +176,9 @@ impl Worker {
                 self.save();
             }
             let _permit = self.ctx.kernel_work.acquire().await;
-            pod_netns::create(&netns).await.map_err(|e| format!("creating the pod network namespace: {e}"))?;
+            pod_netns::create(&netns)
+                .await
+                .map_err(|e| format!("creating the pod network namespace: {}", lab::error::Chain(&e)))?;
         }
         if let Some(result) = &self.record.cni_result {
             self.ensure_resolv_conf(result);
@@ -208,7 +210,7 @@ impl Worker {
     fn ensure_resolv_conf(&self, cni_result: &serde_json::Value) {
         let Some(pod) = self.desired.borrow().clone() else { return };
         if let Err(e) = dns::write(&self.ctx.paths.pods_dir(), &pod, &self.record.uid, cni_result) {
-            tracing::warn!(pod = %self.record.name, error = %e, "writing the pod's resolv.conf");
+            tracing::warn!(pod = %self.record.name, error = &e as &dyn std::error::Error, "writing the pod's resolv.conf");
         }
     }
 
@@ -235,7 +237,9 @@ impl Worker {
                 entry.process = process;
                 self.save();
             }
-            Err(e) => tracing::error!(pod = %self.record.name, container = name, error = %e, "starting a container"),
+            Err(e) => {
+                tracing::error!(pod = %self.record.name, container = name, error = &e as &dyn std::error::Error, "starting a container")
+            }
         }
         // Crash-looping containers wait longer each time, as CrashLoopBackOff does.
         let backoff = self.restarts.get(name).map_or(Duration::from_secs(1), |(b, _)| (*b * 2).min(RETRY_MAX * 2));
@@ -279,7 +283,9 @@ impl Worker {
         match result {
             Ok(_) => self.published = Some(now),
             Err(store::Error::NotFound(_)) => {}
-            Err(e) => tracing::warn!(pod = %self.record.name, error = %e, "writing pod status"),
+            Err(e) => {
+                tracing::warn!(pod = %self.record.name, error = &e as &dyn std::error::Error, "writing pod status")
+            }
         }
     }
 
@@ -313,26 +319,26 @@ impl Worker {
                 match result {
                     Ok(()) => break,
                     Err(e) if Instant::now() + wait < deadline => {
-                        tracing::warn!(pod = %self.record.name, error = %e, "CNI DEL failed; retrying");
+                        tracing::warn!(pod = %self.record.name, error = &e as &dyn std::error::Error, "CNI DEL failed; retrying");
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(RETRY_MAX);
                     }
                     Err(e) => {
-                        tracing::error!(pod = %self.record.name, error = %e, "CNI DEL failed; removing the namespace anyway");
+                        tracing::error!(pod = %self.record.name, error = &e as &dyn std::error::Error, "CNI DEL failed; removing the namespace anyway");
                         break;
                     }
                 }
             }
         }
         if let Err(e) = pod_netns::delete(&netns).await {
-            tracing::error!(pod = %self.record.name, %netns, error = %e, "removing the pod namespace");
+            tracing::error!(pod = %self.record.name, %netns, error = &e as &dyn std::error::Error, "removing the pod namespace");
         }
         for name in self.record.containers.keys() {
             let _ = std::fs::remove_file(self.ctx.paths.container_log(&self.record.uid, name));
         }
         dns::remove(&self.ctx.paths.pods_dir(), &self.record.uid);
         if let Err(e) = PodRecord::remove(&self.ctx.paths.record(&self.record.uid)) {
-            tracing::error!(pod = %self.record.name, error = %e, "removing the pod record");
+            tracing::error!(pod = %self.record.name, error = &e as &dyn std::error::Error, "removing the pod record");
         }
         tracing::info!(pod = %self.record.name, "pod removed from the node");
     }
@@ -345,11 +351,13 @@ impl Worker {
             Ok(Some(obj)) if obj.metadata.uid == pod.metadata.uid => {
                 let rv = obj.metadata.resource_version.clone();
                 if let Err(e) = self.ctx.store.delete(&target, rv.as_deref()).await {
-                    tracing::warn!(pod = %self.record.name, error = %e, "finishing a pod's deletion");
+                    tracing::warn!(pod = %self.record.name, error = &e as &dyn std::error::Error, "finishing a pod's deletion");
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(pod = %self.record.name, error = %e, "finishing a pod's deletion"),
+            Err(e) => {
+                tracing::warn!(pod = %self.record.name, error = &e as &dyn std::error::Error, "finishing a pod's deletion")
+            }
         }
     }
 }
