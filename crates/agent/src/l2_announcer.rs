@@ -28,7 +28,7 @@ use datapath::L2Entry;
 use l2::{Assignment, CompiledPolicy, Heartbeat, Liveness, LivenessConfig, ServiceInfo, ServiceKey};
 use netconf::Netconf;
 use serde::Serialize;
-use store::{Informer, Store};
+use store::{Informer, Store, reconcile::sleep_until_some};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -603,13 +603,6 @@ async fn recv_any(subs: &mut [store::Subscription; 4]) -> bool {
         c = b.recv() => c.is_some(),
         c = c.recv() => c.is_some(),
         c = d.recv() => c.is_some(),
-    }
-}
-
-async fn sleep_until_some(when: Option<Instant>) {
-    match when {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 

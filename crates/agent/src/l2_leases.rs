@@ -4,52 +4,57 @@
 //! Leases: they are written only when it changes (by the new owner), never renewed, and a
 //! datastore outage only delays them.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration};
 
 use api::kinds;
 use l2::{ServiceKey, lease::LeaseOp};
-use store::{Informer, Store};
+use store::{
+    Informer, Store,
+    reconcile::{Backoff, Outcome, Reconcile, Runner, Wake},
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const RETRY: Duration = Duration::from_secs(1);
+
+/// This node's name, the Leases, and who should hold which.
+struct LeasePublisher {
+    store: Arc<dyn Store>,
+    node: String,
+    leases: Informer,
+    holders: watch::Receiver<Option<BTreeMap<ServiceKey, String>>>,
+}
+
+impl Reconcile for LeasePublisher {
+    type Error = Infallible;
+
+    async fn pass(&mut self) -> Result<Outcome, Infallible> {
+        // Nothing to say before the assignment first ran.
+        let Some(wanted) = self.holders.borrow().clone() else { return Ok(Outcome::Done) };
+        for op in &l2::lease::plan(&self.node, &wanted, &self.leases.snapshot()) {
+            if let Err(e) = execute(self.store.as_ref(), op).await {
+                tracing::warn!(lease = %op.name(), error = %e, "writing the L2 announcement lease failed; retrying");
+                return Ok(Outcome::Retry);
+            }
+        }
+        Ok(Outcome::Done)
+    }
+}
 
 /// Keeps the Leases this node should hold in line with `holders` (the whole cluster's
 /// Service → owner map as this node computed it) until `shutdown`.
 pub async fn publish(
     store: Arc<dyn Store>,
     node: String,
-    mut holders: watch::Receiver<Option<BTreeMap<ServiceKey, String>>>,
+    holders: watch::Receiver<Option<BTreeMap<ServiceKey, String>>>,
     shutdown: CancellationToken,
 ) {
     let leases = Informer::start(store.clone(), &kinds::LEASE, Some(l2::lease::NAMESPACE));
-    let mut sub = leases.subscribe();
-    tokio::select! {
-        () = leases.wait_synced() => {}
-        () = shutdown.cancelled() => return,
-    }
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    loop {
-        let wanted = holders.borrow_and_update().clone();
-        if let Some(wanted) = wanted {
-            let ops = l2::lease::plan(&node, &wanted, &leases.snapshot());
-            let mut failed = false;
-            for op in &ops {
-                if let Err(e) = execute(store.as_ref(), op).await {
-                    tracing::warn!(lease = %op.name(), error = %e, "writing the L2 announcement lease failed; retrying");
-                    failed = true;
-                    break;
-                }
-            }
-            retry_at = failed.then(|| tokio::time::Instant::now() + RETRY);
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            changed = holders.changed() => if changed.is_err() { return },
-            c = sub.recv() => if c.is_none() { return },
-            () = async { match retry_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
-        }
-    }
+    let runner = Runner::new("l2-leases")
+        .backoff(Backoff::fixed(RETRY))
+        .watch(&leases)
+        .on_change(holders.clone(), |_, _| Wake::Debounced);
+    runner.run_until_cancelled(LeasePublisher { store, node, leases, holders }, shutdown).await;
 }
 
 async fn execute(store: &dyn Store, op: &LeaseOp) -> store::Result<()> {

@@ -57,7 +57,10 @@ use api::{Condition, kinds};
 use cni::{CniServer, CniServerConfig, PodNetworkConfig};
 use ipnet::Ipv4Net;
 use netconf::Netconf;
-use store::{Change, Informer, Store};
+use store::{
+    Informer, Store,
+    reconcile::{Backoff, Outcome, Reconcile, Runner, Wake},
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -212,8 +215,8 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
             if config.auto_direct_node_routes { " with auto direct node routes" } else { "" }
         ),
     );
-    let mut agent = Agent { store: store.clone(), config, pod_cidr, routes, ready, ready_written: false };
-    let result = agent.follow(&nodes, &shutdown).await;
+    let agent = Agent { store: store.clone(), config, pod_cidr, nodes, routes, ready, ready_written: false };
+    let result = agent.follow(shutdown.clone()).await;
 
     // Leaving: say so on the Node and drop the membership, each bounded so that an unreachable
     // datastore does not hold up the exit. Devices and routes stay for the next start.
@@ -329,6 +332,7 @@ struct Agent {
     store: Arc<dyn Store>,
     config: AgentConfig,
     pod_cidr: Ipv4Net,
+    nodes: Informer,
     routes: RouteReconciler,
     ready: Condition,
     ready_written: bool,
@@ -336,37 +340,36 @@ struct Agent {
 
 impl Agent {
     /// Keeps routes and the Ready condition in line with the node list until shutdown.
-    async fn follow(&mut self, nodes: &Informer, shutdown: &CancellationToken) -> Result<(), AgentError> {
-        let mut sub = nodes.subscribe();
-        // The first item of the subscription is the full list: the start-up pass.
-        let mut due: Option<Instant> = Some(Instant::now());
-        let mut resync = tokio::time::interval(self.config.resync_interval);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        resync.reset();
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                _ = resync.tick() => due = Some(Instant::now()),
-                change = sub.recv() => match change {
-                    None => return Ok(()),
-                    Some(Change::Resync(_)) => due = Some(Instant::now()),
-                    Some(Change::Event(ev)) => {
-                        if ev.object.name() == self.config.node_name {
-                            self.check_own(&ev.object)?;
-                        }
-                        due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
-                    }
-                },
-                () = sleep_until_some(due) => {
-                    due = self.pass(nodes).await;
-                }
-            }
-        }
+    async fn follow(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        Runner::new("routes")
+            .debounce(DEBOUNCE)
+            .backoff(Backoff::fixed(RETRY))
+            // Routes that failed are retried on the retry's schedule, not on every node event.
+            .hold_changes_while_retrying()
+            .watch(&self.nodes)
+            .every(self.config.resync_interval, |_| Wake::Now)
+            .run(self, shutdown)
+            .await
+            .map(drop)
     }
+}
 
-    /// One pass: routes, then the Ready condition. Returns when to run again if something failed.
-    async fn pass(&mut self, nodes: &Informer) -> Option<Instant> {
-        let views: Vec<NodeView> = nodes.snapshot().iter().map(NodeView::of).collect();
+impl Reconcile for Agent {
+    type Error = AgentError;
+
+    /// One pass: routes, then the Ready condition. Stops the agent when its pod CIDR changed.
+    async fn pass(&mut self) -> Result<Outcome, AgentError> {
+        if let Some(own) = self.nodes.get(None, &self.config.node_name) {
+            self.check_own(&own)?;
+        }
+        Ok(if self.reconcile().await { Outcome::Retry } else { Outcome::Done })
+    }
+}
+
+impl Agent {
+    /// Routes, then the Ready condition. Returns whether something failed.
+    async fn reconcile(&mut self) -> bool {
+        let views: Vec<NodeView> = self.nodes.snapshot().iter().map(NodeView::of).collect();
         let mut retry = false;
         match self.routes.reconcile(&views).await {
             Ok(outcome) => {
@@ -387,7 +390,7 @@ impl Agent {
                 retry = true;
             }
         }
-        let own = nodes.get(None, &self.config.node_name);
+        let own = self.nodes.get(None, &self.config.node_name);
         let needs_ready =
             !self.ready_written || own.as_ref().is_some_and(|o| !node_status::has_condition(o, &self.ready));
         if needs_ready && own.is_some() {
@@ -404,7 +407,7 @@ impl Agent {
                 }
             }
         }
-        retry.then(|| Instant::now() + RETRY)
+        retry
     }
 
     /// The node's own object changed: a new pod CIDR means starting over.
@@ -415,12 +418,5 @@ impl Agent {
             }
             _ => Ok(()),
         }
-    }
-}
-
-async fn sleep_until_some(when: Option<Instant>) {
-    match when {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }

@@ -8,12 +8,16 @@
 //! the condition, not the datapath.
 
 use std::collections::BTreeSet;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::{Condition, Object, ObjectRef, kinds, meta::now_rfc3339};
 use serde_json::json;
-use store::{Informer, Store};
+use store::{
+    Informer, Store,
+    reconcile::{Backoff, Outcome, Reconcile, Runner, Wake},
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -85,31 +89,38 @@ pub async fn reconcile(store: &dyn Store, node: &str, services: &[Object], left_
     failed
 }
 
+/// This node's name, the Services, and what the service controller left out.
+struct ServiceConditions {
+    store: Arc<dyn Store>,
+    node: String,
+    services: Informer,
+    left_out: watch::Receiver<Vec<String>>,
+}
+
+impl Reconcile for ServiceConditions {
+    type Error = Infallible;
+
+    async fn pass(&mut self) -> Result<Outcome, Infallible> {
+        let wanted: BTreeSet<String> = self.left_out.borrow().iter().cloned().collect();
+        let failed = reconcile(self.store.as_ref(), &self.node, &self.services.snapshot(), &wanted).await;
+        Ok(if failed > 0 { Outcome::Retry } else { Outcome::Done })
+    }
+}
+
 /// Keeps the Services' conditions in line with what the service controller left out.
 pub async fn run(
     store: Arc<dyn Store>,
     node: String,
-    mut left_out: watch::Receiver<Vec<String>>,
+    left_out: watch::Receiver<Vec<String>>,
     shutdown: CancellationToken,
 ) {
     let services = Informer::start(store.clone(), &kinds::SERVICE, None);
-    let mut changes = services.subscribe();
-    tokio::select! {
-        () = services.wait_synced() => {}
-        () = shutdown.cancelled() => return,
-    }
-    loop {
-        let wanted: BTreeSet<String> = left_out.borrow_and_update().iter().cloned().collect();
-        let failed = reconcile(store.as_ref(), &node, &services.snapshot(), &wanted).await;
-        let retry = async { if failed > 0 { tokio::time::sleep(RETRY).await } else { std::future::pending().await } };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            changed = left_out.changed() => if changed.is_err() { return },
-            // A Service made again under the same name starts without the condition.
-            c = changes.recv() => if c.is_none() { return },
-            () = retry => {}
-        }
-    }
+    let runner = Runner::new("service-conditions")
+        .backoff(Backoff::fixed(RETRY))
+        // A Service made again under the same name starts without the condition.
+        .watch(&services)
+        .on_change(left_out.clone(), |_, _| Wake::Debounced);
+    runner.run_until_cancelled(ServiceConditions { store, node, services, left_out }, shutdown).await;
 }
 
 #[cfg(test)]

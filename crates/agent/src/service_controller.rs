@@ -10,6 +10,7 @@
 
 use std::{
     collections::BTreeSet,
+    convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,8 +20,11 @@ use api::{
     types::{EndpointSlice, Service},
 };
 use datapath::{LbDatapath, ServiceEntry, SyncStats};
-use store::{Informer, Store};
-use tokio::{sync::watch, time::Instant};
+use store::{
+    Informer, Store,
+    reconcile::{Backoff, Outcome, Reconcile, Runner, Wake},
+};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -156,80 +160,91 @@ impl ServiceController {
     }
 }
 
-/// Runs the controller until `shutdown`. `unreachable` carries the nodes the L2 heartbeats say
-/// are down (never changes without L2 announcements); `left_out` gets the Services the maps had
-/// no room for after each pass ([`crate::service_conditions`] reports them).
-pub async fn run(
-    store: Arc<dyn Store>,
-    mut controller: ServiceController,
-    mut unreachable: watch::Receiver<BTreeSet<String>>,
+/// The controller with its inputs and outputs, as the runner drives it.
+struct Running {
+    controller: ServiceController,
+    services: Informer,
+    slices: Informer,
+    nodes: Informer,
     left_out: watch::Sender<Vec<String>>,
-    shutdown: CancellationToken,
-) {
-    let services = Informer::start(store.clone(), &kinds::SERVICE, None);
-    let slices = Informer::start(store.clone(), &kinds::ENDPOINT_SLICE, None);
-    let nodes = Informer::start(store, &kinds::NODE, None);
-    let (mut svc_sub, mut slice_sub, mut node_sub) = (services.subscribe(), slices.subscribe(), nodes.subscribe());
-    tokio::select! {
-        () = async { services.wait_synced().await; slices.wait_synced().await; nodes.wait_synced().await } => {}
-        () = shutdown.cancelled() => return,
-    }
-    let mut due = Some(Instant::now());
-    let mut sync_log = crate::datapath_gc::SyncLog::default();
-    let mut heartbeats = true;
-    let mut gc = tokio::time::interval(CT_GC);
-    gc.reset();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = gc.tick() => {
-                crate::datapath_gc::collect(&controller.datapath);
-                sync_log.flush();
+    sync_log: crate::datapath_gc::SyncLog,
+}
+
+impl Reconcile for Running {
+    type Error = Infallible;
+
+    async fn pass(&mut self) -> Result<Outcome, Infallible> {
+        let controller = &mut self.controller;
+        let started = std::time::Instant::now();
+        let result = controller.pass(&self.services.snapshot(), &self.slices.snapshot(), &self.nodes.snapshot());
+        self.left_out.send_if_modified(|sent| {
+            let changed = sent.as_slice() != controller.left_out();
+            if changed {
+                *sent = controller.left_out().to_vec();
             }
-            c = svc_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
-            c = slice_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
-            c = node_sub.recv() => if c.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
-            changed = unreachable.changed(), if heartbeats => {
-                // Without heartbeats (no L2 announcements) the sender is gone: stop looking.
-                heartbeats = changed.is_ok();
-                if heartbeats && controller.set_unreachable_nodes(unreachable.borrow_and_update().clone()) {
-                    due = Some(Instant::now());
+            changed
+        });
+        match result {
+            Ok(Some(stats)) => {
+                crate::metrics::services_programmed(started.elapsed(), controller.frontends(), controller.backends());
+                if !self.sync_log.started() || stats.upserts + stats.deletes > 0 {
+                    self.sync_log.synced(controller.frontends(), stats.upserts, stats.deletes);
                 }
-            },
-            () = sleep_until_some(due) => {
-                due = None;
-                let started = std::time::Instant::now();
-                let result = controller.pass(&services.snapshot(), &slices.snapshot(), &nodes.snapshot());
-                left_out.send_if_modified(|sent| {
-                    let changed = sent.as_slice() != controller.left_out();
-                    if changed {
-                        *sent = controller.left_out().to_vec();
-                    }
-                    changed
-                });
-                match result {
-                    Ok(Some(stats)) => {
-                        crate::metrics::services_programmed(started.elapsed(), controller.frontends(), controller.backends());
-                        if !sync_log.started() || stats.upserts + stats.deletes > 0 {
-                            sync_log.synced(controller.frontends(), stats.upserts, stats.deletes);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "syncing services to the datapath failed; retrying");
-                        due = Some(Instant::now() + RETRY);
-                    }
-                }
+                Ok(Outcome::Done)
+            }
+            Ok(None) => Ok(Outcome::Done),
+            Err(e) => {
+                tracing::warn!(error = %e, "syncing services to the datapath failed; retrying");
+                Ok(Outcome::Retry)
             }
         }
     }
 }
 
-async fn sleep_until_some(when: Option<Instant>) {
-    match when {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
+impl Running {
+    fn collect_garbage(&mut self) -> Wake {
+        crate::datapath_gc::collect(&self.controller.datapath);
+        self.sync_log.flush();
+        Wake::No
     }
+}
+
+/// Runs the controller until `shutdown`. `unreachable` carries the nodes the L2 heartbeats say
+/// are down (never changes without L2 announcements); `left_out` gets the Services the maps had
+/// no room for after each pass ([`crate::service_conditions`] reports them).
+pub async fn run(
+    store: Arc<dyn Store>,
+    controller: ServiceController,
+    unreachable: watch::Receiver<BTreeSet<String>>,
+    left_out: watch::Sender<Vec<String>>,
+    shutdown: CancellationToken,
+) {
+    let running = Running {
+        controller,
+        services: Informer::start(store.clone(), &kinds::SERVICE, None),
+        slices: Informer::start(store.clone(), &kinds::ENDPOINT_SLICE, None),
+        nodes: Informer::start(store, &kinds::NODE, None),
+        left_out,
+        sync_log: crate::datapath_gc::SyncLog::default(),
+    };
+    Runner::new("services")
+        .debounce(DEBOUNCE)
+        .backoff(Backoff::fixed(RETRY))
+        // A datapath that refused a sync is not asked again faster because Services change.
+        .hold_changes_while_retrying()
+        .watch(&running.services)
+        .watch(&running.slices)
+        .watch(&running.nodes)
+        .every(CT_GC, Running::collect_garbage)
+        // Without L2 announcements nothing ever sends, and the sender is gone.
+        .on_change(
+            unreachable,
+            |running: &mut Running, nodes| {
+                if running.controller.set_unreachable_nodes(nodes) { Wake::Now } else { Wake::No }
+            },
+        )
+        .run_until_cancelled(running, shutdown)
+        .await;
 }
 
 #[cfg(test)]

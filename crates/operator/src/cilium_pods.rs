@@ -16,12 +16,15 @@
 //! ([`api::types::MIRROR_ANNOTATION`], its value what they mirror), which pod runtimes leave
 //! alone, and `cilia exec` into an agent's pod runs `cilium-dbg ARGS` as `cilia dbg NODE ARGS`.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration};
 
 use crate::error::{OperatorError, Result};
 use api::{Condition, Object, ObjectRef, kinds};
 use serde_json::{Value, json};
-use store::{Informer, Store};
+use store::{
+    Informer, Store,
+    reconcile::{Outcome, Reconcile, Runner},
+};
 use tokio_util::sync::CancellationToken;
 
 pub const NAMESPACE: &str = "kube-system";
@@ -151,6 +154,28 @@ fn up_to_date(current: &Object, desired: &Object) -> bool {
         && current.body.get("status") == desired.body.get("status")
 }
 
+/// The Nodes, the mirror Pods, and the operator's own identity.
+struct CiliumPods {
+    store: Arc<dyn Store>,
+    nodes: Arc<Informer>,
+    pods: Informer,
+    identity: String,
+}
+
+impl Reconcile for CiliumPods {
+    type Error = Infallible;
+
+    /// Failures wait for the next resync, which comes soon anyway.
+    async fn pass(&mut self) -> std::result::Result<Outcome, Infallible> {
+        let result =
+            reconcile(self.store.as_ref(), &self.nodes.snapshot(), &self.pods.snapshot(), &self.identity).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %format!("{e:#}"), "cannot write the agent and operator pods; retrying");
+        }
+        Ok(Outcome::RequeueAfter(RESYNC))
+    }
+}
+
 pub async fn run(
     store: Arc<dyn Store>,
     nodes: Arc<Informer>,
@@ -158,22 +183,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let pods = Informer::start(store.clone(), &kinds::POD, Some(NAMESPACE));
-    let (mut node_sub, mut pod_sub) = (nodes.subscribe(), pods.subscribe());
-    tokio::select! {
-        () = async { nodes.wait_synced().await; pods.wait_synced().await } => {}
-        () = shutdown.cancelled() => return Ok(()),
-    }
-    loop {
-        if let Err(e) = reconcile(store.as_ref(), &nodes.snapshot(), &pods.snapshot(), &identity).await {
-            tracing::warn!(error = &e as &dyn std::error::Error, "cannot write the agent and operator pods; retrying");
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            c = node_sub.recv() => if c.is_none() { return Ok(()) },
-            c = pod_sub.recv() => if c.is_none() { return Ok(()) },
-            () = tokio::time::sleep(RESYNC) => {}
-        }
-    }
+    let runner = Runner::new("cilium-pods").watch(&nodes).watch(&pods);
+    runner.run_until_cancelled(CiliumPods { store, nodes, pods, identity }, shutdown).await;
+    Ok(())
 }
 
 async fn reconcile(store: &dyn Store, nodes: &[Object], pods: &[Object], identity: &str) -> Result<()> {

@@ -9,11 +9,14 @@
 //! datastore another way (an older cilia, a direct write, a Kubernetes API server without the
 //! regex check).
 
-use std::{sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use api::{Object, kinds};
 use l2::CompiledPolicy;
-use store::{Informer, Store};
+use store::{
+    Informer, Store,
+    reconcile::{Backoff, Outcome, Reconcile, Runner},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
@@ -27,23 +30,25 @@ pub fn desired_conditions(policy: &Object, now: &str) -> Option<Vec<api::Conditi
     l2::conditions::policy_status_update(policy, &problems, now)
 }
 
-pub async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<()> {
-    let policies = Informer::start(store.clone(), &kinds::L2_ANNOUNCEMENT_POLICY, None);
-    let mut sub = policies.subscribe();
-    tokio::select! {
-        () = policies.wait_synced() => {}
-        () = shutdown.cancelled() => return Ok(()),
-    }
-    loop {
+/// The policies and the datastore their status goes to.
+struct PolicyStatus {
+    store: Arc<dyn Store>,
+    policies: Informer,
+}
+
+impl Reconcile for PolicyStatus {
+    type Error = Infallible;
+
+    async fn pass(&mut self) -> Result<Outcome, Infallible> {
         let mut failed = false;
-        for policy in policies.snapshot() {
+        for policy in self.policies.snapshot() {
             let now = api::meta::now_rfc3339();
             if desired_conditions(&policy, &now).is_none() {
                 continue;
             }
             let Some(target) = policy.object_ref() else { continue };
             // Computed again on the object read inside the write, so a concurrent change wins.
-            let written = status::write(store.as_ref(), &target, |obj| match desired_conditions(obj, &now) {
+            let written = status::write(self.store.as_ref(), &target, |obj| match desired_conditions(obj, &now) {
                 Some(conditions) => {
                     l2::conditions::set_status_conditions(obj, &conditions);
                     Ok(true)
@@ -59,12 +64,15 @@ pub async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<(
                 }
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            c = sub.recv() => if c.is_none() { return Ok(()) },
-            () = tokio::time::sleep(RETRY), if failed => {}
-        }
+        Ok(if failed { Outcome::Retry } else { Outcome::Done })
     }
+}
+
+pub async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let policies = Informer::start(store.clone(), &kinds::L2_ANNOUNCEMENT_POLICY, None);
+    let runner = Runner::new("l2-policy-status").backoff(Backoff::fixed(RETRY)).watch(&policies);
+    runner.run_until_cancelled(PolicyStatus { store, policies }, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,11 +8,15 @@
 //! A clean stop (`Ready=False`, `AgentStopped`, as in a rollout restart) is left alone: the pods
 //! of a node whose agent restarts keep serving, and taking them out would break the rollout.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, convert::Infallible, sync::Arc, time::Duration};
 
 use api::{Condition, Object, ObjectRef, kinds};
 use serde_json::json;
-use store::{Informer, Store};
+use store::{
+    Informer, Store,
+    reconcile::{Backoff, Outcome, Reconcile, Runner},
+};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
@@ -51,33 +55,40 @@ pub fn lost_nodes(nodes: &[Object], leases: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
-pub async fn run(store: Arc<dyn Store>, nodes: Arc<Informer>, shutdown: CancellationToken) -> Result<()> {
-    let leases = Informer::start(store.clone(), &kinds::LEASE, Some(MEMBERSHIP_NAMESPACE));
-    let (mut node_sub, mut lease_sub) = (nodes.subscribe(), leases.subscribe());
-    tokio::select! {
-        () = async { nodes.wait_synced().await; leases.wait_synced().await } => {}
-        () = shutdown.cancelled() => return Ok(()),
-    }
-    let started = tokio::time::Instant::now();
-    let mut retry_at = Some(started + START_GRACE);
-    loop {
-        if started.elapsed() >= START_GRACE {
-            retry_at = None;
-            let live: BTreeSet<String> = leases.snapshot().iter().map(|l| l.name().to_string()).collect();
-            for node in lost_nodes(&nodes.snapshot(), &live) {
-                if let Err(e) = mark_lost(store.as_ref(), &node).await {
-                    tracing::warn!(%node, error = %format!("{e:#}"), "cannot mark the node lost; retrying");
-                    retry_at = Some(tokio::time::Instant::now() + RETRY);
-                }
+/// The Nodes, their membership Leases, and when the controller began watching them.
+struct NodeLifecycle {
+    store: Arc<dyn Store>,
+    nodes: Arc<Informer>,
+    leases: Informer,
+    /// The first pass's time; nodes are called lost only [`START_GRACE`] after it.
+    started: Option<Instant>,
+}
+
+impl Reconcile for NodeLifecycle {
+    type Error = Infallible;
+
+    async fn pass(&mut self) -> std::result::Result<Outcome, Infallible> {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if started.elapsed() < START_GRACE {
+            return Ok(Outcome::RequeueAfter(START_GRACE - started.elapsed()));
+        }
+        let live: BTreeSet<String> = self.leases.snapshot().iter().map(|l| l.name().to_string()).collect();
+        let mut outcome = Outcome::Done;
+        for node in lost_nodes(&self.nodes.snapshot(), &live) {
+            if let Err(e) = mark_lost(self.store.as_ref(), &node).await {
+                tracing::warn!(%node, error = %format!("{e:#}"), "cannot mark the node lost; retrying");
+                outcome = Outcome::Retry;
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            c = node_sub.recv() => if c.is_none() { return Ok(()) },
-            c = lease_sub.recv() => if c.is_none() { return Ok(()) },
-            () = async { match retry_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
-        }
+        Ok(outcome)
     }
+}
+
+pub async fn run(store: Arc<dyn Store>, nodes: Arc<Informer>, shutdown: CancellationToken) -> Result<()> {
+    let leases = Informer::start(store.clone(), &kinds::LEASE, Some(MEMBERSHIP_NAMESPACE));
+    let runner = Runner::new("node-lifecycle").backoff(Backoff::fixed(RETRY)).watch(&nodes).watch(&leases);
+    runner.run_until_cancelled(NodeLifecycle { store, nodes, leases, started: None }, shutdown).await;
+    Ok(())
 }
 
 async fn mark_lost(store: &dyn Store, node: &str) -> Result<()> {

@@ -9,6 +9,7 @@
 
 use std::{
     collections::HashMap,
+    convert::Infallible,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,8 +18,10 @@ use api::{
     Object, ObjectRef, kinds,
     types::{Deployment, Node, Pod, PodStatus},
 };
-use futures::FutureExt;
-use store::{Informer, Store};
+use store::{
+    Informer, Store,
+    reconcile::{Outcome, Reconcile, Runner},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -43,38 +46,53 @@ struct Memory {
     assumed: HashMap<String, (String, Instant)>,
 }
 
-/// Runs the Deployment controller and the scheduler until `shutdown`.
-pub async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<()> {
-    let deployments = Informer::start(store.clone(), &kinds::DEPLOYMENT, None);
-    let pods = Informer::start(store.clone(), &kinds::POD, None);
-    let nodes = Informer::start(store.clone(), &kinds::NODE, None);
-    let mut subs = [deployments.subscribe(), pods.subscribe(), nodes.subscribe()];
-    tokio::select! {
-        () = async { deployments.wait_synced().await; pods.wait_synced().await; nodes.wait_synced().await } => {}
-        () = shutdown.cancelled() => return Ok(()),
-    }
-    tracing::info!("deployment controller and scheduler running");
-    let mut memory = Memory::default();
-    loop {
+/// Both controllers' state: the informers they read and what they remember between passes.
+struct Controllers {
+    store: Arc<dyn Store>,
+    deployments: Informer,
+    pods: Informer,
+    nodes: Informer,
+    memory: Memory,
+    /// Whether the first pass ran, to say so once.
+    started: bool,
+}
+
+impl Reconcile for Controllers {
+    type Error = Infallible;
+
+    async fn pass(&mut self) -> std::result::Result<Outcome, Infallible> {
+        if !self.started {
+            self.started = true;
+            tracing::info!("deployment controller and scheduler running");
+        }
         let snapshot = Snapshot {
-            deployments: Object::typed_all(&deployments.snapshot()),
-            pods: Object::typed_all(&pods.snapshot()),
-            nodes: Object::typed_all(&nodes.snapshot()),
+            deployments: Object::typed_all(&self.deployments.snapshot()),
+            pods: Object::typed_all(&self.pods.snapshot()),
+            nodes: Object::typed_all(&self.nodes.snapshot()),
         };
-        reconcile(store.as_ref(), &snapshot, &mut memory).await;
-        let [a, b, c] = &mut subs;
-        tokio::select! {
-            _ = a.recv() => {}
-            _ = b.recv() => {}
-            _ = c.recv() => {}
-            () = tokio::time::sleep(RESYNC) => {}
-            () = shutdown.cancelled() => return Ok(()),
-        }
-        // A burst of changes (a Deployment's pods all turning Ready) makes one pass, not many.
-        for sub in &mut subs {
-            while sub.recv().now_or_never().flatten().is_some() {}
-        }
+        reconcile(self.store.as_ref(), &snapshot, &mut self.memory).await;
+        Ok(Outcome::RequeueAfter(RESYNC))
     }
+}
+
+/// Runs the Deployment controller and the scheduler until `shutdown`. Any change makes a pass
+/// at once; a burst of them (a Deployment's pods all turning Ready) makes one pass, not many.
+pub async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) -> Result<()> {
+    let controllers = Controllers {
+        deployments: Informer::start(store.clone(), &kinds::DEPLOYMENT, None),
+        pods: Informer::start(store.clone(), &kinds::POD, None),
+        nodes: Informer::start(store.clone(), &kinds::NODE, None),
+        store,
+        memory: Memory::default(),
+        started: false,
+    };
+    Runner::new("deployments")
+        .watch(&controllers.deployments)
+        .watch(&controllers.pods)
+        .watch(&controllers.nodes)
+        .run_until_cancelled(controllers, shutdown)
+        .await;
+    Ok(())
 }
 
 /// The cluster as one pass sees it.

@@ -119,6 +119,12 @@ impl Informer {
         let _ = synced.wait_for(|s| *s).await;
     }
 
+    /// Turns true once the first list is in the cache, for waiting without borrowing the
+    /// informer.
+    pub(crate) fn synced_receiver(&self) -> watch::Receiver<bool> {
+        self.shared.synced.subscribe()
+    }
+
     pub fn is_synced(&self) -> bool {
         *self.shared.synced.borrow()
     }

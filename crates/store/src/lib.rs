@@ -7,6 +7,8 @@
 //! - [`MemoryStore`]: the same semantics in memory (revisions, watch history, compaction, leases).
 //! - [`Informer`]: a watch cache for one kind that survives datastore restarts and compaction without
 //!   losing or repeating events.
+//! - [`reconcile::Runner`]: the watch, debounce, retry and cancellation loop of a level-triggered
+//!   controller, around its pass.
 //! - [`update_with_retry`]: read-modify-write that never loses a concurrent update.
 //!
 //! A resourceVersion is the store revision of the object's last write, as a decimal string.
@@ -22,6 +24,7 @@ mod keys;
 pub mod lease;
 pub mod memory;
 mod prepare;
+pub mod reconcile;
 pub mod retry;
 pub mod store;
 #[cfg(feature = "testing")]

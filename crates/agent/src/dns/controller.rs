@@ -2,14 +2,17 @@
 //! EndpointSlices, Pods and Namespaces feed [`Records::build`], and a changed result is published
 //! to the servers with the next SOA serial. Changes within [`DEBOUNCE`] make one pass.
 
-use std::{sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use api::{
     Object, kinds,
     types::{EndpointSlice, Pod, Service},
 };
-use store::{Informer, Store};
-use tokio::{sync::watch, time::Instant};
+use store::{
+    Informer, Store,
+    reconcile::{Outcome, Reconcile, Runner},
+};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::records::Records;
@@ -33,47 +36,50 @@ pub fn build(
     r
 }
 
-/// Runs until `shutdown`, publishing to `records`.
-pub async fn run(store: Arc<dyn Store>, records: watch::Sender<Arc<Records>>, shutdown: CancellationToken) {
-    let services = Informer::start(store.clone(), &kinds::SERVICE, None);
-    let slices = Informer::start(store.clone(), &kinds::ENDPOINT_SLICE, None);
-    let pods = Informer::start(store.clone(), &kinds::POD, None);
-    let namespaces = Informer::start(store, &kinds::NAMESPACE, None);
-    let mut subs = [services.subscribe(), slices.subscribe(), pods.subscribe(), namespaces.subscribe()];
-    tokio::select! {
-        () = async {
-            services.wait_synced().await;
-            slices.wait_synced().await;
-            pods.wait_synced().await;
-            namespaces.wait_synced().await;
-        } => {}
-        () = shutdown.cancelled() => return,
-    }
-    let mut due = Some(Instant::now());
-    loop {
-        let [a, b, c, d] = &mut subs;
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            x = a.recv() => if x.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
-            x = b.recv() => if x.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
-            x = c.recv() => if x.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
-            x = d.recv() => if x.is_none() { return } else { due.get_or_insert_with(|| Instant::now() + DEBOUNCE); },
-            () = sleep_until_some(due) => {
-                due = None;
-                let previous = records.borrow().clone();
-                let next = build(&services.snapshot(), &slices.snapshot(), &pods.snapshot(), &namespaces.snapshot(), &previous);
-                if next.serial != previous.serial || !previous.built {
-                    tracing::debug!(services = next.len(), serial = next.serial, "cluster DNS records updated");
-                    records.send_replace(Arc::new(next));
-                }
-            }
+/// The controller's state: the informers it builds from and where the records go.
+struct DnsController {
+    services: Informer,
+    slices: Informer,
+    pods: Informer,
+    namespaces: Informer,
+    records: watch::Sender<Arc<Records>>,
+}
+
+impl Reconcile for DnsController {
+    type Error = Infallible;
+
+    async fn pass(&mut self) -> Result<Outcome, Infallible> {
+        let previous = self.records.borrow().clone();
+        let next = build(
+            &self.services.snapshot(),
+            &self.slices.snapshot(),
+            &self.pods.snapshot(),
+            &self.namespaces.snapshot(),
+            &previous,
+        );
+        if next.serial != previous.serial || !previous.built {
+            tracing::debug!(services = next.len(), serial = next.serial, "cluster DNS records updated");
+            self.records.send_replace(Arc::new(next));
         }
+        Ok(Outcome::Done)
     }
 }
 
-async fn sleep_until_some(when: Option<Instant>) {
-    match when {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
+/// Runs until `shutdown`, publishing to `records`.
+pub async fn run(store: Arc<dyn Store>, records: watch::Sender<Arc<Records>>, shutdown: CancellationToken) {
+    let controller = DnsController {
+        services: Informer::start(store.clone(), &kinds::SERVICE, None),
+        slices: Informer::start(store.clone(), &kinds::ENDPOINT_SLICE, None),
+        pods: Informer::start(store.clone(), &kinds::POD, None),
+        namespaces: Informer::start(store, &kinds::NAMESPACE, None),
+        records,
+    };
+    Runner::new("dns")
+        .debounce(DEBOUNCE)
+        .watch(&controller.services)
+        .watch(&controller.slices)
+        .watch(&controller.pods)
+        .watch(&controller.namespaces)
+        .run_until_cancelled(controller, shutdown)
+        .await;
 }
