@@ -107,6 +107,15 @@ impl ServiceController {
         let fitted = service_fit::fit(&services, desired.entries, capacity.as_ref(), |subset| {
             services::desired(&self.options, subset, &slices, &nodes).entries
         });
+        let stats = if self.applied.as_ref() == Some(&fitted.entries) {
+            None
+        } else {
+            let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Some(dp.sync_services(&fitted.entries)?)
+        };
+        self.applied = Some(fitted.entries);
+        // Reported only once the datapath holds what the report says: a failed sync keeps the
+        // previous word on which Services are left out.
         if fitted.left_out != self.left_out {
             match fitted.full_map {
                 Some((map, needed, holds)) => tracing::warn!(
@@ -122,15 +131,7 @@ impl ServiceController {
             self.left_out = fitted.left_out;
             crate::metrics::services_left_out(self.left_out.len());
         }
-        if self.applied.as_ref() == Some(&fitted.entries) {
-            return Ok(None);
-        }
-        let stats = {
-            let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            dp.sync_services(&fitted.entries)?
-        };
-        self.applied = Some(fitted.entries);
-        Ok(Some(stats))
+        Ok(stats)
     }
 
     /// Services left out of the datapath because its maps are full (`namespace/name`).

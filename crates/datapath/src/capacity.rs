@@ -105,6 +105,23 @@ mod tests {
         assert_eq!(two.services, 2 * one.services);
     }
 
+    /// A sync that replaces one frontend by another never holds more service rows than the larger
+    /// of before and after: a full map has room for it.
+    #[test]
+    fn a_sync_gives_back_the_rows_of_removed_frontends_before_it_adds_rows() {
+        let before = [frontend(1, 3, LbAlgorithm::Random), frontend(2, 3, LbAlgorithm::Random)];
+        let after = [frontend(2, 3, LbAlgorithm::Random), frontend(3, 3, LbAlgorithm::Random)];
+        let current = lbstate::desired(&before, &LbState::default()).unwrap();
+        let desired = lbstate::desired(&after, &current).unwrap();
+        let bound = current.services.len().max(desired.services.len());
+        let mut state = current.clone();
+        for op in lbstate::plan(&current, &desired) {
+            state.apply(&op);
+            assert!(state.services.len() <= bound, "{} rows after {op:?}, the map holds {bound}", state.services.len());
+        }
+        assert_eq!(state.services, desired.services);
+    }
+
     #[test]
     fn the_first_overflowing_map_is_named_with_its_numbers() {
         let need = LbUsage::needed(&[frontend(1, 3, LbAlgorithm::Maglev)]).unwrap();

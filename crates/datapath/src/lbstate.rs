@@ -403,6 +403,19 @@ fn icmp_rows(services: &[ServiceEntry]) -> BTreeMap<Lb4Key, Lb4Service> {
 /// count never exceeds the slot rows present.
 pub fn plan(current: &LbState, desired: &LbState) -> Vec<Op> {
     let mut ops = Vec::new();
+    // Frontends that go away entirely give their service rows back first (frontend row, then its
+    // slots): a full map then has room for the rows this sync adds, and nothing that stays is
+    // ever missing a row.
+    let gone = |k: &Lb4Key| !desired.services.contains_key(k);
+    let gone_frontends: BTreeSet<Lb4Key> =
+        current.services.keys().filter(|k| k.backend_slot == 0 && gone(k)).copied().collect();
+    let of_gone_frontend = |k: &Lb4Key| gone_frontends.contains(&Lb4Key { backend_slot: 0, ..*k });
+    for k in &gone_frontends {
+        ops.push(Op::DeleteService(*k));
+    }
+    for k in current.services.keys().filter(|k| k.backend_slot != 0 && gone(k) && of_gone_frontend(k)) {
+        ops.push(Op::DeleteService(*k));
+    }
     for (id, b) in &desired.backends {
         if current.backends.get(id) != Some(b) {
             ops.push(Op::PutBackend(*id, *b));
@@ -433,12 +446,9 @@ pub fn plan(current: &LbState, desired: &LbState) -> Vec<Op> {
             ops.push(Op::PutService(*k, *v));
         }
     }
-    // removals in reverse: frontends, then their slots, then what slots pointed to
-    let gone = |k: &Lb4Key| !desired.services.contains_key(k);
-    for k in current.services.keys().filter(|k| k.backend_slot == 0 && gone(k)) {
-        ops.push(Op::DeleteService(*k));
-    }
-    for k in current.services.keys().filter(|k| k.backend_slot != 0 && gone(k)) {
+    // the rest of the removals in reverse: slots a frontend no longer counts, then what slots
+    // pointed to
+    for k in current.services.keys().filter(|k| k.backend_slot != 0 && gone(k) && !of_gone_frontend(k)) {
         ops.push(Op::DeleteService(*k));
     }
     for k in current.maglev.keys().filter(|k| !desired.maglev.contains_key(k)) {

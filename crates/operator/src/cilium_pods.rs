@@ -170,7 +170,7 @@ impl Reconcile for CiliumPods {
         let result =
             reconcile(self.store.as_ref(), &self.nodes.snapshot(), &self.pods.snapshot(), &self.identity).await;
         if let Err(e) = result {
-            tracing::warn!(error = %format!("{e:#}"), "cannot write the agent and operator pods; retrying");
+            tracing::warn!(error = &e as &dyn std::error::Error, "cannot write the agent and operator pods; retrying");
         }
         Ok(Outcome::RequeueAfter(RESYNC))
     }

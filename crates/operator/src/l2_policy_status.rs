@@ -68,7 +68,7 @@ impl Reconcile for PolicyStatus {
     }
 }
 
-pub async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) -> crate::Result<()> {
     let policies = Informer::start(store.clone(), &kinds::L2_ANNOUNCEMENT_POLICY, None);
     let runner = Runner::new("l2-policy-status").backoff(Backoff::fixed(RETRY)).watch(&policies);
     runner.run_until_cancelled(PolicyStatus { store, policies }, shutdown).await;
