@@ -103,17 +103,19 @@ impl ServiceController {
             }
             self.refused = desired.refused;
         }
-        let capacity = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).capacity();
-        let fitted = service_fit::fit(&services, desired.entries, capacity.as_ref(), |subset| {
-            services::desired(&self.options, subset, &slices, &nodes).entries
-        });
-        let stats = if self.applied.as_ref() == Some(&fitted.entries) {
-            None
-        } else {
-            let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            Some(dp.sync_services(&fitted.entries)?)
+        // The datapath checks every map before it writes: only when the whole set does not fit
+        // are the Services that do chosen (the oldest), so a pass that fits costs nothing more.
+        let (fitted, stats) = match self.sync_if_changed(&desired.entries) {
+            Err(datapath::Error::Exhausted { .. }) => {
+                let capacity = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).capacity();
+                let fitted = service_fit::fit(&services, desired.entries, capacity.as_ref(), |subset| {
+                    services::desired(&self.options, subset, &slices, &nodes).entries
+                });
+                let stats = self.sync_if_changed(&fitted.entries)?;
+                (fitted, stats)
+            }
+            result => (service_fit::Fitted { entries: desired.entries, ..Default::default() }, result?),
         };
-        self.applied = Some(fitted.entries);
         // Reported only once the datapath holds what the report says: a failed sync keeps the
         // previous word on which Services are left out.
         if fitted.left_out != self.left_out {
@@ -132,6 +134,16 @@ impl ServiceController {
             crate::metrics::services_left_out(self.left_out.len());
         }
         Ok(stats)
+    }
+
+    /// Syncs `entries` unless the last successful sync wrote exactly them.
+    fn sync_if_changed(&mut self, entries: &[ServiceEntry]) -> Result<Option<SyncStats>, datapath::Error> {
+        if self.applied.as_deref() == Some(entries) {
+            return Ok(None);
+        }
+        let stats = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sync_services(entries)?;
+        self.applied = Some(entries.to_vec());
+        Ok(Some(stats))
     }
 
     /// Services left out of the datapath because its maps are full (`namespace/name`).
@@ -285,16 +297,21 @@ mod tests {
         (vec![svc], vec![slice], vec![node])
     }
 
-    #[test]
-    fn passes_sync_changes_only() {
-        let fake = FakeDatapath::new();
+    /// k8s-w1's controller on a clone of `fake`.
+    fn controller_on(fake: &FakeDatapath) -> ServiceController {
         let shared: SharedDatapath = Arc::new(Mutex::new(Box::new(fake.clone())));
         let options = BuildOptions {
             node_name: "k8s-w1".into(),
             default_algorithm: datapath::LbAlgorithm::Random,
             unreachable_nodes: Default::default(),
         };
-        let mut c = ServiceController::new(options, shared);
+        ServiceController::new(options, shared)
+    }
+
+    #[test]
+    fn passes_sync_changes_only() {
+        let fake = FakeDatapath::new();
+        let mut c = controller_on(&fake);
 
         let (s, e, n) = inputs(&["172.20.1.10", "172.20.1.11"]);
         let stats = c.pass(&s, &e, &n).unwrap().expect("first pass syncs");
@@ -343,13 +360,7 @@ mod tests {
     #[test]
     fn services_that_do_not_fit_wait_for_room_and_the_rest_are_programmed() {
         let fake = FakeDatapath::new();
-        let shared: SharedDatapath = Arc::new(Mutex::new(Box::new(fake.clone())));
-        let options = BuildOptions {
-            node_name: "k8s-w1".into(),
-            default_algorithm: datapath::LbAlgorithm::Random,
-            unreachable_nodes: Default::default(),
-        };
-        let mut c = ServiceController::new(options, shared);
+        let mut c = controller_on(&fake);
         let (_, e, n) = inputs(&["172.20.1.10", "172.20.1.11"]);
         let (old, old_slice) = another("old", 1, 10, &e[0]);
         let (new, new_slice) = another("new", 2, 20, &e[0]);

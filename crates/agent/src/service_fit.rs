@@ -16,7 +16,7 @@ pub struct Fitted {
 }
 
 /// The entries `build` gives for the oldest Services that fit `capacity` together. `all` is what
-/// `build` gives for every Service (the common case: it fits, and nothing more is computed).
+/// `build` gives for every Service, returned as it is when it fits.
 pub fn fit(
     services: &[Service],
     all: Vec<ServiceEntry>,
@@ -24,11 +24,8 @@ pub fn fit(
     build: impl Fn(&[Service]) -> Vec<ServiceEntry>,
 ) -> Fitted {
     let needs = |entries: &[ServiceEntry]| LbUsage::needed(entries).ok();
-    let overflow = |entries: &[ServiceEntry]| match (capacity, needs(entries)) {
-        (Some(capacity), Some(usage)) => usage.overflow(capacity),
-        // Invalid entries are the sync's to refuse, with its own error.
-        _ => None,
-    };
+    // Invalid entries are the sync's to refuse, with its own error.
+    let overflow = |entries: &[ServiceEntry]| capacity.and_then(|c| needs(entries)?.overflow(c));
     let Some(full_map) = overflow(&all) else {
         return Fitted { entries: all, left_out: Vec::new(), full_map: None };
     };
