@@ -288,6 +288,21 @@ enum LabCmd {
         /// Routing mode of a new lab (native, tunnel, hybrid); switches an existing lab.
         #[arg(long)]
         routing_mode: Option<String>,
+        /// Where cluster objects live: `etcd` (cilia's own keyspace and controllers, the default)
+        /// or `kubernetes` (kube-apiserver, kube-controller-manager and kube-scheduler on k8s-ctr,
+        /// built by scripts/install-kubernetes.sh). An existing lab keeps its choice unless given.
+        #[arg(long, value_name = "etcd|kubernetes")]
+        control_plane: Option<lab::kubernetes::ControlPlane>,
+    },
+    /// Print the path of the admin kubeconfig of a lab with `--control-plane kubernetes`. It
+    /// works inside k8s-ctr: `cilia lab kubectl` runs kubectl there with it.
+    Kubeconfig,
+    /// Run kubectl as the lab's admin inside k8s-ctr (where the guide runs it):
+    /// `cilia lab kubectl -- get pods -A`.
+    Kubectl {
+        /// kubectl's arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Remove everything the lab made.
     Down,
@@ -524,7 +539,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 fn cmd_to_lab(cmd: &LabCmd) -> commands::lab::LabAction {
     use commands::lab::LabAction;
     match cmd {
-        LabCmd::Up { routing_mode } => LabAction::Up { routing_mode: routing_mode.clone() },
+        LabCmd::Up { routing_mode, control_plane } => {
+            LabAction::Up { routing_mode: routing_mode.clone(), control_plane: *control_plane }
+        }
+        LabCmd::Kubeconfig => LabAction::Kubeconfig,
+        LabCmd::Kubectl { args } => LabAction::Kubectl { args: args.clone() },
         LabCmd::Down => LabAction::Down,
         LabCmd::Status => LabAction::Status,
         LabCmd::Exec { host, command } => LabAction::Exec { host: host.clone(), command: command.clone() },

@@ -101,6 +101,20 @@ pub enum LabError {
     )]
     EtcdTimeout { lab: String, timeout: Duration, socket: PathBuf, log: PathBuf, tail: String },
 
+    /// kube-apiserver did not answer `/readyz` in time. Retryable: `up` again waits again.
+    #[error(
+        "kube-apiserver of lab {lab} was not ready within {timeout:?}; last lines of {}:\n{tail}",
+        log.display()
+    )]
+    ApiserverTimeout { lab: String, timeout: Duration, log: PathBuf, tail: String },
+
+    /// `--control-plane kubernetes` without Kubernetes' binaries. Not retryable until they are built.
+    #[error(
+        "Kubernetes {version} is not built: no {}; scripts/install-kubernetes.sh builds it (needs Go >= 1.24)",
+        binary.display()
+    )]
+    KubernetesMissing { version: &'static str, binary: PathBuf },
+
     /// Another supervisor already runs for this lab.
     #[error("lab {lab}: another supervisor already holds {}", lock.display())]
     SupervisorRunning { lab: String, lock: PathBuf },

@@ -23,6 +23,7 @@ pub mod error;
 pub mod etcd;
 mod exec;
 mod iproute;
+pub mod kubernetes;
 mod links;
 mod lock;
 mod logs;

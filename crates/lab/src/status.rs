@@ -194,7 +194,10 @@ impl fmt::Display for LabStatus {
         }
         if !self.processes.is_empty() {
             writeln!(f)?;
-            writeln!(f, "{:<12} {:<8} {:>8}  {:<8} {:>8}  LOG", "PROCESS", "HOST", "PID", "STATE", "RESTARTS")?;
+            // As wide as the longest name (kube-controller-manager), so the columns stay aligned.
+            let w = self.processes.iter().map(|p| p.name.len()).max().unwrap_or(0).max(12);
+            let hw = self.processes.iter().map(|p| p.host.len()).max().unwrap_or(0).max(8);
+            writeln!(f, "{:<w$} {:<hw$} {:>8}  {:<8} {:>8}  LOG", "PROCESS", "HOST", "PID", "STATE", "RESTARTS")?;
             for p in &self.processes {
                 let pid = p.pid.map_or_else(|| "-".to_string(), |p| p.to_string());
                 let state = if p.running {
@@ -206,7 +209,7 @@ impl fmt::Display for LabStatus {
                 };
                 writeln!(
                     f,
-                    "{:<12} {:<8} {:>8}  {:<8} {:>8}  {}",
+                    "{:<w$} {:<hw$} {:>8}  {:<8} {:>8}  {}",
                     p.name,
                     p.host,
                     pid,
@@ -218,7 +221,7 @@ impl fmt::Display for LabStatus {
                     && !p.held
                     && let Some(exit) = &p.last_exit
                 {
-                    writeln!(f, "{:<12} last exit: {exit}", "")?;
+                    writeln!(f, "{:<w$} last exit: {exit}", "")?;
                 }
             }
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::Lab;
 use crate::error::LabError;
 use crate::etcd::{self, ETCD_PROCESS};
+use crate::kubernetes;
 use crate::lock::FileLock;
 use crate::logs;
 use crate::network::{self, NetworkReport};
@@ -33,6 +34,8 @@ pub struct UpOptions {
     pub processes: Vec<ProcessSpec>,
     /// How long `up` waits for etcd to answer its health check.
     pub etcd_timeout: Duration,
+    /// How long `up` waits for kube-apiserver to be ready, when it runs one.
+    pub apiserver_timeout: Duration,
     /// Print one line per step on stderr.
     pub progress: bool,
 }
@@ -43,6 +46,7 @@ impl UpOptions {
             supervisor,
             processes: default_processes(lab),
             etcd_timeout: Duration::from_secs(30),
+            apiserver_timeout: Duration::from_secs(90),
             progress: true,
         }
     }
@@ -98,7 +102,11 @@ pub(crate) fn up(lab: &Lab, opts: &UpOptions) -> Result<UpReport, LabError> {
     let servers: Vec<(String, std::net::Ipv4Addr)> =
         crate::topology::nodes(lab.topology()).into_iter().map(|n| (n.name, n.internal_ip)).collect();
     let servers: Vec<(&str, std::net::Ipv4Addr)> = servers.iter().map(|(n, ip)| (n.as_str(), *ip)).collect();
-    paths.pki().ensure(&ctr_ips, &clients, &servers)?;
+    paths.pki().ensure(&ctr_ips, &clients, &servers, &kubernetes::apiserver_ips(lab))?;
+    let kubernetes = opts.processes.iter().any(|p| p.name == kubernetes::APISERVER_PROCESS);
+    if kubernetes {
+        kubernetes::write_kubeconfigs(lab)?;
+    }
 
     let network = network::ensure(lab.topology(), &progress)?;
     crate::router_dns::write_resolv_confs(lab)?;
@@ -137,6 +145,11 @@ pub(crate) fn up(lab: &Lab, opts: &UpOptions) -> Result<UpReport, LabError> {
         let step = progress.step("etcd");
         wait_for_etcd(lab, opts.etcd_timeout)?;
         step.done(format!("healthy at {}", paths.datastore_url()));
+    }
+    if kubernetes {
+        let step = progress.step("kube-apiserver");
+        kubernetes::wait_until_ready(lab, opts.apiserver_timeout)?;
+        step.done(format!("ready at {}", kubernetes::apiserver_url(lab)));
     }
     if network.changes > 0 {
         network::wait_until_links_forward(lab.topology(), &progress)?;

@@ -1,4 +1,4 @@
-//! `cilia lab up|down|status|exec|guide|kill|boot|reboot`: the guide's environment on this machine.
+//! `cilia lab up|down|status|exec|kubeconfig|kubectl|guide|kill|boot|reboot`: the guide's environment on this machine.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -10,6 +10,11 @@ use store::Store;
 pub enum LabAction {
     Up {
         routing_mode: Option<String>,
+        control_plane: Option<lab::kubernetes::ControlPlane>,
+    },
+    Kubeconfig,
+    Kubectl {
+        args: Vec<String>,
     },
     Down,
     Status,
@@ -44,11 +49,19 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Result<ExitCode> {
     let lab = lab::Lab::new(name)?;
     match action {
-        LabAction::Up { routing_mode } => {
+        LabAction::Up { routing_mode, control_plane } => {
             if let Some(mode) = &routing_mode {
                 api::cilium_config::check_value("routing-mode", mode).context("--routing-mode")?;
             }
             let mut opts = lab::UpOptions::for_cilia(&lab)?;
+            let kubernetes = match control_plane {
+                Some(plane) => plane == lab::kubernetes::ControlPlane::Kubernetes,
+                None => lab::kubernetes::runs_in(&lab),
+            };
+            if kubernetes {
+                // After etcd, which kube-apiserver keeps its objects in; before cilia's processes.
+                opts.processes.extend(lab::kubernetes::specs(&lab)?);
+            }
             opts.processes.push(lab::ProcessSpec::cilia(
                 &lab,
                 "operator",
@@ -102,6 +115,13 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
                 report.elapsed.as_secs_f64(),
                 report.datastore_url
             );
+            if kubernetes {
+                eprintln!(
+                    "kube-apiserver at {}; kubeconfig {} (inside k8s-ctr: `cilia lab kubectl -- get ns`)",
+                    lab::kubernetes::apiserver_url(&lab),
+                    lab::kubernetes::admin_kubeconfig(&lab).display()
+                );
+            }
         }
         LabAction::Down => {
             let report = tokio::task::spawn_blocking(move || lab.down()).await??;
@@ -113,6 +133,26 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
             );
         }
         LabAction::Status => print!("{}", lab.status()?),
+        LabAction::Kubeconfig => {
+            if !lab::kubernetes::runs_in(&lab) {
+                anyhow::bail!(
+                    "lab {} runs no Kubernetes control plane; `cilia lab up --control-plane kubernetes` starts one",
+                    lab.name()
+                );
+            }
+            println!("{}", lab::kubernetes::admin_kubeconfig(&lab).display());
+        }
+        LabAction::Kubectl { args } => {
+            if !lab::kubernetes::runs_in(&lab) {
+                anyhow::bail!(
+                    "lab {} runs no Kubernetes control plane; `cilia lab up --control-plane kubernetes` starts one",
+                    lab.name()
+                );
+            }
+            let argv = lab::kubernetes::kubectl_argv(&lab, &args)?;
+            let code = tokio::task::spawn_blocking(move || lab.exec(lab::topology::K8S_CTR, &argv)).await??;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
         LabAction::Exec { host, command } => {
             let code = tokio::task::spawn_blocking(move || lab.exec(&host, &command)).await??;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));

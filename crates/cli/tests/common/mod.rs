@@ -20,8 +20,13 @@ pub struct TestLab {
 impl TestLab {
     /// Brings up a lab named `<prefix><pid>` (lab names are lowercase letters and digits).
     pub fn up(prefix: &str) -> TestLab {
+        Self::up_with(prefix, &[])
+    }
+
+    /// [`TestLab::up`] with more arguments to `cilia lab up`.
+    pub fn up_with(prefix: &str, args: &[&str]) -> TestLab {
         let lab = TestLab { name: format!("{prefix}{}", std::process::id()) };
-        let out = lab.cilia(&["lab", "up"]);
+        let out = lab.cilia(&[&["lab", "up"][..], args].concat());
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
         lab
     }
