@@ -2,6 +2,7 @@
 //! selectors (`--field-selector spec.nodeName=k8s-w0`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use crate::{
     error::ValidationError,
@@ -37,6 +38,34 @@ impl Requirement {
             Requirement::Exists(k) => labels.contains_key(k),
             Requirement::DoesNotExist(k) => !labels.contains_key(k),
         }
+    }
+}
+
+impl fmt::Display for Requirement {
+    /// kubectl's `-l` syntax, which [`Selector::parse`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |vs: &BTreeSet<String>| vs.iter().map(String::as_str).collect::<Vec<_>>().join(",");
+        match self {
+            Requirement::Equals(k, v) => write!(f, "{k}={v}"),
+            Requirement::NotEquals(k, v) => write!(f, "{k}!={v}"),
+            Requirement::In(k, vs) => write!(f, "{k} in ({})", set(vs)),
+            Requirement::NotIn(k, vs) => write!(f, "{k} notin ({})", set(vs)),
+            Requirement::Exists(k) => write!(f, "{k}"),
+            Requirement::DoesNotExist(k) => write!(f, "!{k}"),
+        }
+    }
+}
+
+impl fmt::Display for Selector {
+    /// The selector as an API server's `labelSelector` query parameter takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
     }
 }
 
@@ -232,6 +261,15 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn prints_what_it_parses() {
+        for text in ["app=webpod", "a!=b,c in (x,y),d notin (z),e,!f", ""] {
+            let sel = Selector::parse(text).unwrap();
+            assert_eq!(sel.to_string(), text);
+            assert_eq!(Selector::parse(&sel.to_string()).unwrap(), sel);
+        }
     }
 
     #[test]

@@ -53,7 +53,18 @@ pub fn set_tls_files(files: TlsFiles) {
     let _ = TLS_FILES.set(files);
 }
 
+/// `kubeconfig:///path/to/kubeconfig`: the datastore is the Kubernetes API server that kubeconfig
+/// names (its current context).
+pub const KUBECONFIG_SCHEME: &str = "kubeconfig://";
+
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    // A Kubernetes API server: the objects are the cluster's, through kube-apiserver.
+    if let Some(path) = url.strip_prefix(KUBECONFIG_SCHEME) {
+        let store = kubestore::KubeStore::from_kubeconfig(std::path::Path::new(path))
+            .await
+            .with_context(|| format!("connecting to kube-apiserver with {path}"))?;
+        return Ok(Arc::new(store));
+    }
     let tls = match TLS_FILES.get() {
         Some(TlsFiles { ca: Some(ca), cert: Some(cert), key: Some(key) }) if url.starts_with("https://") => {
             Some(store::Tls::from_files(ca, cert, key).with_context(|| format!("TLS for the datastore at {url}"))?)

@@ -43,8 +43,8 @@ const GLOBAL: &str = "Global options";
              L2 announcements, flows"
 )]
 struct Cli {
-    /// Datastore URL (`unix:///run/cilia/lab/cilia/etcd.sock`, `https://host:2379`). Defaults to the
-    /// running lab's.
+    /// Datastore URL: etcd (`unix:///run/cilia/lab/cilia/etcd.sock`, `https://host:2379`) or a
+    /// Kubernetes API server (`kubeconfig:///path/to/kubeconfig`). Defaults to the running lab's.
     #[arg(long, global = true, help_heading = GLOBAL, env = "CILIA_DATASTORE")]
     datastore: Option<String>,
     /// For an https:// datastore: the CA certificate that signed etcd's (PEM).

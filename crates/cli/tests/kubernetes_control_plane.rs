@@ -6,24 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{TestLab, text};
-
-fn repo_file(path: &str) -> String {
-    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
-}
-
-impl TestLab {
-    fn kubectl(&self, args: &[&str]) -> String {
-        self.ok(&[&["lab", "kubectl", "--"][..], args].concat())
-    }
-
-    /// Polls kubectl until `pred` holds on its stdout.
-    fn kubectl_until(&self, args: &[&str], pred: impl Fn(&str) -> bool) -> String {
-        self.eventually(&[&["lab", "kubectl", "--"][..], args].concat(), Duration::from_secs(60), pred)
-    }
-}
+use common::{TestLab, repo_file, text};
 
 #[test]
 fn kubernetes_runs_its_own_controllers_and_serves_cilium_crds_to_kubectl() {

@@ -80,6 +80,17 @@ impl TestLab {
         }
     }
 
+    /// The real kubectl as the lab's admin, inside k8s-ctr (`cilia lab kubectl`); fails the test on
+    /// a non-zero exit.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        self.ok(&[&["lab", "kubectl", "--"][..], args].concat())
+    }
+
+    /// Polls kubectl until `pred` holds on its stdout (60 s at most).
+    pub fn kubectl_until(&self, args: &[&str], pred: impl Fn(&str) -> bool) -> String {
+        self.eventually(&[&["lab", "kubectl", "--"][..], args].concat(), Duration::from_secs(60), pred)
+    }
+
     pub fn namespace(&self, host: &str) -> String {
         format!("{}-{host}", self.name)
     }
@@ -92,6 +103,11 @@ impl Drop for TestLab {
             eprintln!("lab down of {} failed:\n{}", self.name, text(&out));
         }
     }
+}
+
+/// A file of the repository, by its path from the root.
+pub fn repo_file(path: &str) -> String {
+    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
 pub fn text(out: &Output) -> String {
