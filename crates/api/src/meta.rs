@@ -69,11 +69,13 @@ pub struct Condition {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    // Always written, even empty, as metav1.Condition does: a CRD schema with Kubernetes'
+    // condition type requires all three.
+    #[serde(default)]
     pub last_transition_time: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub reason: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub message: String,
 }
 
@@ -134,4 +136,10 @@ pub struct LabelSelectorRequirement {
 /// The current time as Kubernetes writes timestamps (RFC 3339, seconds, UTC).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Now as Kubernetes' `MicroTime` (`2025-08-09T14:06:08.749123Z`): what a Lease's `acquireTime`
+/// and `renewTime` must be; kube-apiserver refuses them without the microseconds.
+pub fn now_micro_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

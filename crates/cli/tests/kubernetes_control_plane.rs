@@ -68,4 +68,24 @@ fn kubernetes_runs_its_own_controllers_and_serves_cilium_crds_to_kubectl() {
         &["get", "pods", "-l", "app=webpod", "-o", "jsonpath={.items[*].status.conditions[0].reason}"],
         |s| s.split_whitespace().filter(|r| *r == "Unschedulable").count() == 3,
     );
+
+    // cilia's operator runs on kube-apiserver: the guide's `kubectl patch svc webpod` to
+    // LoadBalancer gets the pool's first address, with Cilium's condition, through the status
+    // subresource, and the pool's status counts what is left.
+    lab.kubectl(&["patch", "svc", "webpod", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#]);
+    lab.kubectl_until(&["get", "svc", "webpod", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"], |s| {
+        s.trim() == "192.168.10.241"
+    });
+    let condition = lab.kubectl(&[
+        "get",
+        "svc",
+        "webpod",
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="cilium.io/IPAMRequestSatisfied")].status}"#,
+    ]);
+    assert_eq!(condition.trim(), "True", "{condition}");
+    let pools = lab.kubectl_until(&["get", "ippools"], |s| {
+        s.lines().any(|l| l.starts_with("cilium-lb-ippool") && l.contains(" 4 "))
+    });
+    assert!(pools.contains("False"), "the pool does not conflict: {pools}");
 }

@@ -20,6 +20,10 @@ pub struct OperatorConfig {
     pub cluster_pool_cidrs: Vec<Ipv4Net>,
     /// Prefix length of each node's pod CIDR (`clusterPoolIPv4MaskSize`).
     pub cluster_pool_mask: u8,
+    /// The datastore is a Kubernetes API server: its own controllers allocate cluster IPs and node
+    /// ports, keep EndpointSlices and node lifecycle, so the operator runs only cilia's (LB-IPAM,
+    /// pod CIDRs, L2 policy status) and elects its leader with a Lease object.
+    pub kubernetes: bool,
 }
 
 impl OperatorConfig {
@@ -32,6 +36,7 @@ impl OperatorConfig {
             l2_announcements: true,
             cluster_pool_cidrs: vec!["172.20.0.0/16".parse().expect("a valid literal CIDR")],
             cluster_pool_mask: 24,
+            kubernetes: false,
         }
     }
 }

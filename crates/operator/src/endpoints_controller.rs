@@ -103,7 +103,7 @@ pub async fn run(
         }
         for k in dirty {
             if let Err(e) = reconcile(store.as_ref(), &services, &pods, &slices, &lost, &k).await {
-                tracing::warn!(service = %format!("{}/{}", k.0, k.1), error = %format!("{e:#}"), "writing EndpointSlices; will retry");
+                tracing::warn!(service = %format!("{}/{}", k.0, k.1), error = %crate::error_chain(&e), "writing EndpointSlices; will retry");
                 failed.insert(k);
             }
         }

@@ -184,7 +184,7 @@ async fn write(store: &dyn Store, updates: Vec<StatusUpdate>) -> Vec<StatusUpdat
             }
         };
         if let Err(e) = result {
-            tracing::warn!(error = %format!("{e:#}"), "writing an LB-IPAM status; will retry");
+            tracing::warn!(error = %crate::error_chain(&e), "writing an LB-IPAM status; will retry");
             failed.push(update);
         }
     }

@@ -239,7 +239,9 @@ impl Controller {
                         self.unwritten.remove(&name);
                     }
                 }
-                Err(e) => tracing::warn!(node = %name, error = %format!("{e:#}"), "writing the pod CIDR; will retry"),
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %crate::error_chain(&e), "writing the pod CIDR; will retry")
+                }
             }
         }
     }

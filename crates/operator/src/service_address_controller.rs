@@ -63,7 +63,7 @@ pub async fn run(
         };
         for (target, wanted) in work {
             if let Err(e) = ctl.allocate_and_write(store.as_ref(), &target, wanted).await {
-                tracing::warn!(error = %format!("{e:#}"), "assigning service addresses");
+                tracing::warn!(error = %crate::error_chain(&e), "assigning service addresses");
             }
         }
     }

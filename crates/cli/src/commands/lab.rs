@@ -62,53 +62,22 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
                 // After etcd, which kube-apiserver keeps its objects in; before cilia's processes.
                 opts.processes.extend(lab::kubernetes::specs(&lab)?);
             }
-            opts.processes.push(lab::ProcessSpec::cilia(
-                &lab,
-                "operator",
-                "k8s-ctr",
-                &["operator", "--identity", "k8s-ctr"],
-            )?);
-            for node in lab::nodes(lab.topology()) {
-                let (dir, socket) = (lab.paths().node_dir(&node.name), lab.paths().cni_socket(&node.name));
-                let (dir, socket) = (dir.to_string_lossy(), socket.to_string_lossy());
-                // Routing settings come from kube-system/cilium-config, written below.
-                // Cluster DNS runs beside the agent (below), not in it.
-                let args = ["agent", "--node", &node.name, "--wait-for-config", "--dns-port", "0"];
-                let args = [&args[..], &["--state-dir", &dir, "--cni-socket", &socket]];
-                let mut spec =
-                    lab::ProcessSpec::cilia(&lab, &format!("agent-{}", node.name), &node.name, &args.concat())?;
-                spec.env.insert("CILIA_LOG".into(), "info".into());
-                opts.processes.push(spec);
+            if kubernetes {
+                opts.processes.push(kubernetes_operator(&lab)?);
+            } else {
+                push_cilia_processes(&lab, &mut opts)?;
             }
-            // Cluster DNS per node, a process of its own so that an agent restart never
-            // interrupts name resolution.
-            for node in lab::nodes(lab.topology()) {
-                let mut spec = lab::ProcessSpec::cilia(
-                    &lab,
-                    &format!("dns-{}", node.name),
-                    &node.name,
-                    &["dns", "--node", &node.name],
-                )?;
-                spec.env.insert("CILIA_LOG".into(), "info".into());
-                opts.processes.push(spec);
-            }
-            // The pods' side: a pod runtime per node, the Deployment controller and scheduler once.
-            for node in lab::nodes(lab.topology()) {
-                let args = ["lab", "kubelet", "--node", &node.name];
-                let mut spec = lab::ProcessSpec::cilia(&lab, &format!("kubelet-{}", node.name), &node.name, &args)?;
-                // What happens to each pod (drained, removed) is worth a line, as a kubelet's log.
-                spec.env.insert("CILIA_LOG".into(), "info".into());
-                opts.processes.push(spec);
-            }
-            opts.processes.push(lab::ProcessSpec::cilia(&lab, "controllers", "k8s-ctr", &["lab", "controllers"])?);
             let report = tokio::task::spawn_blocking({
                 let lab = lab.clone();
                 move || lab.up(&opts)
             })
             .await??;
             let store = crate::context::connect(&report.datastore_url).await?;
-            register(store.as_ref(), &lab).await?;
-            super::config::ensure_lab_config(store.as_ref(), &lab, routing_mode.as_deref()).await?;
+            // The Nodes and the cilium-config of cilia's own control plane.
+            if !kubernetes {
+                register(store.as_ref(), &lab).await?;
+                super::config::ensure_lab_config(store.as_ref(), &lab, routing_mode.as_deref()).await?;
+            }
             eprintln!(
                 "lab {} is up in {:.1} s; datastore {}",
                 lab.name(),
@@ -186,6 +155,56 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// cilia's processes on the etcd control plane: the operator, and on every node the agent, cluster
+/// DNS and the pod runtime; the Deployment controller and scheduler stand-ins once.
+fn push_cilia_processes(lab: &lab::Lab, opts: &mut lab::UpOptions) -> Result<()> {
+    opts.processes.push(lab::ProcessSpec::cilia(lab, "operator", "k8s-ctr", &["operator", "--identity", "k8s-ctr"])?);
+    for node in lab::nodes(lab.topology()) {
+        let (dir, socket) = (lab.paths().node_dir(&node.name), lab.paths().cni_socket(&node.name));
+        let (dir, socket) = (dir.to_string_lossy(), socket.to_string_lossy());
+        // Routing settings come from kube-system/cilium-config, written below.
+        // Cluster DNS runs beside the agent (below), not in it.
+        let args = ["agent", "--node", &node.name, "--wait-for-config", "--dns-port", "0"];
+        let args = [&args[..], &["--state-dir", &dir, "--cni-socket", &socket]];
+        let mut spec = lab::ProcessSpec::cilia(lab, &format!("agent-{}", node.name), &node.name, &args.concat())?;
+        spec.env.insert("CILIA_LOG".into(), "info".into());
+        opts.processes.push(spec);
+    }
+    // Cluster DNS per node, a process of its own so that an agent restart never
+    // interrupts name resolution.
+    for node in lab::nodes(lab.topology()) {
+        let mut spec =
+            lab::ProcessSpec::cilia(lab, &format!("dns-{}", node.name), &node.name, &["dns", "--node", &node.name])?;
+        spec.env.insert("CILIA_LOG".into(), "info".into());
+        opts.processes.push(spec);
+    }
+    // The pods' side: a pod runtime per node, the Deployment controller and scheduler once.
+    for node in lab::nodes(lab.topology()) {
+        let args = ["lab", "kubelet", "--node", &node.name];
+        let mut spec = lab::ProcessSpec::cilia(lab, &format!("kubelet-{}", node.name), &node.name, &args)?;
+        // What happens to each pod (drained, removed) is worth a line, as a kubelet's log.
+        spec.env.insert("CILIA_LOG".into(), "info".into());
+        opts.processes.push(spec);
+    }
+    opts.processes.push(lab::ProcessSpec::cilia(lab, "controllers", "k8s-ctr", &["lab", "controllers"])?);
+    Ok(())
+}
+
+/// cilia's operator on Kubernetes' control plane: LB-IPAM, pod CIDRs and L2 policy status on
+/// kube-apiserver's objects. The agents, cluster DNS and pod runtime do not run on Kubernetes
+/// yet, so a Kubernetes lab runs none of them.
+fn kubernetes_operator(lab: &lab::Lab) -> Result<lab::ProcessSpec> {
+    let url = format!("{}{}", crate::context::KUBECONFIG_SCHEME, lab::kubernetes::admin_kubeconfig(lab).display());
+    let mut spec = lab::ProcessSpec::cilia(
+        lab,
+        "operator",
+        "k8s-ctr",
+        &["operator", "--identity", "k8s-ctr", "--datastore", &url],
+    )?;
+    spec.env.insert("CILIA_LOG".into(), "info".into());
+    Ok(spec)
 }
 
 /// `2025-08-09T14:06:08.749123Z (unix 1754748368.749123)`: the wall clock to the microsecond, for
