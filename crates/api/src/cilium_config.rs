@@ -648,4 +648,14 @@ mod tests {
             ["ipv4-native-routing-cidr", "\"\"", "ipv4NativeRoutingCIDR"]
         );
     }
+
+    #[test]
+    fn the_deployment_manifests_config_map_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/kubernetes/cilium-config.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let objects = crate::manifest::parse(path, &text, "default").unwrap();
+        let data: BTreeMap<String, String> = serde_json::from_value(objects[0].body["data"].clone()).unwrap();
+        check(&data).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(objects[0].metadata.namespace.as_deref(), Some("kube-system"));
+    }
 }

@@ -56,9 +56,21 @@ pub fn set_tls_files(files: TlsFiles) {
 /// `kubeconfig:///path/to/kubeconfig`: the datastore is the Kubernetes API server that kubeconfig
 /// names (its current context).
 pub const KUBECONFIG_SCHEME: &str = "kubeconfig://";
+/// `kubernetes://`: the Kubernetes API server of the cluster this runs in, as its pod's service
+/// account (the deployment manifests use it).
+pub const IN_CLUSTER: &str = "kubernetes://";
+
+/// Whether `url` names a Kubernetes API server rather than etcd.
+pub fn is_kubernetes(url: &str) -> bool {
+    url.starts_with(KUBECONFIG_SCHEME) || url == IN_CLUSTER
+}
 
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     // A Kubernetes API server: the objects are the cluster's, through kube-apiserver.
+    if url == IN_CLUSTER {
+        let store = kubestore::KubeStore::in_cluster().await.context("connecting to the cluster's kube-apiserver")?;
+        return Ok(Arc::new(store));
+    }
     if let Some(path) = url.strip_prefix(KUBECONFIG_SCHEME) {
         let store = kubestore::KubeStore::from_kubeconfig(std::path::Path::new(path))
             .await

@@ -44,7 +44,8 @@ const GLOBAL: &str = "Global options";
 )]
 struct Cli {
     /// Datastore URL: etcd (`unix:///run/cilia/lab/cilia/etcd.sock`, `https://host:2379`) or a
-    /// Kubernetes API server (`kubeconfig:///path/to/kubeconfig`). Defaults to the running lab's.
+    /// Kubernetes API server (`kubeconfig:///path/to/kubeconfig`, or `kubernetes://` in a pod, as its
+    /// service account). Defaults to the running lab's.
     #[arg(long, global = true, help_heading = GLOBAL, env = "CILIA_DATASTORE")]
     datastore: Option<String>,
     /// For an https:// datastore: the CA certificate that signed etcd's (PEM).

@@ -23,8 +23,33 @@ fn kubernetes_runs_its_own_controllers_and_serves_cilium_crds_to_kubectl() {
     let version: serde_json::Value = serde_json::from_str(&version).unwrap();
     assert_eq!(version["serverVersion"]["gitVersion"], lab::kubernetes::KUBERNETES_VERSION, "{version}");
 
-    // Cilium's CRDs install with kubectl, and the guide's pool and policy apply as written.
-    lab.kubectl(&["apply", "-f", &repo_file("deploy/kubernetes/crds")]);
+    // `lab up` installed Cilium's CRDs and the operator's RBAC from deploy/kubernetes; applying them
+    // again with kubectl changes nothing, and the whole deployment passes the server's checks.
+    let applied = lab.kubectl(&["apply", "-f", &repo_file("deploy/kubernetes/crds")]);
+    assert!(applied.lines().all(|l| l.ends_with("unchanged")), "{applied}");
+    let dry = lab.kubectl(&["apply", "--dry-run=server", "-f", &repo_file("deploy/kubernetes")]);
+    for object in [
+        "deployment.apps/cilia-operator",
+        "configmap/cilium-config",
+        "clusterrole.rbac.authorization.k8s.io/cilia-operator",
+    ] {
+        assert!(dry.contains(object), "{object} not in the dry run:\n{dry}");
+    }
+    // The operator's rights: Services' status, never their spec.
+    let can = |args: &[&str]| {
+        let out = lab.cilia(
+            &[
+                &["lab", "kubectl", "--", "auth", "can-i", "--as", "system:serviceaccount:kube-system:cilia-operator"]
+                    [..],
+                args,
+            ]
+            .concat(),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can(&["update", "services", "--subresource=status"]), "yes");
+    assert_eq!(can(&["update", "services"]), "no");
+    assert_eq!(can(&["delete", "ciliumloadbalancerippools.cilium.io"]), "no");
     lab.kubectl_until(
         &["get", "crd", "ciliumloadbalancerippools.cilium.io", "-o", "jsonpath={.status.conditions}"],
         |s| s.contains("\"Established\"") && s.contains("\"True\""),
@@ -88,4 +113,18 @@ fn kubernetes_runs_its_own_controllers_and_serves_cilium_crds_to_kubectl() {
         s.lines().any(|l| l.starts_with("cilium-lb-ippool") && l.contains(" 4 "))
     });
     assert!(pools.contains("False"), "the pool does not conflict: {pools}");
+
+    // Nothing is written again while nothing changes.
+    let versions = || {
+        lab.kubectl(&[
+            "get",
+            "svc/webpod",
+            "ippool/cilium-lb-ippool",
+            "-o",
+            "jsonpath={.items[*].metadata.resourceVersion}",
+        ])
+    };
+    let before = versions();
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    assert_eq!(versions(), before, "the Service or the pool was written again in a steady state");
 }

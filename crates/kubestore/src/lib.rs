@@ -65,6 +65,15 @@ impl KubeStore {
         Ok(KubeStore { client })
     }
 
+    /// Connects as the pod's service account, from inside a cluster (the token and CA that
+    /// Kubernetes mounts, and `KUBERNETES_SERVICE_HOST`).
+    pub async fn in_cluster() -> Result<Self> {
+        let unavailable = |what: String| Error::Unavailable(format!("in-cluster configuration: {what}"));
+        let config = kube::Config::incluster().map_err(|e| unavailable(e.to_string()))?;
+        let client = kube::Client::try_from(config).map_err(|e| unavailable(e.to_string()))?;
+        Ok(KubeStore { client })
+    }
+
     fn request(kind: &'static ResourceKind, namespace: Option<&str>) -> Request {
         Request::new(collection_path(kind, namespace))
     }
@@ -73,12 +82,13 @@ impl KubeStore {
         self.client.request::<Value>(req).await.map_err(|e| from_kube(e, what))
     }
 
-    /// The `kubernetes` API's current resourceVersion: a consistent one-item list.
+    /// The API's current resourceVersion: a consistent one-item list of Services, which every
+    /// cilia component may read (it needs no other right, such as listing namespaces).
     async fn current_revision(&self) -> Result<i64> {
-        let req = Request::new("/api/v1/namespaces")
+        let req = Self::request(&api::kinds::SERVICE, None)
             .list(&ListParams::default().limit(1))
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        let list: Value = self.client.request(req).await.map_err(|e| from_kube(e, &namespaces_ref()))?;
+        let list: Value = self.client.request(req).await.map_err(|e| from_kube(e, &services_ref()))?;
         parse_revision(list["metadata"]["resourceVersion"].as_str())
     }
 
@@ -116,8 +126,8 @@ impl KubeStore {
     }
 }
 
-fn namespaces_ref() -> ObjectRef {
-    ObjectRef { kind: &api::kinds::NAMESPACE, namespace: None, name: String::new() }
+fn services_ref() -> ObjectRef {
+    ObjectRef { kind: &api::kinds::SERVICE, namespace: None, name: String::new() }
 }
 
 pub(crate) fn object_ref(kind: &'static ResourceKind, namespace: Option<&str>, name: &str) -> ObjectRef {
@@ -227,6 +237,20 @@ impl Store for KubeStore {
             other => to_object(other?, kind)?,
         };
         self.write_status(written, status, &what).await
+    }
+
+    async fn update_status(&self, object: Object) -> Result<Object> {
+        let what = target(&object)?;
+        let body = serde_json::to_vec(&object).map_err(|e| Error::Invalid(e.to_string()))?;
+        let req = Self::request(what.kind, what.namespace.as_deref())
+            .replace_subresource("status", &what.name, &PostParams::default(), body)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        match self.send(req, &what).await {
+            Err(Error::Conflict { .. }) => Err(self.conflict(&what, object.metadata.resource_version).await),
+            // A kind without the subresource keeps status with the object.
+            Err(Error::NotFound(_)) if self.get(&what).await?.is_some() => self.update(object).await,
+            other => to_object(other?, what.kind),
+        }
     }
 
     async fn delete(&self, object: &ObjectRef, precondition_resource_version: Option<&str>) -> Result<Option<Object>> {

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use crate::Lab;
 use crate::error::LabError;
 use crate::logs;
-use crate::pki::{KUBE_ADMIN, KUBE_APISERVER_ETCD, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KubeUser};
+use crate::pki::{
+    KUBE_ADMIN, KUBE_APISERVER_ETCD, KUBE_CILIA_OPERATOR, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KubeUser,
+};
 use crate::process::ProcessSpec;
 use crate::state::write_json_atomically;
 use crate::topology::{K8S_CTR, nodes};
@@ -94,6 +96,11 @@ pub fn check_installed() -> Result<(), LabError> {
 /// and kube-scheduler's.
 pub fn kubeconfig(lab: &Lab, user: &KubeUser) -> PathBuf {
     lab.paths().data_dir().join("kubernetes").join(format!("{}.kubeconfig", user.file))
+}
+
+/// cilia's operator's kubeconfig: its service account's rights only.
+pub fn operator_kubeconfig(lab: &Lab) -> PathBuf {
+    kubeconfig(lab, &KUBE_CILIA_OPERATOR)
 }
 
 /// The admin's kubeconfig: what `cilia lab kubeconfig` prints.
@@ -205,7 +212,7 @@ pub(crate) fn write_kubeconfigs(lab: &Lab) -> Result<(), LabError> {
     let dir = lab.paths().data_dir().join("kubernetes");
     fs::create_dir_all(&dir).map_err(|e| LabError::io("create directory", &dir, e))?;
     let pki = lab.paths().pki();
-    for user in [&KUBE_ADMIN, &KUBE_CONTROLLER_MANAGER, &KUBE_SCHEDULER] {
+    for user in [&KUBE_ADMIN, &KUBE_CONTROLLER_MANAGER, &KUBE_SCHEDULER, &KUBE_CILIA_OPERATOR] {
         let doc = kubeconfig_document(lab.name(), &apiserver_url(lab), &pki.ca(), &pki.kube_user(user));
         write_json_atomically(&kubeconfig(lab, user), &doc)?;
     }
@@ -233,6 +240,46 @@ pub fn kubectl_argv(lab: &Lab, args: &[String]) -> Result<Vec<String>, LabError>
     ];
     argv.extend(args.iter().cloned());
     Ok(argv)
+}
+
+/// What `up` installs once kube-apiserver is ready: Cilium's CRDs, and the operator's service
+/// account and RBAC rules, the same files a real cluster applies (deploy/kubernetes).
+const INSTALLED_MANIFESTS: &[(&str, &str)] = &[
+    (
+        "deploy/kubernetes/crds/ciliumloadbalancerippools.yaml",
+        include_str!("../../../deploy/kubernetes/crds/ciliumloadbalancerippools.yaml"),
+    ),
+    (
+        "deploy/kubernetes/crds/ciliuml2announcementpolicies.yaml",
+        include_str!("../../../deploy/kubernetes/crds/ciliuml2announcementpolicies.yaml"),
+    ),
+    ("deploy/kubernetes/rbac.yaml", include_str!("../../../deploy/kubernetes/rbac.yaml")),
+];
+
+/// `kubectl apply` of [`INSTALLED_MANIFESTS`] inside k8s-ctr.
+pub(crate) fn install_manifests(lab: &Lab) -> Result<(), LabError> {
+    use std::io::Write as _;
+    let argv = kubectl_argv(lab, &["apply".into(), "-f".into(), "-".into()])?;
+    for (name, text) in INSTALLED_MANIFESTS {
+        let mut cmd = lab.command(K8S_CTR, &argv[0])?;
+        cmd.args(&argv[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| LabError::Spawn { command: argv.join(" "), source })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(text.as_bytes()).map_err(|e| LabError::io("write to kubectl", Path::new(name), e))?;
+        }
+        let out = child.wait_with_output().map_err(|e| LabError::io("wait for kubectl", Path::new(name), e))?;
+        if !out.status.success() {
+            return Err(LabError::Command {
+                namespace: lab.namespace_of(K8S_CTR)?.to_string(),
+                command: format!("kubectl apply -f {name}"),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Waits until kube-apiserver answers `/readyz` (asked by kubectl inside k8s-ctr).

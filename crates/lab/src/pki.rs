@@ -204,7 +204,15 @@ pub const KUBE_SCHEDULER: KubeUser = KubeUser { file: "scheduler", name: "system
 /// kube-apiserver as etcd's client.
 pub const KUBE_APISERVER_ETCD: KubeUser =
     KubeUser { file: "apiserver-etcd-client", name: "kube-apiserver", group: None };
-pub const KUBE_USERS: &[KubeUser] = &[KUBE_ADMIN, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBE_APISERVER_ETCD];
+/// cilia's operator, as its service account `kube-system/cilia-operator` (the user name and
+/// group Kubernetes gives the account's tokens), so that deploy/kubernetes/rbac.yaml is all it may do.
+pub const KUBE_CILIA_OPERATOR: KubeUser = KubeUser {
+    file: "cilia-operator",
+    name: "system:serviceaccount:kube-system:cilia-operator",
+    group: Some("system:serviceaccounts"),
+};
+pub const KUBE_USERS: &[KubeUser] =
+    &[KUBE_ADMIN, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBE_APISERVER_ETCD, KUBE_CILIA_OPERATOR];
 
 /// The names a pod reaches kube-apiserver by, through the `kubernetes` Service.
 const APISERVER_DNS_NAMES: &[&str] =

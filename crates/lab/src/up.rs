@@ -150,6 +150,9 @@ pub(crate) fn up(lab: &Lab, opts: &UpOptions) -> Result<UpReport, LabError> {
         let step = progress.step("kube-apiserver");
         kubernetes::wait_until_ready(lab, opts.apiserver_timeout)?;
         step.done(format!("ready at {}", kubernetes::apiserver_url(lab)));
+        let step = progress.step("manifests");
+        kubernetes::install_manifests(lab)?;
+        step.done("Cilium's CRDs, the operator's service account and RBAC");
     }
     if network.changes > 0 {
         network::wait_until_links_forward(lab.topology(), &progress)?;

@@ -48,14 +48,15 @@ impl Reconcile for PolicyStatus {
             }
             let Some(target) = policy.object_ref() else { continue };
             // Computed again on the object read inside the write, so a concurrent change wins.
-            let written = status::write(self.store.as_ref(), &target, |obj| match desired_conditions(obj, &now) {
-                Some(conditions) => {
-                    l2::conditions::set_status_conditions(obj, &conditions);
-                    Ok(true)
-                }
-                None => Ok(false),
-            })
-            .await;
+            let written =
+                status::write_status_with(self.store.as_ref(), &target, |obj| match desired_conditions(obj, &now) {
+                    Some(conditions) => {
+                        l2::conditions::set_status_conditions(obj, &conditions);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                })
+                .await;
             match written {
                 Ok(()) => tracing::info!(policy = %target, "L2 announcement policy status updated"),
                 Err(e) => {

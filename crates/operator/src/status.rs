@@ -12,7 +12,7 @@ use crate::error::{OperatorError, Result};
 pub async fn write_status<T: Serialize>(store: &dyn Store, target: &ObjectRef, status: &T) -> Result<()> {
     let value =
         serde_json::to_value(status).map_err(|source| OperatorError::Encode { object: target.to_string(), source })?;
-    write(store, target, |obj| {
+    write_with(store, target, true, |obj| {
         let empty = value.as_object().is_some_and(|m| m.is_empty());
         let changed = if empty { obj.body.remove("status").is_some() } else { obj.body.get("status") != Some(&value) };
         if changed && !empty {
@@ -29,7 +29,32 @@ pub async fn write(
     target: &ObjectRef,
     mutate: impl FnMut(&mut Object) -> store::Result<bool> + Send,
 ) -> Result<()> {
-    match store::update_with_retry(store, target, mutate).await {
+    write_with(store, target, false, mutate).await
+}
+
+/// [`write`] for a `mutate` that changes `status` only: written through the status subresource,
+/// so that the operator needs no right to the rest of the object.
+pub async fn write_status_with(
+    store: &dyn Store,
+    target: &ObjectRef,
+    mutate: impl FnMut(&mut Object) -> store::Result<bool> + Send,
+) -> Result<()> {
+    write_with(store, target, true, mutate).await
+}
+
+/// [`write`]; with `status_only`, through the status subresource.
+async fn write_with(
+    store: &dyn Store,
+    target: &ObjectRef,
+    status_only: bool,
+    mutate: impl FnMut(&mut Object) -> store::Result<bool> + Send,
+) -> Result<()> {
+    let written = if status_only {
+        store::update_status_with_retry(store, target, mutate).await
+    } else {
+        store::update_with_retry(store, target, mutate).await
+    };
+    match written {
         Ok(_) => {
             crate::metrics::wrote(target.kind.kind);
             Ok(())

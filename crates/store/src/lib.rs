@@ -36,5 +36,5 @@ pub use fence::Fence;
 pub use informer::{Change, Informer, InformerOptions, Subscription};
 pub use lease::{LeaseId, LeaseKeeper};
 pub use memory::MemoryStore;
-pub use retry::update_with_retry;
+pub use retry::{update_status_with_retry, update_with_retry};
 pub use store::{ObjectList, Store, WatchEvent, WatchEventType, WatchStream};

@@ -24,7 +24,32 @@ pub const MAX_UPDATE_ATTEMPTS: usize = 64;
 ///
 /// `mutate` may run several times, each time on a fresh copy. Its changes to the resourceVersion
 /// are ignored, and changing the object's identity (kind, namespace, name) is rejected.
-pub async fn update_with_retry<S, F>(store: &S, object: &ObjectRef, mut mutate: F) -> Result<Object>
+pub async fn update_with_retry<S, F>(store: &S, object: &ObjectRef, mutate: F) -> Result<Object>
+where
+    S: Store + ?Sized,
+    F: FnMut(&mut Object) -> Result<bool> + Send,
+{
+    retry(store, object, mutate, Part::Whole).await
+}
+
+/// [`update_with_retry`] for a change of `status` only, written with [`Store::update_status`]
+/// (Kubernetes' status subresource), so that a writer needs no right to the rest of the object.
+pub async fn update_status_with_retry<S, F>(store: &S, object: &ObjectRef, mutate: F) -> Result<Object>
+where
+    S: Store + ?Sized,
+    F: FnMut(&mut Object) -> Result<bool> + Send,
+{
+    retry(store, object, mutate, Part::Status).await
+}
+
+/// What a retried write replaces.
+#[derive(Clone, Copy)]
+enum Part {
+    Whole,
+    Status,
+}
+
+async fn retry<S, F>(store: &S, object: &ObjectRef, mut mutate: F, part: Part) -> Result<Object>
 where
     S: Store + ?Sized,
     F: FnMut(&mut Object) -> Result<bool> + Send,
@@ -47,7 +72,11 @@ where
             return Err(Error::Invalid(format!("{object}: the update changed the object's kind, namespace or name")));
         }
         current.metadata.resource_version = read_version;
-        match store.update(current).await {
+        let written = match part {
+            Part::Whole => store.update(current).await,
+            Part::Status => store.update_status(current).await,
+        };
+        match written {
             Err(conflict @ Error::Conflict { .. }) => last_conflict = Some(conflict),
             result => return result,
         }

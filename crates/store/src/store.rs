@@ -94,6 +94,13 @@ pub trait Store: Send + Sync {
     /// As [`Store::update`]; `Some(lease)` moves the object to `lease`, `None` keeps its lease.
     async fn update_with_lease(&self, object: Object, lease: Option<LeaseId>) -> Result<Object>;
 
+    /// Writes the object's `status` only, as Kubernetes' status subresource does, conditional on
+    /// its resourceVersion like [`Store::update`]. Backends that keep status with the object (etcd,
+    /// memory) write the whole object, so callers change nothing but `status` before calling it.
+    async fn update_status(&self, object: Object) -> Result<Object> {
+        self.update(object).await
+    }
+
     /// Deletes the object and returns its last state, or `None` if it did not exist. With a
     /// precondition, fails with `Conflict` unless the stored resourceVersion equals it.
     async fn delete(&self, object: &ObjectRef, precondition_resource_version: Option<&str>) -> Result<Option<Object>>;

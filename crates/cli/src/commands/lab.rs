@@ -196,7 +196,8 @@ fn push_cilia_processes(lab: &lab::Lab, opts: &mut lab::UpOptions) -> Result<()>
 /// kube-apiserver's objects. The agents, cluster DNS and pod runtime do not run on Kubernetes
 /// yet, so a Kubernetes lab runs none of them.
 fn kubernetes_operator(lab: &lab::Lab) -> Result<lab::ProcessSpec> {
-    let url = format!("{}{}", crate::context::KUBECONFIG_SCHEME, lab::kubernetes::admin_kubeconfig(lab).display());
+    // As its service account: the rules of deploy/kubernetes/rbac.yaml and nothing more.
+    let url = format!("{}{}", crate::context::KUBECONFIG_SCHEME, lab::kubernetes::operator_kubeconfig(lab).display());
     let mut spec = lab::ProcessSpec::cilia(
         lab,
         "operator",

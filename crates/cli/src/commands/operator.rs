@@ -18,7 +18,7 @@ pub async fn run(url: &str, identity: Option<String>, service_cidr: &str) -> Res
     let mut config = OperatorConfig::new(identity);
     config.service_cidr =
         service_cidr.parse().with_context(|| format!("--service-cidr {service_cidr:?} is not an IPv4 CIDR"))?;
-    config.kubernetes = url.starts_with(crate::context::KUBECONFIG_SCHEME);
+    config.kubernetes = crate::context::is_kubernetes(url);
     let store = crate::context::connect(url).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
