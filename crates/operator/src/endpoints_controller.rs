@@ -28,7 +28,7 @@ use api::{
 use serde_json::json;
 use store::{
     Change, Informer, Store,
-    reconcile::{Enqueue, KeyedRunner, Outcome, ReconcileKey},
+    reconcile::{Enqueue, Outcome, ReconcileKey, Runner},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -46,26 +46,26 @@ pub async fn run(
     nodes: Arc<Informer>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let runner = KeyedRunner::new("endpoints")
-        .watch(&services, |_, change| match change {
+    let runner = Runner::keyed("endpoints")
+        .watch_changes(&services, |_, change| match change {
             Change::Resync(_) => Enqueue::All,
             Change::Event(ev) => Enqueue::Keys(vec![key(&ev.object)]),
         })
         // A pod's old labels are not in its event, so every Service of its namespace is looked
         // at again: cheap at the lab's scale, and never misses a pod that left.
-        .watch(&pods, |ctl: &mut EndpointSlices, change| match change {
+        .watch_changes(&pods, |ctl: &mut EndpointSlices, change| match change {
             Change::Resync(_) => Enqueue::All,
             Change::Event(ev) => {
                 let ns = ev.object.namespace().unwrap_or_default();
                 Enqueue::Keys(ctl.services.snapshot().iter().filter(|s| s.namespace() == Some(ns)).map(key).collect())
             }
         })
-        .watch(&slices, |_, change| match change {
+        .watch_changes(&slices, |_, change| match change {
             Change::Resync(_) => Enqueue::All,
             Change::Event(ev) => Enqueue::Keys(service_of_slice(&ev.object).into_iter().collect()),
         })
         // Losing or getting back a node changes the readiness of its pods in every slice.
-        .watch(&nodes, |ctl: &mut EndpointSlices, _| {
+        .watch_changes(&nodes, |ctl: &mut EndpointSlices, _| {
             let now = lost_nodes(&ctl.nodes);
             if now == ctl.lost {
                 return Enqueue::Nothing;

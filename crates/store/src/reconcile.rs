@@ -99,20 +99,22 @@ pub struct Health {
     pub consecutive_failures: u32,
 }
 
-/// Runs one controller: see the module documentation.
-pub struct Runner<S> {
+/// Runs one controller: see the module documentation. `W` is what its triggers ask for: a pass
+/// ([`Wake`], the default), or work on keys ([`Enqueue`], a [`KeyedRunner`]).
+pub struct Runner<S, W = Wake> {
     name: &'static str,
     debounce: Duration,
     backoff: Backoff,
     hold_changes_while_retrying: bool,
-    triggers: Triggers<S, Wake>,
+    triggers: Triggers<S, W>,
     health: watch::Sender<Health>,
 }
 
-impl<S: Reconcile + 'static> Runner<S> {
+impl<S: Send + 'static, W: 'static> Runner<S, W> {
     /// A runner without triggers yet; `name` labels its log lines. Defaults: no debounce, a
-    /// fixed one-second backoff.
-    pub fn new(name: &'static str) -> Runner<S> {
+    /// fixed one-second backoff. Built by [`Runner::new`] or [`Runner::keyed`], which say the
+    /// kind of work.
+    fn named(name: &'static str) -> Self {
         Runner {
             name,
             debounce: Duration::ZERO,
@@ -123,15 +125,61 @@ impl<S: Reconcile + 'static> Runner<S> {
         }
     }
 
-    /// Changes arriving within `window` of the first one make one pass.
+    /// Changes arriving within `window` of the first one make one pass (or one piece of work on
+    /// each key they name).
     pub fn debounce(mut self, window: Duration) -> Self {
         self.debounce = window;
         self
     }
 
+    /// The pauses after failures (of passes in a row, or of one key's work in a row).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
+    }
+
+    /// `on_change` gets each of `informer`'s changes, in the informer's order, and says what work
+    /// it asks for; the first work waits for the informer's first list. Subscribes now, so
+    /// nothing that happens between now and the start is missed.
+    pub fn watch_changes<F>(mut self, informer: &Informer, on_change: F) -> Self
+    where
+        F: Fn(&mut S, Change) -> W + Clone + Send + Sync + 'static,
+    {
+        self.triggers.watch(informer, on_change);
+        self
+    }
+
+    /// Calls `on_change` with each new value of `values` (not the current one). Once its sender
+    /// is gone, the receiver is no longer looked at.
+    pub fn on_change<T, F>(mut self, values: watch::Receiver<T>, on_change: F) -> Self
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(&mut S, T) -> W + Clone + Send + Sync + 'static,
+    {
+        self.triggers.on_change(values, on_change);
+        self
+    }
+
+    /// Calls `on_tick` every `period`, the first time one period after the start.
+    pub fn every<F>(mut self, period: Duration, on_tick: F) -> Self
+    where
+        F: Fn(&mut S) -> W + Clone + Send + Sync + 'static,
+    {
+        self.triggers.every(period, on_tick);
+        self
+    }
+
+    /// Follows the runner's health from now on.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+}
+
+impl<S: Reconcile + 'static> Runner<S> {
+    /// A runner of passes without triggers yet; `name` labels its log lines. Defaults: no
+    /// debounce, a fixed one-second backoff.
+    pub fn new(name: &'static str) -> Self {
+        Self::named(name)
     }
 
     /// After a failed pass, informer events and [`Wake::Debounced`] wait for the backoff instead
@@ -148,41 +196,6 @@ impl<S: Reconcile + 'static> Runner<S> {
             Change::Resync(_) => Wake::Now,
             Change::Event(_) => Wake::Debounced,
         })
-    }
-
-    /// [`Runner::watch`] for a state that takes in each change itself (an incremental
-    /// allocator): `on_change` gets it, in the informer's order, and says whether a pass is wanted.
-    pub fn watch_changes<F>(mut self, informer: &Informer, on_change: F) -> Self
-    where
-        F: Fn(&mut S, Change) -> Wake + Clone + Send + Sync + 'static,
-    {
-        self.triggers.watch(informer, on_change);
-        self
-    }
-
-    /// Calls `on_change` with each new value of `values` (not the current one). Once its sender
-    /// is gone, the receiver is no longer looked at.
-    pub fn on_change<T, F>(mut self, values: watch::Receiver<T>, on_change: F) -> Self
-    where
-        T: Clone + Send + Sync + 'static,
-        F: Fn(&mut S, T) -> Wake + Clone + Send + Sync + 'static,
-    {
-        self.triggers.on_change(values, on_change);
-        self
-    }
-
-    /// Calls `on_tick` every `period`, the first time one period after the start.
-    pub fn every<F>(mut self, period: Duration, on_tick: F) -> Self
-    where
-        F: Fn(&mut S) -> Wake + Clone + Send + Sync + 'static,
-    {
-        self.triggers.every(period, on_tick);
-        self
-    }
-
-    /// Follows the runner's health from now on.
-    pub fn health(&self) -> watch::Receiver<Health> {
-        self.health.subscribe()
     }
 
     /// Runs passes over `state` until `shutdown` (returning the state, for whatever the

@@ -13,13 +13,12 @@
 //!   doubles on each of its failures in a row; other keys do not wait for it;
 //! - [`Outcome::RequeueAfter`] queues the key again later even without changes.
 
-use std::{convert::Infallible, fmt::Debug, future::Future, time::Duration};
+use std::{convert::Infallible, fmt::Debug, future::Future};
 
-use tokio::{sync::watch, time::Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Health, Outcome, sleep_until_some, triggers::Triggers, work_queue::WorkQueue};
-use crate::informer::{Change, Informer};
+use super::{Outcome, Runner, sleep_until_some, work_queue::WorkQueue};
 
 /// A per-object controller's state and its work on one object.
 pub trait ReconcileKey: Send {
@@ -46,73 +45,15 @@ pub enum Enqueue<K> {
     All,
 }
 
-/// Runs one per-object controller: see the module documentation.
-pub struct KeyedRunner<S: ReconcileKey> {
-    name: &'static str,
-    debounce: Duration,
-    backoff: Backoff,
-    triggers: Triggers<S, Enqueue<S::Key>>,
-    health: watch::Sender<Health>,
-}
+/// Runs one per-object controller: see the module documentation. Its triggers name keys; its
+/// health's `consecutive_failures` is the most failures in a row of any one key still failing.
+pub type KeyedRunner<S> = Runner<S, Enqueue<<S as ReconcileKey>::Key>>;
 
-impl<S: ReconcileKey + 'static> KeyedRunner<S> {
-    /// A runner without triggers yet; `name` labels its log lines. Defaults: no debounce, a
-    /// fixed one-second backoff.
-    pub fn new(name: &'static str) -> Self {
-        KeyedRunner {
-            name,
-            debounce: Duration::ZERO,
-            backoff: Backoff::fixed(Duration::from_secs(1)),
-            triggers: Triggers::new(),
-            health: watch::Sender::new(Health::default()),
-        }
-    }
-
-    /// Keys asked for again within `window` of the first time make one piece of work.
-    pub fn debounce(mut self, window: Duration) -> Self {
-        self.debounce = window;
-        self
-    }
-
-    /// The pauses between failed pieces of work on one key.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// `keys_of` names the keys each of `informer`'s changes concerns; work starts once it
-    /// holds its first list. Subscribes now, so nothing that happens before the start is missed.
-    pub fn watch<F>(mut self, informer: &Informer, keys_of: F) -> Self
-    where
-        F: Fn(&mut S, Change) -> Enqueue<S::Key> + Clone + Send + Sync + 'static,
-    {
-        self.triggers.watch(informer, keys_of);
-        self
-    }
-
-    /// Calls `on_change` with each new value of `values` (not the current one).
-    pub fn on_change<T, F>(mut self, values: watch::Receiver<T>, on_change: F) -> Self
-    where
-        T: Clone + Send + Sync + 'static,
-        F: Fn(&mut S, T) -> Enqueue<S::Key> + Clone + Send + Sync + 'static,
-    {
-        self.triggers.on_change(values, on_change);
-        self
-    }
-
-    /// Calls `on_tick` every `period`, the first time one period after the start.
-    pub fn every<F>(mut self, period: Duration, on_tick: F) -> Self
-    where
-        F: Fn(&mut S) -> Enqueue<S::Key> + Clone + Send + Sync + 'static,
-    {
-        self.triggers.every(period, on_tick);
-        self
-    }
-
-    /// Follows the runner's health from now on; `consecutive_failures` is the most failures in
-    /// a row of any one key still failing.
-    pub fn health(&self) -> watch::Receiver<Health> {
-        self.health.subscribe()
+impl<S: ReconcileKey + 'static> Runner<S, Enqueue<S::Key>> {
+    /// A runner of per-object work without triggers yet; `name` labels its log lines.
+    /// Defaults: no debounce, a fixed one-second backoff per key.
+    pub fn keyed(name: &'static str) -> Self {
+        Self::named(name)
     }
 
     /// Works on keys until `shutdown` (returning the state) or until work returns an error.
@@ -171,7 +112,7 @@ impl<S: ReconcileKey + 'static> KeyedRunner<S> {
     }
 }
 
-impl<S: ReconcileKey<Error = Infallible> + 'static> KeyedRunner<S> {
+impl<S: ReconcileKey<Error = Infallible> + 'static> Runner<S, Enqueue<S::Key>> {
     /// [`KeyedRunner::run`] for a controller whose work cannot fail fatally.
     pub async fn run_until_cancelled(self, state: S, shutdown: CancellationToken) -> S {
         match self.run(state, shutdown).await {
@@ -188,9 +129,13 @@ mod tests {
     };
 
     use api::{Object, kinds::SERVICE};
+    use tokio::{sync::watch, time::Duration};
 
     use super::*;
-    use crate::{MemoryStore, Store};
+    use crate::{
+        Change, Informer, MemoryStore, Store,
+        reconcile::{Backoff, Outcome},
+    };
 
     /// Work per key that follows a script (Done once the script is out) and records when it ran.
     struct Scripted {
@@ -253,7 +198,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn every_key_is_worked_on_once_at_the_start() {
         let (state, log) = scripted(&["b", "a", "b"], &[]);
-        tokio::spawn(KeyedRunner::new("test").run_until_cancelled(state, CancellationToken::new()));
+        tokio::spawn(Runner::keyed("test").run_until_cancelled(state, CancellationToken::new()));
         tokio::time::sleep(secs(1)).await;
         assert_eq!(work(&log), [("a", secs(0)), ("b", secs(0))]);
     }
@@ -263,7 +208,7 @@ mod tests {
         let store = MemoryStore::new();
         let informer = Informer::start(Arc::new(store.clone()), &SERVICE, None);
         let (mut state, log) = scripted(&[], &[]);
-        let runner = KeyedRunner::new("test").debounce(ms(10)).watch(&informer, |_, change| match change {
+        let runner = Runner::keyed("test").debounce(ms(10)).watch_changes(&informer, |_, change| match change {
             Change::Resync(_) => Enqueue::Nothing,
             Change::Event(ev) => Enqueue::Keys(vec![if ev.object.name().starts_with('a') { "a" } else { "b" }]),
         });
@@ -283,7 +228,7 @@ mod tests {
         let (state, log) = scripted(&["a", "b"], &[("a", &[Retry, Retry, Retry, Done])]);
         let (poke, poked) = poker();
         let runner =
-            KeyedRunner::new("test").backoff(Backoff { first: secs(1), max: secs(3) }).on_change(poked, |_, keys| keys);
+            Runner::keyed("test").backoff(Backoff { first: secs(1), max: secs(3) }).on_change(poked, |_, keys| keys);
         let health = runner.health();
         tokio::spawn(runner.run_until_cancelled(state, CancellationToken::new()));
         tokio::time::sleep(ms(4500)).await;
@@ -303,7 +248,7 @@ mod tests {
     async fn a_change_during_the_backoff_works_on_the_key_at_once() {
         let (state, log) = scripted(&["a"], &[("a", &[Outcome::Retry])]);
         let (poke, poked) = poker();
-        let runner = KeyedRunner::new("test").backoff(Backoff::fixed(secs(5))).on_change(poked, |_, keys| keys);
+        let runner = Runner::keyed("test").backoff(Backoff::fixed(secs(5))).on_change(poked, |_, keys| keys);
         tokio::spawn(runner.run_until_cancelled(state, CancellationToken::new()));
         tokio::time::sleep(secs(1)).await;
         poke.send(Enqueue::Keys(vec!["a"])).unwrap();
@@ -316,7 +261,7 @@ mod tests {
         let (mut state, log) = scripted(&["a"], &[]);
         state.work = secs(2);
         let (poke, poked) = poker();
-        let runner = KeyedRunner::new("test").on_change(poked, |_, keys| keys);
+        let runner = Runner::keyed("test").on_change(poked, |_, keys| keys);
         tokio::spawn(runner.run_until_cancelled(state, CancellationToken::new()));
         tokio::time::sleep(secs(1)).await;
         poke.send(Enqueue::Keys(vec!["a"])).unwrap();
@@ -328,7 +273,7 @@ mod tests {
     async fn a_requeue_and_all_keys() {
         let (state, log) = scripted(&["a", "b"], &[("a", &[Outcome::RequeueAfter(secs(5))])]);
         let (poke, poked) = poker();
-        let runner = KeyedRunner::new("test").on_change(poked, |_, keys| keys);
+        let runner = Runner::keyed("test").on_change(poked, |_, keys| keys);
         tokio::spawn(runner.run_until_cancelled(state, CancellationToken::new()));
         tokio::time::sleep(secs(7)).await;
         poke.send(Enqueue::All).unwrap();
@@ -340,7 +285,7 @@ mod tests {
     async fn nothing_runs_before_the_informers_synced_or_after_cancellation() {
         let (state, log) = scripted(&["a"], &[]);
         let (synced, unsynced) = watch::channel(false);
-        let mut runner = KeyedRunner::new("test").every(secs(1), |_| Enqueue::Keys(vec!["a"]));
+        let mut runner = Runner::keyed("test").every(secs(1), |_| Enqueue::Keys(vec!["a"]));
         runner.triggers.synced = vec![unsynced];
         let stopped = CancellationToken::new();
         let task = tokio::spawn(runner.run_until_cancelled(state, stopped.clone()));
@@ -368,7 +313,7 @@ mod tests {
                 vec![1]
             }
         }
-        let result = KeyedRunner::new("test").run(Fatal, CancellationToken::new()).await;
+        let result = Runner::keyed("test").run(Fatal, CancellationToken::new()).await;
         assert!(matches!(result, Err("gone")));
     }
 }
