@@ -124,15 +124,9 @@ int to_container(struct __sk_buff *skb)
 
 static __always_inline int handle_overlay_deliver(struct __sk_buff *skb, struct pkt4 *p)
 {
-	/* the decapsulated frame's destination MAC belongs to the sender's side */
-	bpf_skb_change_type(skb, PACKET_HOST);
-	int parsed = parse_pkt4(skb, p);
-	/* VXLAN from anyone but another node is dropped (bpf_overlay's from_overlay) */
-	if (!decapsulated_from_peer(skb))
-		return drop_for(p, DROP_INVALID_SIP);
-	if (parsed != PARSE_OK)
-		return TC_ACT_OK;
-	trace_entry(skb, p, OBS_FROM_OVERLAY);
+	int verdict;
+	if (!overlay_ingress_accept(skb, p, &verdict))
+		return verdict;
 	/* an ICMP error about a pod's service flow, or about a north-south packet this node SNATed */
 	int rev = p->proto == IPPROTO_ICMP ? lb4_rev_nat_icmp_error(skb, p, ICMP_ERR_FLOWS | ICMP_ERR_SNAT)
 					   : lb4_rev_nat(skb, p);

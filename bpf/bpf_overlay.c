@@ -61,14 +61,9 @@ int to_overlay(struct __sk_buff *skb)
 
 static __always_inline int handle_from_overlay(struct __sk_buff *skb, struct pkt4 *p)
 {
-	/* the decapsulated frame's destination MAC belongs to the sender's side */
-	bpf_skb_change_type(skb, PACKET_HOST);
-	int parsed = parse_pkt4(skb, p);
-	if (!decapsulated_from_peer(skb))
-		return drop_for(p, DROP_INVALID_SIP);
-	if (parsed != PARSE_OK)
-		return TC_ACT_OK;
-	trace_entry(skb, p, OBS_FROM_OVERLAY);
+	int verdict;
+	if (!overlay_ingress_accept(skb, p, &verdict))
+		return verdict;
 	return fib_redirect(skb, p);
 }
 

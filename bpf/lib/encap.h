@@ -13,6 +13,7 @@
 #include "common.h"
 #include "csum.h"
 #include "devices.h"
+#include "events.h"
 #include "fib.h"
 #include "../include/tunnel_abi.h"
 
@@ -299,6 +300,28 @@ static __always_inline int vxlan_decap_for_pod(struct __sk_buff *skb, const stru
 	/* the inner frame's destination MAC belongs to the sender's side */
 	bpf_skb_change_type(skb, PACKET_HOST);
 	return 0;
+}
+
+/* The start of every program on the VXLAN device's ingress (bpf_overlay's from_overlay and
+ * bpf_lxc's overlay_deliver, which replaces it): the decapsulated frame is marked for this host
+ * (its destination MAC belongs to the sender's side) and parsed, dropped unless its outer source is
+ * another node, and traced when it parsed. Returns 1 when the caller goes on with the parsed
+ * packet; otherwise 0, with the program's verdict in *verdict (the drop, or the stack for what does
+ * not parse). */
+static __always_inline int overlay_ingress_accept(struct __sk_buff *skb, struct pkt4 *p, int *verdict)
+{
+	bpf_skb_change_type(skb, PACKET_HOST);
+	int parsed = parse_pkt4(skb, p);
+	if (!decapsulated_from_peer(skb)) {
+		*verdict = drop_for(p, DROP_INVALID_SIP);
+		return 0;
+	}
+	if (parsed != PARSE_OK) {
+		*verdict = TC_ACT_OK;
+		return 0;
+	}
+	trace_entry(skb, p, OBS_FROM_OVERLAY);
+	return 1;
 }
 
 #endif /* CILIA_ENCAP_H */

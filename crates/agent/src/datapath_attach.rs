@@ -19,6 +19,7 @@ use std::{
     time::Duration,
 };
 
+use api::error::Chain;
 use ipnet::Ipv4Net;
 use netconf::{LinkInfo, Netconf};
 use tokio_util::sync::CancellationToken;
@@ -158,7 +159,7 @@ impl Attacher {
                 Ok(()) => self.forget_pending = false,
                 Err(e) => {
                     failed += 1;
-                    tracing::warn!(error = %e, "forgetting deleted devices failed; retrying");
+                    tracing::warn!(error = %Chain(&e), "forgetting deleted devices failed; retrying");
                 }
             }
         }
@@ -188,7 +189,7 @@ impl Attacher {
                     // A pod veth can vanish between the listing and the attach; the next pass
                     // no longer sees it.
                     failed += 1;
-                    tracing::warn!(device = name, error = %e, "attaching the datapath failed; retrying");
+                    tracing::warn!(device = name, error = %Chain(&e), "attaching the datapath failed; retrying");
                 }
             }
         }
@@ -227,7 +228,7 @@ impl Attacher {
     pub async fn run(mut self, kernel: Netconf, poll: Duration, shutdown: CancellationToken) {
         loop {
             if let Err(e) = self.pass(&kernel).await {
-                tracing::warn!(error = %e, "listing links failed");
+                tracing::warn!(error = %Chain(&e), "listing links failed");
             }
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}

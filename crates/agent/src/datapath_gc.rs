@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use api::error::Chain;
+
 use crate::service_controller::SharedDatapath;
 
 /// What the agent's datapath garbage collection removed since the agent started.
@@ -77,7 +79,7 @@ pub fn collect(datapath: &SharedDatapath) {
                 );
             }
         }
-        Err(e) => tracing::warn!(error = %e, "datapath garbage collection failed"),
+        Err(e) => tracing::warn!(error = %Chain(&e), "datapath garbage collection failed"),
     }
 }
 

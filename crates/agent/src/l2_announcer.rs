@@ -23,6 +23,7 @@ use std::{
     time::Duration,
 };
 
+use api::error::Chain;
 use api::{Object, kinds};
 use datapath::L2Entry;
 use l2::{Assignment, CompiledPolicy, Heartbeat, Liveness, LivenessConfig, ServiceInfo, ServiceKey};
@@ -155,7 +156,7 @@ pub async fn run(
     let key = loop {
         match heartbeat_key::get_or_create(store.as_ref()).await {
             Ok(k) => break k,
-            Err(e) => tracing::warn!(error = %e, "cannot read the heartbeat key; retrying"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "cannot read the heartbeat key; retrying"),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -165,14 +166,14 @@ pub async fn run(
     let socket = match HeartbeatSocket::bind(config.port, key).await {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            tracing::error!(port = config.port, error = %e, "cannot open the heartbeat socket; L2 announcements are off");
+            tracing::error!(port = config.port, error = %Chain(&e), "cannot open the heartbeat socket; L2 announcements are off");
             return;
         }
     };
     let kernel = match Netconf::current() {
         Ok(k) => k,
         Err(e) => {
-            tracing::error!(error = %e, "cannot open netlink; L2 announcements are off");
+            tracing::error!(error = %Chain(&e), "cannot open netlink; L2 announcements are off");
             return;
         }
     };
@@ -207,7 +208,7 @@ async fn receive(socket: Arc<HeartbeatSocket>, beats: mpsc::Sender<Heartbeat>) {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "receiving heartbeats failed");
+                tracing::warn!(error = %Chain(&e), "receiving heartbeats failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -330,7 +331,7 @@ impl Announcer {
                             due.get_or_insert_with(Instant::now);
                         }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "listing this node's devices failed"),
+                        Err(e) => tracing::warn!(error = %Chain(&e), "listing this node's devices failed"),
                     }
                 }
                 Some(beat) = beats.recv() => {
@@ -403,7 +404,7 @@ impl Announcer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .refresh_l2_liveness(self.config.responder_max_age());
         if let Err(e) = result {
-            tracing::warn!(error = %e, "refreshing the ARP responder's liveness failed");
+            tracing::warn!(error = %Chain(&e), "refreshing the ARP responder's liveness failed");
         }
     }
 
@@ -508,7 +509,7 @@ impl Announcer {
                     self.applied = Some(entries);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "programming the ARP responder failed; retrying at the next change")
+                    tracing::warn!(error = %Chain(&e), "programming the ARP responder failed; retrying at the next change")
                 }
             }
         }
@@ -546,7 +547,7 @@ impl Announcer {
                 };
                 if let Err(e) = sent {
                     // The map entry is in place either way; receivers still get answers.
-                    tracing::warn!(%ip, ifindex, error = %e, "gratuitous announcement not sent");
+                    tracing::warn!(%ip, ifindex, error = %Chain(&e), "gratuitous announcement not sent");
                 }
             }
         });
@@ -564,7 +565,7 @@ impl Announcer {
             .and_then(|()| std::fs::write(&tmp, text))
             .and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the L2 announcement table");
+            tracing::warn!(path = %path.display(), error = %Chain(&e), "cannot write the L2 announcement table");
         }
     }
 
@@ -576,7 +577,7 @@ impl Announcer {
         }
         let cleared = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sync_l2(&[]);
         if let Err(e) = cleared {
-            tracing::warn!(error = %e, "clearing the ARP responder failed; it stops answering when its liveness lapses");
+            tracing::warn!(error = %Chain(&e), "clearing the ARP responder failed; it stops answering when its liveness lapses");
         }
         self.write_table(&[]);
         let beat = Heartbeat {

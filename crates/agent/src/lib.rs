@@ -156,7 +156,7 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         let hook_datapath = shared.clone();
         network.set_wired_hook(std::sync::Arc::new(move |ifname: &str, pod_addr| {
             let mut dp = hook_datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            dp.attach_pod_device(ifname, pod_addr).map_err(|e| e.to_string())
+            dp.attach_pod_device(ifname, pod_addr).map_err(|e| api::error::Chain(&e).to_string())
         }));
         let pod_network = network.clone();
         let pod_address = std::sync::Arc::new(move |ifname: &str| pod_network.address_of_host_veth(ifname));
@@ -386,7 +386,7 @@ impl Agent {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reconciling routes failed; retrying");
+                tracing::warn!(error = %api::error::Chain(&e), "reconciling routes failed; retrying");
                 retry = true;
             }
         }

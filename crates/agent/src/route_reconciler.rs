@@ -12,6 +12,7 @@ use std::{
     net::Ipv4Addr,
 };
 
+use api::error::Chain;
 use datapath::{OverlayDatapath, PinnedOverlay};
 use ipnet::Ipv4Net;
 use netconf::{MAIN_TABLE, Netconf, RouteOps, VxlanOps};
@@ -143,7 +144,7 @@ impl<K: RouteOps + VxlanOps, O: OverlayDatapath> RouteReconciler<K, O> {
                 }
                 Err(e) => {
                     outcome.failed += 1;
-                    tracing::warn!(error = %e, "installing overlay route {}", route.destination);
+                    tracing::warn!(error = %Chain(&e), "installing overlay route {}", route.destination);
                 }
             }
         }
@@ -166,7 +167,7 @@ impl<K: RouteOps + VxlanOps, O: OverlayDatapath> RouteReconciler<K, O> {
                 }
                 Err(e) => {
                     outcome.failed += 1;
-                    tracing::warn!(node = %route.node, error = %e, "installing direct route {}", route.destination);
+                    tracing::warn!(node = %route.node, error = %Chain(&e), "installing direct route {}", route.destination);
                 }
             }
         }
@@ -179,7 +180,7 @@ impl<K: RouteOps + VxlanOps, O: OverlayDatapath> RouteReconciler<K, O> {
                 }
                 Err(e) => {
                     outcome.failed += 1;
-                    tracing::warn!(error = %e, "removing stale direct route {} via {via}", route.destination);
+                    tracing::warn!(error = %Chain(&e), "removing stale direct route {} via {via}", route.destination);
                 }
             }
         }
@@ -193,7 +194,7 @@ impl<K: RouteOps + VxlanOps, O: OverlayDatapath> RouteReconciler<K, O> {
                 Ok(false) => {}
                 Err(e) => {
                     outcome.failed += 1;
-                    tracing::warn!(error = %e, "removing stale overlay route {}", route.destination);
+                    tracing::warn!(error = %Chain(&e), "removing stale overlay route {}", route.destination);
                 }
             }
         }
@@ -210,7 +211,7 @@ impl<K: RouteOps + VxlanOps, O: OverlayDatapath> RouteReconciler<K, O> {
                 Some(gw) => Reachability::Gateway(gw),
                 None => Reachability::Direct { oif: lookup.oif },
             },
-            Err(e) => Reachability::Unreachable(e.to_string()),
+            Err(e) => Reachability::Unreachable(Chain(&e).to_string()),
         }
     }
 

@@ -243,7 +243,8 @@ async fn an_unreadable_routing_table_fails_the_pass_before_any_change() {
     let mut r = n.reconciler(RoutingMode::Native, true);
     n.kernel.fail_next(FakeOp::Routes);
     let err = r.reconcile(&nodes()).await.unwrap_err();
-    assert!(err.to_string().contains("list routes"), "{err}");
+    let printed = api::error::Chain(&err).to_string();
+    assert!(printed.contains("list routes"), "{printed}");
     assert_eq!(n.route_changes_since(0), []);
     let outcome = r.reconcile(&nodes()).await.unwrap();
     assert_eq!(outcome.installed, 2);
@@ -254,7 +255,8 @@ async fn a_missing_host_device_fails_the_pass_before_any_change() {
     let n = Node::new();
     n.kernel.remove_link(HOST_DEVICE);
     let err = n.reconciler(RoutingMode::Tunnel, false).reconcile(&nodes()).await.unwrap_err();
-    assert!(err.to_string().contains(HOST_DEVICE), "{err}");
+    let printed = api::error::Chain(&err).to_string();
+    assert!(printed.contains(HOST_DEVICE), "{printed}");
     assert_eq!(n.route_changes_since(0), []);
 }
 

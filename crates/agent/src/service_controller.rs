@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use api::error::Chain;
 use api::{
     LastReadable, Object, kinds,
     types::{EndpointSlice, Service},
@@ -207,7 +208,7 @@ impl Reconcile for Running {
             }
             Ok(None) => Ok(Outcome::Done),
             Err(e) => {
-                tracing::warn!(error = %e, "syncing services to the datapath failed; retrying");
+                tracing::warn!(error = %Chain(&e), "syncing services to the datapath failed; retrying");
                 Ok(Outcome::Retry)
             }
         }

@@ -77,7 +77,7 @@ impl RunningAgent {
         let thread = std::thread::spawn(move || {
             netns.enter().expect("enter netns");
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(agent::run(store, config, token)).map_err(|e| e.to_string())
+            rt.block_on(agent::run(store, config, token)).map_err(|e| api::error::Chain(&e).to_string())
         });
         RunningAgent { stop, thread: Some(thread) }
     }

@@ -1,4 +1,5 @@
-//! The error every validation step returns: which file, which object, which field, and why.
+//! The error every validation step returns: which file, which object, which field, and why; and
+//! [`Chain`], how every error of the tree is printed with its causes.
 
 use std::fmt;
 
@@ -55,5 +56,23 @@ impl fmt::Display for ValidationError {
             write!(f, "{part}: ")?;
         }
         f.write_str(&self.reason)
+    }
+}
+
+/// An error followed by its causes, outermost first (`a: b: c`), for log lines and messages that
+/// print a typed error (the CLI prints the same chain through anyhow's `{:#}`). Error types say
+/// only their own layer in their message and give the cause as their `source()`, so walking the
+/// chain repeats nothing.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
     }
 }

@@ -672,5 +672,42 @@ mod tests {
         let text = error_text(&anyhow::Error::new(client).context("reading the metrics of k8s-w1's agent"));
         assert_eq!(text.matches(refused.as_str()).count(), 1, "{text:?}");
         assert_eq!(text.matches("metrics.sock").count(), 1, "{text:?}");
+
+        // The agent's layers: its own error over the CNI server, the kernel and the datapath,
+        // printed by the CLI (anyhow) and by the agent's log lines (`Chain`) alike.
+        let in_use = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let in_use_text = in_use.to_string();
+        let socket = cni::ServerError::Socket { path: "/run/cilia/k8s-w1/cni.sock".into(), source: in_use };
+        let kernel = netconf::Error::Sysctl {
+            netns: "k8s-w1".into(),
+            key: "net/ipv4/ip_forward".into(),
+            value: "1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied).to_string();
+        let datapath = datapath::Error::Io {
+            op: "create",
+            path: "/sys/fs/bpf/cilia/k8s-w1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let cases = [
+            (
+                agent::AgentError::from(socket),
+                format!("pod networking: CNI socket /run/cilia/k8s-w1/cni.sock: {in_use_text}"),
+            ),
+            (
+                agent::AgentError::from(kernel),
+                format!("kernel: sysctl net/ipv4/ip_forward=1 in network namespace k8s-w1: {denied}"),
+            ),
+            (
+                agent::AgentError::from(datapath),
+                format!("service datapath: create /sys/fs/bpf/cilia/k8s-w1: {os_text}"),
+            ),
+        ];
+        for (err, expected) in cases {
+            assert_eq!(api::error::Chain(&err).to_string(), expected, "as the agent logs it");
+            let text = error_text(&anyhow::Error::new(err).context("agent of node k8s-w1"));
+            assert_eq!(text, format!("agent of node k8s-w1: {expected}"), "as the CLI prints it");
+        }
     }
 }

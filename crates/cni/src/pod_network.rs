@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use api::error::Chain;
 use ipnet::Ipv4Net;
 use netconf::link::format_mac;
 use netconf::{HostDeviceConfig, MAIN_TABLE, Netconf, Netns, PodVeth, PodVethSpec, host_ifname_for};
@@ -213,7 +214,7 @@ impl PodNetwork {
                 Some(ip) => self
                     .allocator()
                     .adopt(container_id, Allocation { ip, ifname: String::new(), netns: String::new() })
-                    .map_err(|e| tracing::warn!(device = %veth.name, error = %e, "cannot adopt pod veth"))
+                    .map_err(|e| tracing::warn!(device = %veth.name, error = %Chain(&e), "cannot adopt pod veth"))
                     .is_ok(),
                 None => false,
             };
@@ -251,7 +252,7 @@ impl PodNetwork {
                     }
                     Err(e) => {
                         tracing::info!(
-                            container = %req.container_id, %ip, reason = %e,
+                            container = %req.container_id, %ip, reason = %Chain(&e),
                             "ADD again: wiring the container anew with its address"
                         );
                         self.node.delete_pod_veth(&spec.host_ifname).await?;

@@ -20,7 +20,7 @@ pub enum Error {
     Unsupported { what: &'static str },
 
     /// Sending on a device failed (gratuitous ARP, unsolicited NA).
-    #[error("interface {ifname}: {call} failed: {source}")]
+    #[error("interface {ifname}: {call} failed")]
     Send {
         ifname: String,
         call: &'static str,
@@ -35,7 +35,7 @@ pub enum Error {
     #[error("pin directory {path}: {reason}")]
     PinDir { path: PathBuf, reason: String },
 
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -43,7 +43,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("loading BPF object {object} (maps pinned in {pin_dir}): {source}")]
+    #[error("loading BPF object {object} (maps pinned in {pin_dir})")]
     Load {
         object: &'static str,
         pin_dir: PathBuf,
@@ -51,7 +51,7 @@ pub enum Error {
         source: Box<aya::EbpfError>,
     },
 
-    #[error("program {program}: {op}: {source}")]
+    #[error("program {program}: {op}")]
     Program {
         program: &'static str,
         op: String,
@@ -59,7 +59,7 @@ pub enum Error {
         source: Box<aya::programs::ProgramError>,
     },
 
-    #[error("link {path}: {op}: {source}")]
+    #[error("link {path}: {op}")]
     Link {
         path: PathBuf,
         op: &'static str,
@@ -67,7 +67,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("map {map}: {op}: {source}")]
+    #[error("map {map}: {op}")]
     Map {
         map: &'static str,
         op: String,
@@ -81,7 +81,7 @@ pub enum Error {
     #[error("interface {ifname}: {reason}")]
     Interface { ifname: String, reason: String },
 
-    #[error("{call} failed: {source}")]
+    #[error("{call} failed")]
     Syscall {
         call: &'static str,
         #[source]

@@ -38,6 +38,11 @@ fn services() -> Vec<ServiceEntry> {
     ]
 }
 
+/// The ClusterIP VIP:80 with podA as its only backend.
+fn vip_to_pod_a() -> ServiceEntry {
+    ServiceEntry::new(ServiceKind::ClusterIp, VIP, 80, Protocol::Tcp, vec![Backend::active(POD_A, SERVER_PORT, true)])
+}
+
 /// Loads node1's datapath in its namespace and attaches it to eth1 and the two pod veths.
 fn open_node1(topo: &Topology, pin: &std::path::Path) -> Datapath {
     in_netns(&topo.ns("node1"), || {
@@ -255,14 +260,7 @@ fn attaching_again_after_a_device_was_recreated_replaces_the_stale_link() {
     let fs = Bpffs::new("recreate");
     let _a = Server::start(&topo.ns("podA"), POD_A, "podA");
     let mut dp = open_node1(&topo, &fs.node_dir("node1"));
-    dp.sync_services(&[ServiceEntry::new(
-        ServiceKind::ClusterIp,
-        VIP,
-        80,
-        Protocol::Tcp,
-        vec![Backend::active(POD_A, SERVER_PORT, true)],
-    )])
-    .unwrap();
+    dp.sync_services(&[vip_to_pod_a()]).unwrap();
     assert!(http_get_from(&topo.ns("podC"), sa(VIP, 80)).is_ok());
 
     // The pod's veth is deleted and created again (a pod restart with the same name): the pinned
@@ -296,14 +294,7 @@ fn a_pod_reaches_itself_through_its_service() {
     let fs = Bpffs::new("hairpin");
     let _a = Server::start(&topo.ns("podA"), POD_A, "podA");
     let mut dp = open_node1(&topo, &fs.node_dir("node1"));
-    dp.sync_services(&[ServiceEntry::new(
-        ServiceKind::ClusterIp,
-        VIP,
-        80,
-        Protocol::Tcp,
-        vec![Backend::active(POD_A, SERVER_PORT, true)],
-    )])
-    .unwrap();
+    dp.sync_services(&[vip_to_pod_a()]).unwrap();
     let (body, peer) = http_get_from(&topo.ns("podA"), sa(VIP, 80)).expect("hairpin through the ClusterIP");
     assert_eq!(body, format!("podA {}", datapath::abi::LB_HAIRPIN_ADDR));
     assert_eq!(peer, sa(VIP, 80));

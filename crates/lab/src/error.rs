@@ -5,6 +5,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How the lab prints an error with its causes, as the rest of the tree does.
+pub use api::error::Chain;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     /// The lab name cannot be used as a namespace prefix and directory name. Not retryable.
@@ -134,21 +137,5 @@ impl LabError {
 
     pub(crate) fn sys(action: &'static str, source: nix::Error) -> Self {
         LabError::Sys { action, source }
-    }
-}
-
-/// An error followed by its causes, outermost first (`a: b: c`), for lines the lab prints
-/// itself; the CLI prints the same chain through anyhow's `{:#}`.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(c) = cause {
-            write!(f, ": {c}")?;
-            cause = c.source();
-        }
-        Ok(())
     }
 }

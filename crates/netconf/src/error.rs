@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The namespace file could not be opened (missing path, not a namespace, permissions).
-    #[error("cannot open network namespace {path}: {source}")]
+    #[error("cannot open network namespace {path}")]
     OpenNetns {
         path: PathBuf,
         #[source]
@@ -18,7 +18,7 @@ pub enum Error {
     },
 
     /// `setns(2)` into the namespace failed on a worker thread.
-    #[error("cannot enter network namespace {netns}: {source}")]
+    #[error("cannot enter network namespace {netns}")]
     EnterNetns {
         netns: String,
         #[source]
@@ -30,7 +30,7 @@ pub enum Error {
     Worker { netns: String, reason: String },
 
     /// The netlink socket could not be created inside the namespace.
-    #[error("cannot open a netlink socket in network namespace {netns}: {source}")]
+    #[error("cannot open a netlink socket in network namespace {netns}")]
     Socket {
         netns: String,
         #[source]
@@ -38,7 +38,7 @@ pub enum Error {
     },
 
     /// A netlink request was refused by the kernel or could not be sent.
-    #[error("{op} {device} in network namespace {netns}: {source}")]
+    #[error("{op} {device} in network namespace {netns}")]
     Netlink {
         netns: String,
         device: String,
@@ -53,7 +53,7 @@ pub enum Error {
     NoSuchDevice { netns: String, device: String, op: &'static str },
 
     /// A sysctl under /proc/sys could not be written.
-    #[error("sysctl {key}={value} in network namespace {netns}: {source}")]
+    #[error("sysctl {key}={value} in network namespace {netns}")]
     Sysctl {
         netns: String,
         key: String,

@@ -16,6 +16,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    convert::Infallible,
     sync::Arc,
 };
 
@@ -25,12 +26,16 @@ use api::{
     types::{Endpoint, EndpointConditions, EndpointPort, IntOrString, Pod, Service, ServicePort},
 };
 use serde_json::json;
-use store::{Change, Informer, Store};
+use store::{
+    Change, Informer, Store,
+    reconcile::{Enqueue, Outcome, ReconcileKey, Runner},
+};
 use tokio_util::sync::CancellationToken;
 
 /// The manager Kubernetes' own controller writes; cilia stands in for it.
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 
+/// A Service's namespace and name: the slices of one Service are one piece of work.
 type Key = (String, String);
 
 pub async fn run(
@@ -41,73 +46,73 @@ pub async fn run(
     nodes: Arc<Informer>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut svc_sub = services.subscribe();
-    let mut pod_sub = pods.subscribe();
-    let mut slice_sub = slices.subscribe();
-    let mut node_sub = nodes.subscribe();
-    tokio::select! {
-        () = async {
-            services.wait_synced().await;
-            pods.wait_synced().await;
-            slices.wait_synced().await;
-            nodes.wait_synced().await;
-        } => {}
-        () = shutdown.cancelled() => return Ok(()),
-    }
-    let mut lost = lost_nodes(&nodes);
-    // Writes that failed (datastore briefly away) are retried on this tick.
-    let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut failed: BTreeSet<Key> = BTreeSet::new();
-    loop {
-        let mut dirty: BTreeSet<Key> = BTreeSet::new();
-        let mut everything = false;
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            _ = retry.tick() => dirty.append(&mut failed),
-            change = svc_sub.recv() => match change {
-                None => return Ok(()),
-                Some(Change::Resync(_)) => everything = true,
-                Some(Change::Event(ev)) => { dirty.insert(key(&ev.object)); }
-            },
-            change = pod_sub.recv() => match change {
-                None => return Ok(()),
-                Some(Change::Resync(_)) => everything = true,
-                // A pod's old labels are not in its event, so every Service of its namespace is
-                // looked at again: cheap at the lab's scale, and never misses a pod that left.
-                Some(Change::Event(ev)) => {
-                    let ns = ev.object.namespace().unwrap_or_default();
-                    dirty.extend(services.snapshot().iter().filter(|s| s.namespace() == Some(ns)).map(key));
-                }
-            },
-            change = node_sub.recv() => match change {
-                None => return Ok(()),
-                _ => {
-                    let now = lost_nodes(&nodes);
-                    everything = now != lost;
-                    lost = now;
-                }
-            },
-            change = slice_sub.recv() => match change {
-                None => return Ok(()),
-                Some(Change::Resync(_)) => everything = true,
-                Some(Change::Event(ev)) => if let Some(svc) = ev.object.metadata.labels.get(api::labels::SERVICE_NAME) {
-                    dirty.insert((ev.object.namespace().unwrap_or_default().to_string(), svc.clone()));
-                },
-            },
-        }
-        if everything {
-            dirty.extend(services.snapshot().iter().map(key));
-            dirty.extend(slices.snapshot().iter().filter_map(|s| {
-                Some((s.namespace()?.to_string(), s.metadata.labels.get(api::labels::SERVICE_NAME)?.clone()))
-            }));
-        }
-        for k in dirty {
-            if let Err(e) = reconcile(store.as_ref(), &services, &pods, &slices, &lost, &k).await {
-                tracing::warn!(service = %format!("{}/{}", k.0, k.1), error = %crate::error_chain(&e), "writing EndpointSlices; will retry");
-                failed.insert(k);
+    let runner = Runner::keyed("endpoints")
+        .watch_changes(&services, |_, change| match change {
+            Change::Resync(_) => Enqueue::All,
+            Change::Event(ev) => Enqueue::Keys(vec![key(&ev.object)]),
+        })
+        // A pod's old labels are not in its event, so every Service of its namespace is looked
+        // at again: cheap at the lab's scale, and never misses a pod that left.
+        .watch_changes(&pods, |ctl: &mut EndpointSlices, change| match change {
+            Change::Resync(_) => Enqueue::All,
+            Change::Event(ev) => {
+                let ns = ev.object.namespace().unwrap_or_default();
+                Enqueue::Keys(ctl.services.snapshot().iter().filter(|s| s.namespace() == Some(ns)).map(key).collect())
+            }
+        })
+        .watch_changes(&slices, |_, change| match change {
+            Change::Resync(_) => Enqueue::All,
+            Change::Event(ev) => Enqueue::Keys(service_of_slice(&ev.object).into_iter().collect()),
+        })
+        // Losing or getting back a node changes the readiness of its pods in every slice.
+        .watch_changes(&nodes, |ctl: &mut EndpointSlices, _| {
+            let now = lost_nodes(&ctl.nodes);
+            if now == ctl.lost {
+                return Enqueue::Nothing;
+            }
+            ctl.lost = now;
+            Enqueue::All
+        });
+    let state = EndpointSlices { store, services, pods, slices, nodes, lost: BTreeSet::new() };
+    runner.run_until_cancelled(state, shutdown).await;
+    Ok(())
+}
+
+/// The controller's view: the informers, and the lost nodes as last seen.
+struct EndpointSlices {
+    store: Arc<dyn Store>,
+    services: Arc<Informer>,
+    pods: Arc<Informer>,
+    slices: Arc<Informer>,
+    nodes: Arc<Informer>,
+    lost: BTreeSet<String>,
+}
+
+impl ReconcileKey for EndpointSlices {
+    type Key = Key;
+    type Error = Infallible;
+
+    async fn reconcile(&mut self, k: &Key) -> std::result::Result<Outcome, Infallible> {
+        match reconcile(self.store.as_ref(), &self.services, &self.pods, &self.slices, &self.lost, k).await {
+            Ok(()) => Ok(Outcome::Done),
+            Err(e) => {
+                tracing::warn!(service = %format!("{}/{}", k.0, k.1), error = %api::error::Chain(&e), "writing EndpointSlices; will retry");
+                Ok(Outcome::Retry)
             }
         }
     }
+
+    /// Every Service, and every Service that still has slices (deleted ones lose them).
+    fn all_keys(&self) -> Vec<Key> {
+        let mut keys: BTreeSet<Key> = self.services.snapshot().iter().map(key).collect();
+        keys.extend(self.slices.snapshot().iter().filter_map(service_of_slice));
+        keys.into_iter().collect()
+    }
+}
+
+/// The Service a slice belongs to, by its `kubernetes.io/service-name` label.
+fn service_of_slice(slice: &Object) -> Option<Key> {
+    Some((slice.namespace()?.to_string(), slice.metadata.labels.get(api::labels::SERVICE_NAME)?.clone()))
 }
 
 /// Nodes whose pods are no endpoints (see [`crate::node_lifecycle`]).

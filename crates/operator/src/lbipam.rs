@@ -7,6 +7,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    convert::Infallible,
     sync::Arc,
 };
 
@@ -15,12 +16,18 @@ use api::{
     types::{LbIpPool, Service},
 };
 use ipam::lbipam::{LbIpam, LbIpamConfig, StatusUpdate};
-use store::{Change, Informer, Store, WatchEventType};
+use store::{
+    Change, Informer, Store, WatchEventType,
+    reconcile::{Outcome, Reconcile, Runner, Wake},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::{config::OperatorConfig, status};
 
+/// LB-IPAM hands out addresses first come, first served over all Services and pools, so its work
+/// is not per object: every pool and Service change goes into the allocator as it comes, in the
+/// informers' order ([`Runner::watch_changes`]), and a pass writes the statuses that changed.
 pub async fn run(
     store: Arc<dyn Store>,
     pools: Arc<Informer>,
@@ -28,92 +35,170 @@ pub async fn run(
     config: OperatorConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut pool_sub = pools.subscribe();
-    let mut svc_sub = services.subscribe();
-    let mut ipam = LbIpam::new(LbIpamConfig { l2_announcements: config.l2_announcements, ..LbIpamConfig::default() });
-    let mut known_pools: BTreeSet<String> = BTreeSet::new();
-    let mut known_services: BTreeSet<(String, String)> = BTreeSet::new();
-
-    // Start-up: both full states at once, so every Service keeps the address it already has.
-    let (Some(Change::Resync(all_pools)), Some(Change::Resync(all_services))) =
-        (pool_sub.recv().await, svc_sub.recv().await)
-    else {
-        return Ok(());
+    let ipam = LbIpam::new(LbIpamConfig { l2_announcements: config.l2_announcements, ..LbIpamConfig::default() });
+    let runner = Runner::new("lbipam")
+        .watch_changes(&pools, |ctl: &mut Allocator, change| {
+            ctl.pools_changed(change);
+            Wake::Now
+        })
+        .watch_changes(&services, |ctl: &mut Allocator, change| {
+            ctl.services_changed(change);
+            Wake::Now
+        });
+    let state = Allocator {
+        store,
+        ipam,
+        start: Start::default(),
+        known_pools: BTreeSet::new(),
+        known_services: BTreeSet::new(),
+        last_readable: BTreeMap::new(),
+        unwritten: Vec::new(),
     };
-    let pools0: Vec<LbIpPool> = Object::typed_all(&all_pools);
-    let mut last_readable: BTreeMap<(String, String), Service> = BTreeMap::new();
-    let services0 = readable_services(&all_services, &mut last_readable);
-    known_pools.extend(pools0.iter().map(|p| p.metadata.name.clone()));
-    known_services.extend(services0.iter().map(service_key));
-    // Writes that failed (datastore unreachable) are retried: the reconciler already counts them as
-    // published, so dropping them would leave a status stale until the object changes again.
-    let mut failed = write(store.as_ref(), ipam.initial_sync(&pools0, &services0)).await;
-    let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
+    runner.run_until_cancelled(state, shutdown).await;
+    Ok(())
+}
 
-    loop {
-        let updates = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            _ = retry.tick(), if !failed.is_empty() => std::mem::take(&mut failed),
-            change = pool_sub.recv() => match change {
-                None => return Ok(()),
-                Some(Change::Resync(all)) => {
-                    let pools: Vec<LbIpPool> = Object::typed_all(&all);
-                    let now: BTreeSet<String> = pools.iter().map(|p| p.metadata.name.clone()).collect();
-                    let mut updates = Vec::new();
-                    for gone in known_pools.difference(&now) {
-                        updates.extend(ipam.delete_pool(gone));
-                    }
-                    for p in &pools {
-                        updates.extend(ipam.upsert_pool(p));
-                    }
-                    known_pools = now;
-                    updates
+/// The first complete states of both kinds, until both are in, and the changes that came after
+/// one of them meanwhile.
+#[derive(Default)]
+struct Start {
+    pools: Option<Vec<Object>>,
+    services: Option<Vec<Object>>,
+    later: Vec<Later>,
+    done: bool,
+}
+
+enum Later {
+    Pools(Change),
+    Services(Change),
+}
+
+struct Allocator {
+    store: Arc<dyn Store>,
+    ipam: LbIpam,
+    start: Start,
+    known_pools: BTreeSet<String>,
+    known_services: BTreeSet<(String, String)>,
+    last_readable: BTreeMap<(String, String), Service>,
+    /// Status updates the allocator published, in order; kept until written. Writes that failed
+    /// (datastore unreachable) are retried: the allocator already counts them as published, so
+    /// dropping them would leave a status stale until the object changes again.
+    unwritten: Vec<StatusUpdate>,
+}
+
+impl Reconcile for Allocator {
+    type Error = Infallible;
+
+    async fn pass(&mut self) -> std::result::Result<Outcome, Infallible> {
+        let updates = std::mem::take(&mut self.unwritten);
+        self.unwritten = write(self.store.as_ref(), updates).await;
+        Ok(if self.unwritten.is_empty() { Outcome::Done } else { Outcome::Retry })
+    }
+}
+
+impl Allocator {
+    /// Start-up takes both full states at once, so every Service keeps the address it already has.
+    fn start_if_complete(&mut self) {
+        let (Some(pools), Some(services)) = (&self.start.pools, &self.start.services) else { return };
+        let pools0: Vec<LbIpPool> = Object::typed_all(pools);
+        let services0 = readable_services(services, &mut self.last_readable);
+        self.known_pools.extend(pools0.iter().map(|p| p.metadata.name.clone()));
+        self.known_services.extend(services0.iter().map(service_key));
+        let updates = self.ipam.initial_sync(&pools0, &services0);
+        self.unwritten.extend(updates);
+        let later = std::mem::take(&mut self.start.later);
+        self.start = Start { done: true, ..Start::default() };
+        for change in later {
+            match change {
+                Later::Pools(change) => self.pools_changed(change),
+                Later::Services(change) => self.services_changed(change),
+            }
+        }
+    }
+
+    fn pools_changed(&mut self, change: Change) {
+        if !self.start.done {
+            // Each subscription starts with the complete state; events come after it.
+            match change {
+                Change::Resync(all) => {
+                    self.start.pools = Some(all);
+                    self.start_if_complete();
                 }
-                Some(Change::Event(ev)) if ev.type_ == WatchEventType::Deleted => {
-                    known_pools.remove(ev.object.name());
-                    ipam.delete_pool(ev.object.name())
+                later => self.start.later.push(Later::Pools(later)),
+            }
+            return;
+        }
+        let updates = match change {
+            Change::Resync(all) => {
+                let pools: Vec<LbIpPool> = Object::typed_all(&all);
+                let now: BTreeSet<String> = pools.iter().map(|p| p.metadata.name.clone()).collect();
+                let mut updates = Vec::new();
+                for gone in self.known_pools.difference(&now) {
+                    updates.extend(self.ipam.delete_pool(gone));
                 }
-                Some(Change::Event(ev)) => match ev.object.to_typed_or_skip::<LbIpPool>() {
-                    Some(p) => {
-                        known_pools.insert(p.metadata.name.clone());
-                        ipam.upsert_pool(&p)
-                    }
-                    None => Vec::new(),
-                },
-            },
-            change = svc_sub.recv() => match change {
-                None => return Ok(()),
-                Some(Change::Resync(all)) => {
-                    let services = readable_services(&all, &mut last_readable);
-                    let now: BTreeSet<(String, String)> = services.iter().map(service_key).collect();
-                    let mut updates = Vec::new();
-                    for (ns, name) in known_services.difference(&now) {
-                        updates.extend(ipam.delete_service(ns, name));
-                    }
-                    for s in &services {
-                        updates.extend(ipam.upsert_service(s));
-                    }
-                    known_services = now;
-                    updates
+                for p in &pools {
+                    updates.extend(self.ipam.upsert_pool(p));
                 }
-                Some(Change::Event(ev)) if ev.type_ == WatchEventType::Deleted => {
-                    let ns = ev.object.namespace().unwrap_or_default().to_string();
-                    known_services.remove(&(ns.clone(), ev.object.name().to_string()));
-                    last_readable.remove(&(ns.clone(), ev.object.name().to_string()));
-                    ipam.delete_service(&ns, ev.object.name())
+                self.known_pools = now;
+                updates
+            }
+            Change::Event(ev) if ev.type_ == WatchEventType::Deleted => {
+                self.known_pools.remove(ev.object.name());
+                self.ipam.delete_pool(ev.object.name())
+            }
+            Change::Event(ev) => match ev.object.to_typed_or_skip::<LbIpPool>() {
+                Some(p) => {
+                    self.known_pools.insert(p.metadata.name.clone());
+                    self.ipam.upsert_pool(&p)
                 }
-                // An update that does not parse changes nothing: the Service keeps what it had.
-                Some(Change::Event(ev)) => match ev.object.to_typed_or_skip::<Service>() {
-                    Some(s) => {
-                        known_services.insert(service_key(&s));
-                        last_readable.insert(service_key(&s), s.clone());
-                        ipam.upsert_service(&s)
-                    }
-                    None => Vec::new(),
-                },
+                None => Vec::new(),
             },
         };
-        failed.extend(write(store.as_ref(), updates).await);
+        self.unwritten.extend(updates);
+    }
+
+    fn services_changed(&mut self, change: Change) {
+        if !self.start.done {
+            match change {
+                Change::Resync(all) => {
+                    self.start.services = Some(all);
+                    self.start_if_complete();
+                }
+                later => self.start.later.push(Later::Services(later)),
+            }
+            return;
+        }
+        let updates = match change {
+            Change::Resync(all) => {
+                let services = readable_services(&all, &mut self.last_readable);
+                let now: BTreeSet<(String, String)> = services.iter().map(service_key).collect();
+                let mut updates = Vec::new();
+                for (ns, name) in self.known_services.difference(&now) {
+                    updates.extend(self.ipam.delete_service(ns, name));
+                }
+                for s in &services {
+                    updates.extend(self.ipam.upsert_service(s));
+                }
+                self.known_services = now;
+                updates
+            }
+            Change::Event(ev) if ev.type_ == WatchEventType::Deleted => {
+                let k = (ev.object.namespace().unwrap_or_default().to_string(), ev.object.name().to_string());
+                self.known_services.remove(&k);
+                self.last_readable.remove(&k);
+                self.ipam.delete_service(&k.0, &k.1)
+            }
+            // An update that does not parse changes nothing: the Service keeps what it had.
+            Change::Event(ev) => match ev.object.to_typed_or_skip::<Service>() {
+                Some(s) => {
+                    self.known_services.insert(service_key(&s));
+                    self.last_readable.insert(service_key(&s), s.clone());
+                    self.ipam.upsert_service(&s)
+                }
+                None => Vec::new(),
+            },
+        };
+        self.unwritten.extend(updates);
     }
 }
 
@@ -184,7 +269,7 @@ async fn write(store: &dyn Store, updates: Vec<StatusUpdate>) -> Vec<StatusUpdat
             }
         };
         if let Err(e) = result {
-            tracing::warn!(error = %crate::error_chain(&e), "writing an LB-IPAM status; will retry");
+            tracing::warn!(error = %api::error::Chain(&e), "writing an LB-IPAM status; will retry");
             failed.push(update);
         }
     }

@@ -72,7 +72,7 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
     tasks.shutdown().await;
     let why = match &outcome {
         Ok(()) => "shutting down".to_string(),
-        Err(e) => error_chain(e),
+        Err(e) => api::error::Chain(e).to_string(),
     };
     metrics::stepped_down(&why);
     leadership.release().await;
@@ -143,17 +143,4 @@ impl Leading {
             Leading::Lease(l) => l.release().await,
         }
     }
-}
-
-/// An error and its causes, outermost first: `a: b: c`, as the operator's metrics report why it
-/// stepped down.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

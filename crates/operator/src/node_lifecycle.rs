@@ -76,7 +76,7 @@ impl Reconcile for NodeLifecycle {
         let mut outcome = Outcome::Done;
         for node in lost_nodes(&self.nodes.snapshot(), &live) {
             if let Err(e) = mark_lost(self.store.as_ref(), &node).await {
-                tracing::warn!(%node, error = %crate::error_chain(&e), "cannot mark the node lost; retrying");
+                tracing::warn!(%node, error = %api::error::Chain(&e), "cannot mark the node lost; retrying");
                 outcome = Outcome::Retry;
             }
         }

@@ -15,14 +15,17 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    convert::Infallible,
     sync::Arc,
-    time::Duration,
 };
 
 use api::{Condition, Object, ObjectRef, kinds, meta::now_rfc3339};
 use ipnet::Ipv4Net;
 use serde_json::json;
-use store::{Change, Informer, Store, WatchEventType};
+use store::{
+    Change, Informer, Store, WatchEventType,
+    reconcile::{self, Reconcile, Runner, Wake},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{OperatorError, Result};
@@ -42,28 +45,42 @@ pub async fn run(store: Arc<dyn Store>, config: OperatorConfig, shutdown: Cancel
     let alloc = PodCidrAllocator::new(&config.cluster_pool_cidrs, config.cluster_pool_mask)
         .map_err(OperatorError::PoolConfig)?;
     let nodes = Informer::start(store.clone(), &kinds::NODE, None);
-    // Subscribing after the first list makes the first item the complete state, so every stored
+    // Subscribing after the first list makes the first change the complete state, so every stored
     // CIDR is claimed before anything is allocated.
     tokio::select! {
         () = nodes.wait_synced() => {}
         () = shutdown.cancelled() => return Ok(()),
     }
-    let mut sub = nodes.subscribe();
-    let mut ctl = Controller::new(alloc);
-    let mut retry = tokio::time::interval(Duration::from_secs(1));
-    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            _ = retry.tick(), if !ctl.unwritten.is_empty() => {}
-            change = sub.recv() => match change {
-                None => return Ok(()),
-                Some(Change::Resync(all)) => ctl.resync(&all),
-                Some(Change::Event(ev)) if ev.type_ == WatchEventType::Deleted => ctl.deleted(ev.object.name()),
-                Some(Change::Event(ev)) => ctl.observed(&NodeView::of(&ev.object)),
-            },
+    // Allocation is first come, first served over all nodes, so each change goes into the
+    // allocator as it comes, in the informer's order; a pass writes what is pending.
+    let runner = Runner::new("pod-cidrs").watch_changes(&nodes, |pod_cidrs: &mut PodCidrs, change| {
+        let ctl = &mut pod_cidrs.ctl;
+        match change {
+            Change::Resync(all) => ctl.resync(&all),
+            Change::Event(ev) if ev.type_ == WatchEventType::Deleted => ctl.deleted(ev.object.name()),
+            Change::Event(ev) => ctl.observed(&NodeView::of(&ev.object)),
         }
-        ctl.flush(store.as_ref()).await;
+        Wake::Now
+    });
+    let state = PodCidrs { store, ctl: Controller::new(alloc), _nodes: nodes };
+    runner.run_until_cancelled(state, shutdown).await;
+    Ok(())
+}
+
+/// The controller and where it writes; holds the informer its runner watches.
+struct PodCidrs {
+    store: Arc<dyn Store>,
+    ctl: Controller,
+    _nodes: Informer,
+}
+
+impl Reconcile for PodCidrs {
+    type Error = Infallible;
+
+    /// Writes what is pending; what fails is retried after the backoff.
+    async fn pass(&mut self) -> std::result::Result<reconcile::Outcome, Infallible> {
+        self.ctl.flush(self.store.as_ref()).await;
+        Ok(if self.ctl.unwritten.is_empty() { reconcile::Outcome::Done } else { reconcile::Outcome::Retry })
     }
 }
 
@@ -240,7 +257,7 @@ impl Controller {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(node = %name, error = %crate::error_chain(&e), "writing the pod CIDR; will retry")
+                    tracing::warn!(node = %name, error = %api::error::Chain(&e), "writing the pod CIDR; will retry")
                 }
             }
         }

@@ -5,12 +5,16 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    convert::Infallible,
     net::IpAddr,
     sync::Arc,
 };
 
 use api::{Object, ObjectRef, kinds, types::Service};
-use store::{Change, Informer, Store, WatchEventType};
+use store::{
+    Change, Informer, Store, WatchEventType,
+    reconcile::{Outcome, Reconcile, Runner, Wake},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
@@ -30,9 +34,12 @@ struct Held {
 }
 
 struct Controller {
+    store: Arc<dyn Store>,
     cluster_ips: ClusterIps,
     node_ports: NodePorts,
     held: BTreeMap<Key, Held>,
+    /// What Services still need, by Service: filled in by the next pass.
+    wanted: BTreeMap<Key, (ObjectRef, Wanted)>,
 }
 
 pub async fn run(
@@ -41,31 +48,53 @@ pub async fn run(
     config: OperatorConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut ctl = Controller {
+    // Addresses are claimed and released as the changes come, in the informer's order (a
+    // resync claims everything held before anything is allocated); a pass allocates what the
+    // Services still need and writes it.
+    let runner = Runner::new("service-addresses").watch_changes(&services, |ctl: &mut Controller, change| {
+        match change {
+            Change::Resync(all) => {
+                let work = ctl.resync(&all);
+                ctl.wanted.extend(work);
+            }
+            Change::Event(ev) if ev.type_ == WatchEventType::Deleted => {
+                let k = key(&ev.object);
+                ctl.release(&k);
+                ctl.wanted.remove(&k);
+            }
+            Change::Event(ev) => {
+                let k = key(&ev.object);
+                match ctl.observe(&ev.object) {
+                    Some(work) => ctl.wanted.insert(k, work),
+                    None => ctl.wanted.remove(&k),
+                };
+            }
+        }
+        Wake::Now
+    });
+    let ctl = Controller {
+        store,
         cluster_ips: ClusterIps::new(config.service_cidr),
         node_ports: NodePorts::new(config.node_ports.0, config.node_ports.1),
         held: BTreeMap::new(),
+        wanted: BTreeMap::new(),
     };
-    let mut sub = services.subscribe();
-    loop {
-        let change = tokio::select! {
-            c = sub.recv() => c,
-            () = shutdown.cancelled() => return Ok(()),
-        };
-        let Some(change) = change else { return Ok(()) };
-        let work = match change {
-            Change::Resync(all) => ctl.resync(&all),
-            Change::Event(ev) if ev.type_ == WatchEventType::Deleted => {
-                ctl.release(&key(&ev.object));
-                Vec::new()
-            }
-            Change::Event(ev) => ctl.observe(&ev.object).into_iter().collect(),
-        };
-        for (target, wanted) in work {
-            if let Err(e) = ctl.allocate_and_write(store.as_ref(), &target, wanted).await {
-                tracing::warn!(error = %crate::error_chain(&e), "assigning service addresses");
+    runner.run_until_cancelled(ctl, shutdown).await;
+    Ok(())
+}
+
+impl Reconcile for Controller {
+    type Error = Infallible;
+
+    /// Fills in what the Services need. A write that fails is not retried: the Service's next
+    /// change looks at it again.
+    async fn pass(&mut self) -> std::result::Result<Outcome, Infallible> {
+        for (target, wanted) in std::mem::take(&mut self.wanted).into_values() {
+            if let Err(e) = self.allocate_and_write(&target, wanted).await {
+                tracing::warn!(error = %api::error::Chain(&e), "assigning service addresses");
             }
         }
+        Ok(Outcome::Done)
     }
 }
 
@@ -83,13 +112,14 @@ struct Wanted {
 impl Controller {
     /// Claims everything the stored Services hold, then finds what is missing. Existing
     /// assignments always win over new ones, so a restarted operator never moves an address.
-    fn resync(&mut self, all: &[Object]) -> Vec<(ObjectRef, Wanted)> {
+    fn resync(&mut self, all: &[Object]) -> Vec<(Key, (ObjectRef, Wanted))> {
         let keys: BTreeSet<Key> = all.iter().map(key).collect();
         let gone: Vec<Key> = self.held.keys().filter(|k| !keys.contains(*k)).cloned().collect();
         for k in gone {
             self.release(&k);
         }
-        all.iter().filter_map(|o| self.observe(o)).collect()
+        self.wanted.clear();
+        all.iter().filter_map(|o| Some((key(o), self.observe(o)?))).collect()
     }
 
     fn release(&mut self, k: &Key) {
@@ -165,7 +195,7 @@ impl Controller {
         })
     }
 
-    async fn allocate_and_write(&mut self, store: &dyn Store, target: &ObjectRef, wanted: Wanted) -> Result<()> {
+    async fn allocate_and_write(&mut self, target: &ObjectRef, wanted: Wanted) -> Result<()> {
         let k = (target.namespace.clone().unwrap_or_default(), target.name.clone());
         let ip = if wanted.cluster_ip { Some(self.cluster_ips.allocate(rand::random())?) } else { None };
         let mut ports = Vec::new();
@@ -178,7 +208,7 @@ impl Controller {
         }
         held.node_ports.extend(ports.iter().copied());
         let ports_by_index: BTreeMap<usize, u16> = wanted.node_port_ports.iter().copied().zip(ports).collect();
-        status::write(store, target, |obj| {
+        status::write(self.store.as_ref(), target, |obj| {
             let spec = obj.body.entry("spec").or_insert_with(|| serde_json::json!({}));
             let mut changed = false;
             if let Some(ip) = ip

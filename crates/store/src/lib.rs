@@ -8,7 +8,8 @@
 //! - [`Informer`]: a watch cache for one kind that survives datastore restarts and compaction without
 //!   losing or repeating events.
 //! - [`reconcile::Runner`]: the watch, debounce, retry and cancellation loop of a level-triggered
-//!   controller, around its pass.
+//!   controller, around its pass; [`reconcile::KeyedRunner`]: the same around per-object work, with
+//!   a work queue of keys.
 //! - [`update_with_retry`]: read-modify-write that never loses a concurrent update.
 //!
 //! A resourceVersion is the store revision of the object's last write, as a decimal string.

@@ -17,17 +17,24 @@
 //! - [`Outcome::RequeueAfter`] asks for another pass later even without changes.
 //!
 //! Passes never overlap: triggers that fire during a pass are seen after it.
+//!
+//! A controller that acts per object (its work on one object does not depend on the others) runs
+//! on [`KeyedRunner`] instead: the same triggers and informer sync, a work queue of object keys
+//! with a backoff per key.
 
 use std::{convert::Infallible, future::Future, time::Duration};
 
-use futures::{
-    StreamExt,
-    stream::{self, BoxStream, SelectAll},
-};
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::informer::{Change, Informer};
+
+mod keyed;
+mod triggers;
+mod work_queue;
+
+pub use keyed::{Enqueue, KeyedRunner, ReconcileKey};
+use triggers::Triggers;
 
 /// A controller's state and its pass.
 pub trait Reconcile: Send {
@@ -75,7 +82,7 @@ impl Backoff {
     }
 
     /// The pause after `failures` failed passes in a row (at least one).
-    fn after(&self, failures: u32) -> Duration {
+    pub(crate) fn after(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(31);
         self.first.saturating_mul(1 << doublings).min(self.max)
     }
@@ -92,44 +99,87 @@ pub struct Health {
     pub consecutive_failures: u32,
 }
 
-/// Something done to the state when an extra trigger fires; says whether a pass is wanted.
-type Trigger<S> = Box<dyn FnOnce(&mut S) -> Wake + Send>;
-
-/// Runs one controller: see the module documentation.
-pub struct Runner<S> {
+/// Runs one controller: see the module documentation. `W` is what its triggers ask for: a pass
+/// ([`Wake`], the default), or work on keys ([`Enqueue`], a [`KeyedRunner`]).
+pub struct Runner<S, W = Wake> {
     name: &'static str,
     debounce: Duration,
     backoff: Backoff,
     hold_changes_while_retrying: bool,
-    synced: Vec<watch::Receiver<bool>>,
-    triggers: SelectAll<BoxStream<'static, Trigger<S>>>,
+    triggers: Triggers<S, W>,
     health: watch::Sender<Health>,
 }
 
-impl<S: Reconcile> Runner<S> {
+impl<S: Send + 'static, W: 'static> Runner<S, W> {
     /// A runner without triggers yet; `name` labels its log lines. Defaults: no debounce, a
-    /// fixed one-second backoff.
-    pub fn new(name: &'static str) -> Runner<S> {
+    /// fixed one-second backoff. Built by [`Runner::new`] or [`Runner::keyed`], which say the
+    /// kind of work.
+    fn named(name: &'static str) -> Self {
         Runner {
             name,
             debounce: Duration::ZERO,
             backoff: Backoff::fixed(Duration::from_secs(1)),
             hold_changes_while_retrying: false,
-            synced: Vec::new(),
-            triggers: SelectAll::new(),
+            triggers: Triggers::new(),
             health: watch::Sender::new(Health::default()),
         }
     }
 
-    /// Changes arriving within `window` of the first one make one pass.
+    /// Changes arriving within `window` of the first one make one pass (or one piece of work on
+    /// each key they name).
     pub fn debounce(mut self, window: Duration) -> Self {
         self.debounce = window;
         self
     }
 
+    /// The pauses after failures (of passes in a row, or of one key's work in a row).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
+    }
+
+    /// `on_change` gets each of `informer`'s changes, in the informer's order, and says what work
+    /// it asks for; the first work waits for the informer's first list. Subscribes now, so
+    /// nothing that happens between now and the start is missed.
+    pub fn watch_changes<F>(mut self, informer: &Informer, on_change: F) -> Self
+    where
+        F: Fn(&mut S, Change) -> W + Clone + Send + Sync + 'static,
+    {
+        self.triggers.watch(informer, on_change);
+        self
+    }
+
+    /// Calls `on_change` with each new value of `values` (not the current one). Once its sender
+    /// is gone, the receiver is no longer looked at.
+    pub fn on_change<T, F>(mut self, values: watch::Receiver<T>, on_change: F) -> Self
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(&mut S, T) -> W + Clone + Send + Sync + 'static,
+    {
+        self.triggers.on_change(values, on_change);
+        self
+    }
+
+    /// Calls `on_tick` every `period`, the first time one period after the start.
+    pub fn every<F>(mut self, period: Duration, on_tick: F) -> Self
+    where
+        F: Fn(&mut S) -> W + Clone + Send + Sync + 'static,
+    {
+        self.triggers.every(period, on_tick);
+        self
+    }
+
+    /// Follows the runner's health from now on.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+}
+
+impl<S: Reconcile + 'static> Runner<S> {
+    /// A runner of passes without triggers yet; `name` labels its log lines. Defaults: no
+    /// debounce, a fixed one-second backoff.
+    pub fn new(name: &'static str) -> Self {
+        Self::named(name)
     }
 
     /// After a failed pass, informer events and [`Wake::Debounced`] wait for the backoff instead
@@ -141,74 +191,18 @@ impl<S: Reconcile> Runner<S> {
 
     /// Passes follow `informer`'s changes, and the first waits for its first list. Subscribes
     /// now, so nothing that happens between now and the first pass is missed.
-    pub fn watch(mut self, informer: &Informer) -> Self {
-        self.synced.push(informer.synced_receiver());
-        let changes = stream::unfold(informer.subscribe(), |mut sub| async move {
-            let change = sub.recv().await?;
-            let wake = if matches!(change, Change::Resync(_)) { Wake::Now } else { Wake::Debounced };
-            let trigger: Trigger<S> = Box::new(move |_| wake);
-            Some((trigger, sub))
-        });
-        self.triggers.push(changes.boxed());
-        self
-    }
-
-    /// Calls `on_change` with each new value of `values` (not the current one). Once its sender
-    /// is gone, the receiver is no longer looked at.
-    pub fn on_change<T, F>(mut self, values: watch::Receiver<T>, on_change: F) -> Self
-    where
-        T: Clone + Send + Sync + 'static,
-        F: Fn(&mut S, T) -> Wake + Clone + Send + Sync + 'static,
-    {
-        let changes = stream::unfold(values, move |mut values| {
-            let on_change = on_change.clone();
-            async move {
-                values.changed().await.ok()?;
-                let value = values.borrow_and_update().clone();
-                let trigger: Trigger<S> = Box::new(move |state| on_change(state, value));
-                Some((trigger, values))
-            }
-        });
-        self.triggers.push(changes.boxed());
-        self
-    }
-
-    /// Calls `on_tick` every `period`, the first time one period after the start.
-    pub fn every<F>(mut self, period: Duration, on_tick: F) -> Self
-    where
-        F: Fn(&mut S) -> Wake + Clone + Send + Sync + 'static,
-    {
-        let mut interval = tokio::time::interval_at(Instant::now() + period, period);
-        // A tick missed while a pass ran is not made up with a burst of ticks.
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ticks = stream::unfold(interval, move |mut interval| {
-            let on_tick = on_tick.clone();
-            async move {
-                interval.tick().await;
-                let trigger: Trigger<S> = Box::new(move |state| on_tick(state));
-                Some((trigger, interval))
-            }
-        });
-        self.triggers.push(ticks.boxed());
-        self
-    }
-
-    /// Follows the runner's health from now on.
-    pub fn health(&self) -> watch::Receiver<Health> {
-        self.health.subscribe()
+    pub fn watch(self, informer: &Informer) -> Self {
+        self.watch_changes(informer, |_, change| match change {
+            Change::Resync(_) => Wake::Now,
+            Change::Event(_) => Wake::Debounced,
+        })
     }
 
     /// Runs passes over `state` until `shutdown` (returning the state, for whatever the
     /// controller does on the way out) or until a pass returns an error.
     pub async fn run(mut self, mut state: S, shutdown: CancellationToken) -> Result<S, S::Error> {
-        let all_synced = futures::future::join_all(self.synced.iter_mut().map(|s| async move {
-            // The sender lives as long as its informer, which the state holds: it cannot close
-            // while we wait, and if it did there would be nothing more to wait for.
-            let _ = s.wait_for(|synced| *synced).await;
-        }));
-        tokio::select! {
-            _ = all_synced => {}
-            () = shutdown.cancelled() => return Ok(state),
+        if !self.triggers.all_synced(&shutdown).await {
+            return Ok(state);
         }
         self.health.send_modify(|h| h.synced = true);
         let mut due = Some(Instant::now());
@@ -219,7 +213,7 @@ impl<S: Reconcile> Runner<S> {
                 // before the pass: whatever is already queued rides along with a pass that is due.
                 biased;
                 () = shutdown.cancelled() => return Ok(state),
-                Some(trigger) = self.triggers.next() => {
+                trigger = self.triggers.next() => {
                     let wanted = match trigger(&mut state) {
                         Wake::No => None,
                         Wake::Now => Some(Instant::now()),
@@ -259,7 +253,7 @@ impl<S: Reconcile> Runner<S> {
     }
 }
 
-impl<S: Reconcile<Error = Infallible>> Runner<S> {
+impl<S: Reconcile<Error = Infallible> + 'static> Runner<S> {
     /// [`Runner::run`] for a controller whose passes cannot fail fatally.
     pub async fn run_until_cancelled(self, state: S, shutdown: CancellationToken) -> S {
         match self.run(state, shutdown).await {
@@ -444,7 +438,7 @@ mod tests {
         let (first, first_synced) = watch::channel(false);
         let (second, second_synced) = watch::channel(false);
         let mut runner = Runner::new("test");
-        runner.synced = vec![first_synced, second_synced];
+        runner.triggers.synced = vec![first_synced, second_synced];
         let health = runner.health();
         tokio::spawn(runner.run_until_cancelled(state, CancellationToken::new()));
         tokio::time::sleep(secs(1)).await;
@@ -483,7 +477,7 @@ mod tests {
         let (state, passes) = scripted(&[]);
         let (_never, unsynced) = watch::channel(false);
         let mut runner = Runner::new("test");
-        runner.synced = vec![unsynced];
+        runner.triggers.synced = vec![unsynced];
         let stopped = CancellationToken::new();
         let task = tokio::spawn(runner.run_until_cancelled(state, stopped.clone()));
         tokio::time::sleep(secs(1)).await;

@@ -21,7 +21,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Serves the node's cluster DNS until `shutdown`.
 pub async fn run(store: Arc<dyn Store>, node: &str, port: u16, shutdown: CancellationToken) -> Result<(), String> {
-    let kernel = Netconf::current().map_err(|e| format!("netlink: {e}"))?;
+    let kernel = Netconf::current().map_err(|e| format!("netlink: {}", api::error::Chain(&e)))?;
     let Some(router_ip) = wait_for_router_ip(store.as_ref(), &kernel, node, &shutdown).await else {
         return Ok(());
     };

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use api::error::Chain;
 use api::{Object, kinds, types::Pod, types::Service};
 use datapath::{EventMaps, EventReader, EventsLevel, events};
 use store::{Informer, Store};
@@ -41,12 +42,12 @@ pub async fn run(
     let (reader, mut maps) = match opened {
         Ok(pair) => pair,
         Err(e) => {
-            tracing::warn!(pins = %bpf_dir.display(), error = %e, "no flow events: the datapath's event maps cannot be opened");
+            tracing::warn!(pins = %bpf_dir.display(), error = %Chain(&e), "no flow events: the datapath's event maps cannot be opened");
             return;
         }
     };
     if let Err(e) = maps.set_level(level) {
-        tracing::warn!(error = %e, "cannot set the datapath's events level; flows may stay empty");
+        tracing::warn!(error = %Chain(&e), "cannot set the datapath's events level; flows may stay empty");
     }
     tracing::info!(?level, pins = %bpf_dir.display(), "flow buffer reading datapath events");
     hub.set_reading(true);
@@ -60,10 +61,10 @@ pub async fn run(
         Ok(mut maps) => {
             // Nobody reads any more: stop writing events (the counters go on).
             if let Err(e) = maps.set_level(EventsLevel::Off) {
-                tracing::warn!(error = %e, "cannot turn the datapath's events off");
+                tracing::warn!(error = %Chain(&e), "cannot turn the datapath's events off");
             }
         }
-        Err(e) => tracing::error!(error = %e, "the flow event reader failed"),
+        Err(e) => tracing::error!(error = %Chain(&e), "the flow event reader failed"),
     }
     hub.set_reading(false);
 }
@@ -105,7 +106,7 @@ fn read_loop(
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(error = %e, failures, "reading flow events failed");
+                    tracing::warn!(error = %Chain(&e), failures, "reading flow events failed");
                 }
                 std::thread::sleep(POLL);
             }
@@ -119,7 +120,7 @@ fn read_loop(
                         tracing::warn!(lost = grew, total, "flow events lost: the datapath's ring buffer was full");
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "cannot read the lost-events counter"),
+                Err(e) => tracing::debug!(error = %Chain(&e), "cannot read the lost-events counter"),
             }
         }
     }

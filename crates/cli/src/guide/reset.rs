@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::runner::{Check, Section, Step};
+use super::runner::{Check, Section, Step, webpods_and_curl_pod_ready};
 
 const WEBPOD: &str = include_str!("../../../../examples/guide/webpod.yaml");
 const CURL_POD: &str = include_str!("../../../../examples/guide/curl-pod.yaml");
@@ -99,27 +99,8 @@ pub fn section(index: usize, from_scratch: bool) -> Section {
             Check::Contains(vec!["deployment.apps/webpod".into(), "pod/curl-pod".into()]),
         ));
         steps.push(
-            Step::new(
-                "and ready",
-                "cilia get pod -o wide",
-                Check::Output(Box::new(|out| {
-                    let ready = |prefix: &str| {
-                        out.lines()
-                            .filter(|l| {
-                                let c: Vec<&str> = l.split_whitespace().collect();
-                                c.first().is_some_and(|n| n.starts_with(prefix))
-                                    && c.get(1) == Some(&"1/1")
-                                    && c.get(2) == Some(&"Running")
-                            })
-                            .count()
-                    };
-                    match (ready("webpod-"), ready("curl-pod")) {
-                        (3, 1) => Ok(()),
-                        (w, c) => Err(format!("{w} of 3 webpods and {c} of 1 curl-pod ready")),
-                    }
-                })),
-            )
-            .waiting(Duration::from_secs(60)),
+            Step::new("and ready", "cilia get pod -o wide", webpods_and_curl_pod_ready())
+                .waiting(Duration::from_secs(60)),
         );
     }
     let title = if from_scratch {

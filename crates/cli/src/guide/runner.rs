@@ -57,6 +57,27 @@ pub fn contains<const N: usize>(items: [&str; N]) -> Check {
     Check::Contains(items.iter().map(|s| s.to_string()).collect())
 }
 
+/// `cilia get pod -o wide` after the guide's webpod (three replicas) and curl-pod are applied:
+/// all four are Running and ready.
+pub fn webpods_and_curl_pod_ready() -> Check {
+    Check::Output(Box::new(|out| {
+        let ready = |prefix: &str| {
+            out.lines()
+                .filter(|l| {
+                    let c: Vec<&str> = l.split_whitespace().collect();
+                    c.first().is_some_and(|n| n.starts_with(prefix))
+                        && c.get(1) == Some(&"1/1")
+                        && c.get(2) == Some(&"Running")
+                })
+                .count()
+        };
+        match (ready("webpod-"), ready("curl-pod")) {
+            (3, 1) => Ok(()),
+            (w, c) => Err(format!("{w} of 3 webpods and {c} of 1 curl-pod ready")),
+        }
+    }))
+}
+
 pub struct Section {
     /// Short name to run one section: `cilia lab guide lbipam`.
     pub id: &'static str,

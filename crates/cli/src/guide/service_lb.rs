@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use super::runner::{Check, Section, Step, contains};
+use super::runner::{Check, Section, Step, contains, webpods_and_curl_pod_ready};
 
 const WEBPOD: &str = include_str!("../../../../examples/guide/webpod.yaml");
 const CURL_POD: &str = include_str!("../../../../examples/guide/curl-pod.yaml");
@@ -53,22 +53,7 @@ pub fn section() -> Section {
             Step::new(
                 "Three webpods and curl-pod are ready",
                 "cilia get pod -o wide",
-                Check::Output(Box::new(|out| {
-                    let ready = |prefix: &str| {
-                        out.lines()
-                            .filter(|l| {
-                                let c: Vec<&str> = l.split_whitespace().collect();
-                                c.first().is_some_and(|n| n.starts_with(prefix))
-                                    && c.get(1) == Some(&"1/1")
-                                    && c.get(2) == Some(&"Running")
-                            })
-                            .count()
-                    };
-                    match (ready("webpod-"), ready("curl-pod")) {
-                        (3, 1) => Ok(()),
-                        (w, c) => Err(format!("{w} of 3 webpods and {c} of 1 curl-pod ready")),
-                    }
-                })),
+                webpods_and_curl_pod_ready(),
             )
             .waiting(wait),
             Step::new(
