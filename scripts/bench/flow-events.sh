@@ -7,7 +7,10 @@
 # medians reported with their ratio to "off":
 #   off      events off on every node (drop and forward counters only, as always)
 #   medium   the agent's default: drops, and traces of SYN/FIN/RST and non-TCP packets
-#   follow   medium with `cilia observe -f` attached (skipped when the CLI has no observe yet)
+#   follow   medium with `cilia observe -f` attached, unfiltered (skipped when the CLI has no
+#            observe yet)
+#   follow-pod  medium with `cilia observe -f --pod curl-pod` attached, as the guide runs it
+# For the follow modes the follower's CPU (share of one core over both wrk runs) is reported too.
 # Then the events level "all" (a trace of every packet where it enters and where it leaves a
 # program) under keep-alive load of 1, 4, 16 and 64 connections: events written to k8s-ctr's ring
 # buffer per second and events lost (the ring buffer full because the agent's reader fell
@@ -54,25 +57,37 @@ wrk_rate() { # wrk_rate CONNECTIONS [HEADER]: requests per second
 }
 
 modes="off medium"
-if $cilia observe --help >/dev/null 2>&1; then modes="$modes follow"; else
+if $cilia observe --help >/dev/null 2>&1; then modes="$modes follow follow-pod"; else
   echo "(cilia has no observe command yet: the follow mode is skipped)" >&2
 fi
 follower=""
 stop_follower() { [ -z "$follower" ] || { kill "$follower" 2>/dev/null || true; wait "$follower" 2>/dev/null || true; follower=""; }; }
 trap 'stop_follower; $cilia lab down >/dev/null 2>&1 || true' EXIT
 
-declare -A rps cps
+# The CPU time (in clock ticks) process $1 has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+hz=$(getconf CLK_TCK)
+declare -A rps cps fcpu
 for r in $(seq "$rounds"); do
   for mode in $modes; do
     case $mode in
       off) level off ;;
       medium) level medium ;;
       follow) level medium; $cilia observe -f >/tmp/fev$$.flows 2>/dev/null & follower=$! ; sleep 1 ;;
+      follow-pod) level medium; $cilia observe -f --pod curl-pod >/tmp/fev$$.pod.flows 2>/dev/null & follower=$! ; sleep 1 ;;
     esac
+    t0=$(date +%s.%N); u0=0; [ -z "$follower" ] || u0=$(cpu_ticks "$follower")
     q=$(wrk_rate 16); c=$(wrk_rate 16 "Connection: close")
+    cpu=""
+    if [ -n "$follower" ]; then
+      u1=$(cpu_ticks "$follower"); t1=$(date +%s.%N)
+      cpu=$(echo "100 * ($u1 - $u0) / $hz / ($t1 - $t0)" | bc -l)
+      fcpu[$mode]+="$cpu "
+      cpu=$(printf "  follower %5.1f%% of a core" "$cpu")
+    fi
     stop_follower
     rps[$mode]+="$q "; cps[$mode]+="$c "
-    printf "round %s %-7s: %10s requests/s %10s connections/s\n" "$r" "$mode" "$q" "$c" >&2
+    printf "round %s %-10s: %10s requests/s %10s connections/s%s\n" "$r" "$mode" "$q" "$c" "$cpu" >&2
   done
 done
 
@@ -81,13 +96,17 @@ if [ -s /tmp/fev$$.flows ]; then
   echo "the follower received $(wc -l </tmp/fev$$.flows) flows in its last run, e.g.:" >&2
   grep -m2 'to-overlay' /tmp/fev$$.flows >&2 || head -2 /tmp/fev$$.flows >&2
 fi
-rm -f /tmp/fev$$.flows
+if [ -s /tmp/fev$$.pod.flows ]; then
+  echo "the --pod curl-pod follower received $(wc -l </tmp/fev$$.pod.flows) flows in its last run" >&2
+fi
+rm -f /tmp/fev$$.flows /tmp/fev$$.pod.flows
 echo
-printf "%-8s %14s %8s %16s %8s\n" mode "requests/s" ratio "connections/s" ratio
+printf "%-11s %14s %8s %16s %8s %14s\n" mode "requests/s" ratio "connections/s" ratio "follower CPU"
 q0=$(echo ${rps[off]} | median); c0=$(echo ${cps[off]} | median)
 for mode in $modes; do
   q=$(echo ${rps[$mode]} | median); c=$(echo ${cps[$mode]} | median)
-  printf "%-8s %14s %7.3fx %16s %7.3fx\n" "$mode" "$q" "$(echo "$q/$q0" | bc -l)" "$c" "$(echo "$c/$c0" | bc -l)"
+  f=""; [ -z "${fcpu[$mode]:-}" ] || f=$(printf "%13.1f%%" "$(echo ${fcpu[$mode]} | median)")
+  printf "%-11s %14s %7.3fx %16s %7.3fx %14s\n" "$mode" "$q" "$(echo "$q/$q0" | bc -l)" "$c" "$(echo "$c/$c0" | bc -l)" "$f"
 done
 
 echo

@@ -22,7 +22,7 @@ mod output;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, CommandFactory as _, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::{
     commands::{
@@ -371,9 +371,25 @@ enum LabCmd {
 
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Observe(args), Some(("observe", sub))) = (&mut cli.command, matches.subcommand()) {
+        match commands::observe::negated_filters(sub) {
+            Ok(negated) => args.negated = negated,
+            Err(e) => Cli::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit(),
+        }
+    }
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // A follower handles every flow of the cluster on one path (read, decode, order, print):
+    // one thread does it without handing each flow between threads.
+    let mut builder = if matches!(cli.command, Command::Observe(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");

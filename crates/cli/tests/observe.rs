@@ -5,8 +5,9 @@
 //! - curl-pod → webpod across the overlay shows `to-overlay FORWARDED` lines with both pods'
 //!   names, the client's port and 80, and TCP flags, as the guide's `hubble observe` does;
 //! - a request to a Service without backends shows a DROPPED flow with its reason;
-//! - each filter keeps exactly what it names;
-//! - `-o json` parses with Hubble's field names.
+//! - each filter keeps exactly what it names (`--not` everything else), and `--first`,
+//!   `--since`, `--until` and `-o table` answer;
+//! - `-o json` parses with Hubble's field names and names each flow's device as the node does.
 //!
 //! Every request starts in a pod namespace.
 
@@ -180,6 +181,21 @@ fn observe_shows_the_guides_flows_drops_and_filters() {
     only(&["--label", "app=webpod"], &|l| l.contains("default/webpod-"), "--label app=webpod");
     only(&["--pod", "curl-pod"], &|l| l.contains("default/curl-pod"), "--pod curl-pod");
     only(&["-n", "default"], &|l| l.contains(" default/"), "--namespace default");
+    // The client's own flows (a reply to it prints it on the left too, but with `<-`), and
+    // everything else with `--not`.
+    let from_curl = |l: &str| l.contains(": default/curl-pod") && !l.contains(" <- ");
+    only(&["--from-pod", "curl-pod"], &from_curl, "--from-pod curl-pod");
+    only(&["--not", "--from-pod", "curl-pod"], &|l| !from_curl(l), "--not --from-pod curl-pod");
+    // Time bounds and the first flows of the buffers.
+    assert_eq!(observe(&lab, &["--first", "3"]).len(), 3, "--first 3");
+    assert!(!observe(&lab, &["--since", "1h"]).is_empty(), "--since 1h selected nothing");
+    assert!(observe(&lab, &["--until", "2000-01-01T00:00:00Z"]).is_empty(), "--until 2000 selected flows");
+    let table = observe(&lab, &["-o", "table", "--last", "5"]);
+    assert!(
+        table.len() == 6 && table[0].starts_with("TIMESTAMP ") && table[0].ends_with("   SUMMARY"),
+        "-o table --last 5:\n{}",
+        table.join("\n")
+    );
     // No pod of kube-system talks here: an explicit -n filters even though -n has a default.
     let kube_system = observe(&lab, &["-n", "kube-system", "--last", "4000"]);
     assert!(kube_system.iter().all(|l| l.contains(" kube-system/")), "-n kube-system:\n{}", kube_system.join("\n"));
@@ -228,4 +244,24 @@ fn observe_shows_the_guides_flows_drops_and_filters() {
         assert!(f["l4"]["TCP"]["flags"].is_object(), "{line}");
         assert!(v["node_name"].is_string() && v["time"].is_string(), "{line}");
     }
+    // Each flow names the device it was seen on, as the node's kernel names it.
+    let links = lab.ok(&["lab", "exec", "k8s-ctr", "--", "ip", "-o", "link", "show"]);
+    let device = |index: u64| {
+        links.lines().find_map(|l| {
+            let (n, rest) = l.split_once(": ")?;
+            (n.parse::<u64>().ok()? == index).then(|| rest.split([':', '@']).next().unwrap_or("").to_string())
+        })
+    };
+    let json = observe(&lab, &["--node", "k8s-ctr", "--type", "trace", "-o", "json", "--last", "50"]);
+    assert!(!json.is_empty(), "no trace flows on k8s-ctr");
+    let mut named = 0;
+    for line in &json {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let iface = &v["flow"]["interface"];
+        // A program that runs on no device (a socket's) has no interface.
+        let Some(index) = iface["index"].as_u64() else { continue };
+        assert_eq!(iface["name"].as_str(), device(index).as_deref(), "interface {index} of k8s-ctr:\n{links}\n{line}");
+        named += 1;
+    }
+    assert!(named > 0, "no flow on k8s-ctr names its device:\n{}", json.join("\n"));
 }

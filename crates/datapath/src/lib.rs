@@ -70,5 +70,5 @@ pub use loader::{DatapathConfig, remove_pins};
 pub use overlay_datapath::{OverlayDatapath, PinnedOverlay};
 pub use pins::{BPF_ROOT, ensure_bpffs_for, node_pin_dir};
 pub use service::{Backend, BackendState, Frontend, LbAlgorithm, Protocol, ServiceEntry, ServiceKind};
-pub use sys::{current_netns_cookie, ensure_bpffs, is_bpffs};
+pub use sys::{current_netns_cookie, ensure_bpffs, interface_name, is_bpffs};
 pub use tunnel::{Overlay, TunnelEntry, TunnelSyncStats, remove_overlay, tunnel_list_pinned, tunnel_table_pinned};

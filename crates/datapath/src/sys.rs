@@ -167,6 +167,20 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     })
 }
 
+/// The name of the device with this ifindex in the calling thread's network namespace; `None`
+/// when there is none. (Not through nix, for the reason [`ifindex_exists`] gives.)
+#[allow(unsafe_code)]
+pub fn interface_name(ifindex: u32) -> Option<String> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
+    if unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null() {
+        return None;
+    }
+    // SAFETY: on success the kernel wrote a NUL-terminated name into the buffer.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 /// Whether a device with this ifindex exists in the calling thread's network namespace. (Not
 /// through nix: its if_indextoname 0.31 reports success for an index that does not exist.)
 #[allow(unsafe_code)]

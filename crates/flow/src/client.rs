@@ -152,7 +152,7 @@ impl ObserverClient {
             match item {
                 Err(status) => Some(Err(format!("GetFlows: {}", status.message()))),
                 Ok(resp) => match resp.response_types {
-                    Some(ResponseTypes::Flow(f)) => Some(flow_from_proto(&f).map(FlowsEvent::Flow)),
+                    Some(ResponseTypes::Flow(f)) => Some(flow_from_proto(f).map(FlowsEvent::Flow)),
                     Some(ResponseTypes::LostEvents(l)) => {
                         Some(Ok(FlowsEvent::Lost { node: resp.node_name, source: l.source, count: l.num_events_lost }))
                     }

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use crate::model::{Endpoint, Flow, Service};
+use crate::model::{Endpoint, Flow, Layer4, Service};
 use crate::summary::summary;
 
 /// Go's `time.StampMilli` (`Jan _2 15:04:05.000`): the day is space-padded.
@@ -23,31 +23,74 @@ static STAMP_MILLI_ITEMS: std::sync::LazyLock<Vec<chrono::format::Item<'static>>
 /// One flow as a compact line (without the trailing newline). `print_node_name` adds ` [node]`
 /// after the time, like `--print-node-name`.
 pub fn compact_line(flow: &Flow, print_node_name: bool) -> String {
-    let time = flow.time.format_with_items(STAMP_MILLI_ITEMS.iter());
-    let node = if print_node_name { format!(" [{}]", flow.node_name) } else { String::new() };
+    let mut line = Vec::with_capacity(160);
+    // Writing to a Vec cannot fail, and every piece written is UTF-8.
+    let _ = write_compact_line(&mut line, flow, print_node_name);
+    line.pop();
+    String::from_utf8(line).unwrap_or_default()
+}
+
+/// [`compact_line`] and its newline written straight to `out`: a follower prints tens of
+/// thousands of lines a second, and this builds no string on the way for a TCP flow.
+pub fn write_compact_line(out: &mut impl std::io::Write, flow: &Flow, print_node_name: bool) -> std::io::Result<()> {
+    write!(out, "{}", flow.time.format_with_items(STAMP_MILLI_ITEMS.iter()))?;
+    if print_node_name {
+        write!(out, " [{}]", flow.node_name)?;
+    }
     let (src_ip, dst_ip) = match &flow.ip {
         Some(ip) => (Some(ip.source), Some(ip.destination)),
         None => (None, None),
     };
-    let mut src = host(src_ip, flow.source_port(), &flow.source, flow.source_service.as_ref());
-    let mut dst = host(dst_ip, flow.destination_port(), &flow.destination, flow.destination_service.as_ref());
-    let mut src_id = identity(flow.source.identity);
-    let mut dst_id = identity(flow.destination.identity);
-    let arrow = match flow.is_reply {
-        None => "<>",
-        Some(false) => "->",
-        Some(true) => {
-            // Keep the client on the left: the reply travels from right to left.
-            std::mem::swap(&mut src, &mut dst);
-            std::mem::swap(&mut src_id, &mut dst_id);
-            "<-"
-        }
+    let src = Host { ip: src_ip, port: flow.source_port(), ep: &flow.source, svc: flow.source_service.as_ref() };
+    let dst = Host {
+        ip: dst_ip,
+        port: flow.destination_port(),
+        ep: &flow.destination,
+        svc: flow.destination_service.as_ref(),
     };
-    format!(
-        "{time}{node}: {src} {src_id} {arrow} {dst} {dst_id} {} {} ({})",
-        event_type_text(flow),
-        flow.verdict.name(),
-        summary(flow),
+    let (left, arrow, right) = match flow.is_reply {
+        None => (src, "<>", dst),
+        Some(false) => (src, "->", dst),
+        // Keep the client on the left: the reply travels from right to left.
+        Some(true) => (dst, "<-", src),
+    };
+    write!(out, ": {left} {} {arrow} {right} {} ", Identity(left.ep.identity), Identity(right.ep.identity))?;
+    if flow.is_drop() {
+        write!(out, "{}", flow.drop_reason_desc.description())?;
+    } else {
+        out.write_all(event_type_text_static(flow).as_bytes())?;
+    }
+    write!(out, " {} (", flow.verdict.name())?;
+    match &flow.l4 {
+        Some(Layer4::Tcp { flags, .. }) => {
+            out.write_all(b"TCP Flags: ")?;
+            for (i, name) in flags.names().iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b", ")?;
+                }
+                out.write_all(name.as_bytes())?;
+            }
+        }
+        _ => out.write_all(summary(flow).as_bytes())?,
+    }
+    out.write_all(b")\n")
+}
+
+/// The time as Go's `StampMilli` prints it (`Aug  9 14:06:08.749`).
+pub fn stamp_milli(time: &chrono::DateTime<chrono::Utc>) -> String {
+    time.format_with_items(STAMP_MILLI_ITEMS.iter()).to_string()
+}
+
+/// Hubble's `GetHostNames`: both ends as the flow names them (`ns/pod:port`, else the Service,
+/// else the address), source first.
+pub fn host_names(flow: &Flow) -> (String, String) {
+    let (src_ip, dst_ip) = match &flow.ip {
+        Some(ip) => (Some(ip.source), Some(ip.destination)),
+        None => (None, None),
+    };
+    (
+        host(src_ip, flow.source_port(), &flow.source, flow.source_service.as_ref()),
+        host(dst_ip, flow.destination_port(), &flow.destination, flow.destination_service.as_ref()),
     )
 }
 
@@ -56,42 +99,69 @@ pub fn event_type_text(flow: &Flow) -> String {
     if flow.is_drop() {
         return flow.drop_reason_desc.description();
     }
+    event_type_text_static(flow).to_string()
+}
+
+/// [`event_type_text`] of a flow that is no drop.
+fn event_type_text_static(flow: &Flow) -> &'static str {
     if flow.is_trace() || flow.event_type.r#type == 0 {
-        return flow.trace_observation_point.name().to_string();
+        return flow.trace_observation_point.name();
     }
-    "UNKNOWN".to_string()
+    "UNKNOWN"
 }
 
 /// `(ID:n)`, or `(world)`, `(host)`, ... for reserved identities.
-fn identity(id: u32) -> String {
-    match Endpoint::reserved_identity_name(id) {
-        Some(name) => format!("({name})"),
-        None => format!("(ID:{id})"),
+struct Identity(u32);
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Endpoint::reserved_identity_name(self.0) {
+            Some(name) => write!(f, "({name})"),
+            None => write!(f, "(ID:{})", self.0),
+        }
     }
 }
 
 /// Hubble's `Hostname`: `ns/pod` if the pod is known, else `ns/service`, else the IP; then
 /// `:port` when there is a non-zero port (IPv6 addresses in brackets).
-fn host(ip: Option<IpAddr>, port: Option<u16>, ep: &Endpoint, svc: Option<&Service>) -> String {
-    let name = if !ep.pod_name.is_empty() {
-        Some(join_ns(&ep.namespace, &ep.pod_name))
-    } else {
-        svc.filter(|s| !s.name.is_empty()).map(|s| join_ns(&s.namespace, &s.name))
-    };
-    let port = port.filter(|p| *p != 0);
-    match (name, ip, port) {
-        (Some(name), _, Some(port)) => format!("{name}:{port}"),
-        (Some(name), _, None) => name,
-        (None, Some(IpAddr::V6(v6)), Some(port)) => format!("[{v6}]:{port}"),
-        (None, Some(ip), Some(port)) => format!("{ip}:{port}"),
-        (None, Some(ip), None) => ip.to_string(),
-        (None, None, _) => String::new(),
+#[derive(Clone, Copy)]
+struct Host<'a> {
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    ep: &'a Endpoint,
+    svc: Option<&'a Service>,
+}
+
+impl std::fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if !self.ep.pod_name.is_empty() {
+            Some((self.ep.namespace.as_str(), self.ep.pod_name.as_str()))
+        } else {
+            self.svc.filter(|s| !s.name.is_empty()).map(|s| (s.namespace.as_str(), s.name.as_str()))
+        };
+        let port = self.port.filter(|p| *p != 0);
+        match (name, self.ip, port) {
+            (Some((ns, name)), _, port) => {
+                // Go's `path.Join(ns, name)`: no slash when the namespace is empty.
+                if !ns.is_empty() {
+                    write!(f, "{ns}/")?;
+                }
+                f.write_str(name)?;
+                match port {
+                    Some(port) => write!(f, ":{port}"),
+                    None => Ok(()),
+                }
+            }
+            (None, Some(IpAddr::V6(v6)), Some(port)) => write!(f, "[{v6}]:{port}"),
+            (None, Some(ip), Some(port)) => write!(f, "{ip}:{port}"),
+            (None, Some(ip), None) => write!(f, "{ip}"),
+            (None, None, _) => Ok(()),
+        }
     }
 }
 
-/// Go's `path.Join(ns, name)`: no slash when the namespace is empty.
-fn join_ns(ns: &str, name: &str) -> String {
-    if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") }
+fn host(ip: Option<IpAddr>, port: Option<u16>, ep: &Endpoint, svc: Option<&Service>) -> String {
+    Host { ip, port, ep, svc }.to_string()
 }
 
 #[cfg(test)]

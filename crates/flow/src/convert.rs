@@ -51,8 +51,9 @@ pub fn flow_to_proto(f: &Flow) -> pb::Flow {
 }
 
 /// Fails only on what the model cannot hold (an address that does not parse, a port above
-/// 65535): a peer speaking Hubble's protocol with values cilia never produces.
-pub fn flow_from_proto(p: &pb::Flow) -> Result<Flow, String> {
+/// 65535): a peer speaking Hubble's protocol with values cilia never produces. Takes the message
+/// by value to move its strings rather than copy them: a follower converts every flow it gets.
+pub fn flow_from_proto(p: pb::Flow) -> Result<Flow, String> {
     let ip = match &p.ip {
         Some(ip) if !ip.source.is_empty() || !ip.destination.is_empty() => Some(Ip {
             source: ip.source.parse().map_err(|_| format!("invalid source address {:?}", ip.source))?,
@@ -71,26 +72,26 @@ pub fn flow_from_proto(p: &pb::Flow) -> Result<Flow, String> {
     let drop_reason = if p.drop_reason_desc != 0 { p.drop_reason_desc as u32 } else { p.drop_reason };
     Ok(Flow {
         time: p.time.as_ref().map(timestamp_from_proto).unwrap_or_default(),
-        uuid: p.uuid.clone(),
+        uuid: p.uuid,
         verdict: Verdict::from_number(p.verdict),
         drop_reason_desc: DropReason(drop_reason),
         ip,
         l4,
-        source: p.source.as_ref().map(endpoint_from_proto).unwrap_or_default(),
-        destination: p.destination.as_ref().map(endpoint_from_proto).unwrap_or_default(),
+        source: p.source.map(endpoint_from_proto).unwrap_or_default(),
+        destination: p.destination.map(endpoint_from_proto).unwrap_or_default(),
         flow_type: FlowType::from_number(p.r#type),
-        node_name: p.node_name.clone(),
+        node_name: p.node_name,
         event_type: p
             .event_type
             .as_ref()
             .map(|e| EventType { r#type: e.r#type, sub_type: e.sub_type })
             .unwrap_or_default(),
-        source_service: p.source_service.as_ref().map(service_from_proto),
-        destination_service: p.destination_service.as_ref().map(service_from_proto),
+        source_service: p.source_service.map(service_from_proto),
+        destination_service: p.destination_service.map(service_from_proto),
         traffic_direction: TrafficDirection::from_number(p.traffic_direction),
         trace_observation_point: TraceObservationPoint::from_number(p.trace_observation_point),
         is_reply: p.is_reply,
-        interface: p.interface.as_ref().map(|i| NetworkInterface { index: i.index, name: i.name.clone() }),
+        interface: p.interface.map(|i| NetworkInterface { index: i.index, name: i.name }),
     })
 }
 
@@ -180,22 +181,16 @@ fn endpoint_to_proto(e: &Endpoint) -> pb::Endpoint {
     }
 }
 
-fn endpoint_from_proto(e: &pb::Endpoint) -> Endpoint {
-    Endpoint {
-        id: e.id,
-        identity: e.identity,
-        namespace: e.namespace.clone(),
-        labels: e.labels.clone(),
-        pod_name: e.pod_name.clone(),
-    }
+fn endpoint_from_proto(e: pb::Endpoint) -> Endpoint {
+    Endpoint { id: e.id, identity: e.identity, namespace: e.namespace, labels: e.labels, pod_name: e.pod_name }
 }
 
 fn service_to_proto(s: &Service) -> pb::Service {
     pb::Service { name: s.name.clone(), namespace: s.namespace.clone() }
 }
 
-fn service_from_proto(s: &pb::Service) -> Service {
-    Service { name: s.name.clone(), namespace: s.namespace.clone() }
+fn service_from_proto(s: pb::Service) -> Service {
+    Service { name: s.name, namespace: s.namespace }
 }
 
 pub fn filter_to_proto(f: &FlowFilter) -> pb::FlowFilter {
@@ -279,7 +274,7 @@ mod tests {
         icmp.is_reply = None;
         for flow in [curl_to_webpod(), drop_no_backend(), icmp] {
             let bytes = flow_to_proto(&flow).encode_to_vec();
-            let back = flow_from_proto(&pb::Flow::decode(bytes.as_slice()).unwrap()).unwrap();
+            let back = flow_from_proto(pb::Flow::decode(bytes.as_slice()).unwrap()).unwrap();
             assert_eq!(back, flow);
         }
     }
@@ -304,14 +299,14 @@ mod tests {
     fn bad_wire_values_are_errors_not_panics() {
         let mut p = flow_to_proto(&curl_to_webpod());
         p.ip.as_mut().unwrap().source = "not-an-ip".into();
-        assert!(flow_from_proto(&p).is_err());
+        assert!(flow_from_proto(p).is_err());
         let mut p = flow_to_proto(&curl_to_webpod());
         p.l4 = Some(pb::Layer4 {
             protocol: Some(pb::layer4::Protocol::Udp(pb::Udp { source_port: 70000, destination_port: 1 })),
         });
-        assert!(flow_from_proto(&p).is_err());
+        assert!(flow_from_proto(p).is_err());
         // An empty message is a valid (unknown) flow.
-        assert!(flow_from_proto(&pb::Flow::default()).is_ok());
+        assert!(flow_from_proto(pb::Flow::default()).is_ok());
     }
 
     #[test]

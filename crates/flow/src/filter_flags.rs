@@ -1,9 +1,12 @@
-//! Hubble's observe flags turned into `FlowFilter`s, as `hubble/cmd/observe/flows.go` does.
+//! Hubble's observe flags turned into `FlowFilter`s, as `hubble/cmd/observe/flows_filter.go`
+//! does.
 //!
-//! Flags that name one side (`--protocol`, `--verdict`, `--node`, `--type`) go into every filter.
-//! Flags that name either side (`--pod`, `--namespace`, `--label`, `--port`) fill the source field
-//! of a "left" filter and the destination field of a "right" one; the request then keeps a flow
-//! matched by either, and a single filter is sent when both sides came out identical.
+//! Flags that name one side (`--protocol`, `--verdict`, `--node`, `--type`, and the `--from-*` /
+//! `--to-*` flags) go into every filter. Flags that name either side (`--pod`, `--namespace`,
+//! `--label`, `--ip`, `--port`) fill the source field of a "left" filter and the destination
+//! field of a "right" one; the request then keeps a flow matched by either, and a single filter
+//! is sent when both sides came out identical. `--not` sends the next flag to a second set of
+//! the same flags, which becomes the request's blacklist ([`FilterFlags::request_filters`]).
 
 use crate::filter::{EventTypeFilter, FlowFilter};
 use crate::model::{EventType, TraceObservationPoint, Verdict};
@@ -11,11 +14,23 @@ use crate::model::{EventType, TraceObservationPoint, Verdict};
 /// The filter flags of `cilia observe` / `hubble observe`. Repeating a flag ORs its values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FilterFlags {
-    /// `[ns/]pod-name-prefix`; the namespace defaults to `default`.
+    /// `[ns/]pod-name-prefix` on either side; the namespace defaults to `default`.
     pub pods: Vec<String>,
+    /// `[ns/]pod-name-prefix` of the source.
+    pub from_pods: Vec<String>,
+    /// `[ns/]pod-name-prefix` of the destination.
+    pub to_pods: Vec<String>,
     pub namespaces: Vec<String>,
+    pub from_namespaces: Vec<String>,
+    pub to_namespaces: Vec<String>,
     /// Label selectors (`k=v`, `k8s:k=v`, ...).
     pub labels: Vec<String>,
+    pub from_labels: Vec<String>,
+    pub to_labels: Vec<String>,
+    /// Addresses or CIDRs.
+    pub ips: Vec<String>,
+    pub from_ips: Vec<String>,
+    pub to_ips: Vec<String>,
     pub protocols: Vec<String>,
     pub ports: Vec<String>,
     /// Verdict names (`FORWARDED`, `DROPPED`, ...), any case.
@@ -26,32 +41,66 @@ pub struct FilterFlags {
     pub types: Vec<String>,
 }
 
+/// `[ns/]pod` with Hubble's default namespace.
+fn namespaced_pod(pod: &str) -> String {
+    if pod.contains('/') { pod.to_string() } else { format!("default/{pod}") }
+}
+
+/// `ns/`, the pod filter that matches a whole namespace.
+fn namespace_pattern(ns: &str) -> Result<String, String> {
+    if ns.is_empty() || ns.contains('/') {
+        return Err(format!("invalid namespace {ns:?}"));
+    }
+    Ok(format!("{ns}/"))
+}
+
 impl FilterFlags {
-    /// The whitelist these flags describe (empty when no flag is set).
+    /// The whitelist and blacklist of a request: `allowed` are the flags given plainly,
+    /// `denied` those given after `--not`.
+    pub fn request_filters(
+        allowed: &FilterFlags,
+        denied: &FilterFlags,
+    ) -> Result<(Vec<FlowFilter>, Vec<FlowFilter>), String> {
+        Ok((allowed.to_filters()?, denied.to_filters()?))
+    }
+
+    /// The filters these flags describe (empty when no flag is set).
     pub fn to_filters(&self) -> Result<Vec<FlowFilter>, String> {
         let mut left = FlowFilter::default();
         let mut right = FlowFilter::default();
         for pod in &self.pods {
-            let pod = if pod.contains('/') { pod.clone() } else { format!("default/{pod}") };
-            left.source_pod.push(pod.clone());
-            right.destination_pod.push(pod);
+            left.source_pod.push(namespaced_pod(pod));
+            right.destination_pod.push(namespaced_pod(pod));
         }
         for ns in &self.namespaces {
-            if ns.is_empty() || ns.contains('/') {
-                return Err(format!("invalid namespace {ns:?}"));
-            }
-            left.source_pod.push(format!("{ns}/"));
-            right.destination_pod.push(format!("{ns}/"));
+            left.source_pod.push(namespace_pattern(ns)?);
+            right.destination_pod.push(namespace_pattern(ns)?);
         }
         for label in &self.labels {
             left.source_label.push(label.clone());
             right.destination_label.push(label.clone());
+        }
+        for ip in &self.ips {
+            left.source_ip.push(ip.clone());
+            right.destination_ip.push(ip.clone());
         }
         for port in &self.ports {
             left.source_port.push(port.clone());
             right.destination_port.push(port.clone());
         }
         for side in [&mut left, &mut right] {
+            side.source_pod.extend(self.from_pods.iter().map(|p| namespaced_pod(p)));
+            side.destination_pod.extend(self.to_pods.iter().map(|p| namespaced_pod(p)));
+            for ns in &self.from_namespaces {
+                side.source_pod.push(namespace_pattern(ns)?);
+            }
+            for ns in &self.to_namespaces {
+                side.destination_pod.push(namespace_pattern(ns)?);
+            }
+            side.source_label.extend(self.from_labels.iter().cloned());
+            side.destination_label.extend(self.to_labels.iter().cloned());
+            side.source_ip.extend(self.from_ips.iter().cloned());
+            side.destination_ip.extend(self.to_ips.iter().cloned());
             side.protocol.extend(self.protocols.iter().cloned());
             side.node_name.extend(self.nodes.iter().cloned());
             for v in &self.verdicts {
@@ -108,7 +157,7 @@ pub fn parse_event_type(s: &str) -> Result<EventTypeFilter, String> {
 mod tests {
     use super::*;
     use crate::filter::is_selected;
-    use crate::model::{Endpoint, Flow, Layer4, TcpFlags};
+    use crate::model::{Endpoint, Flow, Ip, Layer4, TcpFlags};
     use crate::testing::{curl_to_webpod, drop_no_backend};
 
     /// Flows where each flag has something to tell apart.
@@ -126,10 +175,18 @@ mod tests {
         c.destination_service = None;
         c.destination = c.source.clone();
         c.l4 = Some(Layer4::Udp { source_port: 5353, destination_port: 53 });
+        c.ip = Some(Ip {
+            source: "10.244.3.9".parse().unwrap(),
+            destination: "10.96.0.10".parse().unwrap(),
+            encrypted: false,
+        });
         c.node_name = "k8s-w2".into();
         let mut d = curl_to_webpod();
         d.l4 = Some(Layer4::Tcp { source_port: 80, destination_port: 40372, flags: TcpFlags::from_header_bits(0x12) });
         std::mem::swap(&mut d.source, &mut d.destination);
+        if let Some(ip) = &mut d.ip {
+            std::mem::swap(&mut ip.source, &mut ip.destination);
+        }
         d.is_reply = Some(true);
         vec![a, b, c, d]
     }
@@ -141,6 +198,12 @@ mod tests {
 
     fn flags() -> FilterFlags {
         FilterFlags::default()
+    }
+
+    /// The corpus indices `allowed` minus `denied` (the flags after `--not`) keep.
+    fn select_not(allowed: FilterFlags, denied: FilterFlags) -> Vec<usize> {
+        let (wl, bl) = FilterFlags::request_filters(&allowed, &denied).unwrap();
+        corpus().iter().enumerate().filter(|(_, f)| is_selected(&wl, &bl, f)).map(|(i, _)| i).collect()
     }
 
     #[test]
@@ -180,6 +243,69 @@ mod tests {
         assert_eq!(select(FilterFlags { types: vec!["trace".into()], ..flags() }), vec![0, 2, 3]);
         assert_eq!(select(FilterFlags { types: vec!["trace:to-overlay".into()], ..flags() }), vec![0, 2, 3]);
         assert_eq!(select(FilterFlags { types: vec!["trace:to-endpoint".into()], ..flags() }), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn from_and_to_pods_select_one_side() {
+        assert_eq!(select(FilterFlags { from_pods: vec!["curl-pod".into()], ..flags() }), vec![0, 1]);
+        assert_eq!(select(FilterFlags { to_pods: vec!["curl-pod".into()], ..flags() }), vec![3]);
+        assert_eq!(select(FilterFlags { to_pods: vec!["default/webpod".into()], ..flags() }), vec![0]);
+        assert_eq!(select(FilterFlags { from_pods: vec!["kube-system/coredns".into()], ..flags() }), vec![2]);
+        // Without a namespace the pod is looked for in `default`.
+        assert_eq!(select(FilterFlags { from_pods: vec!["coredns".into()], ..flags() }), Vec::<usize>::new());
+        let both = FilterFlags { from_pods: vec!["curl-pod".into()], to_pods: vec!["webpod".into()], ..flags() };
+        assert_eq!(select(both), vec![0]);
+    }
+
+    #[test]
+    fn from_and_to_namespaces_select_one_side() {
+        assert_eq!(select(FilterFlags { from_namespaces: vec!["kube-system".into()], ..flags() }), vec![2]);
+        assert_eq!(select(FilterFlags { to_namespaces: vec!["kube-system".into()], ..flags() }), vec![2]);
+        assert_eq!(select(FilterFlags { from_namespaces: vec!["default".into()], ..flags() }), vec![0, 1, 3]);
+        // The drop's destination is the world: in no namespace.
+        assert_eq!(select(FilterFlags { to_namespaces: vec!["default".into()], ..flags() }), vec![0, 3]);
+        assert!(FilterFlags { to_namespaces: vec!["a/b".into()], ..flags() }.to_filters().is_err());
+    }
+
+    #[test]
+    fn from_and_to_labels_select_one_side() {
+        assert_eq!(select(FilterFlags { from_labels: vec!["app=webpod".into()], ..flags() }), vec![3]);
+        assert_eq!(select(FilterFlags { to_labels: vec!["app=webpod".into()], ..flags() }), vec![0]);
+        assert_eq!(select(FilterFlags { from_labels: vec!["k8s:app=curl".into()], ..flags() }), vec![0, 1]);
+        assert_eq!(select(FilterFlags { to_labels: vec!["k8s-app=kube-dns".into()], ..flags() }), vec![2]);
+        assert!(FilterFlags { from_labels: vec![",".into()], ..flags() }.to_filters().is_err());
+    }
+
+    #[test]
+    fn ips_select_either_or_one_side() {
+        // curl-pod's address: the source of the request and the drop, the destination of the reply.
+        assert_eq!(select(FilterFlags { ips: vec!["10.244.1.5".into()], ..flags() }), vec![0, 1, 3]);
+        assert_eq!(select(FilterFlags { from_ips: vec!["10.244.1.5".into()], ..flags() }), vec![0, 1]);
+        assert_eq!(select(FilterFlags { to_ips: vec!["10.244.1.5".into()], ..flags() }), vec![3]);
+        assert_eq!(select(FilterFlags { to_ips: vec!["10.96.0.0/12".into()], ..flags() }), vec![1, 2]);
+        assert_eq!(select(FilterFlags { ips: vec!["10.244.3.0/24".into()], ..flags() }), vec![2]);
+        assert!(FilterFlags { from_ips: vec!["10.0.0.300".into()], ..flags() }.to_filters().is_err());
+    }
+
+    #[test]
+    fn not_takes_away_what_the_next_flag_names() {
+        let none = flags();
+        assert_eq!(select_not(none.clone(), FilterFlags { pods: vec!["curl-pod".into()], ..flags() }), vec![2]);
+        assert_eq!(
+            select_not(none.clone(), FilterFlags { verdicts: vec!["DROPPED".into()], ..flags() }),
+            vec![0, 2, 3]
+        );
+        assert_eq!(
+            select_not(none.clone(), FilterFlags { to_pods: vec!["curl-pod".into()], ..flags() }),
+            vec![0, 1, 2]
+        );
+        assert_eq!(select_not(none, FilterFlags { from_ips: vec!["10.244.1.5".into()], ..flags() }), vec![2, 3]);
+        // `--pod curl-pod --not --verdict DROPPED`
+        let pod = FilterFlags { pods: vec!["curl-pod".into()], ..flags() };
+        assert_eq!(select_not(pod, FilterFlags { verdicts: vec!["DROPPED".into()], ..flags() }), vec![0, 3]);
+        // Within one negated flag the values still OR: both namespaces are taken away.
+        let namespaces = FilterFlags { namespaces: vec!["kube-system".into(), "default".into()], ..flags() };
+        assert_eq!(select_not(flags(), namespaces), Vec::<usize>::new());
     }
 
     #[test]

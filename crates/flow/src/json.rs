@@ -213,6 +213,18 @@ mod tests {
     }
 
     #[test]
+    fn interface_by_index_and_name() {
+        let mut flow = curl_to_webpod();
+        flow.interface = Some(crate::model::NetworkInterface { index: 7, name: "cilia_vxlan".into() });
+        let v = flow_response(&flow);
+        assert_eq!(v["flow"]["interface"]["index"], 7);
+        assert_eq!(v["flow"]["interface"]["name"], "cilia_vxlan");
+        // The compact line stays Hubble's: no device in it.
+        assert!(!crate::compact::compact_line(&flow, false).contains("cilia_vxlan"));
+        assert!(flow_response(&curl_to_webpod())["flow"].get("interface").is_none());
+    }
+
+    #[test]
     fn drop_has_reason_by_name_and_number() {
         let v = flow_response(&drop_no_backend());
         assert_eq!(v["flow"]["verdict"], "DROPPED");

@@ -16,7 +16,9 @@ pub mod model;
 pub mod proto;
 pub mod server;
 pub mod summary;
+pub mod table;
 pub mod testing;
+pub mod time_spec;
 
 pub use model::{
     DropReason, Endpoint, EventType, Flow, FlowType, Ip, IpVersion, Layer4, NetworkInterface, Service, TcpFlags,

@@ -24,6 +24,14 @@ pub fn merge_last(per_node: Vec<Vec<Flow>>, last: Option<usize>) -> Vec<Flow> {
     all
 }
 
+/// Merges per-node flow lists in time order and keeps the first `first` of them (`--first N`:
+/// each node sent its first N, of which the earliest N are the cluster's).
+pub fn merge_first(per_node: Vec<Vec<Flow>>, first: usize) -> Vec<Flow> {
+    let mut all = merge_last(per_node, None);
+    all.truncate(first);
+    all
+}
+
 /// Orders a live merged stream: flows are released once they are `window` older than "now", in
 /// time order. A flow that arrives later than that is released on the next call rather than
 /// dropped, so nothing is ever lost, only possibly printed out of order.
@@ -130,6 +138,8 @@ mod tests {
         let last3 = merge_last(vec![a, b, c], Some(3));
         assert_eq!(names(&last3), ["c@4", "a@9", "b@10"]);
         assert!(merge_last(vec![], Some(5)).is_empty());
+        let first3 = merge_first(vec![vec![at("a", 1), at("a", 9)], vec![at("b", 2), at("b", 3), at("b", 10)]], 3);
+        assert_eq!(names(&first3), ["a@1", "b@2", "b@3"]);
     }
 
     #[test]

@@ -11,8 +11,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
 use crate::client::FlowsQuery;
@@ -44,13 +43,11 @@ pub enum LostSource {
     FlowRing = 3,
 }
 
-/// One item of a node's live flow stream.
+/// One item of a node's live flow stream. A flow is shared, not copied, by every follower: the
+/// server filters it and converts it to the wire type without a copy of its own.
 #[derive(Debug, Clone, PartialEq)]
-// Flows are nearly every item and losses rare: boxing each flow would cost an allocation per
-// flow to save space on the rare one.
-#[allow(clippy::large_enum_variant)]
 pub enum FollowEvent {
-    Flow(Flow),
+    Flow(Arc<Flow>),
     Lost { source: LostSource, count: u64 },
 }
 
@@ -73,7 +70,7 @@ pub struct SourceStatus {
 pub trait FlowSource: Send + Sync + 'static {
     fn node_name(&self) -> String;
     /// The flows in the ring, oldest first.
-    fn recent(&self) -> Vec<Flow>;
+    fn recent(&self) -> Vec<Arc<Flow>>;
     /// Flows (and losses) from now on. `GetFlows` subscribes before it reads `recent()`, so an
     /// implementation may deliver a flow in both; the server drops the duplicate.
     fn follow(&self) -> FollowStream;
@@ -133,15 +130,15 @@ impl FlowsQuery {
     /// The historical part of the answer, oldest first: `number` flows from the start
     /// (`first`) or the end; with `number` 0, all of them unless following (then none, as
     /// Hubble: `observe -f` alone shows new flows only).
-    pub(crate) fn history(&self, recent: &[Flow]) -> Vec<Flow> {
-        let selected: Vec<&Flow> = recent.iter().filter(|f| self.selects(f)).collect();
+    pub(crate) fn history(&self, recent: &[Arc<Flow>]) -> Vec<Arc<Flow>> {
+        let selected: Vec<&Arc<Flow>> = recent.iter().filter(|f| self.selects(f)).collect();
         let n = match self.number {
             0 if self.follow && self.since.is_none() => 0,
             0 => selected.len(),
             n => usize::try_from(n).unwrap_or(usize::MAX).min(selected.len()),
         };
         let range = if self.first { 0..n } else { selected.len() - n..selected.len() };
-        selected[range].iter().map(|f| (*f).clone()).collect()
+        selected[range].iter().map(|f| Arc::clone(f)).collect()
     }
 }
 
@@ -165,59 +162,71 @@ fn lost_response(node: &str, source: LostSource, count: u64) -> GetFlowsResponse
     }
 }
 
+/// What a follow needs to turn the live stream into answers.
+struct Live {
+    events: FollowStream,
+    query: FlowsQuery,
+    /// The newest time of the snapshot the history came from, and its flows of that time: the
+    /// live stream's copies of them were sent already.
+    newest: Option<chrono::DateTime<Utc>>,
+    overlap: Vec<Arc<Flow>>,
+    node: String,
+}
+
+impl Live {
+    /// The next answer; `None` at the end (the source is gone, or past `until`).
+    async fn next(&mut self) -> Option<GetFlowsResponse> {
+        loop {
+            match self.events.next().await? {
+                FollowEvent::Flow(flow) => {
+                    // Older than the snapshot's newest, or one of its newest: sent already
+                    // (the same flow is the same allocation; equality for other sources).
+                    let seen = self.newest.is_some_and(|t| {
+                        flow.time < t
+                            || (flow.time == t && self.overlap.iter().any(|o| Arc::ptr_eq(o, &flow) || **o == *flow))
+                    });
+                    // Filtered before anything is converted: a flow left out costs no copy.
+                    if seen || !self.query.selects(&flow) {
+                        continue;
+                    }
+                    if self.query.until.is_some_and(|u| flow.time > u) {
+                        return None;
+                    }
+                    return Some(flow_response(&flow));
+                }
+                FollowEvent::Lost { source, count } => return Some(lost_response(&self.node, source, count)),
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Observer for ObserverService {
-    type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+    /// Polled by the connection's own task: no task and no channel per follower between the
+    /// flow source and the wire, and the stream is dropped (unsubscribing it) when the client
+    /// goes away.
+    type GetFlowsStream = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
 
     async fn get_flows(&self, request: Request<GetFlowsRequest>) -> Result<Response<Self::GetFlowsStream>, Status> {
-        let sel = FlowsQuery::from_request(request.get_ref()).map_err(Status::invalid_argument)?;
+        let query = FlowsQuery::from_request(request.get_ref()).map_err(Status::invalid_argument)?;
         // Subscribe before reading the ring so that no flow falls between the two.
-        let mut live = sel.follow.then(|| self.source.follow());
+        let live = query.follow.then(|| self.source.follow());
         let recent = self.source.recent();
-        let history = sel.history(&recent);
-        // The newest flows of the snapshot, to drop the live stream's copies of them.
+        let history = query.history(&recent);
+        let history = futures::stream::iter(history).map(|flow| Ok(flow_response(&flow)));
+        let Some(events) = live else { return Ok(Response::new(history.boxed())) };
         let newest = recent.last().map(|f| f.time);
-        let overlap: Vec<Flow> = match newest {
+        let overlap: Vec<Arc<Flow>> = match newest {
             Some(t) => recent.iter().rev().take_while(|f| f.time == t).cloned().collect(),
             None => Vec::new(),
         };
-        let node = self.source.node_name();
-        let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(async move {
-            for flow in &history {
-                if tx.send(Ok(flow_response(flow))).await.is_err() {
-                    return;
-                }
-            }
-            let Some(live) = live.as_mut() else { return };
-            loop {
-                // Stop as soon as the client goes away, even if no flow comes to notice it by.
-                let event = tokio::select! {
-                    () = tx.closed() => return,
-                    event = live.next() => match event {
-                        Some(event) => event,
-                        None => return,
-                    },
-                };
-                let response = match event {
-                    FollowEvent::Flow(flow) => {
-                        let seen = newest.is_some_and(|t| flow.time < t) || overlap.contains(&flow);
-                        if seen || !sel.selects(&flow) {
-                            continue;
-                        }
-                        if sel.until.is_some_and(|u| flow.time > u) {
-                            return;
-                        }
-                        flow_response(&flow)
-                    }
-                    FollowEvent::Lost { source, count } => lost_response(&node, source, count),
-                };
-                if tx.send(Ok(response)).await.is_err() {
-                    return; // the client went away
-                }
-            }
+        drop(recent);
+        let live = Live { events, query, newest, overlap, node: self.source.node_name() };
+        let live = futures::stream::unfold(live, |mut live| async move {
+            let response = live.next().await?;
+            Some((Ok(response), live))
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(history.chain(live).boxed()))
     }
 
     async fn get_nodes(&self, _: Request<GetNodesRequest>) -> Result<Response<GetNodesResponse>, Status> {
@@ -353,15 +362,15 @@ mod tests {
     use crate::filter_flags::FilterFlags;
     use crate::testing::{curl_to_webpod, drop_no_backend};
 
-    fn at(ms: i64) -> Flow {
+    fn at(ms: i64) -> Arc<Flow> {
         let mut f = curl_to_webpod();
         f.time = chrono::DateTime::<Utc>::from_timestamp_millis(1_000_000 + ms).unwrap();
-        f
+        Arc::new(f)
     }
 
     #[test]
     fn history_takes_last_or_first_n_of_the_selected() {
-        let ring = vec![at(1), at(2), drop_no_backend(), at(3)];
+        let ring = vec![at(1), at(2), Arc::new(drop_no_backend()), at(3)];
         let sel = |number, first, follow| FlowsQuery { number, first, follow, ..FlowsQuery::default() };
         assert_eq!(sel(2, false, false).history(&ring).len(), 2);
         assert_eq!(sel(2, false, false).history(&ring)[1], at(3));
@@ -374,7 +383,7 @@ mod tests {
             whitelist: FilterFlags { verdicts: vec!["DROPPED".into()], ..FilterFlags::default() }.to_filters().unwrap(),
             ..FlowsQuery::default()
         };
-        assert_eq!(dropped.history(&ring), vec![drop_no_backend()]);
+        assert_eq!(dropped.history(&ring), vec![Arc::new(drop_no_backend())]);
     }
 
     #[test]

@@ -15,12 +15,13 @@ use tokio::sync::mpsc;
 /// A ring of flows with live subscribers, as an agent keeps one.
 #[derive(Default)]
 struct Ring {
-    flows: Mutex<Vec<Flow>>,
+    flows: Mutex<Vec<Arc<Flow>>>,
     followers: Mutex<Vec<mpsc::UnboundedSender<FollowEvent>>>,
 }
 
 impl Ring {
     fn push(&self, flow: Flow) {
+        let flow = Arc::new(flow);
         self.flows.lock().unwrap().push(flow.clone());
         self.followers.lock().unwrap().retain(|tx| tx.send(FollowEvent::Flow(flow.clone())).is_ok());
     }
@@ -41,7 +42,7 @@ impl FlowSource for Ring {
     fn node_name(&self) -> String {
         "k8s-w1".into()
     }
-    fn recent(&self) -> Vec<Flow> {
+    fn recent(&self) -> Vec<Arc<Flow>> {
         self.flows.lock().unwrap().clone()
     }
     fn follow(&self) -> FollowStream {
@@ -49,7 +50,8 @@ impl FlowSource for Ring {
         // As a ring racing with its own snapshot may, hand the newest flow to the new follower
         // too: the server must not send it twice.
         if let Some(last) = self.flows.lock().unwrap().last() {
-            let _ = tx.send(FollowEvent::Flow(last.clone()));
+            // a copy, as a source that does not share its flows would send
+            let _ = tx.send(FollowEvent::Flow(Arc::new(Flow::clone(last))));
         }
         self.followers.lock().unwrap().push(tx);
         Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))

@@ -1,6 +1,7 @@
 //! A datapath event made a Hubble flow: the packet's facts from the event, names from the
 //! [`Directory`]: pod, namespace, labels and identity of both ends, the Service of a translated
-//! (or refused) frontend, the node. Pure: the clock and the device names come in as arguments.
+//! (or refused) frontend, the node. Pure: the clock and the device names come in as arguments
+//! ([`super::interfaces`] names the devices).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -57,7 +58,8 @@ pub fn to_flow(ev: &FlowEvent, dir: &Directory, unix_ns: u64, ifname: Option<Str
         traffic_direction,
         trace_observation_point: point,
         is_reply: is_reply(ev),
-        interface: Some(NetworkInterface { index: ev.ifindex, name: ifname.unwrap_or_default() }),
+        // Index 0 is no device: Hubble leaves the field out then.
+        interface: (ev.ifindex != 0).then(|| NetworkInterface { index: ev.ifindex, name: ifname.unwrap_or_default() }),
     }
 }
 

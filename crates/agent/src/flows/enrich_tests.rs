@@ -205,3 +205,12 @@ fn a_pod_of_this_node_the_directory_does_not_know_yet_still_sends_egress() {
     );
     assert_eq!(f.traffic_direction, TrafficDirection::Unknown);
 }
+
+#[test]
+fn the_device_is_named_when_known_and_left_out_when_there_is_none() {
+    let mut ev = event(EventKind::Trace, ObservationPoint::ToOverlay, (CURL, 40372), (WEB, 80));
+    let f = to_flow(&ev, &directory(), 0, None);
+    assert_eq!(f.interface.as_ref().map(|i| (i.index, i.name.as_str())), Some((9, "")), "index without a name");
+    ev.ifindex = 0;
+    assert_eq!(to_flow(&ev, &directory(), 0, Some("lo".into())).interface, None);
+}

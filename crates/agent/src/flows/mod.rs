@@ -2,7 +2,8 @@
 //!
 //! [`reader::run`] consumes the datapath's event ring buffer on a thread of its own, names both
 //! ends of each packet from the cluster's pods, Services and nodes ([`directory`], [`enrich`];
-//! identities are derived from the pod's labels, [`identity`]) and publishes the flows to the
+//! identities are derived from the pod's labels, [`identity`]; devices by their ifindex,
+//! [`interfaces`]) and publishes the flows to the
 //! [`FlowHub`]: a ring of the most recent ones ([`ring`]) plus a broadcast channel for followers.
 //!
 //! Gating: the agent runs the datapath's events at [`EventsLevel::Medium`], Cilium's default
@@ -17,6 +18,7 @@
 pub mod directory;
 pub mod enrich;
 pub mod identity;
+pub mod interfaces;
 pub mod reader;
 pub mod ring;
 pub mod source;

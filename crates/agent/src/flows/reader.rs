@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::FlowHub;
 use super::directory::Directory;
 use super::enrich;
+use super::interfaces::InterfaceNames;
 use crate::node_view::NodeView;
 
 /// Longest a batch waits in the poll: the datapath does not wake the reader for each event, so
@@ -78,6 +79,9 @@ fn read_loop(
 ) -> EventMaps {
     let mut next_lost_check = Instant::now();
     let mut failures = 0u32;
+    // This thread is in the node's network namespace, as the whole agent: the devices the
+    // datapath's programs run on are named here.
+    let mut interfaces = InterfaceNames::from_kernel();
     while !stop.is_cancelled() {
         match reader.read(POLL, BATCH) {
             Ok(batch) => {
@@ -88,6 +92,7 @@ fn read_loop(
                 if !batch.events.is_empty() {
                     let now_mono = datapath::maps::monotonic_ns();
                     let now_unix = unix_ns();
+                    let now = Instant::now();
                     let directory = dir.borrow().clone();
                     // built before the ring is locked, so readers of the ring never wait for it
                     let flows: Vec<_> = batch
@@ -95,7 +100,8 @@ fn read_loop(
                         .iter()
                         .map(|ev| {
                             let at = events::monotonic_to_unix_ns(ev.monotonic_ns, now_mono, now_unix);
-                            let mut flow = enrich::to_flow(ev, &directory, at, None);
+                            let ifname = interfaces.name(ev.ifindex, now);
+                            let mut flow = enrich::to_flow(ev, &directory, at, ifname);
                             flow.uuid = uuid_v4();
                             flow
                         })

@@ -16,8 +16,8 @@ impl FlowSource for FlowHub {
         self.node_name().to_string()
     }
 
-    fn recent(&self) -> Vec<Flow> {
-        FlowHub::recent(self, usize::MAX).iter().map(|f| Flow::clone(f)).collect()
+    fn recent(&self) -> Vec<Arc<Flow>> {
+        FlowHub::recent(self, usize::MAX)
     }
 
     fn follow(&self) -> FollowStream {
@@ -55,7 +55,8 @@ async fn next_event(
                 Err(RecvError::Closed) => return None,
             },
             flow = flows.recv() => match flow {
-                Ok(f) => return Some(FollowEvent::Flow(Flow::clone(&f))),
+                // shared with the ring and every other follower, not copied
+                Ok(f) => return Some(FollowEvent::Flow(f)),
                 Err(RecvError::Lagged(count)) => {
                     return Some(FollowEvent::Lost { source: LostSource::ObserverQueue, count });
                 }
@@ -79,14 +80,14 @@ mod tests {
         let hub = FlowHub::new("k8s-w1", 8);
         let mut stream = FlowSource::follow(hub.as_ref());
         hub.publish(flow(1));
-        assert_eq!(stream.next().await, Some(FollowEvent::Flow(flow(1))));
+        assert_eq!(stream.next().await, Some(FollowEvent::Flow(Arc::new(flow(1)))));
         hub.set_events_lost(3);
         assert_eq!(stream.next().await, Some(FollowEvent::Lost { source: LostSource::DatapathRing, count: 3 }));
         for n in 0..FOLLOW_QUEUE + 2 {
             hub.publish(flow(n));
         }
         assert_eq!(stream.next().await, Some(FollowEvent::Lost { source: LostSource::ObserverQueue, count: 2 }));
-        assert_eq!(stream.next().await, Some(FollowEvent::Flow(flow(2))));
+        assert_eq!(stream.next().await, Some(FollowEvent::Flow(Arc::new(flow(2)))));
         let status = FlowSource::status(hub.as_ref());
         assert_eq!((status.num_flows, status.max_flows, status.lost_events), (8, 8, 3));
         assert_eq!(FlowSource::recent(hub.as_ref()).len(), 8);
