@@ -181,7 +181,7 @@ enum Command {
         wait_duration: std::time::Duration,
     },
     /// The cluster's flows in Hubble's format (`hubble observe`): `observe -f --protocol tcp --pod curl-pod`.
-    Observe(commands::observe::ObserveArgs),
+    Observe(Box<commands::observe::ObserveArgs>),
     /// Run the node agent (one per node): pod networking, routes, the datapath.
     Agent(commands::agent::AgentArgs),
     /// Run a node's cluster DNS (one per node, beside its agent).
