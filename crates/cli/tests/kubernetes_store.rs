@@ -103,4 +103,51 @@ fn the_cli_reads_writes_and_watches_kubernetes_objects() {
     let out = k.lab.cilia(&k.argv(&["get", "svc", "webpod"]));
     assert!(!out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", text(&out));
+
+    // Through the library: a watch from a version kube-apiserver no longer keeps is 410 Gone,
+    // which the seam reports as compaction (the informer then lists again), and a watch from a
+    // list's version follows changes, across kinds' URLs.
+    let kubeconfig = k.url.trim_start_matches("kubeconfig://").to_string();
+    // kube-apiserver keeps its objects in the lab's etcd: compact that history away, and restart
+    // kube-apiserver so that its watch cache starts after it too.
+    let the_lab = lab::Lab::new(&k.lab.name).unwrap();
+    let outcome = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        use store::Store as _;
+        let etcd = store::EtcdStore::connect(&the_lab.paths().datastore_url()).await?;
+        etcd.compact(etcd.revision().await?).await
+    });
+    outcome.expect("compacting the lab's etcd");
+    // SIGKILL: a graceful stop waits for the open watches to end; the supervisor restarts it.
+    let apiserver = the_lab.status().unwrap().processes.into_iter().find(|p| p.name == "kube-apiserver");
+    let pid = apiserver.and_then(|p| p.pid).expect("kube-apiserver runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    k.lab.kubectl_until(&["get", "--raw", "/readyz"], |s| s.trim() == "ok");
+    let netns = netconf::netns::Netns::open(format!("/run/netns/{}", k.lab.namespace("k8s-ctr"))).unwrap();
+    let outcome = netconf::netns::on_thread_inside(std::os::fd::AsFd::as_fd(&netns), move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            use futures::StreamExt as _;
+            use store::Store as _;
+            let store = kubestore::KubeStore::from_kubeconfig(std::path::Path::new(&kubeconfig)).await.unwrap();
+            let mut old = store.watch(&api::kinds::SERVICE, None, 1).await.unwrap();
+            let first = tokio::time::timeout(std::time::Duration::from_secs(10), old.next()).await.unwrap();
+            assert!(matches!(first, Some(Err(store::Error::Compacted { .. }))), "{first:?}");
+
+            let list = store.list(&api::kinds::SERVICE, Some("default"), &api::Selector::everything()).await.unwrap();
+            let mut events = store.watch(&api::kinds::SERVICE, Some("default"), list.revision).await.unwrap();
+            let mut svc = api::Object::new(&api::kinds::SERVICE, Some("default"), "watched");
+            svc.body.insert("spec".into(), serde_json::json!({"ports": [{"port": 81}]}));
+            let created = store.create(svc).await.unwrap();
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await.unwrap();
+            let event = event.expect("the watch goes on").unwrap();
+            assert_eq!(event.type_, store::WatchEventType::Added);
+            assert_eq!(event.object.metadata.uid, created.metadata.uid);
+            assert!(event.revision > list.revision);
+        })
+    });
+    match outcome {
+        Ok(entered) => entered.expect("entering k8s-ctr's namespace"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
