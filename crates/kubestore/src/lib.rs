@@ -88,7 +88,8 @@ impl KubeStore {
         let req = Self::request(&api::kinds::SERVICE, None)
             .list(&ListParams::default().limit(1))
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        let list: Value = self.client.request(req).await.map_err(|e| from_kube(e, &services_ref()))?;
+        let list: Value =
+            self.client.request(req).await.map_err(|e| from_kube(e, &object_ref(&api::kinds::SERVICE, None, "")))?;
         parse_revision(list["metadata"]["resourceVersion"].as_str())
     }
 
@@ -101,20 +102,25 @@ impl KubeStore {
         }
         let mut next = written.clone();
         next.body.insert("status".into(), status);
-        let body = serde_json::to_vec(&next).map_err(|e| Error::Invalid(e.to_string()))?;
+        match self.put_status(&next, what).await {
+            // A kind without the subresource stored the status with the object already.
+            Err(Error::NotFound(_)) => Ok(written),
+            other => other,
+        }
+    }
+
+    /// PUT of `/status`.
+    async fn put_status(&self, object: &Object, what: &ObjectRef) -> Result<Object> {
+        let body = serde_json::to_vec(object).map_err(|e| Error::Invalid(e.to_string()))?;
         let req = Self::request(what.kind, what.namespace.as_deref())
             .replace_subresource("status", &what.name, &PostParams::default(), body)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         match self.send(req, what).await {
-            Ok(value) => to_object(value, what.kind),
-            // A kind without the subresource stored the status with the object already.
-            Err(Error::NotFound(_)) => Ok(written),
-            Err(e) => Err(e),
+            Err(Error::Conflict { .. }) => Err(self.conflict(what, object.metadata.resource_version.clone()).await),
+            other => to_object(other?, what.kind),
         }
     }
-}
 
-impl KubeStore {
     /// The seam's conflict error: the version the caller wrote against, and the stored one.
     async fn conflict(&self, what: &ObjectRef, expected: Option<String>) -> Error {
         let actual = match self.get(what).await {
@@ -124,10 +130,6 @@ impl KubeStore {
         };
         Error::Conflict { object: what.clone(), expected: expected.unwrap_or_default(), actual }
     }
-}
-
-fn services_ref() -> ObjectRef {
-    ObjectRef { kind: &api::kinds::SERVICE, namespace: None, name: String::new() }
 }
 
 pub(crate) fn object_ref(kind: &'static ResourceKind, namespace: Option<&str>, name: &str) -> ObjectRef {
@@ -241,15 +243,10 @@ impl Store for KubeStore {
 
     async fn update_status(&self, object: Object) -> Result<Object> {
         let what = target(&object)?;
-        let body = serde_json::to_vec(&object).map_err(|e| Error::Invalid(e.to_string()))?;
-        let req = Self::request(what.kind, what.namespace.as_deref())
-            .replace_subresource("status", &what.name, &PostParams::default(), body)
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        match self.send(req, &what).await {
-            Err(Error::Conflict { .. }) => Err(self.conflict(&what, object.metadata.resource_version).await),
+        match self.put_status(&object, &what).await {
             // A kind without the subresource keeps status with the object.
             Err(Error::NotFound(_)) if self.get(&what).await?.is_some() => self.update(object).await,
-            other => to_object(other?, what.kind),
+            other => other,
         }
     }
 
