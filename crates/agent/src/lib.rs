@@ -54,7 +54,7 @@ pub mod services;
 use std::{sync::Arc, time::Duration};
 
 use api::{Condition, kinds};
-use cni::{CniServer, CniServerConfig, PodNetworkConfig};
+use cni::{CniServer, CniServerConfig, PodNetwork, PodNetworkConfig};
 use ipnet::Ipv4Net;
 use netconf::Netconf;
 use store::{
@@ -100,9 +100,42 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
 
     let kernel = Netconf::current()?;
     let router_ip = router_ip::choose(&kernel, pod_cidr).await?;
+    let (cni_server, network) = start_pod_networking(&config, pod_cidr, router_ip).await?;
+    let node_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
+    let flow_hub = start_observability(&config, &network, pod_cidr, node_ip, &shutdown);
+
+    let mut controllers = Controllers::new(shutdown.child_token());
+    if let Some(lb) = &config.service_lb {
+        start_service_datapath(&mut controllers, &store, &config, lb, &network, pod_cidr, node_ip, &flow_hub)?;
+    }
+    if let Some(port) = config.dns_port {
+        start_cluster_dns(&mut controllers, &store, router_ip, port);
+    }
+
+    let leave = shutdown.child_token();
+    let membership =
+        tokio::spawn(membership::maintain(store.clone(), node_name.clone(), config.lease_ttl, leave.clone()));
+    let result = follow_nodes(store.clone(), config, kernel, nodes, pod_cidr, router_ip, shutdown).await;
+
+    leave_cluster(store.as_ref(), &node_name).await;
+    leave.cancel();
+    let _ = membership.await;
+    controllers.stop().await;
+    drop(cni_server);
+    tracing::info!(node = %node_name, "agent stopped");
+    result
+}
+
+/// Pod networking: the host device with the router IP, and the CNI server (pod IP allocations
+/// are recovered from the state dir).
+async fn start_pod_networking(
+    config: &AgentConfig,
+    pod_cidr: Ipv4Net,
+    router_ip: std::net::Ipv4Addr,
+) -> Result<(CniServer, Arc<PodNetwork>), AgentError> {
     let (cni_server, network) = CniServer::start(CniServerConfig {
         pod_network: PodNetworkConfig {
-            node_name: node_name.clone(),
+            node_name: config.node_name.clone(),
             pod_cidr,
             router_ip,
             mtu: config.mtu,
@@ -123,12 +156,19 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         socket = %cni_server.socket_path().display(),
         "pod networking ready"
     );
+    Ok((cni_server, network))
+}
 
-    let services = shutdown.child_token();
-    let mut service_tasks = Vec::new();
-    // The node's recent flows, filled from the eBPF datapath's events (empty without it).
-    let flow_hub = flows::FlowHub::new(&node_name, flows::DEFAULT_CAPACITY);
-    let node_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
+/// The flows API and the metrics endpoint. Returns the node's flow hub, which the eBPF
+/// datapath's events fill (it stays empty without it).
+fn start_observability(
+    config: &AgentConfig,
+    network: &Arc<PodNetwork>,
+    pod_cidr: Ipv4Net,
+    node_ip: Option<std::net::Ipv4Addr>,
+    shutdown: &CancellationToken,
+) -> Arc<flows::FlowHub> {
+    let flow_hub = flows::FlowHub::new(&config.node_name, flows::DEFAULT_CAPACITY);
     flows_api::start(flow_hub.clone(), &config.state_dir, node_ip.map(Into::into), shutdown.child_token());
     tokio::spawn(metrics::start(
         metrics::Sources {
@@ -140,72 +180,111 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         node_ip.map(|ip| std::net::SocketAddr::new(ip.into(), telemetry::AGENT_PORT)),
         shutdown.child_token(),
     ));
-    let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));
-    if let Some(lb) = &config.service_lb {
-        let own_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
-        let shared = open_datapath(lb, &node_name, pod_cidr)?;
-        service_tasks.push(tokio::spawn(flows::reader::run(
-            store.clone(),
-            flow_hub.clone(),
-            lb.bpf_dir.clone(),
-            flows::EventsLevel::Medium,
-            services.clone(),
-        )));
-        // New pods get their programs before CNI ADD answers, so their first packet meets them;
-        // the link poll below catches pods wired before this point.
-        let hook_datapath = shared.clone();
-        network.set_wired_hook(std::sync::Arc::new(move |ifname: &str, pod_addr| {
-            let mut dp = hook_datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            dp.attach_pod_device(ifname, pod_addr).map_err(|e| e.to_string())
-        }));
-        let pod_network = network.clone();
-        let pod_address = std::sync::Arc::new(move |ifname: &str| pod_network.address_of_host_veth(ifname));
-        let attacher = datapath_attach::Attacher::new(shared.clone(), pod_address, lb.devices.clone(), own_ip);
-        service_tasks.push(tokio::spawn(attacher.run(Netconf::current()?, lb.link_poll, services.clone())));
-        let options = services::BuildOptions {
-            node_name: node_name.clone(),
-            default_algorithm: lb.algorithm,
-            unreachable_nodes: Default::default(),
-        };
-        let (unreachable_tx, unreachable_rx) = tokio::sync::watch::channel(Default::default());
-        if let Some(l2) = &config.l2 {
-            let task = l2_announcer::run(
-                store.clone(),
-                node_name.clone(),
-                l2.clone(),
-                shared.clone(),
-                unreachable_tx,
-                services.clone(),
-            );
-            service_tasks.push(tokio::spawn(task));
-        }
-        let controller = service_controller::ServiceController::new(options, shared);
-        let (left_out_tx, left_out_rx) = tokio::sync::watch::channel(Vec::new());
-        service_tasks.push(tokio::spawn(service_controller::run(
-            store.clone(),
-            controller,
-            unreachable_rx,
-            left_out_tx,
-            services.clone(),
-        )));
-        service_tasks.push(tokio::spawn(service_conditions::run(
-            store.clone(),
-            node_name.clone(),
-            left_out_rx,
-            services.clone(),
-        )));
-    }
-    if let Some(port) = config.dns_port {
-        service_tasks.push(tokio::spawn(dns::controller::run(store.clone(), dns_records, services.clone())));
-        service_tasks.push(tokio::spawn(dns::serve(router_ip, port, dns_rx, services.clone())));
+    flow_hub
+}
+
+/// The controllers that run beside the route follower, stopped together when the agent leaves.
+struct Controllers {
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Controllers {
+    fn new(shutdown: CancellationToken) -> Self {
+        Controllers { shutdown, tasks: Vec::new() }
     }
 
-    let leave = shutdown.child_token();
-    let membership =
-        tokio::spawn(membership::maintain(store.clone(), node_name.clone(), config.lease_ttl, leave.clone()));
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The eBPF service datapath and its controllers: flow events, programs on pod and node
+/// devices, L2 announcements, the cluster's services and their conditions.
+#[allow(clippy::too_many_arguments)]
+fn start_service_datapath(
+    controllers: &mut Controllers,
+    store: &Arc<dyn Store>,
+    config: &AgentConfig,
+    lb: &ServiceLbConfig,
+    network: &Arc<PodNetwork>,
+    pod_cidr: Ipv4Net,
+    node_ip: Option<std::net::Ipv4Addr>,
+    flow_hub: &Arc<flows::FlowHub>,
+) -> Result<(), AgentError> {
+    let node_name = &config.node_name;
+    let stop = controllers.shutdown.clone();
+    let shared = open_datapath(lb, node_name, pod_cidr)?;
+    controllers.spawn(flows::reader::run(
+        store.clone(),
+        flow_hub.clone(),
+        lb.bpf_dir.clone(),
+        flows::EventsLevel::Medium,
+        stop.clone(),
+    ));
+    // New pods get their programs before CNI ADD answers, so their first packet meets them;
+    // the link poll below catches pods wired before this point.
+    let hook_datapath = shared.clone();
+    network.set_wired_hook(std::sync::Arc::new(move |ifname: &str, pod_addr| {
+        let mut dp = hook_datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        dp.attach_pod_device(ifname, pod_addr).map_err(|e| e.to_string())
+    }));
+    let pod_network = network.clone();
+    let pod_address = std::sync::Arc::new(move |ifname: &str| pod_network.address_of_host_veth(ifname));
+    let attacher = datapath_attach::Attacher::new(shared.clone(), pod_address, lb.devices.clone(), node_ip);
+    controllers.spawn(attacher.run(Netconf::current()?, lb.link_poll, stop.clone()));
+    let options = services::BuildOptions {
+        node_name: node_name.clone(),
+        default_algorithm: lb.algorithm,
+        unreachable_nodes: Default::default(),
+    };
+    let (unreachable_tx, unreachable_rx) = tokio::sync::watch::channel(Default::default());
+    if let Some(l2) = &config.l2 {
+        controllers.spawn(l2_announcer::run(
+            store.clone(),
+            node_name.clone(),
+            l2.clone(),
+            shared.clone(),
+            unreachable_tx,
+            stop.clone(),
+        ));
+    }
+    let controller = service_controller::ServiceController::new(options, shared);
+    let (left_out_tx, left_out_rx) = tokio::sync::watch::channel(Vec::new());
+    controllers.spawn(service_controller::run(store.clone(), controller, unreachable_rx, left_out_tx, stop.clone()));
+    controllers.spawn(service_conditions::run(store.clone(), node_name.clone(), left_out_rx, stop));
+    Ok(())
+}
+
+/// Cluster DNS on the router IP: the records' controller and the server.
+fn start_cluster_dns(controllers: &mut Controllers, store: &Arc<dyn Store>, router_ip: std::net::Ipv4Addr, port: u16) {
+    let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));
+    let stop = controllers.shutdown.clone();
+    controllers.spawn(dns::controller::run(store.clone(), dns_records, stop.clone()));
+    controllers.spawn(dns::serve(router_ip, port, dns_rx, stop));
+}
+
+/// Follows the node list until shutdown: routes for the routing mode and the Ready condition.
+async fn follow_nodes(
+    store: Arc<dyn Store>,
+    config: AgentConfig,
+    kernel: Netconf,
+    nodes: Informer,
+    pod_cidr: Ipv4Net,
+    router_ip: std::net::Ipv4Addr,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
     let overlay = datapath::PinnedOverlay::new(config.bpf_dir.clone());
-    let routes = RouteReconciler::new(kernel, overlay, &node_name, pod_cidr, router_ip, config.auto_direct_node_routes)
-        .with_mode(config.routing_mode, config.mtu, config.tunnel_port);
+    let routes =
+        RouteReconciler::new(kernel, overlay, &config.node_name, pod_cidr, router_ip, config.auto_direct_node_routes)
+            .with_mode(config.routing_mode, config.mtu, config.tunnel_port);
     let ready = node_status::ready(
         true,
         node_status::REASON_READY,
@@ -215,26 +294,19 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
             if config.auto_direct_node_routes { " with auto direct node routes" } else { "" }
         ),
     );
-    let agent = Agent { store: store.clone(), config, pod_cidr, nodes, routes, ready, ready_written: false };
-    let result = agent.follow(shutdown.clone()).await;
+    let agent = Agent { store, config, pod_cidr, nodes, routes, ready, ready_written: false };
+    agent.follow(shutdown).await
+}
 
-    // Leaving: say so on the Node and drop the membership, each bounded so that an unreachable
-    // datastore does not hold up the exit. Devices and routes stay for the next start.
+/// Leaving: says so on the Node, bounded so that an unreachable datastore does not hold up the
+/// exit. Devices and routes stay for the next start.
+async fn leave_cluster(store: &dyn Store, node_name: &str) {
     let stopped = node_status::ready(false, node_status::REASON_STOPPED, "cilia agent stopped");
-    match tokio::time::timeout(Duration::from_secs(2), node_status::write(store.as_ref(), &node_name, &stopped)).await {
+    match tokio::time::timeout(Duration::from_secs(2), node_status::write(store, node_name, &stopped)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot mark the node not ready"),
         Err(_) => tracing::warn!("cannot mark the node not ready: the datastore did not answer in time"),
     }
-    leave.cancel();
-    let _ = membership.await;
-    services.cancel();
-    for task in service_tasks {
-        let _ = task.await;
-    }
-    drop(cni_server);
-    tracing::info!(node = %node_name, "agent stopped");
-    result
 }
 
 /// Opens the node's datapath (mounting bpffs first if needed) and attaches socket-LB. Maps and
