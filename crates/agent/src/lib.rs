@@ -28,6 +28,7 @@
 pub mod config;
 pub mod datapath_attach;
 pub mod datapath_gc;
+pub mod datapath_worker;
 pub mod direct_routes;
 pub mod dns;
 pub mod error;
@@ -233,8 +234,13 @@ fn start_service_datapath(
     // the link poll below catches pods wired before this point.
     let hook_datapath = shared.clone();
     network.set_wired_hook(std::sync::Arc::new(move |ifname: &str, pod_addr| {
-        let mut dp = hook_datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        dp.attach_pod_device(ifname, pod_addr).map_err(|e| e.to_string())
+        let (datapath, ifname) = (hook_datapath.clone(), ifname.to_string());
+        Box::pin(async move {
+            match datapath.call(move |dp| dp.attach_pod_device(&ifname, pod_addr)).await {
+                Ok(attached) => attached.map_err(|e| e.to_string()),
+                Err(gone) => Err(gone.to_string()),
+            }
+        })
     }));
     let pod_network = network.clone();
     let pod_address = std::sync::Arc::new(move |ifname: &str| pod_network.address_of_host_veth(ifname));
@@ -256,6 +262,7 @@ fn start_service_datapath(
             stop.clone(),
         ));
     }
+    controllers.spawn(datapath_gc::run(shared.clone(), lb.gc_interval, stop.clone()));
     let controller = service_controller::ServiceController::new(options, shared);
     let (left_out_tx, left_out_rx) = tokio::sync::watch::channel(Vec::new());
     controllers.spawn(service_controller::run(store.clone(), controller, unreachable_rx, left_out_tx, stop.clone()));
@@ -315,7 +322,7 @@ fn open_datapath(
     lb: &ServiceLbConfig,
     node: &str,
     pod_cidr: Ipv4Net,
-) -> Result<service_controller::SharedDatapath, AgentError> {
+) -> Result<datapath_worker::DatapathHandle, AgentError> {
     datapath::ensure_bpffs_for(&lb.bpf_dir)?;
     reserve_nat_ports();
     // Room in the device map for every pod the node's CIDR can hold.
@@ -342,7 +349,8 @@ fn open_datapath(
             None => tracing::warn!("no cgroup v2 mount: socket-LB is off, node processes reach services per packet"),
         }
     }
-    Ok(std::sync::Arc::new(std::sync::Mutex::new(Box::new(dp))))
+    datapath_worker::DatapathHandle::spawn(Box::new(dp))
+        .map_err(|source| AgentError::Datapath(datapath::Error::Syscall { call: "spawn the datapath thread", source }))
 }
 
 /// Keeps the node's own connections off the ports SNAT hands out, also on nodes whose ephemeral
