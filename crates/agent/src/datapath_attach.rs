@@ -168,10 +168,7 @@ impl Attacher {
                 Attach::Pod { name, .. } => match (self.pod_address)(name) {
                     Some(addr) => {
                         let name = name.clone();
-                        self.datapath
-                            .call(move |dp| dp.attach_pod_device(&name, addr))
-                            .await
-                            .unwrap_or_else(|e| Err(e.into()))
+                        self.datapath.try_call(move |dp| dp.attach_pod_device(&name, addr)).await
                     }
                     None => Err(datapath::Error::Interface {
                         ifname: name.clone(),
@@ -180,7 +177,7 @@ impl Attacher {
                 },
                 Attach::Netdev { name, snat, .. } => {
                     let (name, snat) = (name.clone(), *snat);
-                    self.datapath.call(move |dp| dp.attach_netdev(&name, snat)).await.unwrap_or_else(|e| Err(e.into()))
+                    self.datapath.try_call(move |dp| dp.attach_netdev(&name, snat)).await
                 }
             };
             let (name, index) = action.key();
@@ -207,10 +204,8 @@ impl Attacher {
 
     /// Forgets devices that are gone from the device map and removes their link pins.
     async fn reconcile_gone_devices(&mut self) -> datapath::Result<()> {
-        let (forgotten, unpinned) = self
-            .datapath
-            .call(|dp| -> datapath::Result<_> { Ok((dp.forget_missing_devices()?, dp.remove_stale_links()?)) })
-            .await??;
+        let (forgotten, unpinned) =
+            self.datapath.try_call(|dp| Ok((dp.forget_missing_devices()?, dp.remove_stale_links()?))).await?;
         self.last_reconcile = Some(std::time::Instant::now());
         self.forgotten_total += forgotten;
         self.unpinned_total += unpinned.len();

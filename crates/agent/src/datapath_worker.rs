@@ -53,25 +53,27 @@ impl DatapathHandle {
         Ok(DatapathHandle { jobs })
     }
 
-    /// Runs `f` on the datapath thread and awaits its result, leaving the async worker free.
-    pub async fn call<R: Send + 'static>(
+    /// Sends `f` to the datapath thread at once and returns the future of its result: awaiting
+    /// it leaves the async worker free. Calls run in the order they were made.
+    pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn LbDatapath) -> R + Send + 'static,
-    ) -> Result<R, WorkerGone> {
+    ) -> impl std::future::Future<Output = Result<R, WorkerGone>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.send(f, tx)?;
-        rx.await.map_err(|_| WorkerGone)
+        let sent = self.send(f, tx);
+        async move {
+            sent?;
+            rx.await.map_err(|_| WorkerGone)
+        }
     }
 
-    /// Runs `f` on the datapath thread and blocks the calling thread until it is done: for
-    /// callers that are not async and run on a thread that may block (never an async worker).
-    pub fn call_blocking<R: Send + 'static>(
+    /// [`Self::call`] for the datapath's own fallible operations: a worker that did not answer
+    /// is one more datapath error.
+    pub async fn try_call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn LbDatapath) -> R + Send + 'static,
-    ) -> Result<R, WorkerGone> {
-        let (tx, rx) = oneshot::channel();
-        self.send(f, tx)?;
-        rx.blocking_recv().map_err(|_| WorkerGone)
+        f: impl FnOnce(&mut dyn LbDatapath) -> datapath::Result<T> + Send + 'static,
+    ) -> datapath::Result<T> {
+        self.call(f).await?
     }
 
     fn send<R: Send + 'static>(
@@ -129,12 +131,5 @@ mod tests {
         let panicked = handle.call(|_| -> u8 { panic!("a bug in one operation") }).await;
         assert!(panicked.is_err());
         assert_eq!(handle.call(|dp| dp.gc_conntrack().unwrap()).await.unwrap(), 0, "the thread goes on");
-    }
-
-    #[test]
-    fn blocking_callers_get_the_result_too() {
-        let handle = DatapathHandle::spawn(Box::new(FakeDatapath::default())).unwrap();
-        let frontends = handle.call_blocking(|dp| dp.service_maps().unwrap().services.len()).unwrap();
-        assert_eq!(frontends, 0);
     }
 }

@@ -398,8 +398,7 @@ impl Announcer {
             return;
         }
         let max_age = self.config.responder_max_age();
-        let result =
-            self.datapath.call(move |dp| dp.refresh_l2_liveness(max_age)).await.unwrap_or_else(|e| Err(e.into()));
+        let result = self.datapath.try_call(move |dp| dp.refresh_l2_liveness(max_age)).await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "refreshing the ARP responder's liveness failed");
         }
@@ -474,7 +473,7 @@ impl Announcer {
             let (wanted, max_age) = (entries.clone(), self.config.responder_max_age());
             let stats = self
                 .datapath
-                .call(move |dp| {
+                .try_call(move |dp| {
                     let stats = dp.sync_l2(&wanted);
                     // Answer at once: the liveness gate may have lapsed while nothing was owned.
                     if stats.is_ok() && !wanted.is_empty() {
@@ -482,8 +481,7 @@ impl Announcer {
                     }
                     stats
                 })
-                .await
-                .unwrap_or_else(|e| Err(e.into()));
+                .await;
             match stats {
                 Ok(stats) => {
                     crate::metrics::l2_ownership_changed(stats.added.len(), stats.removed);
@@ -576,7 +574,7 @@ impl Announcer {
         for (_, task) in std::mem::take(&mut self.announcing) {
             task.abort();
         }
-        let cleared = self.datapath.call(|dp| dp.sync_l2(&[])).await.unwrap_or_else(|e| Err(e.into()));
+        let cleared = self.datapath.try_call(|dp| dp.sync_l2(&[])).await;
         if let Err(e) = cleared {
             tracing::warn!(error = %e, "clearing the ARP responder failed; it stops answering when its liveness lapses");
         }

@@ -236,10 +236,7 @@ fn start_service_datapath(
     network.set_wired_hook(std::sync::Arc::new(move |ifname: &str, pod_addr| {
         let (datapath, ifname) = (hook_datapath.clone(), ifname.to_string());
         Box::pin(async move {
-            match datapath.call(move |dp| dp.attach_pod_device(&ifname, pod_addr)).await {
-                Ok(attached) => attached.map_err(|e| e.to_string()),
-                Err(gone) => Err(gone.to_string()),
-            }
+            datapath.try_call(move |dp| dp.attach_pod_device(&ifname, pod_addr)).await.map_err(|e| e.to_string())
         })
     }));
     let pod_network = network.clone();

@@ -133,7 +133,7 @@ impl ServiceController {
             return Ok(None);
         }
         let owned = entries.to_vec();
-        let stats = self.datapath.call(move |dp| dp.sync_services(&owned)).await??;
+        let stats = self.datapath.try_call(move |dp| dp.sync_services(&owned)).await?;
         self.applied = Some(entries.to_vec());
         Ok(Some(stats))
     }

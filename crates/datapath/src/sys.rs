@@ -225,7 +225,8 @@ pub fn map_delete_batch<K: aya::Pod>(map: BorrowedFd<'_>, keys: &[K]) -> std::io
         if e.raw_os_error() != Some(libc::ENOENT) {
             return Err(e);
         }
-        rest = &rest[done + 1..];
+        // Skip the key that is gone and go on after it.
+        rest = rest.get(done + 1..).unwrap_or_default();
     }
     Ok(deleted)
 }
