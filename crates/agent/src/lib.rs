@@ -11,9 +11,10 @@
 //!    ([`overlay`]); hybrid, direct where possible and the overlay across routers. A mode
 //!    switch (a restart with another mode) removes what the old mode left;
 //! 5. with kube-proxy replacement, the eBPF service datapath: opened on the node's bpffs directory
-//!    (maps and links pinned there survive the agent), `from_netdev` on the node's devices, pod
-//!    programs on every pod veth ([`datapath_attach`]), socket-LB for the node's own processes,
-//!    and the services of the cluster ([`service_controller`]);
+//!    (maps and links pinned there survive the agent) and run on a thread of its own
+//!    ([`datapath_worker`]), `from_netdev` on the node's devices, pod programs on every pod veth
+//!    ([`datapath_attach`]), socket-LB for the node's own processes, the services of the cluster
+//!    ([`service_controller`]) and the sweeps of its flow state ([`datapath_gc`]);
 //! 6. cluster DNS on the router IP ([`dns`]): the Kubernetes DNS spec's records, the rest forwarded;
 //! 7. the Node's `Ready` condition and the membership Lease ([`node_status`], [`membership`]);
 //! 8. with L2 announcements, the ARP responder's table from heartbeats and the cluster's objects
@@ -222,7 +223,7 @@ fn start_service_datapath(
 ) -> Result<(), AgentError> {
     let node_name = &config.node_name;
     let stop = controllers.shutdown.clone();
-    let shared = open_datapath(lb, node_name, pod_cidr)?;
+    let datapath = open_datapath(lb, node_name, pod_cidr)?;
     controllers.spawn(flows::reader::run(
         store.clone(),
         flow_hub.clone(),
@@ -232,7 +233,7 @@ fn start_service_datapath(
     ));
     // New pods get their programs before CNI ADD answers, so their first packet meets them;
     // the link poll below catches pods wired before this point.
-    let hook_datapath = shared.clone();
+    let hook_datapath = datapath.clone();
     network.set_wired_hook(std::sync::Arc::new(move |ifname: &str, pod_addr| {
         let (datapath, ifname) = (hook_datapath.clone(), ifname.to_string());
         Box::pin(async move {
@@ -241,7 +242,7 @@ fn start_service_datapath(
     }));
     let pod_network = network.clone();
     let pod_address = std::sync::Arc::new(move |ifname: &str| pod_network.address_of_host_veth(ifname));
-    let attacher = datapath_attach::Attacher::new(shared.clone(), pod_address, lb.devices.clone(), node_ip);
+    let attacher = datapath_attach::Attacher::new(datapath.clone(), pod_address, lb.devices.clone(), node_ip);
     controllers.spawn(attacher.run(Netconf::current()?, lb.link_poll, stop.clone()));
     let options = services::BuildOptions {
         node_name: node_name.clone(),
@@ -254,13 +255,13 @@ fn start_service_datapath(
             store.clone(),
             node_name.clone(),
             l2.clone(),
-            shared.clone(),
+            datapath.clone(),
             unreachable_tx,
             stop.clone(),
         ));
     }
-    controllers.spawn(datapath_gc::run(shared.clone(), lb.gc_interval, stop.clone()));
-    let controller = service_controller::ServiceController::new(options, shared);
+    controllers.spawn(datapath_gc::run(datapath.clone(), lb.gc_interval, stop.clone()));
+    let controller = service_controller::ServiceController::new(options, datapath);
     let (left_out_tx, left_out_rx) = tokio::sync::watch::channel(Vec::new());
     controllers.spawn(service_controller::run(store.clone(), controller, unreachable_rx, left_out_tx, stop.clone()));
     controllers.spawn(service_conditions::run(store.clone(), node_name.clone(), left_out_rx, stop));
