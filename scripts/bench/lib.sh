@@ -3,11 +3,17 @@
 
 # bench_lab PREFIX MANIFEST...: builds (unless SKIP_BUILD is set), brings up the lab PREFIX<pid>
 # (removed again on exit), applies the manifests and waits until the guide's four pods are Ready.
-# Sets `cilia` and `lab`, and exports CILIA_LAB.
+# Sets `cilia`, `bin` and `lab`, and exports CILIA_LAB. PROFILE=debug uses the debug build.
 bench_lab() {
-  [ -n "${SKIP_BUILD:-}" ] || cargo build --release --bins -q
-  cilia=$PWD/target/release/cilia
-  export PATH=$PWD/target/release:$PATH
+  if [ "${PROFILE:-release}" = debug ]; then
+    [ -n "${SKIP_BUILD:-}" ] || cargo build --bins -q
+    bin=$PWD/target/debug
+  else
+    [ -n "${SKIP_BUILD:-}" ] || cargo build --release --bins -q
+    bin=$PWD/target/release
+  fi
+  cilia=$bin/cilia
+  export PATH=$bin:$PATH
   lab=$1$$
   export CILIA_LAB=$lab
   trap '$cilia lab down >/dev/null 2>&1 || true' EXIT

@@ -114,6 +114,8 @@ pub struct ServiceLbConfig {
     pub link_poll: Duration,
     /// `bpf-lb-map-max`: entries of each service map (frontend rows, backends, rev-NAT).
     pub map_max: u32,
+    /// `conntrack-gc-interval`: how often the conntrack and SNAT maps are swept.
+    pub gc_interval: Duration,
 }
 
 impl ServiceLbConfig {
@@ -125,6 +127,7 @@ impl ServiceLbConfig {
             socket_lb: true,
             link_poll: Duration::from_millis(200),
             map_max: datapath::abi::LB_SERVICES_MAP_SIZE,
+            gc_interval: Duration::from_secs(30),
         }
     }
 }
@@ -277,6 +280,7 @@ impl AgentConfig {
             };
             lb.socket_lb = flags.socket_lb;
             lb.map_max = cilium.bpf_lb_map_max;
+            lb.gc_interval = cilium.conntrack_gc_interval;
             config.service_lb = Some(lb);
         }
         if cilium.enable_l2_announcements {

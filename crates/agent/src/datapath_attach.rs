@@ -24,7 +24,7 @@ use ipnet::Ipv4Net;
 use netconf::{LinkInfo, Netconf};
 use tokio_util::sync::CancellationToken;
 
-use crate::service_controller::SharedDatapath;
+use crate::datapath_worker::DatapathHandle;
 
 /// How often pins and device-map entries are checked against the live devices even when no
 /// device was seen going (one may have gone and come back between two passes, or while no agent ran).
@@ -95,7 +95,7 @@ pub fn plan(
 pub type PodAddressOf = std::sync::Arc<dyn Fn(&str) -> Option<Ipv4Addr> + Send + Sync>;
 
 pub struct Attacher {
-    datapath: SharedDatapath,
+    datapath: DatapathHandle,
     pod_address: PodAddressOf,
     devices: Vec<String>,
     internal_ip: Option<Ipv4Addr>,
@@ -111,7 +111,7 @@ pub struct Attacher {
 
 impl Attacher {
     pub fn new(
-        datapath: SharedDatapath,
+        datapath: DatapathHandle,
         pod_address: PodAddressOf,
         devices: Vec<String>,
         internal_ip: Option<Ipv4Addr>,
@@ -149,13 +149,14 @@ impl Attacher {
         // started, on a busy node): the CNI plugin pinned its links, this attacher never saw it.
         // The pins say so.
         if !self.forget_pending {
-            let pinned = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pinned_devices();
+            // A datapath that cannot answer gives no pins: the periodic pass checks again.
+            let pinned = self.datapath.call(|dp| dp.pinned_devices()).await.unwrap_or_default();
             self.forget_pending = pinned.iter().any(|name| !links.iter().any(|l| &l.name == name));
         }
         let mut failed = 0;
         let periodic = self.last_reconcile.is_none_or(|t| t.elapsed() >= RECONCILE_EVERY);
         if self.forget_pending || periodic {
-            match self.reconcile_gone_devices() {
+            match self.reconcile_gone_devices().await {
                 Ok(()) => self.forget_pending = false,
                 Err(e) => {
                     failed += 1;
@@ -166,13 +167,19 @@ impl Attacher {
         for action in plan(&links, &self.devices, self.internal_ip, &self.attached) {
             let result = match &action {
                 Attach::Pod { name, .. } => match (self.pod_address)(name) {
-                    Some(addr) => self.datapath().attach_pod_device(name, addr),
+                    Some(addr) => {
+                        let name = name.clone();
+                        self.datapath.try_call(move |dp| dp.attach_pod_device(&name, addr)).await
+                    }
                     None => Err(datapath::Error::Interface {
                         ifname: name.clone(),
                         reason: "the pod network knows no address for this veth".into(),
                     }),
                 },
-                Attach::Netdev { name, snat, .. } => self.datapath().attach_netdev(name, *snat),
+                Attach::Netdev { name, snat, .. } => {
+                    let (name, snat) = (name.clone(), *snat);
+                    self.datapath.try_call(move |dp| dp.attach_netdev(&name, snat)).await
+                }
             };
             let (name, index) = action.key();
             match result {
@@ -196,16 +203,10 @@ impl Attacher {
         Ok(failed)
     }
 
-    fn datapath(&self) -> std::sync::MutexGuard<'_, Box<dyn datapath::LbDatapath>> {
-        self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Forgets devices that are gone from the device map and removes their link pins.
-    fn reconcile_gone_devices(&mut self) -> datapath::Result<()> {
-        let mut dp = self.datapath();
-        let forgotten = dp.forget_missing_devices()?;
-        let unpinned = dp.remove_stale_links()?;
-        drop(dp);
+    async fn reconcile_gone_devices(&mut self) -> datapath::Result<()> {
+        let (forgotten, unpinned) =
+            self.datapath.try_call(|dp| Ok((dp.forget_missing_devices()?, dp.remove_stale_links()?))).await?;
         self.last_reconcile = Some(std::time::Instant::now());
         self.forgotten_total += forgotten;
         self.unpinned_total += unpinned.len();

@@ -37,12 +37,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    datapath_worker::DatapathHandle,
     heartbeat_key,
     heartbeat_socket::HeartbeatSocket,
     l2_leases,
     node_view::NodeView,
     own_interfaces::{self, OwnInterface},
-    service_controller::SharedDatapath,
 };
 
 /// Object changes arriving within this window are handled by one pass. Liveness changes are
@@ -149,7 +149,7 @@ pub async fn run(
     store: Arc<dyn Store>,
     node: String,
     config: L2Config,
-    datapath: SharedDatapath,
+    datapath: DatapathHandle,
     unreachable: watch::Sender<BTreeSet<String>>,
     shutdown: CancellationToken,
 ) {
@@ -226,7 +226,7 @@ struct Outputs {
 struct Announcer {
     node: String,
     config: L2Config,
-    datapath: SharedDatapath,
+    datapath: DatapathHandle,
     socket: Arc<HeartbeatSocket>,
     kernel: Netconf,
     holders: watch::Sender<Option<BTreeMap<ServiceKey, String>>>,
@@ -259,7 +259,7 @@ impl Announcer {
         store: Arc<dyn Store>,
         node: String,
         config: L2Config,
-        datapath: SharedDatapath,
+        datapath: DatapathHandle,
         socket: Arc<HeartbeatSocket>,
         kernel: Netconf,
         outputs: Outputs,
@@ -319,8 +319,8 @@ impl Announcer {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {
                     self.publish_beat_state();
-                    self.refresh_responder();
-                    self.reassign_if_candidates_changed();
+                    self.refresh_responder().await;
+                    self.reassign_if_candidates_changed().await;
                 }
                 _ = rescan.tick() => {
                     match own_interfaces::scan(&self.kernel, &self.config.devices).await {
@@ -336,7 +336,7 @@ impl Announcer {
                 }
                 Some(beat) = beats.recv() => {
                     if self.liveness.on_heartbeat(&beat, std::time::Instant::now()).is_change() {
-                        self.assign();
+                        self.assign().await;
                     }
                 }
                 () = sleep_until_some(deadline) => {
@@ -348,7 +348,7 @@ impl Announcer {
                     }
                     changed |= !self.liveness.expire(std::time::Instant::now()).is_empty();
                     if changed {
-                        self.assign();
+                        self.assign().await;
                     }
                 }
                 open = recv_any(&mut subs) => {
@@ -361,7 +361,7 @@ impl Announcer {
                 () = sleep_until_some(due) => {
                     due = None;
                     if self.synced() {
-                        self.assign();
+                        self.assign().await;
                     }
                 }
             }
@@ -394,28 +394,25 @@ impl Announcer {
     }
 
     /// Keeps the responder answering while this agent runs and owns something.
-    fn refresh_responder(&self) {
+    async fn refresh_responder(&self) {
         if self.applied.as_ref().is_none_or(Vec::is_empty) {
             return;
         }
-        let result = self
-            .datapath
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .refresh_l2_liveness(self.config.responder_max_age());
+        let max_age = self.config.responder_max_age();
+        let result = self.datapath.try_call(move |dp| dp.refresh_l2_liveness(max_age)).await;
         if let Err(e) = result {
             tracing::warn!(error = %Chain(&e), "refreshing the ARP responder's liveness failed");
         }
     }
 
     /// The candidate set moves with time alone (a joining node's delay passes): reassign when it did.
-    fn reassign_if_candidates_changed(&mut self) {
+    async fn reassign_if_candidates_changed(&mut self) {
         if !self.synced() {
             return;
         }
         let now = self.liveness.candidates(std::time::Instant::now(), self.ready());
         if now != self.candidates {
-            self.assign();
+            self.assign().await;
         }
     }
 
@@ -439,7 +436,7 @@ impl Announcer {
     }
 
     /// Computes the assignment and applies this node's part of it.
-    fn assign(&mut self) {
+    async fn assign(&mut self) {
         let now = std::time::Instant::now();
         let silent: BTreeSet<String> = self.liveness.silent_peers().map(str::to_string).collect();
         self.unreachable.send_if_modified(|s| {
@@ -461,10 +458,10 @@ impl Announcer {
             candidates: &candidates,
         });
         self.candidates = candidates;
-        self.apply(&assignment);
+        self.apply(&assignment).await;
     }
 
-    fn apply(&mut self, assignment: &Assignment) {
+    async fn apply(&mut self, assignment: &Assignment) {
         let wanted = assignment.entries_for(&self.node);
         let mut entries = Vec::with_capacity(wanted.len());
         for e in &wanted {
@@ -474,15 +471,18 @@ impl Announcer {
             }
         }
         if self.applied.as_ref() != Some(&entries) {
-            let stats = {
-                let mut dp = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let stats = dp.sync_l2(&entries);
-                // Answer at once: the liveness gate may have lapsed while nothing was owned.
-                if stats.is_ok() && !entries.is_empty() {
-                    let _ = dp.refresh_l2_liveness(self.config.responder_max_age());
-                }
-                stats
-            };
+            let (wanted, max_age) = (entries.clone(), self.config.responder_max_age());
+            let stats = self
+                .datapath
+                .try_call(move |dp| {
+                    let stats = dp.sync_l2(&wanted);
+                    // Answer at once: the liveness gate may have lapsed while nothing was owned.
+                    if stats.is_ok() && !wanted.is_empty() {
+                        let _ = dp.refresh_l2_liveness(max_age);
+                    }
+                    stats
+                })
+                .await;
             match stats {
                 Ok(stats) => {
                     crate::metrics::l2_ownership_changed(stats.added.len(), stats.removed);
@@ -575,7 +575,7 @@ impl Announcer {
         for (_, task) in std::mem::take(&mut self.announcing) {
             task.abort();
         }
-        let cleared = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sync_l2(&[]);
+        let cleared = self.datapath.try_call(|dp| dp.sync_l2(&[])).await;
         if let Err(e) = cleared {
             tracing::warn!(error = %Chain(&e), "clearing the ARP responder failed; it stops answering when its liveness lapses");
         }

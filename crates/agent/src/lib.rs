@@ -11,9 +11,10 @@
 //!    ([`overlay`]); hybrid, direct where possible and the overlay across routers. A mode
 //!    switch (a restart with another mode) removes what the old mode left;
 //! 5. with kube-proxy replacement, the eBPF service datapath: opened on the node's bpffs directory
-//!    (maps and links pinned there survive the agent), `from_netdev` on the node's devices, pod
-//!    programs on every pod veth ([`datapath_attach`]), socket-LB for the node's own processes,
-//!    and the services of the cluster ([`service_controller`]);
+//!    (maps and links pinned there survive the agent) and run on a thread of its own
+//!    ([`datapath_worker`]), `from_netdev` on the node's devices, pod programs on every pod veth
+//!    ([`datapath_attach`]), socket-LB for the node's own processes, the services of the cluster
+//!    ([`service_controller`]) and the sweeps of its flow state ([`datapath_gc`]);
 //! 6. cluster DNS on the router IP ([`dns`]): the Kubernetes DNS spec's records, the rest forwarded;
 //! 7. the Node's `Ready` condition and the membership Lease ([`node_status`], [`membership`]);
 //! 8. with L2 announcements, the ARP responder's table from heartbeats and the cluster's objects
@@ -28,6 +29,7 @@
 pub mod config;
 pub mod datapath_attach;
 pub mod datapath_gc;
+pub mod datapath_worker;
 pub mod direct_routes;
 pub mod dns;
 pub mod error;
@@ -54,7 +56,7 @@ pub mod services;
 use std::{sync::Arc, time::Duration};
 
 use api::{Condition, kinds};
-use cni::{CniServer, CniServerConfig, PodNetworkConfig};
+use cni::{CniServer, CniServerConfig, PodNetwork, PodNetworkConfig};
 use ipnet::Ipv4Net;
 use netconf::Netconf;
 use store::{
@@ -100,9 +102,42 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
 
     let kernel = Netconf::current()?;
     let router_ip = router_ip::choose(&kernel, pod_cidr).await?;
+    let (cni_server, network) = start_pod_networking(&config, pod_cidr, router_ip).await?;
+    let node_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
+    let flow_hub = start_observability(&config, &network, pod_cidr, node_ip, &shutdown);
+
+    let mut controllers = Controllers::new(shutdown.child_token());
+    if let Some(lb) = &config.service_lb {
+        start_service_datapath(&mut controllers, &store, &config, lb, &network, pod_cidr, node_ip, &flow_hub)?;
+    }
+    if let Some(port) = config.dns_port {
+        start_cluster_dns(&mut controllers, &store, router_ip, port);
+    }
+
+    let leave = shutdown.child_token();
+    let membership =
+        tokio::spawn(membership::maintain(store.clone(), node_name.clone(), config.lease_ttl, leave.clone()));
+    let result = follow_nodes(store.clone(), config, kernel, nodes, pod_cidr, router_ip, shutdown).await;
+
+    leave_cluster(store.as_ref(), &node_name).await;
+    leave.cancel();
+    let _ = membership.await;
+    controllers.stop().await;
+    drop(cni_server);
+    tracing::info!(node = %node_name, "agent stopped");
+    result
+}
+
+/// Pod networking: the host device with the router IP, and the CNI server (pod IP allocations
+/// are recovered from the state dir).
+async fn start_pod_networking(
+    config: &AgentConfig,
+    pod_cidr: Ipv4Net,
+    router_ip: std::net::Ipv4Addr,
+) -> Result<(CniServer, Arc<PodNetwork>), AgentError> {
     let (cni_server, network) = CniServer::start(CniServerConfig {
         pod_network: PodNetworkConfig {
-            node_name: node_name.clone(),
+            node_name: config.node_name.clone(),
             pod_cidr,
             router_ip,
             mtu: config.mtu,
@@ -123,12 +158,19 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         socket = %cni_server.socket_path().display(),
         "pod networking ready"
     );
+    Ok((cni_server, network))
+}
 
-    let services = shutdown.child_token();
-    let mut service_tasks = Vec::new();
-    // The node's recent flows, filled from the eBPF datapath's events (empty without it).
-    let flow_hub = flows::FlowHub::new(&node_name, flows::DEFAULT_CAPACITY);
-    let node_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
+/// The flows API and the metrics endpoint. Returns the node's flow hub, which the eBPF
+/// datapath's events fill (it stays empty without it).
+fn start_observability(
+    config: &AgentConfig,
+    network: &Arc<PodNetwork>,
+    pod_cidr: Ipv4Net,
+    node_ip: Option<std::net::Ipv4Addr>,
+    shutdown: &CancellationToken,
+) -> Arc<flows::FlowHub> {
+    let flow_hub = flows::FlowHub::new(&config.node_name, flows::DEFAULT_CAPACITY);
     flows_api::start(flow_hub.clone(), &config.state_dir, node_ip.map(Into::into), shutdown.child_token());
     tokio::spawn(metrics::start(
         metrics::Sources {
@@ -140,72 +182,117 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
         node_ip.map(|ip| std::net::SocketAddr::new(ip.into(), telemetry::AGENT_PORT)),
         shutdown.child_token(),
     ));
-    let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));
-    if let Some(lb) = &config.service_lb {
-        let own_ip = nodes.get(None, &node_name).and_then(|o| NodeView::of(&o).internal_ip);
-        let shared = open_datapath(lb, &node_name, pod_cidr)?;
-        service_tasks.push(tokio::spawn(flows::reader::run(
-            store.clone(),
-            flow_hub.clone(),
-            lb.bpf_dir.clone(),
-            flows::EventsLevel::Medium,
-            services.clone(),
-        )));
-        // New pods get their programs before CNI ADD answers, so their first packet meets them;
-        // the link poll below catches pods wired before this point.
-        let hook_datapath = shared.clone();
-        network.set_wired_hook(std::sync::Arc::new(move |ifname: &str, pod_addr| {
-            let mut dp = hook_datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            dp.attach_pod_device(ifname, pod_addr).map_err(|e| api::error::Chain(&e).to_string())
-        }));
-        let pod_network = network.clone();
-        let pod_address = std::sync::Arc::new(move |ifname: &str| pod_network.address_of_host_veth(ifname));
-        let attacher = datapath_attach::Attacher::new(shared.clone(), pod_address, lb.devices.clone(), own_ip);
-        service_tasks.push(tokio::spawn(attacher.run(Netconf::current()?, lb.link_poll, services.clone())));
-        let options = services::BuildOptions {
-            node_name: node_name.clone(),
-            default_algorithm: lb.algorithm,
-            unreachable_nodes: Default::default(),
-        };
-        let (unreachable_tx, unreachable_rx) = tokio::sync::watch::channel(Default::default());
-        if let Some(l2) = &config.l2 {
-            let task = l2_announcer::run(
-                store.clone(),
-                node_name.clone(),
-                l2.clone(),
-                shared.clone(),
-                unreachable_tx,
-                services.clone(),
-            );
-            service_tasks.push(tokio::spawn(task));
-        }
-        let controller = service_controller::ServiceController::new(options, shared);
-        let (left_out_tx, left_out_rx) = tokio::sync::watch::channel(Vec::new());
-        service_tasks.push(tokio::spawn(service_controller::run(
-            store.clone(),
-            controller,
-            unreachable_rx,
-            left_out_tx,
-            services.clone(),
-        )));
-        service_tasks.push(tokio::spawn(service_conditions::run(
-            store.clone(),
-            node_name.clone(),
-            left_out_rx,
-            services.clone(),
-        )));
-    }
-    if let Some(port) = config.dns_port {
-        service_tasks.push(tokio::spawn(dns::controller::run(store.clone(), dns_records, services.clone())));
-        service_tasks.push(tokio::spawn(dns::serve(router_ip, port, dns_rx, services.clone())));
+    flow_hub
+}
+
+/// The controllers that run beside the route follower, stopped together when the agent leaves.
+struct Controllers {
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Controllers {
+    fn new(shutdown: CancellationToken) -> Self {
+        Controllers { shutdown, tasks: Vec::new() }
     }
 
-    let leave = shutdown.child_token();
-    let membership =
-        tokio::spawn(membership::maintain(store.clone(), node_name.clone(), config.lease_ttl, leave.clone()));
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The eBPF service datapath and its controllers: flow events, programs on pod and node
+/// devices, L2 announcements, the cluster's services and their conditions.
+#[allow(clippy::too_many_arguments)]
+fn start_service_datapath(
+    controllers: &mut Controllers,
+    store: &Arc<dyn Store>,
+    config: &AgentConfig,
+    lb: &ServiceLbConfig,
+    network: &Arc<PodNetwork>,
+    pod_cidr: Ipv4Net,
+    node_ip: Option<std::net::Ipv4Addr>,
+    flow_hub: &Arc<flows::FlowHub>,
+) -> Result<(), AgentError> {
+    let node_name = &config.node_name;
+    let stop = controllers.shutdown.clone();
+    let datapath = open_datapath(lb, node_name, pod_cidr)?;
+    controllers.spawn(flows::reader::run(
+        store.clone(),
+        flow_hub.clone(),
+        lb.bpf_dir.clone(),
+        flows::EventsLevel::Medium,
+        stop.clone(),
+    ));
+    // New pods get their programs before CNI ADD answers, so their first packet meets them;
+    // the link poll below catches pods wired before this point.
+    let hook_datapath = datapath.clone();
+    network.set_wired_hook(std::sync::Arc::new(move |ifname: &str, pod_addr| {
+        let (datapath, ifname) = (hook_datapath.clone(), ifname.to_string());
+        Box::pin(async move {
+            datapath
+                .try_call(move |dp| dp.attach_pod_device(&ifname, pod_addr))
+                .await
+                .map_err(|e| api::error::Chain(&e).to_string())
+        })
+    }));
+    let pod_network = network.clone();
+    let pod_address = std::sync::Arc::new(move |ifname: &str| pod_network.address_of_host_veth(ifname));
+    let attacher = datapath_attach::Attacher::new(datapath.clone(), pod_address, lb.devices.clone(), node_ip);
+    controllers.spawn(attacher.run(Netconf::current()?, lb.link_poll, stop.clone()));
+    let options = services::BuildOptions {
+        node_name: node_name.clone(),
+        default_algorithm: lb.algorithm,
+        unreachable_nodes: Default::default(),
+    };
+    let (unreachable_tx, unreachable_rx) = tokio::sync::watch::channel(Default::default());
+    if let Some(l2) = &config.l2 {
+        controllers.spawn(l2_announcer::run(
+            store.clone(),
+            node_name.clone(),
+            l2.clone(),
+            datapath.clone(),
+            unreachable_tx,
+            stop.clone(),
+        ));
+    }
+    controllers.spawn(datapath_gc::run(datapath.clone(), lb.gc_interval, stop.clone()));
+    let controller = service_controller::ServiceController::new(options, datapath);
+    let (left_out_tx, left_out_rx) = tokio::sync::watch::channel(Vec::new());
+    controllers.spawn(service_controller::run(store.clone(), controller, unreachable_rx, left_out_tx, stop.clone()));
+    controllers.spawn(service_conditions::run(store.clone(), node_name.clone(), left_out_rx, stop));
+    Ok(())
+}
+
+/// Cluster DNS on the router IP: the records' controller and the server.
+fn start_cluster_dns(controllers: &mut Controllers, store: &Arc<dyn Store>, router_ip: std::net::Ipv4Addr, port: u16) {
+    let (dns_records, dns_rx) = tokio::sync::watch::channel(Arc::new(dns::Records::default()));
+    let stop = controllers.shutdown.clone();
+    controllers.spawn(dns::controller::run(store.clone(), dns_records, stop.clone()));
+    controllers.spawn(dns::serve(router_ip, port, dns_rx, stop));
+}
+
+/// Follows the node list until shutdown: routes for the routing mode and the Ready condition.
+async fn follow_nodes(
+    store: Arc<dyn Store>,
+    config: AgentConfig,
+    kernel: Netconf,
+    nodes: Informer,
+    pod_cidr: Ipv4Net,
+    router_ip: std::net::Ipv4Addr,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
     let overlay = datapath::PinnedOverlay::new(config.bpf_dir.clone());
-    let routes = RouteReconciler::new(kernel, overlay, &node_name, pod_cidr, router_ip, config.auto_direct_node_routes)
-        .with_mode(config.routing_mode, config.mtu, config.tunnel_port);
+    let routes =
+        RouteReconciler::new(kernel, overlay, &config.node_name, pod_cidr, router_ip, config.auto_direct_node_routes)
+            .with_mode(config.routing_mode, config.mtu, config.tunnel_port);
     let ready = node_status::ready(
         true,
         node_status::REASON_READY,
@@ -215,26 +302,19 @@ pub async fn run(store: Arc<dyn Store>, config: AgentConfig, shutdown: Cancellat
             if config.auto_direct_node_routes { " with auto direct node routes" } else { "" }
         ),
     );
-    let agent = Agent { store: store.clone(), config, pod_cidr, nodes, routes, ready, ready_written: false };
-    let result = agent.follow(shutdown.clone()).await;
+    let agent = Agent { store, config, pod_cidr, nodes, routes, ready, ready_written: false };
+    agent.follow(shutdown).await
+}
 
-    // Leaving: say so on the Node and drop the membership, each bounded so that an unreachable
-    // datastore does not hold up the exit. Devices and routes stay for the next start.
+/// Leaving: says so on the Node, bounded so that an unreachable datastore does not hold up the
+/// exit. Devices and routes stay for the next start.
+async fn leave_cluster(store: &dyn Store, node_name: &str) {
     let stopped = node_status::ready(false, node_status::REASON_STOPPED, "cilia agent stopped");
-    match tokio::time::timeout(Duration::from_secs(2), node_status::write(store.as_ref(), &node_name, &stopped)).await {
+    match tokio::time::timeout(Duration::from_secs(2), node_status::write(store, node_name, &stopped)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot mark the node not ready"),
+        Ok(Err(e)) => tracing::warn!(error = %api::error::Chain(&e), "cannot mark the node not ready"),
         Err(_) => tracing::warn!("cannot mark the node not ready: the datastore did not answer in time"),
     }
-    leave.cancel();
-    let _ = membership.await;
-    services.cancel();
-    for task in service_tasks {
-        let _ = task.await;
-    }
-    drop(cni_server);
-    tracing::info!(node = %node_name, "agent stopped");
-    result
 }
 
 /// Opens the node's datapath (mounting bpffs first if needed) and attaches socket-LB. Maps and
@@ -243,7 +323,7 @@ fn open_datapath(
     lb: &ServiceLbConfig,
     node: &str,
     pod_cidr: Ipv4Net,
-) -> Result<service_controller::SharedDatapath, AgentError> {
+) -> Result<datapath_worker::DatapathHandle, AgentError> {
     datapath::ensure_bpffs_for(&lb.bpf_dir)?;
     reserve_nat_ports();
     // Room in the device map for every pod the node's CIDR can hold.
@@ -270,7 +350,8 @@ fn open_datapath(
             None => tracing::warn!("no cgroup v2 mount: socket-LB is off, node processes reach services per packet"),
         }
     }
-    Ok(std::sync::Arc::new(std::sync::Mutex::new(Box::new(dp))))
+    datapath_worker::DatapathHandle::spawn(Box::new(dp))
+        .map_err(|source| AgentError::Datapath(datapath::Error::Syscall { call: "spawn the datapath thread", source }))
 }
 
 /// Keeps the node's own connections off the ports SNAT hands out, also on nodes whose ephemeral
@@ -279,7 +360,7 @@ fn open_datapath(
 fn reserve_nat_ports() {
     let range = format!("{}-{}", datapath::abi::NAT_PORT_MIN, datapath::abi::NAT_PORT_MAX);
     if let Err(e) = netconf::sysctl::write_here("net/ipv4/ip_local_reserved_ports", &range) {
-        tracing::warn!(%range, error = %e, "cannot reserve the SNAT port range for the datapath");
+        tracing::warn!(%range, error = %api::error::Chain(&e), "cannot reserve the SNAT port range for the datapath");
     }
 }
 
@@ -402,7 +483,7 @@ impl Agent {
                     self.ready_written = true;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot mark the node Ready; retrying");
+                    tracing::warn!(error = %api::error::Chain(&e), "cannot mark the node Ready; retrying");
                     retry = true;
                 }
             }

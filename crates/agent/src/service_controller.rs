@@ -8,19 +8,14 @@
 //! frontends away from connections that are fine. Later changes are batched for a few
 //! milliseconds, so a rollout that touches many slices costs a handful of syncs.
 
-use std::{
-    collections::BTreeSet,
-    convert::Infallible,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeSet, convert::Infallible, sync::Arc, time::Duration};
 
 use api::error::Chain;
 use api::{
     LastReadable, Object, kinds,
     types::{EndpointSlice, Service},
 };
-use datapath::{LbDatapath, ServiceEntry, SyncStats};
+use datapath::{ServiceEntry, SyncStats};
 use store::{
     Informer, Store,
     reconcile::{Backoff, Outcome, Reconcile, Runner, Wake},
@@ -29,23 +24,19 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    datapath_worker::DatapathHandle,
     node_view::NodeView,
     service_fit,
     services::{self, BuildOptions, Conflict},
 };
 
-/// One node's datapath, shared by the service controller and the device attacher.
-pub type SharedDatapath = Arc<Mutex<Box<dyn LbDatapath>>>;
-
 /// Changes arriving within this window are handled by one pass.
 const DEBOUNCE: Duration = Duration::from_millis(10);
 const RETRY: Duration = Duration::from_secs(1);
-/// Expired conntrack entries are removed this often (the LRU maps evict under pressure anyway).
-const CT_GC: Duration = Duration::from_secs(30);
 
 pub struct ServiceController {
     options: BuildOptions,
-    datapath: SharedDatapath,
+    datapath: DatapathHandle,
     /// What the last successful sync wrote; None before the first.
     applied: Option<Vec<ServiceEntry>>,
     conflicts: Vec<Conflict>,
@@ -59,7 +50,7 @@ pub struct ServiceController {
 }
 
 impl ServiceController {
-    pub fn new(options: BuildOptions, datapath: SharedDatapath) -> Self {
+    pub fn new(options: BuildOptions, datapath: DatapathHandle) -> Self {
         ServiceController {
             options,
             datapath,
@@ -74,7 +65,7 @@ impl ServiceController {
 
     /// One pass over the complete lists. Returns the sync's statistics, or None when nothing
     /// changed since the last successful sync.
-    pub fn pass(
+    pub async fn pass(
         &mut self,
         services: &[Object],
         slices: &[Object],
@@ -106,13 +97,13 @@ impl ServiceController {
         }
         // The datapath checks every map before it writes: only when the whole set does not fit
         // are the Services that do chosen (the oldest), so a pass that fits costs nothing more.
-        let (fitted, stats) = match self.sync_if_changed(&desired.entries) {
+        let (fitted, stats) = match self.sync_if_changed(&desired.entries).await {
             Err(datapath::Error::Exhausted { .. }) => {
-                let capacity = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).capacity();
+                let capacity = self.datapath.call(|dp| dp.capacity()).await?;
                 let fitted = service_fit::fit(&services, desired.entries, capacity.as_ref(), |subset| {
                     services::desired(&self.options, subset, &slices, &nodes).entries
                 });
-                let stats = self.sync_if_changed(&fitted.entries)?;
+                let stats = self.sync_if_changed(&fitted.entries).await?;
                 (fitted, stats)
             }
             result => (service_fit::Fitted { entries: desired.entries, ..Default::default() }, result?),
@@ -138,11 +129,12 @@ impl ServiceController {
     }
 
     /// Syncs `entries` unless the last successful sync wrote exactly them.
-    fn sync_if_changed(&mut self, entries: &[ServiceEntry]) -> Result<Option<SyncStats>, datapath::Error> {
+    async fn sync_if_changed(&mut self, entries: &[ServiceEntry]) -> Result<Option<SyncStats>, datapath::Error> {
         if self.applied.as_deref() == Some(entries) {
             return Ok(None);
         }
-        let stats = self.datapath.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sync_services(entries)?;
+        let owned = entries.to_vec();
+        let stats = self.datapath.try_call(move |dp| dp.sync_services(&owned)).await?;
         self.applied = Some(entries.to_vec());
         Ok(Some(stats))
     }
@@ -190,7 +182,7 @@ impl Reconcile for Running {
     async fn pass(&mut self) -> Result<Outcome, Infallible> {
         let controller = &mut self.controller;
         let started = std::time::Instant::now();
-        let result = controller.pass(&self.services.snapshot(), &self.slices.snapshot(), &self.nodes.snapshot());
+        let result = controller.pass(&self.services.snapshot(), &self.slices.snapshot(), &self.nodes.snapshot()).await;
         self.left_out.send_if_modified(|sent| {
             let changed = sent.as_slice() != controller.left_out();
             if changed {
@@ -216,8 +208,7 @@ impl Reconcile for Running {
 }
 
 impl Running {
-    fn collect_garbage(&mut self) -> Wake {
-        crate::datapath_gc::collect(&self.controller.datapath);
+    fn flush_sync_log(&mut self) -> Wake {
         self.sync_log.flush();
         Wake::No
     }
@@ -249,7 +240,7 @@ pub async fn run(
         .watch(&running.services)
         .watch(&running.slices)
         .watch(&running.nodes)
-        .every(CT_GC, Running::collect_garbage)
+        .every(crate::datapath_gc::SyncLog::EVERY, Running::flush_sync_log)
         // Without L2 announcements nothing ever sends, and the sender is gone.
         .on_change(
             unreachable,
@@ -300,7 +291,7 @@ mod tests {
 
     /// k8s-w1's controller on a clone of `fake`.
     fn controller_on(fake: &FakeDatapath) -> ServiceController {
-        let shared: SharedDatapath = Arc::new(Mutex::new(Box::new(fake.clone())));
+        let shared = DatapathHandle::spawn(Box::new(fake.clone())).unwrap();
         let options = BuildOptions {
             node_name: "k8s-w1".into(),
             default_algorithm: datapath::LbAlgorithm::Random,
@@ -309,23 +300,23 @@ mod tests {
         ServiceController::new(options, shared)
     }
 
-    #[test]
-    fn passes_sync_changes_only() {
+    #[tokio::test]
+    async fn passes_sync_changes_only() {
         let fake = FakeDatapath::new();
         let mut c = controller_on(&fake);
 
         let (s, e, n) = inputs(&["172.20.1.10", "172.20.1.11"]);
-        let stats = c.pass(&s, &e, &n).unwrap().expect("first pass syncs");
+        let stats = c.pass(&s, &e, &n).await.unwrap().expect("first pass syncs");
         assert!(stats.upserts > 0);
         assert_eq!(fake.state().services[0].backends.len(), 2);
-        assert_eq!(c.pass(&s, &e, &n).unwrap(), None, "nothing changed, no sync");
+        assert_eq!(c.pass(&s, &e, &n).await.unwrap(), None, "nothing changed, no sync");
         assert_eq!(fake.state().syncs, 1);
 
         // A backend goes away: synced; a failure is reported and the next pass retries.
         let (s, e, n) = inputs(&["172.20.1.10"]);
         fake.fail_next("map full");
-        assert!(c.pass(&s, &e, &n).is_err());
-        c.pass(&s, &e, &n).unwrap().expect("retried");
+        assert!(c.pass(&s, &e, &n).await.is_err());
+        c.pass(&s, &e, &n).await.unwrap().expect("retried");
         assert_eq!(fake.state().services[0].backends.len(), 1);
 
         // An object that does not parse is skipped, the others still apply.
@@ -334,12 +325,12 @@ mod tests {
             &kinds::SERVICE,
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": "nope"}}),
         ));
-        assert_eq!(c.pass(&broken, &e, &n).unwrap(), None);
+        assert_eq!(c.pass(&broken, &e, &n).await.unwrap(), None);
 
         // A Service that stops parsing keeps its frontend and backends: it was not deleted.
         let mut corrupt = s.clone();
         corrupt[0].body["spec"]["sessionAfinity"] = json!("None");
-        assert_eq!(c.pass(&corrupt, &e, &n).unwrap(), None, "the Service's frontend was removed");
+        assert_eq!(c.pass(&corrupt, &e, &n).await.unwrap(), None, "the Service's frontend was removed");
         assert_eq!(fake.state().services[0].backends.len(), 1);
     }
 
@@ -358,8 +349,8 @@ mod tests {
         (svc, slice)
     }
 
-    #[test]
-    fn services_that_do_not_fit_wait_for_room_and_the_rest_are_programmed() {
+    #[tokio::test]
+    async fn services_that_do_not_fit_wait_for_room_and_the_rest_are_programmed() {
         let fake = FakeDatapath::new();
         let mut c = controller_on(&fake);
         let (_, e, n) = inputs(&["172.20.1.10", "172.20.1.11"]);
@@ -376,17 +367,17 @@ mod tests {
         // The newest are left out, newest last; the oldest is programmed, and no error stalls it.
         let s = vec![newest.clone(), old.clone(), new.clone()];
         let slices = vec![old_slice.clone(), new_slice.clone(), newest_slice.clone()];
-        c.pass(&s, &slices, &n).unwrap().expect("the oldest is programmed");
+        c.pass(&s, &slices, &n).await.unwrap().expect("the oldest is programmed");
         assert_eq!(frontends(&fake), ["10.96.0.10"]);
         assert_eq!(c.left_out(), ["default/new", "default/newest"]);
         // A change to a programmed Service's backends still goes through.
         let mut fewer = old_slice.clone();
         fewer.body["endpoints"].as_array_mut().unwrap().pop();
-        c.pass(&s, &[fewer, new_slice.clone(), newest_slice.clone()], &n).unwrap().expect("synced");
+        c.pass(&s, &[fewer, new_slice.clone(), newest_slice.clone()], &n).await.unwrap().expect("synced");
         assert_eq!(fake.state().services[0].backends.len(), 1);
 
         // The oldest goes: the next in age takes its room.
-        c.pass(&[newest, new], &[new_slice, newest_slice], &n).unwrap().expect("synced");
+        c.pass(&[newest, new], &[new_slice, newest_slice], &n).await.unwrap().expect("synced");
         assert_eq!(frontends(&fake), ["10.96.0.20"]);
         assert_eq!(c.left_out(), ["default/newest"]);
     }

@@ -61,6 +61,7 @@ pub const ROUTING_MODES: &[&str] = &["native", "tunnel", "hybrid"];
 pub const L2_HEARTBEAT_INTERVAL: &str = "l2-announcements-heartbeat-interval";
 pub const BPF_LB_MAP_MAX: &str = "bpf-lb-map-max";
 pub const L2_DEAD_AFTER: &str = "l2-announcements-dead-after";
+pub const CONNTRACK_GC_INTERVAL: &str = "conntrack-gc-interval";
 
 /// Every key cilia knows, in the order `cilia config view` prints unset defaults.
 pub static KEYS: &[KeySpec] = &[
@@ -115,6 +116,14 @@ pub static KEYS: &[KeySpec] = &[
         default: "500ms",
     },
     KeySpec { key: "mtu", helm: "MTU", kind: ValueKind::Int(576, 65535), default: "1500" },
+    // How often the agents sweep the conntrack and SNAT maps for flows that ended: Cilium's key
+    // (Cilium's default adapts the interval; cilia's is fixed).
+    KeySpec {
+        key: CONNTRACK_GC_INTERVAL,
+        helm: "conntrackGCInterval",
+        kind: ValueKind::Duration(100, 3_600_000),
+        default: "30s",
+    },
 ];
 
 /// Cilium settings cilia refuses with an explanation rather than as unknown: Cilium's per-Service
@@ -342,6 +351,8 @@ pub struct CiliumConfig {
     /// `l2-announcements-dead-after`: silence after which a node counts as dead (default 500ms).
     pub l2_dead_after: Duration,
     pub mtu: u32,
+    /// `conntrack-gc-interval`: how often the flow state is swept (default 30s).
+    pub conntrack_gc_interval: Duration,
 }
 
 impl CiliumConfig {
@@ -368,6 +379,7 @@ impl CiliumConfig {
             l2_heartbeat_interval: duration(L2_HEARTBEAT_INTERVAL),
             l2_dead_after: duration(L2_DEAD_AFTER),
             mtu: get("mtu").parse().unwrap_or(1500),
+            conntrack_gc_interval: duration(CONNTRACK_GC_INTERVAL),
         }
     }
 }

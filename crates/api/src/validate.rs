@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -240,6 +241,39 @@ fn service(svc: &types::Service) -> Result<(), ValidationError> {
         for (k, v) in sel {
             label_key(k).map_err(|e| e.under(&format!("spec.selector.{k}")))?;
             label_value(v).map_err(|e| e.under(&format!("spec.selector.{k}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// The service CIDR when none is configured: kube-apiserver's and the operator's default.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// Refuses a Service whose `spec.clusterIP` or `spec.clusterIPs` lie outside the cluster's
+/// service CIDR, as kube-apiserver does with its `--service-cluster-ip-range`: the operator can
+/// never allocate such an address, and refuses the Service later, where its author does not look.
+/// Headless (`None`) and unset addresses pass; other kinds pass.
+pub fn cluster_ips_in_service_cidr(obj: &Object, service_cidr: Ipv4Net) -> Result<(), ValidationError> {
+    if obj.kind != "Service" {
+        return Ok(());
+    }
+    let single = obj.lookup_path("spec.clusterIP").map(|ip| ("spec.clusterIP".to_string(), ip));
+    let listed = match obj.lookup_path("spec.clusterIPs") {
+        Some(Value::Array(ips)) => ips,
+        _ => Vec::new(),
+    };
+    let listed = listed.into_iter().enumerate().map(|(i, ip)| (format!("spec.clusterIPs[{i}]"), ip));
+    for (field, ip) in single.into_iter().chain(listed) {
+        let Some(ip) = ip.as_str() else { continue };
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        let inside = matches!(ip.parse::<IpAddr>(), Ok(IpAddr::V4(v4)) if service_cidr.contains(&v4));
+        if !inside {
+            return Err(ValidationError::field(
+                field,
+                format!("{ip} is not in the service CIDR {service_cidr}: cluster IPs are allocated from it"),
+            ));
         }
     }
     Ok(())

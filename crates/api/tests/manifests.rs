@@ -206,3 +206,32 @@ fn cluster_ips_that_no_service_may_have_are_refused() {
     );
     assert_eq!(err.field.as_deref(), Some("spec.clusterIPs[1]"), "{err}");
 }
+
+#[test]
+fn cluster_ips_outside_the_service_cidr_are_refused_with_the_field_and_the_cidr() {
+    let cidr = api::validate::DEFAULT_SERVICE_CIDR.parse().unwrap();
+    let service = |spec: &str| {
+        let text = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {spec}\n");
+        manifest::parse("web.yaml", &text, "default").expect("a valid manifest").remove(0)
+    };
+    let err = api::validate::cluster_ips_in_service_cidr(&service("{clusterIP: 10.97.0.5, ports: [{port: 80}]}"), cidr)
+        .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("spec.clusterIP"), "{err}");
+    assert_eq!(err.reason, "10.97.0.5 is not in the service CIDR 10.96.0.0/16: cluster IPs are allocated from it");
+    let err = api::validate::cluster_ips_in_service_cidr(
+        &service("{clusterIPs: [10.96.0.9, 192.168.10.9], ports: [{port: 80}]}"),
+        cidr,
+    )
+    .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("spec.clusterIPs[1]"), "{err}");
+    let err = api::validate::cluster_ips_in_service_cidr(&service("{clusterIPs: [\"fd00::1\"]}"), cidr).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("spec.clusterIPs[0]"), "an IPv6 address in an IPv4 service CIDR");
+    // Inside, headless, unset: accepted.
+    for spec in [
+        "{clusterIP: 10.96.255.254, clusterIPs: [10.96.255.254], ports: [{port: 80}]}",
+        "{clusterIP: None, ports: [{port: 80}]}",
+        "{ports: [{port: 80}]}",
+    ] {
+        assert_eq!(api::validate::cluster_ips_in_service_cidr(&service(spec), cidr), Ok(()), "{spec}");
+    }
+}

@@ -9,6 +9,8 @@ use store::Store;
 pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub namespace: String,
+    /// Services written must have their cluster IPs in it (`--service-cidr`).
+    pub service_cidr: ipnet::Ipv4Net,
 }
 
 /// The namespace when `-n` is not given, as kubectl's.

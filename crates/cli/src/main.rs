@@ -21,7 +21,7 @@ mod output;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::{
@@ -60,6 +60,10 @@ struct Cli {
     /// The lab whose datastore and hosts are used.
     #[arg(long, global = true, help_heading = GLOBAL, env = "CILIA_LAB", default_value = lab::DEFAULT_LAB)]
     lab: String,
+    /// The cluster's service CIDR: the operator allocates cluster IPs from it, and writes refuse
+    /// Services whose cluster IPs lie outside it (kube-apiserver's --service-cluster-ip-range).
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CILIA_SERVICE_CIDR", default_value = api::validate::DEFAULT_SERVICE_CIDR)]
+    service_cidr: String,
     #[command(flatten)]
     namespace: NamespaceArg,
     #[command(subcommand)]
@@ -188,12 +192,10 @@ enum Command {
     Dns(commands::dns::DnsArgs),
     /// Run the cluster-wide controllers (one leads; others stand by).
     Operator {
-        /// Name in the leader lease; defaults to the host name.
+        /// Name in the leader lease; defaults to the host name. Cluster IPs come from
+        /// `--service-cidr`.
         #[arg(long)]
         identity: Option<String>,
-        /// Cluster IPs come from this CIDR.
-        #[arg(long, default_value = "10.96.0.0/16")]
-        service_cidr: String,
     },
     /// Print a shell completion script: `source <(cilia completion bash)`, `cilia completion zsh
     /// > "${fpath[1]}/_cilia"`, `cilia completion fish > ~/.config/fish/completions/cilia.fish`.
@@ -487,12 +489,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return commands::dbg::run(&cli.lab, node, args);
     }
     let url = context::datastore_url(cli.datastore.as_deref(), &cli.lab)?;
-    if let Command::Operator { identity, service_cidr } = &cli.command {
-        return commands::operator::run(&url, identity.clone(), service_cidr).await;
+    if let Command::Operator { identity } = &cli.command {
+        return commands::operator::run(&url, identity.clone(), &cli.service_cidr).await;
     }
     let namespace = cli.command.namespace().or(cli.namespace.namespace.as_deref());
     let namespace = namespace.unwrap_or(context::DEFAULT_NAMESPACE).to_string();
-    let ctx = Ctx { store: context::connect(&url).await?, namespace };
+    let service_cidr = cli
+        .service_cidr
+        .parse()
+        .with_context(|| format!("--service-cidr {:?} is not an IPv4 CIDR", cli.service_cidr))?;
+    let ctx = Ctx { store: context::connect(&url).await?, namespace, service_cidr };
     if let Command::Status { wait, wait_duration } = &cli.command {
         return commands::status::run(ctx.store.as_ref(), &cli.lab, wait.then_some(*wait_duration)).await;
     }

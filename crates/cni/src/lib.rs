@@ -24,6 +24,8 @@ pub use config::{DEFAULT_AGENT_SOCKET, NetworkConfig};
 pub use env::{Command, Invocation};
 pub use error::CniError;
 pub use pod_ips::{Allocation, PodIpAllocator, PodIpError};
-pub use pod_network::{CniHandler, PodNetwork, PodNetworkConfig, PodNetworkError, ReconcileReport, WiredHook};
+pub use pod_network::{
+    CniHandler, PodNetwork, PodNetworkConfig, PodNetworkError, ReconcileReport, WiredHook, WiredHookFuture,
+};
 pub use protocol::{Attachment, Request, Response};
 pub use server::{CniServer, CniServerConfig, ServerError};

@@ -103,8 +103,12 @@ pub struct ReconcileReport {
 /// CIDR.
 /// Called with a pod's host-side interface and address once it is wired, before ADD answers (the
 /// agent puts its datapath programs there), so the pod's first packet already meets them. An
-/// error fails the ADD, and the runtime retries it.
-pub type WiredHook = Arc<dyn Fn(&str, Ipv4Addr) -> Result<(), String> + Send + Sync>;
+/// error fails the ADD, and the runtime retries it. The hook returns a future, so that work it
+/// hands to another thread is awaited without holding one of the runtime's workers.
+pub type WiredHook = Arc<dyn Fn(&str, Ipv4Addr) -> WiredHookFuture + Send + Sync>;
+
+/// What a [`WiredHook`] returns.
+pub type WiredHookFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 pub struct PodNetwork {
     config: PodNetworkConfig,
@@ -247,7 +251,7 @@ impl PodNetwork {
                 match self.node.verify_pod_veth(&spec).await {
                     Ok(veth) => {
                         tracing::info!(container = %req.container_id, %ip, "ADD again: already wired, same address");
-                        self.run_wired_hook(&veth.host.name, ip)?;
+                        self.run_wired_hook(&veth.host.name, ip).await?;
                         return Ok(self.attachment(req, &veth, ip, mtu));
                     }
                     Err(e) => {
@@ -264,7 +268,7 @@ impl PodNetwork {
         };
         let spec = self.spec(req, &pod_ns, ip, mtu);
         let wired = match self.node.add_pod_veth(&spec).await {
-            Ok(veth) => self.run_wired_hook(&veth.host.name, ip).map(|()| veth),
+            Ok(veth) => self.run_wired_hook(&veth.host.name, ip).await.map(|()| veth),
             Err(e) => Err(e.into()),
         };
         match wired {
@@ -290,11 +294,11 @@ impl PodNetwork {
         *self.wired_hook.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
     }
 
-    fn run_wired_hook(&self, ifname: &str, ip: Ipv4Addr) -> Result<(), PodNetworkError> {
+    async fn run_wired_hook(&self, ifname: &str, ip: Ipv4Addr) -> Result<(), PodNetworkError> {
         let hook = self.wired_hook.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         match hook {
             Some(hook) => {
-                hook(ifname, ip).map_err(|reason| PodNetworkError::Datapath { ifname: ifname.into(), reason })
+                hook(ifname, ip).await.map_err(|reason| PodNetworkError::Datapath { ifname: ifname.into(), reason })
             }
             None => Ok(()),
         }

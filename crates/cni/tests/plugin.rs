@@ -278,7 +278,7 @@ fn add_answers_after_the_wired_hook_ran() {
     let record = seen.clone();
     agent.network.set_wired_hook(Arc::new(move |ifname: &str, addr| {
         record.lock().unwrap().push((ifname.to_string(), addr));
-        Ok(())
+        Box::pin(async { Ok(()) })
     }));
 
     let add = cni("ADD", "ctr-hook", &pod.path(), &conf);
@@ -291,7 +291,7 @@ fn add_answers_after_the_wired_hook_ran() {
     cni("ADD", "ctr-hook", &pod.path(), &conf).assert_ok();
     assert_eq!(seen.lock().unwrap().len(), 2);
 
-    agent.network.set_wired_hook(Arc::new(|_: &str, _| Err("no datapath".to_string())));
+    agent.network.set_wired_hook(Arc::new(|_: &str, _| Box::pin(async { Err("no datapath".to_string()) })));
     let pod2 = TestNetns::new("pod2");
     let failed = cni("ADD", "ctr-fails", &pod2.path(), &conf);
     failed.error_code();

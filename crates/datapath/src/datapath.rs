@@ -14,6 +14,7 @@ use crate::dump;
 use crate::error::{Error, Result};
 use crate::event_maps::{Count, DatapathCounters, EventMaps, EventReader, EventsLevel};
 use crate::events::DropReason;
+use crate::gc_sweep::GcSweep;
 use crate::l2::{L2Entry, L2Maps, L2Row, L2SyncStats};
 use crate::lbstate::{self, LbState, SyncStats};
 use crate::loader::{self, DatapathConfig, Programs};
@@ -70,6 +71,15 @@ pub trait LbDatapath: Send {
     /// [`Self::gc_conntrack`].
     fn gc(&mut self) -> Result<GcStats> {
         Ok(GcStats { conntrack_removed: self.gc_conntrack()?, ..GcStats::default() })
+    }
+
+    /// One slice of a garbage collection sweep ([`crate::gc_sweep`]): goes on from where the
+    /// sweep stands until it is done or `budget` is spent. The default runs [`Self::gc`] whole.
+    fn gc_slice(&mut self, sweep: &mut GcSweep, budget: Duration) -> Result<()> {
+        let _ = budget;
+        let stats = self.gc()?;
+        sweep.finish_with(stats);
+        Ok(())
     }
 
     /// Removes the link pins (tcx ingress and egress) of devices that no longer exist in the
@@ -358,9 +368,13 @@ impl LbDatapath for Datapath {
     }
 
     fn gc(&mut self) -> Result<GcStats> {
-        let conntrack_removed = self.gc_conntrack()?;
-        let nat = self.maps.gc_nat(maps::monotonic_ns())?;
-        Ok(GcStats { conntrack_removed, nat_removed: nat.removed, nat_entries: nat.kept })
+        let mut sweep = GcSweep::new(maps::monotonic_ns());
+        self.maps.gc_slice(&mut sweep, Duration::MAX)?;
+        Ok(sweep.stats())
+    }
+
+    fn gc_slice(&mut self, sweep: &mut GcSweep, budget: Duration) -> Result<()> {
+        self.maps.gc_slice(sweep, budget)
     }
 
     fn remove_stale_links(&mut self) -> Result<Vec<String>> {

@@ -40,6 +40,7 @@ pub mod events;
 pub mod events_abi;
 mod fake;
 mod fake_overlay;
+pub mod gc_sweep;
 pub mod inventory;
 pub mod l2;
 pub mod lbstate;
@@ -64,6 +65,7 @@ pub use event_maps::{Count, DatapathCounters, EventMaps, EventReader, EventsLeve
 pub use events::{DropReason, EventKind, FlowEvent, ObservationPoint, Translation};
 pub use fake::{Attachment, FakeDatapath, FakeDatapathState};
 pub use fake_overlay::{FakeOverlay, FakeOverlayCall, FakeOverlayOp, FakeOverlayState, OverlayAttachment};
+pub use gc_sweep::GcSweep;
 pub use l2::{L2Entry, L2Row, L2SyncStats, l2_entries_pinned, l2_list_pinned, l2_liveness_pinned};
 pub use lbstate::SyncStats;
 pub use loader::{DatapathConfig, remove_pins};

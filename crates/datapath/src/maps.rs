@@ -1,7 +1,9 @@
 //! Typed handles on the pinned maps of one node's datapath, opened from bpffs. Used by the loader
 //! to program services and by the inspection commands, which need no programs loaded.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData};
 
@@ -11,8 +13,10 @@ use crate::abi::{
 };
 use crate::capacity::LbUsage;
 use crate::error::{Error, Result};
+use crate::gc_sweep::{GC_BATCH, GcSweep, Phase};
 use crate::lbstate::{LbState, Op};
-use crate::nat_gc::{self, NatGcStats};
+use crate::nat_gc;
+use crate::sys;
 
 /// The maps of one node, opened from their pins.
 pub struct PinnedMaps {
@@ -147,46 +151,95 @@ impl PinnedMaps {
         self.snat.iter().collect::<Result<Vec<_>, _>>().map_err(Error::map(abi::MAP_SNAT, "iterate"))
     }
 
-    /// Removes expired conntrack entries (the LRU evicts too, but only under pressure). Returns
-    /// how many it removed.
+    /// Removes expired conntrack entries (the LRU evicts too, but only under pressure), in one
+    /// sweep. Returns how many it removed.
     pub fn gc_conntrack(&mut self, now_ns: u64) -> Result<usize> {
-        let listed: Vec<Ct4Key> =
-            self.ct_entries()?.into_iter().filter(|(_, e)| e.expires_ns < now_ns).map(|(k, _)| k).collect();
-        let mut removed = 0;
-        for k in &listed {
-            if self.remove_ct_if_expired(k, now_ns)? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        let mut sweep = GcSweep::conntrack_only(now_ns);
+        self.gc_slice(&mut sweep, Duration::MAX)?;
+        Ok(sweep.stats().conntrack_removed)
     }
 
-    /// Removes the SNAT entries of flows whose conntrack entry is gone (see [`crate::nat_gc`]).
-    /// Run it right after [`Self::gc_conntrack`].
-    pub fn gc_nat(&mut self, now_ns: u64) -> Result<NatGcStats> {
-        let nat = self.snat_entries()?;
-        let live = nat_gc::live_flows(&self.ct_entries()?, now_ns);
-        let mut removed = 0;
-        for (k, flow) in nat_gc::plan(&nat, &live, now_ns) {
-            // A new flow may have taken the tuple since the listing: look both up again.
-            match self.ct.get(&flow, 0) {
+    /// Runs `sweep` ([`crate::gc_sweep`]) until it is done or `budget` is spent: batch by batch,
+    /// at least one per call so that every slice makes progress.
+    pub fn gc_slice(&mut self, sweep: &mut GcSweep, budget: Duration) -> Result<()> {
+        let started = Instant::now();
+        sweep.slice_started();
+        let mut keys = vec![Ct4Key::default(); GC_BATCH];
+        loop {
+            match sweep.phase {
+                Phase::Done => return Ok(()),
+                Phase::Conntrack(cursor) => {
+                    let mut values = vec![CtEntry::default(); GC_BATCH];
+                    let (n, next) =
+                        sys::map_lookup_batch(self.ct.map().fd().as_fd(), cursor, &mut keys, &mut values).map_err(
+                            |source| Error::Syscall { call: "BPF_MAP_LOOKUP_BATCH (conntrack map)", source },
+                        )?;
+                    let batch: Vec<_> = keys[..n].iter().copied().zip(values[..n].iter().copied()).collect();
+                    let expired = sweep.conntrack_batch(&batch, next);
+                    let confirmed = self.still_expired(&expired, sweep.now_ns)?;
+                    let removed = sys::map_delete_batch(self.ct.map().fd().as_fd(), &confirmed)
+                        .map_err(|source| Error::Syscall { call: "BPF_MAP_DELETE_BATCH (conntrack map)", source })?;
+                    sweep.conntrack_removed(removed);
+                }
+                Phase::Nat(cursor) => {
+                    let mut values = vec![NatEntry::default(); GC_BATCH];
+                    let (n, next) = sys::map_lookup_batch(self.snat.map().fd().as_fd(), cursor, &mut keys, &mut values)
+                        .map_err(|source| Error::Syscall { call: "BPF_MAP_LOOKUP_BATCH (SNAT map)", source })?;
+                    let batch: Vec<_> = keys[..n].iter().copied().zip(values[..n].iter().copied()).collect();
+                    let planned = sweep.nat_batch(&batch, next);
+                    let confirmed = self.nat_still_removable(&planned, sweep.now_ns)?;
+                    let removed = sys::map_delete_batch(self.snat.map().fd().as_fd(), &confirmed)
+                        .map_err(|source| Error::Syscall { call: "BPF_MAP_DELETE_BATCH (SNAT map)", source })?;
+                    sweep.nat_removed(removed);
+                }
+            }
+            if started.elapsed() >= budget {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The keys of `listed` whose entries are still expired at `now_ns`. The datapath starts a
+    /// new flow on an old flow's tuple in that flow's entry, possibly since the batch was read:
+    /// reading each again right before the batch delete keeps the new flow's entry (the window
+    /// left is the rest of the batch's reads and the delete).
+    fn still_expired(&self, listed: &[Ct4Key], now_ns: u64) -> Result<Vec<Ct4Key>> {
+        let mut confirmed = Vec::with_capacity(listed.len());
+        for k in listed {
+            match self.ct.get(k, 0) {
+                Ok(e) if e.expires_ns < now_ns => confirmed.push(*k),
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(Error::Map { map: abi::MAP_CT, op: "lookup".into(), source: Box::new(e) }),
+            }
+        }
+        Ok(confirmed)
+    }
+
+    /// The SNAT keys of `planned` (with their flow's conntrack key) that are still to go: a new
+    /// flow may have taken the tuple since the batch was read, so both are looked up again.
+    fn nat_still_removable(&self, planned: &[(Ct4Key, Ct4Key)], now_ns: u64) -> Result<Vec<Ct4Key>> {
+        let mut confirmed = Vec::with_capacity(planned.len());
+        for (k, flow) in planned {
+            match self.ct.get(flow, 0) {
                 Ok(e) if e.expires_ns >= now_ns => continue,
                 Ok(_) => {}
                 Err(e) if is_missing(&e) => {}
                 Err(e) => return Err(Error::Map { map: abi::MAP_CT, op: "lookup".into(), source: Box::new(e) }),
             }
-            match self.snat.get(&k, 0) {
+            match self.snat.get(k, 0) {
                 Ok(e)
-                    if nat_gc::flow_key(&k, &e) == Some(flow)
-                        && now_ns.saturating_sub(e.last_seen_ns) >= nat_gc::NAT_GC_GRACE_NS => {}
-                Ok(_) => continue,
-                Err(e) if is_missing(&e) => continue,
+                    if nat_gc::flow_key(k, &e) == Some(*flow)
+                        && now_ns.saturating_sub(e.last_seen_ns) >= nat_gc::NAT_GC_GRACE_NS =>
+                {
+                    confirmed.push(*k)
+                }
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => {}
                 Err(e) => return Err(Error::Map { map: abi::MAP_SNAT, op: "lookup".into(), source: Box::new(e) }),
             }
-            ignore_missing(self.snat.remove(&k), abi::MAP_SNAT)?;
-            removed += 1;
         }
-        Ok(NatGcStats { removed, kept: nat.len().saturating_sub(removed) })
+        Ok(confirmed)
     }
 
     /// Deletes the entry for `k` if it is still expired at `now_ns`. The datapath starts a new

@@ -22,15 +22,6 @@ use crate::abi::{self, Ct4Key, CtEntry, NatEntry};
 /// A SNAT entry used this recently is kept even without a conntrack entry.
 pub const NAT_GC_GRACE_NS: u64 = 5_000_000_000;
 
-/// What one pass removed and kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NatGcStats {
-    /// SNAT entries removed (both directions count).
-    pub removed: usize,
-    /// SNAT entries left.
-    pub kept: usize,
-}
-
 /// The conntrack key a SNAT entry's flow lives in (`CT_EGRESS` on the post-DNAT tuple), or `None`
 /// for an entry of no known direction.
 pub fn flow_key(key: &Ct4Key, entry: &NatEntry) -> Option<Ct4Key> {

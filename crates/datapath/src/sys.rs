@@ -1,5 +1,6 @@
 //! The few kernel calls aya 0.14 does not wrap: updating a pinned cgroup link to a new program,
-//! reading the current network namespace's cookie, and checking/mounting bpffs.
+//! batch map reads and deletes, reading the current network namespace's cookie, and
+//! checking/mounting bpffs.
 
 use std::ffi::CString;
 use std::mem::size_of;
@@ -16,6 +17,8 @@ const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 
 /// `enum bpf_cmd` values (stable kernel ABI) missing from the libc crate.
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_DETACH: libc::c_long = 34;
 
@@ -118,6 +121,114 @@ pub fn detach_pinned_link(pin: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The `batch` member of `union bpf_attr` (`BPF_MAP_*_BATCH`).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Where a batch walk of a hash map stands: the kernel's opaque position (a bucket index for
+/// hash maps), `None` before the first batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchCursor(Option<u64>);
+
+/// Reads the next entries of a hash map from `cursor` with `BPF_MAP_LOOKUP_BATCH` (Linux 5.6),
+/// as many as `keys` and `values` hold (they must be equally long, and `K`/`V` the map's exact
+/// key and value types). Returns how many were read and the cursor after them, `None` once the
+/// walk reached the end. The kernel returns whole buckets, so entries added or removed while
+/// the walk goes on neither restart it nor make it skip entries that stay.
+#[allow(unsafe_code)]
+pub fn map_lookup_batch<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    cursor: BatchCursor,
+    keys: &mut [K],
+    values: &mut [V],
+) -> std::io::Result<(usize, Option<BatchCursor>)> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    let mut out_batch: u64 = 0;
+    let in_batch = cursor.0;
+    let mut attr = BatchAttr {
+        in_batch: in_batch.as_ref().map_or(0, |b| b as *const u64 as u64),
+        out_batch: &mut out_batch as *mut u64 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: map.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` is a fully initialised `batch` attribute block of the size passed. `keys`
+    // and `values` hold `count` elements of the map's key and value types (plain data, any bit
+    // pattern valid), so the kernel writes at most within them; the batch tokens are 8-byte
+    // buffers, larger than a hash map's 4-byte token. Everything outlives the call, and the map
+    // fd is borrowed for it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            size_of::<BatchAttr>() as libc::c_long,
+        )
+    };
+    let read = (attr.count as usize).min(keys.len());
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        // The end of the map: what was read in this call is valid.
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            return Ok((read, None));
+        }
+        return Err(e);
+    }
+    Ok((read, Some(BatchCursor(Some(out_batch)))))
+}
+
+/// Deletes `keys` from a hash map with `BPF_MAP_DELETE_BATCH` (Linux 5.6). Keys that are gone
+/// already (an LRU eviction, the datapath) are skipped. Returns how many were deleted.
+#[allow(unsafe_code)]
+pub fn map_delete_batch<K: aya::Pod>(map: BorrowedFd<'_>, keys: &[K]) -> std::io::Result<usize> {
+    let mut deleted = 0;
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let mut attr = BatchAttr {
+            keys: rest.as_ptr() as u64,
+            count: rest.len() as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a fully initialised `batch` attribute block of the size passed;
+        // `keys` holds `count` keys of the map's key type, which the kernel only reads. The map
+        // fd is borrowed for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_DELETE_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>() as libc::c_long,
+            )
+        };
+        // The kernel stops at the first key it cannot delete and says how many it did before.
+        let done = (attr.count as usize).min(rest.len());
+        deleted += done;
+        if rc >= 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(e);
+        }
+        // Skip the key that is gone and go on after it.
+        rest = rest.get(done + 1..).unwrap_or_default();
+    }
+    Ok(deleted)
 }
 
 /// Cookie of the calling thread's network namespace, as `bpf_get_netns_cookie()` returns it in

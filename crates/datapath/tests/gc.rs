@@ -114,3 +114,48 @@ fn link_pins_of_deleted_devices_are_removed() {
     drop(dp);
     datapath::remove_pins(&fs.node_dir("node1")).unwrap();
 }
+
+/// A conntrack map filled to its size, every other entry expired: a sweep in slices of a tight
+/// budget removes every expired entry, keeps every live one, and no slice runs far past its
+/// budget (each ends after the batch in which the budget ran out).
+#[test]
+fn a_full_conntrack_map_is_swept_in_slices_that_keep_to_their_budget() {
+    require_root!();
+    enter_empty_netns();
+    let fs = Bpffs::new("ctsweep");
+    let mut dp = Datapath::open(fs.node_dir("node1")).unwrap();
+    let now = datapath::maps::monotonic_ns();
+    let size = abi::CT_MAP_SIZE;
+    for i in 0..size {
+        let client = std::net::Ipv4Addr::from(0x0a00_0000 + (i >> 8));
+        let key = Ct4Key::new(client, (i & 0xff) as u16 + 1024, BACKEND.into(), 80, TCP, abi::CT_EGRESS);
+        let expires_ns = if i % 2 == 0 { now.saturating_sub(SEC) } else { now + 3600 * SEC };
+        dp.maps_mut().ct.insert(key, CtEntry { expires_ns, ..Default::default() }, 0).unwrap();
+    }
+    // The LRU may have evicted a few of the first while the last went in: count what is there.
+    let count = |dp: &Datapath| {
+        let entries = dp.maps().ct_entries().unwrap();
+        let expired = entries.iter().filter(|(_, e)| e.expires_ns < now).count();
+        (expired, entries.len() - expired)
+    };
+    let (expired, live) = count(&dp);
+    assert!(expired + live > size as usize * 9 / 10, "the map is not full: {expired} + {live}");
+
+    let budget = std::time::Duration::from_millis(2);
+    let mut sweep = datapath::GcSweep::conntrack_only(now);
+    let mut longest = std::time::Duration::ZERO;
+    while !sweep.is_done() {
+        let started = std::time::Instant::now();
+        dp.gc_slice(&mut sweep, budget).unwrap();
+        longest = longest.max(started.elapsed());
+        assert!(sweep.slices() < 100_000, "the sweep does not end");
+    }
+    assert_eq!(sweep.stats().conntrack_removed, expired, "{:?}", sweep.stats());
+    assert_eq!(count(&dp), (0, live), "expired entries left, or live ones removed");
+    assert!(sweep.slices() >= 10, "a full map in {} slices of {budget:?}", sweep.slices());
+    // One batch of 1024 entries takes well under a millisecond; the bound leaves room for a
+    // busy machine, and is still far below what the whole sweep takes.
+    assert!(longest < std::time::Duration::from_millis(100), "a slice took {longest:?} on a {budget:?} budget");
+    drop(dp);
+    datapath::remove_pins(&fs.node_dir("node1")).unwrap();
+}

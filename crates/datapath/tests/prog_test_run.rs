@@ -13,7 +13,10 @@ use common::{Bpffs, enter_empty_netns};
 use datapath::abi::{self, CtFlags, NatFlags, NetdevFlags, NetdevInfo};
 use datapath::maglev::{LB_MAGLEV_LUT_SIZE, flow_hash};
 use datapath::objects::{PROG_FROM_CONTAINER, PROG_FROM_NETDEV, PROG_TO_CONTAINER};
-use datapath::{Backend, BackendState, Datapath, LbAlgorithm, LbDatapath, Protocol, ServiceEntry, ServiceKind};
+use datapath::{
+    Backend, BackendState, Datapath, DropReason, EventKind, EventsLevel, LbAlgorithm, LbDatapath, Protocol,
+    ServiceEntry, ServiceKind,
+};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -350,6 +353,61 @@ fn snat_ports_of_closed_flows_are_reused_and_open_ones_never_taken() {
     run(&mut env.dp, PROG_FROM_NETDEV, &packet::tcp((BE2, 8080), (NODE, port), "FA", 9, b""));
     let owner = env.dp.maps().snat.get(&owner_of(port), 0).unwrap();
     assert_eq!(owner.flags, closed);
+}
+
+/// SNAT port exhaustion is a drop like any other: counted under its reason
+/// (`DROP_NAT_NO_MAPPING`, "No mapping for NAT masquerade") and reported in a drop event, and it
+/// leaves no half-made mapping behind.
+#[test]
+fn snat_port_exhaustion_is_a_counted_drop_with_its_reason_and_an_event() {
+    require_root!();
+    let mut env = setup("snatfull");
+    remote_node_port(&mut env, 30080, Protocol::Tcp, 8080);
+    env.dp.set_events_level(EventsLevel::Medium).unwrap();
+    let mut reader = env.dp.event_reader().unwrap().expect("the real datapath has a reader");
+    // Every port of the range belongs to another client's open connection to the same backend.
+    let now = datapath::maps::monotonic_ns();
+    let other = Ipv4Addr::new(10, 9, 9, 9);
+    for port in abi::NAT_PORT_MIN..=abi::NAT_PORT_MAX {
+        let owner = abi::Ct4Key::new(BE2, 8080, NODE, port, abi::IPPROTO_TCP, abi::NAT_INGRESS);
+        let e = abi::NatEntry {
+            last_seen_ns: now,
+            to_addr: other.octets(),
+            to_port: abi::port_be(port),
+            flags: NatFlags::SEEN_REPLY,
+        };
+        env.dp.maps_mut().snat.insert(owner, e, 0).unwrap();
+    }
+    let before = env.dp.counters().unwrap();
+
+    let syns: Vec<Vec<u8>> = (0..3).map(|i| packet::tcp((CLIENT, 5000 + i), (NODE, 30080), "S", 1, b"")).collect();
+    for syn in &syns {
+        assert_eq!(run(&mut env.dp, PROG_FROM_NETDEV, syn).0, TC_ACT_SHOT, "sent out without a port of its own");
+    }
+
+    let after = env.dp.counters().unwrap();
+    let (was, now_count) = (before.drops_of(DropReason::NAT_NO_MAPPING), after.drops_of(DropReason::NAT_NO_MAPPING));
+    assert_eq!(now_count.packets, was.packets + 3, "{after:?}");
+    let bytes: u64 = syns.iter().map(|f| f.len() as u64).sum();
+    assert_eq!(now_count.bytes, was.bytes + bytes, "{after:?}");
+    assert_eq!(after.total_drops(), before.total_drops() + 3, "counted under another reason too: {after:?}");
+    assert_eq!(DropReason::NAT_NO_MAPPING.description(), "No mapping for NAT masquerade");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut drops = Vec::new();
+    while drops.len() < 3 && std::time::Instant::now() < deadline {
+        let batch = reader.read(std::time::Duration::from_millis(100), 64).unwrap();
+        drops.extend(batch.events.into_iter().filter(|e| e.kind == EventKind::Drop));
+    }
+    assert_eq!(drops.len(), 3, "{drops:#?}");
+    for (i, drop) in drops.iter().enumerate() {
+        assert_eq!(drop.drop_reason(), Some(DropReason::NAT_NO_MAPPING), "{drop:?}");
+        assert_eq!((drop.saddr, drop.proto), (CLIENT, abi::IPPROTO_TCP), "{drop:?}");
+        assert!(drops.iter().filter(|d| d.sport == 5000 + i as u16).count() == 1, "{drops:#?}");
+    }
+    // No forward mapping was written for the refused flows.
+    let nat = env.dp.nat_list().unwrap();
+    assert!(!nat.contains("SNAT-OUT 192.168.10.1:500"), "{nat}");
 }
 
 #[test]

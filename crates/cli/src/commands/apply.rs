@@ -17,13 +17,25 @@ pub async fn run(ctx: &Ctx, files: &[String]) -> Result<()> {
     // stored objects untouched.
     let mut objects = Vec::new();
     for file in files {
-        objects.extend(read_manifest(file, &ctx.namespace)?);
+        let read = read_manifest(file, &ctx.namespace)?;
+        for obj in &read {
+            in_service_cidr(obj, ctx.service_cidr).map_err(|e| e.with_source(file.as_str()))?;
+        }
+        objects.extend(read);
     }
     for obj in objects {
         let line = apply_one(ctx.store.as_ref(), obj).await?;
         println!("{line}");
     }
     Ok(())
+}
+
+/// Refuses a Service whose cluster IPs lie outside the service CIDR, naming the object.
+pub fn in_service_cidr(obj: &Object, service_cidr: ipnet::Ipv4Net) -> Result<(), api::ValidationError> {
+    api::validate::cluster_ips_in_service_cidr(obj, service_cidr).map_err(|e| {
+        let name = obj.object_ref().map_or_else(|| obj.name().to_string(), |r| r.to_string());
+        e.with_object(name)
+    })
 }
 
 /// Reads and validates one manifest file (`-` is stdin).
@@ -114,5 +126,44 @@ fn strip_system_fields(v: &mut Value) {
     }
     if let Some(map) = v.as_object_mut() {
         map.remove("status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_service_with_a_cluster_ip_outside_the_service_cidr_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\ndata: {a: b}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.97.0.5, ports: [{port: 80}]}\n",
+        )
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store::MemoryStore::new());
+        let ctx =
+            Ctx { store: store.clone(), namespace: "default".into(), service_cidr: "10.96.0.0/16".parse().unwrap() };
+        let file = file.to_string_lossy().into_owned();
+        let err = run(&ctx, std::slice::from_ref(&file)).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{file}: Service default/web: spec.clusterIP: 10.97.0.5 is not in the service CIDR 10.96.0.0/16: \
+                 cluster IPs are allocated from it"
+            )
+        );
+        let configmaps = store.list(&api::kinds::CONFIG_MAP, None, &Default::default()).await.unwrap().items;
+        assert!(configmaps.is_empty(), "written before the refusal: {configmaps:?}");
+
+        // The same Service inside the CIDR is written.
+        let ctx = Ctx { service_cidr: "10.97.0.0/16".parse().unwrap(), ..ctx };
+        run(&ctx, &[file]).await.unwrap();
+        let services = store.list(&api::kinds::SERVICE, None, &Default::default()).await.unwrap().items;
+        assert_eq!(services.len(), 1);
     }
 }

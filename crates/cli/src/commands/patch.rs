@@ -94,6 +94,11 @@ pub async fn patch(ctx: &Ctx, resource: &[String], patch: &str, patch_type: Patc
         patched.kind = obj.kind.clone();
         let kind = target.kind;
         api::validate::check(kind, &patched).map_err(|e| e.with_object(target.to_string()))?;
+        // Only addresses the patch changes: a stored Service is not refused for what it had.
+        let cluster_ips = |o: &Object| (o.lookup_path("spec.clusterIP"), o.lookup_path("spec.clusterIPs"));
+        if cluster_ips(&patched) != cluster_ips(obj) {
+            super::apply::in_service_cidr(&patched, ctx.service_cidr)?;
+        }
         let changed = patched != *obj;
         *obj = patched;
         Ok(changed)
