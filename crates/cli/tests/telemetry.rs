@@ -1,7 +1,8 @@
 //! Metrics and health end to end, on one lab: the agents' and the operator's endpoints answer on
 //! their node's address (read from inside the node's namespace, over TLS with the CLI's client
 //! certificate) with Cilium's families under `cilia_`, and curl-pod gets nothing from them; the conntrack count moves when curl-pod talks to webpod; `cilia dbg NODE metrics`
-//! prints the same exposition from the unix socket; and `cilia status` names an agent stopped
+//! prints the same exposition from the unix socket; a stored value that is not an object shows
+//! in the unreadable-object counts and as a warning in `cilia status` until it is deleted; and `cilia status` names an agent stopped
 //! with SIGSTOP within 2 s, then sees it healthy again after SIGCONT, and names a killed one.
 
 mod common;
@@ -29,6 +30,8 @@ const AGENT_FAMILIES: &[(&str, &str)] = &[
     ("cilia_flow_events_lost", "counter"),
     ("cilia_flow_buffer_flows", "gauge"),
     ("cilia_conntrack_gc_deleted", "counter"),
+    ("cilia_datastore_unreadable_objects", "gauge"),
+    ("cilia_datastore_unreadable_values", "counter"),
 ];
 
 /// The value of the unlabelled sample `name` in an exposition.
@@ -66,6 +69,14 @@ fn node_curl(lab: &TestLab, node: &str, url: &str) -> (String, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = stdout.rsplit_once('\n').unwrap_or((&stdout, ""));
     (body.to_string(), code.trim().to_string())
+}
+
+/// `etcdctl` on the lab's datastore socket: writes around cilia, as a corrupt or foreign value would.
+fn etcdctl(lab: &TestLab, args: &[&str]) {
+    let url = lab::datastore_url(&lab.name).expect("the lab's datastore");
+    let endpoint = format!("--endpoints={url}");
+    let out = Command::new("etcdctl").arg(endpoint).args(args).output().expect("etcdctl runs");
+    assert!(out.status.success(), "etcdctl {args:?}:\n{}", text(&out));
 }
 
 fn agent_pid(lab: &TestLab, node: &str) -> i32 {
@@ -153,6 +164,7 @@ fn metrics_and_health_answer_move_with_traffic_and_status_names_a_stopped_agent(
     assert_eq!(value(&op, "cilia_operator_is_leader"), 1.0, "{op}");
     assert!(declares(&op, "cilia_operator_lbipam_ips_used", "gauge"), "{op}");
     assert!(op.contains("cilia_operator_reconciles_total{kind="), "{op}");
+    assert_eq!(value(&op, "cilia_operator_datastore_unreadable_objects"), 0.0, "{op}");
     let (body, code) = node_curl(&lab, "k8s-ctr", "https://192.168.10.100:9963/readyz");
     assert!(code == "200" && body.contains("leading"), "{body}");
 
@@ -187,6 +199,33 @@ fn metrics_and_health_answer_move_with_traffic_and_status_names_a_stopped_agent(
     assert!(ct1 > ct0, "{served} requests, conntrack entries {ct0} -> {ct1}:\n{after}");
     let (fwd0, fwd1) = (sum(&before, "cilia_forward_count_total"), sum(&after, "cilia_forward_count_total"));
     assert!(fwd1 >= fwd0 + served as f64, "{served} requests, packets forwarded {fwd0} -> {fwd1}:\n{after}");
+
+    // A stored Service value that is not an object, written around cilia: the agents and the
+    // leading operator skip it, count it and say so in status (a warning); once the key is
+    // deleted, the counts and the line go back.
+    assert_eq!(value(&after, "cilia_datastore_unreadable_objects"), 0.0, "{after}");
+    let junk = "/cilia/registry/services/default/unreadable-junk";
+    etcdctl(&lab, &["put", junk, "{not json"]);
+    let metrics =
+        lab.eventually(&["dbg", &node, "metrics"], WAIT, |o| value(o, "cilia_datastore_unreadable_objects") == 1.0);
+    assert!(sum(&metrics, "cilia_datastore_unreadable_values_total") >= 1.0, "{metrics}");
+    let status = lab.eventually(&["status"], WAIT, |o| {
+        o.lines().any(|l| {
+            l.starts_with("unreadable")
+                && l.contains("operator k8s-ctr 1")
+                && !l.contains("agent k8s-w0 0")
+                && !l.contains("agent k8s-w1 0")
+                && !l.contains("agent k8s-ctr 0")
+        })
+    });
+    let line = status.lines().find(|l| l.starts_with("unreadable")).unwrap_or_default();
+    assert!(line.contains("WARN") && line.contains(&format!("agent {node} 1")), "{status}");
+    etcdctl(&lab, &["del", junk]);
+    lab.eventually(&["dbg", &node, "metrics"], WAIT, |o| value(o, "cilia_datastore_unreadable_objects") == 0.0);
+    let status = lab.eventually(&["status"], WAIT, |o| {
+        o.lines().any(|l| l.starts_with("unreadable") && l.contains(" OK ") && l.contains("operator k8s-ctr 0"))
+    });
+    assert!(!status.contains(" WARN "), "{status}");
 
     // A stopped agent: named by status within 2 s.
     let pid = agent_pid(&lab, "k8s-w1");

@@ -27,6 +27,7 @@ use crate::{
     lease::{LeaseId, ttl_seconds},
     prepare,
     store::{ObjectList, Store, WatchEvent, WatchEventType, WatchStream},
+    unreadable,
 };
 
 /// How long one request may take before the store reports etcd unavailable.
@@ -325,21 +326,21 @@ fn is_lease_not_found(error: &etcd_client::Error) -> bool {
     }
 }
 
-/// Stored values seen that were not objects, since this process started.
-static UNREADABLE_VALUES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// How many stored values this process found unreadable (listed or watched), for metrics.
 pub fn unreadable_values_seen() -> u64 {
-    UNREADABLE_VALUES.load(std::sync::atomic::Ordering::Relaxed)
+    unreadable::values_seen()
 }
 
 fn note_unreadable(key: &str, error: &Error) {
-    UNREADABLE_VALUES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::warn!(key, %error, "skipping a stored value that is not an object");
+    unreadable::note(key, error);
 }
 
+/// Decodes a stored value; a readable one ends its key's count as unreadable.
 fn decode(kv: &KeyValue) -> Result<Object> {
-    prepare::decode(&String::from_utf8_lossy(kv.key()), kv.value(), kv.mod_revision())
+    let key = String::from_utf8_lossy(kv.key());
+    let object = prepare::decode(&key, kv.value(), kv.mod_revision())?;
+    unreadable::cleared(&key);
+    Ok(object)
 }
 
 /// The revision a write happened at, from its response header.
@@ -606,6 +607,7 @@ fn convert(store: &EtcdStore, kind: &'static ResourceKind, event: &etcd_client::
         }
         EventType::Delete => {
             let key = String::from_utf8_lossy(kv.key());
+            unreadable::cleared(&key);
             let mut object = match event.prev_kv().map(decode) {
                 Some(Ok(prev)) => prev,
                 // The previous value was compacted away, or was unreadable: the identity is all

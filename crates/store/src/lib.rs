@@ -30,6 +30,7 @@ pub mod retry;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod unreadable;
 
 pub use error::{Error, Result};
 pub use etcd::{EtcdStore, Tls};

@@ -107,20 +107,26 @@ impl Probe {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Component {
-    /// `datastore`, `operator`, `agent k8s-w1`, `routing`, `l2-announcements`.
+    /// `datastore`, `operator`, `agent k8s-w1`, `routing`, `l2-announcements`, `unreadable`.
     pub name: String,
     pub healthy: bool,
+    /// Healthy, but something needs a look (shown as `WARN`).
+    pub warning: bool,
     /// What it is (when healthy) or what is wrong.
     pub detail: String,
 }
 
 impl Component {
     fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        Component { name: name.into(), healthy: true, detail: detail.into() }
+        Component { name: name.into(), healthy: true, warning: false, detail: detail.into() }
+    }
+
+    fn warn(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Component { name: name.into(), healthy: true, warning: true, detail: detail.into() }
     }
 
     fn fail(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        Component { name: name.into(), healthy: false, detail: detail.into() }
+        Component { name: name.into(), healthy: false, warning: false, detail: detail.into() }
     }
 }
 
@@ -142,7 +148,11 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let width = self.0.iter().map(|c| c.name.len()).max().unwrap_or(0).max(16);
         for c in &self.0 {
-            let state = if c.healthy { "OK" } else { "FAIL" };
+            let state = match (c.healthy, c.warning) {
+                (false, _) => "FAIL",
+                (true, true) => "WARN",
+                (true, false) => "OK",
+            };
             writeln!(f, "{:<width$}   {state:<4}   {}", c.name, c.detail)?;
         }
         Ok(())
@@ -180,6 +190,12 @@ pub async fn check(store: &dyn Store, sockets: Option<&Sockets>) -> Report {
         Err(e) => Err(Component::fail("operator", format!("cannot read its Lease: {e}"))),
     };
     out.extend(operator_lines(holder, &operators));
+    // Each process's count of stored objects it could not read, by component.
+    let mut unreadable: Vec<(String, Option<f64>)> = operators
+        .iter()
+        .filter(|(_, p)| p.health.is_ok())
+        .map(|(host, p)| (format!("operator {host}"), p.metric("cilia_operator_datastore_unreadable_objects")))
+        .collect();
 
     let mut announced = 0.0;
     match store.list(&kinds::NODE, None, &Selector::everything()).await {
@@ -197,6 +213,9 @@ pub async fn check(store: &dyn Store, sockets: Option<&Sockets>) -> Report {
             };
             for (node, probe) in nodes.items.into_iter().zip(&probes) {
                 let name = node.metadata.name.clone();
+                if let Some(p) = probe.as_ref().filter(|p| p.health.is_ok()) {
+                    unreadable.push((format!("agent {name}"), p.metric("cilia_datastore_unreadable_objects")));
+                }
                 let conditions: Vec<Condition> = node
                     .lookup_path("status.conditions")
                     .and_then(|c| serde_json::from_value(c).ok())
@@ -211,6 +230,9 @@ pub async fn check(store: &dyn Store, sockets: Option<&Sockets>) -> Report {
             announced = probes.iter().flatten().filter_map(|p| p.metric("cilia_l2_announcements")).sum::<f64>();
         }
         Err(e) => out.push(Component::fail("agents", format!("cannot list Nodes: {e}"))),
+    }
+    if sockets.is_some() {
+        out.extend(unreadable_line(&unreadable));
     }
 
     let config =
@@ -331,6 +353,33 @@ fn agent_endpoint(line: Component, probe: &Probe) -> Component {
         detail.push_str(&format!("; GC removed {ct} conntrack, {nat} SNAT, pins of {pins} devices"));
     }
     Component::ok(line.name, detail)
+}
+
+/// The `unreadable` line: how many stored objects each answering process could not read (values
+/// written around cilia, or corrupt), which lists and watches skip and informers replace with the
+/// last readable version. A warning when any process has one: that object's changes are not acted on.
+fn unreadable_line(counts: &[(String, Option<f64>)]) -> Option<Component> {
+    if counts.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = counts
+        .iter()
+        .map(|(who, n)| match n {
+            Some(n) => format!("{who} {n}"),
+            None => format!("{who} ?"),
+        })
+        .collect();
+    let each = each.join(", ");
+    Some(if counts.iter().any(|(_, n)| n.is_some_and(|n| n > 0.0)) {
+        Component::warn(
+            "unreadable",
+            format!(
+                "stored objects that are not readable, kept at their last readable version: {each} (see the logs for the keys)"
+            ),
+        )
+    } else {
+        Component::ok("unreadable", format!("stored objects not readable: {each}"))
+    })
 }
 
 /// The routing and L2 announcement settings as lines; one failing `config` line when the
@@ -548,6 +597,19 @@ mod tests {
         assert_eq!(lines[0].detail, "leader k8s-ctr holds the Lease but is not running: connection refused");
         assert!(!lines[0].healthy);
         assert_eq!(operator_lines(Ok("elsewhere".into()), &[]), [Component::ok("operator", "leader elsewhere")]);
+    }
+
+    #[test]
+    fn unreadable_objects_are_counted_by_component_and_warn_when_any() {
+        assert_eq!(unreadable_line(&[]), None, "outside a lab no process answers");
+        let none = unreadable_line(&[("operator a".into(), Some(0.0)), ("agent a".into(), Some(0.0))]).unwrap();
+        assert_eq!(none, Component::ok("unreadable", "stored objects not readable: operator a 0, agent a 0"));
+        let some = unreadable_line(&[("operator a".into(), Some(0.0)), ("agent b".into(), Some(2.0))]).unwrap();
+        assert!(some.healthy && some.warning, "{some:?}");
+        assert!(some.detail.contains("operator a 0, agent b 2"), "{}", some.detail);
+        assert!(Report(vec![some]).to_string().contains("unreadable         WARN   stored objects"));
+        let unknown = unreadable_line(&[("agent c".into(), None)]).unwrap();
+        assert_eq!(unknown.detail, "stored objects not readable: agent c ?");
     }
 
     #[tokio::test]
