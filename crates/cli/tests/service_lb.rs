@@ -3,7 +3,8 @@
 //! requests to the lab's whoami pods.
 //!
 //! - ClusterIP by name (cluster DNS) from a pod on every node, and ClusterIP and LoadBalancer IP
-//!   from every node's own namespace (socket-LB);
+//!   from every node's own namespace (socket-LB); a new pod's first SYN, sent as CNI ADD answers,
+//!   reaches a backend;
 //! - NodePort and a LoadBalancer IP from the router (outside the cluster), reaching backends on
 //!   other nodes through SNAT, with replies from the frontend;
 //! - UDP to a service port nobody listens on is refused at once (the ICMP error names the frontend);
@@ -204,6 +205,45 @@ fn cluster_ip_by_name_from_pods_and_frontends_from_every_node() {
     assert!(counts.len() >= 2, "{counts:?}");
     let lb = c.lab.ok(&["dbg", "k8s-ctr", "bpf", "lb", "list"]);
     assert!(lb.contains(&format!("{LB_IP}:80/TCP (0)")) && lb.contains("[LoadBalancer"), "{lb}");
+
+    // A new pod's very first packet is translated: on every node, a namespace wired by
+    // `cilia-cni ADD` connects to the ClusterIP as soon as ADD answers, in the same shell. The
+    // connect timeout is under TCP's first SYN retransmission (1 s), so only an answered first
+    // SYN connects: one sent before the pod's programs were attached would go out untranslated.
+    for node in NODES {
+        let who = first_connection(&c.lab, node, &c.cluster_ip);
+        assert!(c.webpods.contains_key(&who), "a new pod on {node} got {who}");
+    }
+}
+
+/// Wires a new namespace on `node` with `cilia-cni ADD` and, the moment ADD answers, curls
+/// `cluster_ip` from it with a connect timeout of 0.9 s; returns the backend's hostname.
+fn first_connection(lab: &TestLab, node: &str, cluster_ip: &str) -> String {
+    let netns = format!("{}-pod-first-{node}", lab.name);
+    let out = Command::new("ip").args(["netns", "add", &netns]).output().expect("ip netns add");
+    assert!(out.status.success(), "ip netns add {netns}:\n{}", text(&out));
+    let _remove = RemoveNetns(netns.clone());
+    let plugin = Path::new(common::cilia_bin()).with_file_name("cilia-cni");
+    let socket = format!("/run/cilia/lab/{}/nodes/{node}/cni.sock", lab.name);
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "cilia", "type": "cilia-cni", "agentSocket": socket});
+    let script = format!(
+        "env -i CNI_COMMAND=ADD CNI_CONTAINERID=first-{node} CNI_NETNS=/run/netns/{netns} CNI_IFNAME=eth0 \
+         CNI_PATH={dir} {plugin} >/dev/null && \
+         ip netns exec {netns} curl -sS --connect-timeout 0.9 -m 3 http://{cluster_ip}/",
+        dir = plugin.parent().unwrap().display(),
+        plugin = plugin.display(),
+    );
+    let out = lab.cilia_stdin(&["lab", "exec", node, "--", "bash", "-c", &script], &conf.to_string());
+    hostname(&out).unwrap_or_else(|e| panic!("the first connection of a new pod on {node} to {cluster_ip}: {e}"))
+}
+
+/// Deletes a network namespace when dropped, also when the test fails.
+struct RemoveNetns(String);
+
+impl Drop for RemoveNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }
 
 /// What a failed north-south request leaves to look at: k8s-ctr's conntrack, SNAT and service
