@@ -104,12 +104,8 @@ fn node(name: &str, cidr: &str, ip: &str) -> Object {
     o
 }
 
-fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !probe() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually(what: &str, probe: impl FnMut() -> bool) {
+    testkit::eventually(what, Duration::from_secs(10), probe);
 }
 
 #[test]

@@ -201,7 +201,11 @@ fn agent_restart_keeps_pods() {
     let gone = ips[3];
     drop(pods.pop());
     // The kernel dismantles a namespace asynchronously; wait until the veth is gone.
-    assert!(wait_until(std::time::Duration::from_secs(10), || lxc_links(&node).len() == 3), "{:?}", node.links());
+    assert!(
+        testkit::wait_until(std::time::Duration::from_secs(10), || lxc_links(&node).len() == 3),
+        "{:?}",
+        node.links()
+    );
 
     let agent = Agent::start(&node, dir.path());
     let allocations = agent.network.allocations();

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use common::Bpffs;
 use common::topo::{
     BIG_BODY, CLIENT, LB_IP, NODE1, POD_A, POD_B, POD_C, SERVER_PORT, Server, TestCgroup, Topology, http_get,
-    http_get_from, http_get_path, in_netns, wait_until,
+    http_get_from, http_get_path, in_netns,
 };
 use datapath::{Backend, Datapath, LbDatapath, Protocol, ServiceEntry, ServiceKind, abi};
+use testkit::wait_until;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use lab::procfs::ProcessId;
 use lab::{Lab, UpOptions};
+use testkit::eventually;
 
 /// A lab that is removed when the test ends, however it ends.
 struct TestLab {
@@ -92,14 +93,6 @@ impl Drop for TestLab {
         if let Err(e) = self.lab.down_quiet() {
             eprintln!("cleanup of lab {} failed: {e}", self.lab.name());
         }
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -276,12 +269,12 @@ fn supervisor_restarts_etcd_and_down_leaves_nothing() {
     assert_eq!(process_netns_inode(first_pid), namespace_inode(&t.ns("k8s-ctr")));
 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first_pid), nix::sys::signal::SIGKILL).unwrap();
-    wait_until("etcd restarted", Duration::from_secs(15), || {
+    eventually("etcd restarted", Duration::from_secs(15), || {
         let e = t.etcd();
         e.running && e.pid != Some(first_pid) && e.restarts >= 1
     });
     let socket = t.lab.paths().etcd_socket();
-    wait_until("etcd healthy again", Duration::from_secs(15), || {
+    eventually("etcd healthy again", Duration::from_secs(15), || {
         lab::etcd::healthy(&socket, Duration::from_millis(500))
     });
 
@@ -293,7 +286,7 @@ fn supervisor_restarts_etcd_and_down_leaves_nothing() {
     assert!(!t.lab.paths().restart_request("etcd").exists(), "restart request not consumed");
     let log = std::fs::read_to_string(t.lab.paths().supervisor_log()).unwrap();
     assert_eq!(log.lines().filter(|l| l.contains("etcd: ") && l.contains("restart requested")).count(), 3, "{log}");
-    wait_until("etcd healthy after the rollout restarts", Duration::from_secs(15), || {
+    eventually("etcd healthy after the rollout restarts", Duration::from_secs(15), || {
         lab::etcd::healthy(&socket, Duration::from_millis(500))
     });
     let etcd = ProcessId::of(t.etcd().pid.unwrap()).unwrap();
@@ -390,7 +383,7 @@ impl TestLab {
 
     fn wait_for_running(&self, name: &str, timeout: Duration) -> i32 {
         let mut pid = None;
-        wait_until(&format!("{name} running"), timeout, || {
+        eventually(&format!("{name} running"), timeout, || {
             pid = self.running_pid(name);
             pid.is_some()
         });
@@ -514,10 +507,10 @@ fn reboot_brings_a_node_back_by_itself_and_a_hold_survives_a_supervisor_restart(
     assert!(t.lab.kill_node("k8s-w0").unwrap().killed);
     let old = ProcessId::of(report.supervisor_pid).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(old.pid), nix::sys::signal::SIGTERM).unwrap();
-    wait_until("the supervisor stopped", Duration::from_secs(10), || !old.is_alive());
+    eventually("the supervisor stopped", Duration::from_secs(10), || !old.is_alive());
     let started = Command::new(env!("CARGO_BIN_EXE_lab-supervise")).arg(t.lab.name()).status().unwrap();
     assert!(started.success());
-    wait_until("a new supervisor", Duration::from_secs(10), || {
+    eventually("a new supervisor", Duration::from_secs(10), || {
         t.lab.status().unwrap().supervisor.is_some_and(|s| s.running && s.pid != old.pid)
     });
     t.wait_for_running("sleeper-k8s-ctr", Duration::from_secs(10));

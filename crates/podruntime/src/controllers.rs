@@ -349,12 +349,8 @@ mod tests {
         Object::typed_all(&list.items)
     }
 
-    async fn wait_for(what: &str, mut probe: impl AsyncFnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !probe().await {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    async fn wait_for(what: &str, probe: impl AsyncFnMut() -> bool) {
+        assert!(testkit::wait_until_async(Duration::from_secs(10), probe).await, "timed out waiting for {what}");
     }
 
     async fn set_replicas(store: &dyn Store, n: i64) {

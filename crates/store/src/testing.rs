@@ -1,7 +1,7 @@
 //! Test support (feature `testing`): a throwaway etcd per test, and waiting for conditions
 //! instead of sleeping.
 
-use std::{future::Future, io, net::TcpListener, time::Duration};
+use std::{io, net::TcpListener, time::Duration};
 
 use tempfile::TempDir;
 
@@ -60,20 +60,5 @@ impl EtcdGuard {
     }
 }
 
-/// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held (the kit's).
+pub use testkit::wait_until_async as wait_until;

@@ -222,17 +222,3 @@ pub fn result_ip(result: &Value) -> Ipv4Addr {
 pub fn lxc_links(node: &TestNetns) -> Vec<String> {
     node.links().into_iter().filter(|l| l.starts_with("lxc")).collect()
 }
-
-/// Polls `cond` until it holds or `timeout` passes.
-pub fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}

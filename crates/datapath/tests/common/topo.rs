@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -142,18 +142,6 @@ pub fn http_get_path(to: SocketAddr, path: &str) -> std::io::Result<(String, Soc
 /// GET from inside namespace `ns`.
 pub fn http_get_from(ns: &str, to: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
     in_netns(ns, || http_get(to))
-}
-
-/// Polls `cond` until it holds or `timeout` passes; never sleeps blindly.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// The namespaces and links of one test; everything is deleted on drop.
