@@ -40,20 +40,18 @@ fn cni_plugin() -> PathBuf {
 
 /// A pod: a network namespace `<lab>-pod-<name>` wired by `cilia-cni ADD` on `node`.
 struct Pod {
-    netns: String,
+    netns: testkit::TestNetns,
     ip: String,
 }
 
 impl Pod {
     fn add(lab: &TestLab, node: &str, name: &str) -> Pod {
-        let netns = format!("{}-pod-{name}", lab.name);
-        let out = Command::new("ip").args(["netns", "add", &netns]).output().expect("ip netns add");
-        assert!(out.status.success(), "ip netns add {netns}:\n{}", text(&out));
+        let netns = testkit::TestNetns::named(&format!("{}-pod-{name}", lab.name));
         let socket = format!("/run/cilia/lab/{}/nodes/{node}/cni.sock", lab.name);
         let conf =
             serde_json::json!({"cniVersion": "1.0.0", "name": "cilia", "type": "cilia-cni", "agentSocket": socket});
         let plugin = cni_plugin();
-        let (container, netns_path) = (format!("CNI_CONTAINERID={name}"), format!("CNI_NETNS=/run/netns/{netns}"));
+        let (container, netns_path) = (format!("CNI_CONTAINERID={name}"), format!("CNI_NETNS={}", netns.path()));
         let cni_path = format!("CNI_PATH={}", plugin.parent().unwrap().display());
         let args = ["env", "-i", "CNI_COMMAND=ADD", &container, &netns_path, "CNI_IFNAME=eth0", &cni_path];
         let args = [&["lab", "exec", node, "--"], &args[..], &[plugin.to_str().unwrap()]].concat();
@@ -66,16 +64,10 @@ impl Pod {
 
     fn ping(&self, ip: &str) -> bool {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "ping", "-c2", "-i0.2", "-W1", ip])
+            .args(["netns", "exec", &self.netns.name, "ping", "-c2", "-i0.2", "-W1", ip])
             .output()
             .expect("ping");
         out.status.success()
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
     }
 }
 

@@ -219,10 +219,9 @@ fn cluster_ip_by_name_from_pods_and_frontends_from_every_node() {
 /// Wires a new namespace on `node` with `cilia-cni ADD` and, the moment ADD answers, curls
 /// `cluster_ip` from it with a connect timeout of 0.9 s; returns the backend's hostname.
 fn first_connection(lab: &TestLab, node: &str, cluster_ip: &str) -> String {
-    let netns = format!("{}-pod-first-{node}", lab.name);
-    let out = Command::new("ip").args(["netns", "add", &netns]).output().expect("ip netns add");
-    assert!(out.status.success(), "ip netns add {netns}:\n{}", text(&out));
-    let _remove = RemoveNetns(netns.clone());
+    // Named with the lab's prefix, so that `lab down` removes it too after a killed run.
+    let pod = testkit::TestNetns::named(&format!("{}-pod-first-{node}", lab.name));
+    let netns = &pod.name;
     let plugin = Path::new(common::cilia_bin()).with_file_name("cilia-cni");
     let socket = format!("/run/cilia/lab/{}/nodes/{node}/cni.sock", lab.name);
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "cilia", "type": "cilia-cni", "agentSocket": socket});
@@ -235,15 +234,6 @@ fn first_connection(lab: &TestLab, node: &str, cluster_ip: &str) -> String {
     );
     let out = lab.cilia_stdin(&["lab", "exec", node, "--", "bash", "-c", &script], &conf.to_string());
     hostname(&out).unwrap_or_else(|e| panic!("the first connection of a new pod on {node} to {cluster_ip}: {e}"))
-}
-
-/// Deletes a network namespace when dropped, also when the test fails.
-struct RemoveNetns(String);
-
-impl Drop for RemoveNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// What a failed north-south request leaves to look at: k8s-ctr's conntrack, SNAT and service

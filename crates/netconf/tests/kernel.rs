@@ -3,43 +3,21 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::Ipv4Net;
 use netconf::{
     HOST_DEVICE, HostDeviceConfig, MAIN_TABLE, NET_DEVICE, Netconf, Netns, PodVethSpec, Route, host_ifname_for,
 };
+use testkit::TestNetns;
 
-/// A named network namespace (`/run/netns/NAME`), deleted when dropped, even on panic.
-struct TestNetns {
-    name: String,
+/// A namespace of this test (`nct-...`), deleted when dropped, even on panic.
+fn test_netns(role: &str) -> TestNetns {
+    TestNetns::new("nct", role)
 }
 
-impl TestNetns {
-    fn new(role: &str) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let name = format!("nct-{}-{}-{role}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-        sh(&["ip", "netns", "add", &name]);
-        TestNetns { name }
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().expect("run ip netns exec")
-    }
-
-    fn ping(&self, ip: Ipv4Addr) -> bool {
-        self.exec(&["ping", "-c1", "-W2", &ip.to_string()]).status.success()
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
+/// Whether one ping from `from` to `ip` is answered.
+fn ping(from: &TestNetns, ip: Ipv4Addr) -> bool {
+    from.exec(&["ping", "-c1", "-W2", &ip.to_string()]).status.success()
 }
 
 fn sh(args: &[&str]) {
@@ -63,8 +41,8 @@ fn in_netns<T: Send>(ns: &TestNetns, body: impl AsyncFnOnce() -> T + Send) -> T 
 
 #[test]
 fn host_device_and_pod_veth() {
-    let node = TestNetns::new("node");
-    let pod = TestNetns::new("pod");
+    let node = test_netns("node");
+    let pod = test_netns("pod");
     let cidr: Ipv4Net = "172.20.5.0/24".parse().unwrap();
     let router = Ipv4Addr::new(172, 20, 5, 77);
     let pod_ip = Ipv4Addr::new(172, 20, 5, 10);
@@ -107,8 +85,8 @@ fn host_device_and_pod_veth() {
         assert_eq!(nc.pod_veths().await.unwrap().len(), 1);
     });
 
-    assert!(pod.ping(router), "pod -> router");
-    assert!(node.ping(pod_ip), "node -> pod");
+    assert!(ping(&pod, router), "pod -> router");
+    assert!(ping(&node, pod_ip), "node -> pod");
     let routes = String::from_utf8(pod.exec(&["ip", "route"]).stdout).unwrap();
     assert!(routes.contains(&format!("default via {router} dev eth0")), "{routes}");
     assert!(routes.contains("mtu 1350"), "{routes}");
@@ -134,8 +112,8 @@ fn host_device_and_pod_veth() {
 
 #[test]
 fn routes_with_mtu_and_route_lookup() {
-    let node = TestNetns::new("node");
-    let peer = TestNetns::new("peer");
+    let node = test_netns("node");
+    let peer = test_netns("peer");
     // The underlay between two namespaces is test scaffolding, so plain `ip` does it.
     sh(&["ip", "link", "add", "eth1", "netns", &node.name, "type", "veth", "peer", "eth1", "netns", &peer.name]);
     sh(&["ip", "-n", &node.name, "addr", "add", "192.168.77.1/24", "dev", "eth1"]);
