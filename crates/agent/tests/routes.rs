@@ -20,14 +20,12 @@ use tokio_util::sync::CancellationToken;
 /// A named network namespace with `eth1` 192.168.10.100/24 and the lab's route to the other
 /// subnet via a router on it; deleted on drop, even on panic.
 struct NodeNetns {
-    name: String,
+    ns: testkit::TestNetns,
 }
 
 impl NodeNetns {
     fn new() -> Self {
-        let name = format!("agt{}", std::process::id());
-        let ns = NodeNetns { name };
-        ns.sh(&["ip", "netns", "add", &ns.name]);
+        let ns = NodeNetns { ns: testkit::TestNetns::new("agt", "node") };
         for cmd in [
             "ip link set lo up",
             "ip link add eth1 type veth peer name eth1p",
@@ -48,18 +46,13 @@ impl NodeNetns {
     }
 
     fn exec(&self, cmd: &str) -> String {
-        let args: Vec<&str> = ["ip", "netns", "exec", &self.name].into_iter().chain(cmd.split_whitespace()).collect();
+        let args: Vec<&str> =
+            ["ip", "netns", "exec", &self.ns.name].into_iter().chain(cmd.split_whitespace()).collect();
         self.sh(&args)
     }
 
     fn routes(&self) -> String {
         self.exec("ip -4 route show")
-    }
-}
-
-impl Drop for NodeNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -71,7 +64,7 @@ struct RunningAgent {
 
 impl RunningAgent {
     fn start(ns: &NodeNetns, store: Arc<dyn Store>, config: AgentConfig) -> Self {
-        let netns = Netns::open(format!("/run/netns/{}", ns.name)).expect("open netns");
+        let netns = Netns::open(ns.ns.path()).expect("open netns");
         let stop = CancellationToken::new();
         let token = stop.clone();
         let thread = std::thread::spawn(move || {
