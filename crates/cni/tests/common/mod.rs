@@ -7,28 +7,27 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use cni::{CniServer, CniServerConfig, PodNetwork, PodNetworkConfig};
 use ipnet::Ipv4Net;
 use netconf::Netns;
 use serde_json::Value;
 
-/// A named network namespace (`/run/netns/NAME`), deleted when dropped, even on panic.
-pub struct TestNetns {
-    pub name: String,
+/// The kit's network namespace (`cnit-...`, deleted when dropped, even on panic), with what the
+/// plugin tests read from it.
+pub struct TestNetns(testkit::TestNetns);
+
+impl std::ops::Deref for TestNetns {
+    type Target = testkit::TestNetns;
+
+    fn deref(&self) -> &testkit::TestNetns {
+        &self.0
+    }
 }
 
 impl TestNetns {
     pub fn new(role: &str) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let name = format!("cnit-{}-{}-{role}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-        sh(&["ip", "netns", "add", &name]);
-        TestNetns { name }
-    }
-
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
+        TestNetns(testkit::TestNetns::new("cnit", role))
     }
 
     /// Runs a command inside the namespace and returns its stdout.
@@ -58,12 +57,6 @@ impl TestNetns {
     /// Main-table IPv4 routes, one `ip route` line each.
     pub fn routes(&self) -> Vec<String> {
         self.exec(&["ip", "-4", "route", "show"]).lines().map(String::from).collect()
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
