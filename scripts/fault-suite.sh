@@ -16,6 +16,7 @@ faults=(
   "datastore frozen 60 s (SIGSTOP) with traffic and ARP|cilia|l2_announcements|a_graceful_restart_hands_over_cleanly_and_a_datastore_outage_changes_nothing"
   "a node killed (power loss), then booted|cilia|node_lifecycle|a_killed_node_leaves_every_service_and_comes_back_with_its_pods"
   "a corrupt stored value (etcd)|store|etcd|an_unreadable_value_is_skipped_per_key_and_never_taken_for_a_deletion"
+  "a corrupt stored value in a lab: counted by every agent and the operator, a status warning|cilia|telemetry|metrics_and_health_answer_move_with_traffic_and_status_names_a_stopped_agent"
   "a stored Service that does not parse keeps its LB IP|operator|operator|a_service_that_does_not_parse_keeps_its_address"
   "a full service map: the oldest Services answer, the newest wait with a condition|cilia|service_map_full|services_that_do_not_fit_wait_with_a_condition_and_get_room_when_others_go"
 )
