@@ -11,9 +11,10 @@ deps:
 
 # Kubernetes' control plane for `cilia lab up --control-plane kubernetes` and its tests, built from
 # Kubernetes' Go modules once into /var/cache/cilia/kubernetes (minutes cold, nothing when built).
+# No Go, or a Go too old (the script exits 2 and says which), is not an error here: see `test`.
 kubernetes:
-	@if command -v go >/dev/null 2>&1; then ./scripts/install-kubernetes.sh; \
-	else echo "make: no Go toolchain: Kubernetes is not built, and the Kubernetes-mode tests will fail saying so" >&2; fi
+	@if command -v go >/dev/null 2>&1; then ./scripts/install-kubernetes.sh || [ $$? -eq 2 ]; \
+	else echo "make: no Go toolchain: Kubernetes is not built" >&2; fi
 
 build: deps
 	$(CARGO) build --release --bins
@@ -32,6 +33,13 @@ lint: deps
 
 # Every test: unit tests of the pure crates and, as root, the kernel and end-to-end tests that build
 # their own network namespaces.
+# Without Kubernetes' binaries (no Go >= 1.24 to build them, e.g. Debian 12's Go is 1.19) the
+# tests on Kubernetes' control plane (named on_kubernetes_*) are skipped, and make says so; run by
+# themselves, they fail naming what is missing.
 test: deps kubernetes lint
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-fail-fast
+	@skip=; if [ ! -x "$$(./scripts/install-kubernetes.sh --bin-dir)/kube-apiserver" ]; then \
+	  echo "make: Kubernetes is not built: skipping the on_kubernetes_ tests (scripts/install-kubernetes.sh needs Go >= 1.24)" >&2; \
+	  skip="--skip on_kubernetes_"; fi; \
+	echo "$(CARGO) test --workspace --no-fail-fast -- $$skip"; \
+	$(CARGO) test --workspace --no-fail-fast -- $$skip

@@ -9,7 +9,7 @@ mod common;
 use common::{TestLab, repo_file, text};
 
 #[test]
-fn kubernetes_runs_its_own_controllers_and_serves_cilium_crds_to_kubectl() {
+fn on_kubernetes_its_own_controllers_run_and_serve_cilium_crds_to_kubectl() {
     assert!(nix::unistd::geteuid().is_root(), "needs root: the lab makes network namespaces");
     if let Err(e) = lab::kubernetes::check_installed() {
         panic!("{e}");

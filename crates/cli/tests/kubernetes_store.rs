@@ -37,7 +37,7 @@ impl KubeLab {
 }
 
 #[test]
-fn the_cli_reads_writes_and_watches_kubernetes_objects() {
+fn on_kubernetes_the_cli_reads_writes_and_watches_objects() {
     let k = KubeLab::up();
 
     // apply creates through the API; kube-apiserver allocates the cluster IP, and kubectl sees it.

@@ -99,6 +99,6 @@ fn lbipam_on_the_etcd_control_plane() {
 }
 
 #[test]
-fn lbipam_on_the_kubernetes_control_plane() {
+fn on_kubernetes_lbipam_behaves_as_on_etcd() {
     lbipam_semantics(&Cluster::kubernetes());
 }
