@@ -154,29 +154,10 @@ pub fn registry() -> Registry {
                 out
             }
         };
-        out.extend(unreadable_families());
+        out.extend(telemetry::unreadable_families(store::unreadable::objects(), store::unreadable::values_seen()));
         out
     })));
     r
-}
-
-/// `datastore_unreadable_objects` and `datastore_unreadable_values_total`: stored values this
-/// process skipped because they are not objects ([`store::unreadable`]), which nothing else shows.
-pub fn unreadable_families() -> Vec<ScrapedFamily> {
-    vec![
-        ScrapedFamily::single(
-            "datastore_unreadable_objects",
-            "Stored objects whose value could not be read as this process last read them (their last readable version is kept).",
-            ScrapedKind::Gauge,
-            store::unreadable::objects() as f64,
-        ),
-        ScrapedFamily::single(
-            "datastore_unreadable_values",
-            "Stored values read that could not be read as objects.",
-            ScrapedKind::Counter,
-            store::unreadable::values_seen() as f64,
-        ),
-    ]
 }
 
 /// Everything read at scrape time. Unreadable parts are left out (the families stay).

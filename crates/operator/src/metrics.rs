@@ -88,29 +88,10 @@ pub fn registry() -> Registry {
     r.register_collector(Box::new(ScrapeCollector::new(|| {
         let pools = TELEMETRY.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut out = pool_families(&pools.map(|p| p.snapshot()).unwrap_or_default());
-        out.extend(unreadable_families());
+        out.extend(telemetry::unreadable_families(store::unreadable::objects(), store::unreadable::values_seen()));
         out
     })));
     r
-}
-
-/// `datastore_unreadable_objects` and `datastore_unreadable_values_total`: stored values this
-/// process skipped because they are not objects ([`store::unreadable`]), which nothing else shows.
-pub fn unreadable_families() -> Vec<ScrapedFamily> {
-    vec![
-        ScrapedFamily::single(
-            "datastore_unreadable_objects",
-            "Stored objects whose value could not be read as this process last read them (their last readable version is kept).",
-            ScrapedKind::Gauge,
-            store::unreadable::objects() as f64,
-        ),
-        ScrapedFamily::single(
-            "datastore_unreadable_values",
-            "Stored values read that could not be read as objects.",
-            ScrapedKind::Counter,
-            store::unreadable::values_seen() as f64,
-        ),
-    ]
 }
 
 /// `lbipam_ips_{total,available,used}{pool}` from the pools' count conditions.

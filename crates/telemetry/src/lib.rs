@@ -21,7 +21,7 @@ pub mod server;
 pub mod tls;
 
 pub use health::{Check, Health, HealthReport};
-pub use scrape::{ScrapeCollector, ScrapedFamily, ScrapedKind};
+pub use scrape::{ScrapeCollector, ScrapedFamily, ScrapedKind, unreadable_families};
 pub use server::{Endpoints, Listen, serve};
 
 /// The agent's metrics port (Cilium's `prometheus-serve-addr` default).

@@ -40,6 +40,26 @@ impl ScrapedFamily {
     }
 }
 
+/// `datastore_unreadable_objects` and `datastore_unreadable_values_total`: stored values the process
+/// skipped because they are not objects, which nothing else shows. `objects` are the keys whose
+/// last value did not read, `values_seen` every such value read (the store's counters).
+pub fn unreadable_families(objects: usize, values_seen: u64) -> Vec<ScrapedFamily> {
+    vec![
+        ScrapedFamily::single(
+            "datastore_unreadable_objects",
+            "Stored objects whose value could not be read as this process last read them (their last readable version is kept).",
+            ScrapedKind::Gauge,
+            objects as f64,
+        ),
+        ScrapedFamily::single(
+            "datastore_unreadable_values",
+            "Stored values read that could not be read as objects.",
+            ScrapedKind::Counter,
+            values_seen as f64,
+        ),
+    ]
+}
+
 /// Calls `read` on every scrape and encodes what it returns.
 pub struct ScrapeCollector {
     read: Box<dyn Fn() -> Vec<ScrapedFamily> + Send + Sync>,
