@@ -121,7 +121,11 @@ fn on_kubernetes_the_cli_reads_writes_and_watches_objects() {
     let apiserver = the_lab.status().unwrap().processes.into_iter().find(|p| p.name == "kube-apiserver");
     let pid = apiserver.and_then(|p| p.pid).expect("kube-apiserver runs");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    testkit::eventually("the supervisor restarts kube-apiserver", std::time::Duration::from_secs(30), || {
+        let status = the_lab.status().ok();
+        let running = status.and_then(|s| s.processes.into_iter().find(|p| p.name == "kube-apiserver"));
+        running.and_then(|p| p.pid).is_some_and(|new| new != pid)
+    });
     k.lab.kubectl_until(&["get", "--raw", "/readyz"], |s| s.trim() == "ok");
     let netns = netconf::netns::Netns::open(format!("/run/netns/{}", k.lab.namespace("k8s-ctr"))).unwrap();
     let outcome = netconf::netns::on_thread_inside(std::os::fd::AsFd::as_fd(&netns), move || {

@@ -256,28 +256,30 @@ const INSTALLED_MANIFESTS: &[(&str, &str)] = &[
     ("deploy/kubernetes/rbac.yaml", include_str!("../../../deploy/kubernetes/rbac.yaml")),
 ];
 
-/// `kubectl apply` of [`INSTALLED_MANIFESTS`] inside k8s-ctr.
+/// `kubectl apply` of [`INSTALLED_MANIFESTS`] inside k8s-ctr, as one stream of documents.
 pub(crate) fn install_manifests(lab: &Lab) -> Result<(), LabError> {
     use std::io::Write as _;
+    let documents: Vec<&str> = INSTALLED_MANIFESTS.iter().map(|(_, text)| *text).collect();
+    let names: Vec<&str> = INSTALLED_MANIFESTS.iter().map(|(name, _)| *name).collect();
+    let what = format!("kubectl apply -f {}", names.join(" -f "));
     let argv = kubectl_argv(lab, &["apply".into(), "-f".into(), "-".into()])?;
-    for (name, text) in INSTALLED_MANIFESTS {
-        let mut cmd = lab.command(K8S_CTR, &argv[0])?;
-        cmd.args(&argv[1..])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| LabError::Spawn { command: argv.join(" "), source })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(text.as_bytes()).map_err(|e| LabError::io("write to kubectl", Path::new(name), e))?;
-        }
-        let out = child.wait_with_output().map_err(|e| LabError::io("wait for kubectl", Path::new(name), e))?;
-        if !out.status.success() {
-            return Err(LabError::Command {
-                namespace: lab.namespace_of(K8S_CTR)?.to_string(),
-                command: format!("kubectl apply -f {name}"),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+    let mut cmd = lab.command(K8S_CTR, &argv[0])?;
+    cmd.args(&argv[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| LabError::Spawn { command: what.clone(), source })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let stream = documents.join("\n---\n");
+        stdin.write_all(stream.as_bytes()).map_err(|e| LabError::io("write to kubectl", Path::new(names[0]), e))?;
+    }
+    let out = child.wait_with_output().map_err(|e| LabError::io("wait for kubectl", Path::new(names[0]), e))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            namespace: lab.namespace_of(K8S_CTR)?.to_string(),
+            command: what,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }

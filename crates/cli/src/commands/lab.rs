@@ -103,21 +103,11 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
         }
         LabAction::Status => print!("{}", lab.status()?),
         LabAction::Kubeconfig => {
-            if !lab::kubernetes::runs_in(&lab) {
-                anyhow::bail!(
-                    "lab {} runs no Kubernetes control plane; `cilia lab up --control-plane kubernetes` starts one",
-                    lab.name()
-                );
-            }
+            require_kubernetes(&lab)?;
             println!("{}", lab::kubernetes::admin_kubeconfig(&lab).display());
         }
         LabAction::Kubectl { args } => {
-            if !lab::kubernetes::runs_in(&lab) {
-                anyhow::bail!(
-                    "lab {} runs no Kubernetes control plane; `cilia lab up --control-plane kubernetes` starts one",
-                    lab.name()
-                );
-            }
+            require_kubernetes(&lab)?;
             let argv = lab::kubernetes::kubectl_argv(&lab, &args)?;
             let code = tokio::task::spawn_blocking(move || lab.exec(lab::topology::K8S_CTR, &argv)).await??;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
@@ -155,6 +145,17 @@ pub async fn run(action: LabAction, name: &str, datastore: Option<&str>) -> Resu
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails, saying how to start one, unless the lab runs Kubernetes' control plane.
+fn require_kubernetes(lab: &lab::Lab) -> Result<()> {
+    if !lab::kubernetes::runs_in(lab) {
+        anyhow::bail!(
+            "lab {} runs no Kubernetes control plane; `cilia lab up --control-plane kubernetes` starts one",
+            lab.name()
+        );
+    }
+    Ok(())
 }
 
 /// cilia's processes on the etcd control plane: the operator, and on every node the agent, cluster
